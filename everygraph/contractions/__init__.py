@@ -1,0 +1,3 @@
+"""everygraph.contractions."""
+
+__all__: list[str] = []

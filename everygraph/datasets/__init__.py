@@ -1,0 +1,3 @@
+"""everygraph.datasets."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""everygraph.graphlib."""
+
+__all__: list[str] = []

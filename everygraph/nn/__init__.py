@@ -1,0 +1,3 @@
+"""everygraph.nn."""
+
+__all__: list[str] = []

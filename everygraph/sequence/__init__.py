@@ -1,0 +1,3 @@
+"""everygraph.sequence."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""everygraph.transforms."""
+
+__all__: list[str] = []
