@@ -1,3 +1,27 @@
-"""everygraph.graphlib."""
+"""everygraph.graphlib: the graph core.
 
-__all__: list[str] = []
+Structures (lattices, DAGs, line graphs, orientations, multitree pruning, networkx/PyG
+conversion) and kernels (scatter/segment dispatch, balanced tree reduction). Knows nothing of
+models; imports only torch, PyG and networkx.
+"""
+
+from .convert import from_networkx, to_networkx
+from .dag import DAG, LineGraph
+from .errors import CycleError
+from .lattice import Lattice, path_graph
+from .multitree import prune_to_multitree
+from .orient import dagify, node_order, undirected_degree
+
+__all__ = [
+    "CycleError",
+    "DAG",
+    "LineGraph",
+    "Lattice",
+    "path_graph",
+    "dagify",
+    "node_order",
+    "undirected_degree",
+    "prune_to_multitree",
+    "from_networkx",
+    "to_networkx",
+]
