@@ -75,7 +75,7 @@ def node_order(
         position = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
         position[order.long()] = torch.arange(num_nodes, device=device)
         if num_nodes and (bool((position < 0).any()) or int(order.max()) >= num_nodes or int(order.min()) < 0):
-            raise ValueError("the order tensor must contain every node 0..num_nodes-1 exactly once")
+            raise ValueError(f"an order tensor must be a permutation: every node 0..{num_nodes - 1} exactly once, got {order.tolist()}")
         primary, tie = position.double(), torch.zeros(num_nodes, dtype=torch.float64, device=device)
     elif order == "index":
         primary, tie = torch.zeros(num_nodes, dtype=torch.float64, device=device), _tie_key(num_nodes, seed, device)
