@@ -11,6 +11,8 @@ from .errors import CycleError
 from .lattice import Lattice, path_graph
 from .multitree import prune_to_multitree
 from .orient import dagify, node_order, undirected_degree
+from .scatter import scatter, scatter_backend_info, segment
+from .tree_reduce import tree_reduce
 
 __all__ = [
     "CycleError",
@@ -24,4 +26,8 @@ __all__ = [
     "prune_to_multitree",
     "from_networkx",
     "to_networkx",
+    "scatter",
+    "segment",
+    "tree_reduce",
+    "scatter_backend_info",
 ]

@@ -1,0 +1,337 @@
+r"""Scatter and segment reductions behind one dispatch.
+
+.. math::
+
+    \mathrm{out}_i = \bigoplus_{j \,:\, \mathrm{index}_j = i} \mathrm{src}_j,
+    \qquad \oplus \in \{\mathrm{sum}, \mathrm{mean}, \max, \min, \mathrm{mul}\}
+
+:func:`scatter` takes one segment id per element (any order); :func:`segment` takes the
+CSR offsets ``ptr`` of already-sorted segments. Both return ``[dim_size, *F]`` (with the
+reduced dimension replaced) and both route to one of several kernels through
+:data:`DISPATCH`, a table keyed by ``(reduce, device type, sorted)`` whose values are
+ordered preference lists of kernel names; the first kernel whose package is importable wins.
+The table is data, filled in from ``benchmarks/scatter.py`` (numbers in
+``benchmarks/README.md``): native PyTorch everywhere by default; ``torch_scatter`` only where
+that benchmark showed it faster *and* it is installed.
+
+Empty segments (no element maps to them) are well defined, never ``-inf`` or ``NaN``:
+
+============  ==================
+reduce        empty segment
+============  ==================
+``sum``       0
+``mean``      0
+``max``       0 (documented fill)
+``min``       0 (documented fill)
+``mul``       1 (the empty product)
+============  ==================
+
+Gradients flow through every kernel (``max``/``min`` split the gradient evenly among tied
+maxima on the native path, as :meth:`torch.Tensor.scatter_reduce` does).
+
+Example::
+
+    >>> src = torch.tensor([1., 4., 2., 3.])
+    >>> index = torch.tensor([1, 0, 1, 3])
+    >>> scatter(src, index, dim_size=4, reduce="max")
+    tensor([4., 2., 0., 3.])
+    >>> segment(torch.tensor([1., 2., 3.]), torch.tensor([0, 2, 2, 3]), reduce="sum")
+    tensor([3., 0., 3.])
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["scatter", "segment", "scatter_backend_info", "REDUCES", "DISPATCH"]
+
+REDUCES: tuple[str, ...] = ("sum", "mean", "max", "min", "mul")
+
+_HAS_TORCH_SCATTER = importlib.util.find_spec("torch_scatter") is not None
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_reduce(reduce: str) -> str:
+    if reduce == "add":  # torch_scatter / PyG alias
+        reduce = "sum"
+    if reduce not in REDUCES:
+        raise ValueError(f"unknown reduce {reduce!r}; valid options are {', '.join(repr(r) for r in REDUCES)}")
+    return reduce
+
+
+def _normalise_dim(dim: int, ndim: int) -> int:
+    if ndim == 0:
+        raise ValueError("src must have at least one dimension to reduce over, got a 0-d tensor")
+    if not -ndim <= dim < ndim:
+        raise ValueError(f"dim={dim} is out of range for src with {ndim} dimension(s) (valid: {-ndim}..{ndim - 1})")
+    return dim % ndim
+
+
+def check_index(
+    index: Tensor, length: int, dim_size: int | None, *, src_shape: torch.Size | None = None, dim: int = 0,
+    name: str = "index",
+) -> int:
+    """Validate a segment-id vector ``[length]`` and return ``dim_size`` (inferred if None).
+
+    Raises ``TypeError`` for a non-integer dtype and ``ValueError`` (naming the shapes or the
+    bound) for a wrong shape, a negative id or an id ``>= dim_size``.
+    """
+    if not isinstance(index, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of integer segment ids, got {type(index).__name__}")
+    if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
+        raise TypeError(f"{name} must have an integer dtype (torch.long), got {index.dtype}")
+    if index.dim() != 1 or index.numel() != length:
+        where = f" (size of src {list(src_shape)} along dim {dim})" if src_shape is not None else ""
+        raise ValueError(
+            f"{name} must have shape [{length}]{where}: one segment id per element, got {name} of shape "
+            f"{list(index.shape)}"
+        )
+    if dim_size is not None:
+        dim_size = int(dim_size)
+        if dim_size < 0:
+            raise ValueError(f"dim_size must be non-negative, got {dim_size}")
+    if index.numel() == 0:
+        return 0 if dim_size is None else dim_size
+    lo, hi = torch.aminmax(index)
+    lo, hi = int(lo), int(hi)
+    if lo < 0:
+        raise ValueError(f"{name} contains a negative segment id ({lo}); ids must be >= 0")
+    if dim_size is None:
+        return hi + 1
+    if hi >= dim_size:
+        raise ValueError(f"{name} contains segment id {hi}, out of range for dim_size={dim_size} (valid: 0..{dim_size - 1})")
+    return dim_size
+
+
+def _check_ptr(ptr: Tensor, length: int) -> None:
+    if not isinstance(ptr, Tensor):
+        raise TypeError(f"ptr must be a torch.Tensor of segment offsets, got {type(ptr).__name__}")
+    if ptr.dtype == torch.bool or ptr.is_floating_point() or ptr.is_complex():
+        raise TypeError(f"ptr must have an integer dtype (torch.long), got {ptr.dtype}")
+    if ptr.dim() != 1 or ptr.numel() < 1:
+        raise ValueError(f"ptr must have shape [num_segments + 1] (at least one entry), got {list(ptr.shape)}")
+    if int(ptr[0]) != 0:
+        raise ValueError(f"ptr must start at 0, got ptr[0]={int(ptr[0])}")
+    if int(ptr[-1]) != length:
+        raise ValueError(
+            f"ptr must end at the number of elements of src along the reduced dim ({length}), got ptr[-1]={int(ptr[-1])}"
+        )
+    if ptr.numel() > 1 and bool((ptr[1:] < ptr[:-1]).any()):
+        raise ValueError("ptr must be non-decreasing (segment i holds elements ptr[i]..ptr[i+1]-1)")
+
+
+# ---------------------------------------------------------------------------- kernels
+# Each kernel reduces src along dim 0 ([E, *F] -> [dim_size, *F]); index is a 1-D long
+# tensor and ptr (for sorted kernels) the matching offsets. The public functions move the
+# reduced dim to the front and back, so kernels need not care about dim.
+
+_FILL = {"sum": 0.0, "mean": 0.0, "max": 0.0, "min": 0.0, "mul": 1.0}
+
+
+def _counts(index: Tensor, dim_size: int, like: Tensor) -> Tensor:
+    return torch.bincount(index, minlength=dim_size).to(like.dtype if like.is_floating_point() else torch.float)
+
+
+def _bcast(vec: Tensor, like: Tensor) -> Tensor:
+    return vec.view((-1,) + (1,) * (like.dim() - 1))
+
+
+def _kernel_index_add(src: Tensor, index: Tensor, ptr: Tensor | None, dim_size: int, reduce: str) -> Tensor:
+    out = src.new_zeros((dim_size,) + src.shape[1:]).index_add(0, index, src)
+    if reduce == "mean":
+        out = out / _bcast(_counts(index, dim_size, src).clamp(min=1), out)
+    return out
+
+
+def _kernel_scatter_reduce(src: Tensor, index: Tensor, ptr: Tensor | None, dim_size: int, reduce: str) -> Tensor:
+    full_index = _bcast(index, src).expand_as(src)
+    shape = (dim_size,) + src.shape[1:]
+    if reduce in ("sum", "mean"):
+        out = src.new_zeros(shape).scatter_add(0, full_index, src)
+        if reduce == "mean":
+            out = out / _bcast(_counts(index, dim_size, src).clamp(min=1), out)
+        return out
+    if reduce == "mul":
+        return src.new_ones(shape).scatter_reduce(0, full_index, src, reduce="prod", include_self=True)
+    # include_self=False leaves untouched (empty) rows at their initial value, the 0 fill.
+    return src.new_zeros(shape).scatter_reduce(0, full_index, src, reduce="a" + reduce, include_self=False)
+
+
+def _kernel_segment_reduce(src: Tensor, index: Tensor, ptr: Tensor | None, dim_size: int, reduce: str) -> Tensor:
+    if ptr is None:  # sorted index: offsets from the counts
+        counts = torch.bincount(index, minlength=dim_size)
+        ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    out = torch.segment_reduce(src, "prod" if reduce == "mul" else reduce, offsets=ptr, axis=0)
+    if reduce in ("mean", "max", "min"):  # segment_reduce leaves nan / -inf / inf in empty rows
+        empty = _bcast(ptr[1:] == ptr[:-1], out)
+        out = torch.where(empty, torch.zeros((), dtype=out.dtype, device=out.device), out)
+    return out
+
+
+def _kernel_torch_scatter(src: Tensor, index: Tensor, ptr: Tensor | None, dim_size: int, reduce: str) -> Tensor:
+    import torch_scatter
+
+    if ptr is not None:
+        return torch_scatter.segment_csr(src, ptr, reduce=reduce)
+    return torch_scatter.scatter(src, index, dim=0, dim_size=dim_size, reduce=reduce)
+
+
+# name -> (kernel, needs sorted input, package it needs or None)
+KERNELS: dict[str, tuple[Callable[[Tensor, Tensor, Tensor | None, int, str], Tensor], bool, str | None]] = {
+    "index_add": (_kernel_index_add, False, None),
+    "scatter_reduce": (_kernel_scatter_reduce, False, None),
+    "segment_reduce": (_kernel_segment_reduce, True, None),
+    "torch_scatter": (_kernel_torch_scatter, False, "torch_scatter"),
+}
+_KERNEL_REDUCES = {
+    "index_add": ("sum", "mean"),
+    "scatter_reduce": REDUCES,
+    "segment_reduce": REDUCES,
+    "torch_scatter": REDUCES,
+}
+
+# (reduce, device type, sorted) -> kernels in order of preference. Chosen from
+# benchmarks/scatter.py (see benchmarks/README.md for the measured table). "sorted" means
+# the caller passed CSR offsets (segment) or a sorted index; scatter only checks whether its
+# index is sorted when the sorted and unsorted rows of the table differ.
+DISPATCH: dict[tuple[str, str, bool], tuple[str, ...]] = {}
+for _reduce in REDUCES:
+    for _device in ("cpu", "cuda"):
+        for _sorted in (False, True):
+            DISPATCH[(_reduce, _device, _sorted)] = ("scatter_reduce",)
+
+
+def _available(name: str) -> bool:
+    package = KERNELS[name][2]
+    return package is None or (package == "torch_scatter" and _HAS_TORCH_SCATTER)
+
+
+def choose_kernel(reduce: str, device_type: str, is_sorted: bool) -> str:
+    """The kernel :func:`scatter`/:func:`segment` use for ``(reduce, device_type, is_sorted)``."""
+    prefs = DISPATCH.get((reduce, device_type, is_sorted)) or DISPATCH[(reduce, "cpu", is_sorted)]
+    for name in prefs:
+        if _available(name) and (is_sorted or not KERNELS[name][1]):
+            return name
+    return "scatter_reduce"
+
+
+def _run(src: Tensor, index: Tensor, ptr: Tensor | None, dim: int, dim_size: int, reduce: str, kernel: str) -> Tensor:
+    moved = src.movedim(dim, 0) if dim != 0 else src
+    if moved.shape[0] == 0:  # empty input: every segment is empty
+        out = moved.new_full((dim_size,) + moved.shape[1:], _FILL[reduce])
+        if src.requires_grad:  # keep the graph connected so .backward() works on empty input
+            out = out + moved.sum() * 0
+    else:
+        out = KERNELS[kernel][0](moved, index.long(), ptr if ptr is None else ptr.long(), dim_size, reduce)
+    return out.movedim(0, dim) if dim != 0 else out
+
+
+# ------------------------------------------------------------------------- public API
+
+
+def scatter(
+    src: Tensor,
+    index: Tensor,
+    dim: int = 0,
+    dim_size: int | None = None,
+    reduce: str = "sum",
+    *,
+    backend: str | None = None,
+) -> Tensor:
+    r"""Reduce the slices of ``src`` along ``dim`` that share a segment id in ``index``.
+
+    Args:
+        src: ``[..., E, ...]`` values (``E`` at position ``dim``).
+        index: ``[E]`` integer segment ids in ``[0, dim_size)``, any order.
+        dim: the dimension of ``src`` to reduce over.
+        dim_size: number of output segments; ``index.max() + 1`` if None.
+        reduce: ``"sum"`` (alias ``"add"``), ``"mean"``, ``"max"``, ``"min"`` or ``"mul"``.
+        backend: force a kernel name from :data:`KERNELS` (for tests and benchmarks);
+            None uses :data:`DISPATCH`.
+
+    Returns:
+        ``[..., dim_size, ...]``. Empty segments hold 0 (1 for ``"mul"``).
+
+    Example::
+
+        >>> scatter(torch.tensor([[1., 2.], [3., 4.], [5., 6.]]), torch.tensor([0, 2, 0]), reduce="mean")
+        tensor([[3., 4.],
+                [0., 0.],
+                [3., 4.]])
+    """
+    if not isinstance(src, Tensor):
+        raise TypeError(f"src must be a torch.Tensor, got {type(src).__name__}")
+    reduce = _check_reduce(reduce)
+    dim = _normalise_dim(dim, src.dim())
+    dim_size = check_index(index, src.size(dim), dim_size, src_shape=src.shape, dim=dim)
+    if backend is None:
+        device = src.device.type
+        is_sorted = False
+        if DISPATCH.get((reduce, device, True)) != DISPATCH.get((reduce, device, False)) and index.numel() > 1:
+            is_sorted = bool((index[1:] >= index[:-1]).all())
+        backend = choose_kernel(reduce, device, is_sorted)
+    else:
+        _check_backend(backend, reduce)
+        if KERNELS[backend][1] and index.numel() > 1 and bool((index[1:] < index[:-1]).any()):
+            raise ValueError(f"backend {backend!r} needs a sorted index; sort it or use another backend")
+    return _run(src, index, None, dim, dim_size, reduce, backend)
+
+
+def segment(src: Tensor, ptr: Tensor, reduce: str = "sum", *, dim: int = 0, backend: str | None = None) -> Tensor:
+    r"""Reduce contiguous segments of ``src`` given by CSR offsets ``ptr``.
+
+    Segment ``i`` holds ``src`` slices ``ptr[i] .. ptr[i+1]-1`` along ``dim``.
+
+    Args:
+        src: ``[..., E, ...]`` values (``E`` at position ``dim``).
+        ptr: ``[num_segments + 1]`` non-decreasing offsets, ``ptr[0] == 0``, ``ptr[-1] == E``.
+        reduce: ``"sum"``, ``"mean"``, ``"max"``, ``"min"`` or ``"mul"``.
+        dim: the dimension of ``src`` to reduce over.
+        backend: force a kernel (see :func:`scatter`).
+
+    Returns:
+        ``[..., num_segments, ...]``; empty segments hold 0 (1 for ``"mul"``).
+
+    Example::
+
+        >>> segment(torch.tensor([1., 5., 2.]), torch.tensor([0, 2, 3]), reduce="max")
+        tensor([5., 2.])
+    """
+    if not isinstance(src, Tensor):
+        raise TypeError(f"src must be a torch.Tensor, got {type(src).__name__}")
+    reduce = _check_reduce(reduce)
+    dim = _normalise_dim(dim, src.dim())
+    _check_ptr(ptr, src.size(dim))
+    num_segments = ptr.numel() - 1
+    if backend is None:
+        backend = choose_kernel(reduce, src.device.type, True)
+    else:
+        _check_backend(backend, reduce)
+    counts = (ptr[1:] - ptr[:-1]).long()
+    index = torch.repeat_interleave(torch.arange(num_segments, device=ptr.device), counts)
+    return _run(src, index, ptr if KERNELS[backend][1] or backend == "torch_scatter" else None,
+                dim, num_segments, reduce, backend)
+
+
+def _check_backend(backend: str, reduce: str) -> None:
+    if backend not in KERNELS:
+        raise ValueError(f"unknown backend {backend!r}; valid options are {', '.join(repr(k) for k in KERNELS)}")
+    if reduce not in _KERNEL_REDUCES[backend]:
+        raise ValueError(f"backend {backend!r} does not implement reduce={reduce!r}")
+    if not _available(backend):
+        raise ValueError(f"backend {backend!r} needs the package {KERNELS[backend][2]!r}, which is not installed")
+
+
+def scatter_backend_info() -> str:
+    """One line for ``everygraph info``: which kernels the dispatch uses on CPU."""
+    sums = choose_kernel("sum", "cpu", False)
+    maxes = choose_kernel("max", "cpu", False)
+    seg = choose_kernel("max", "cpu", True)
+    scatter_state = "torch_scatter installed" if _HAS_TORCH_SCATTER else "torch_scatter not installed"
+    return f"native torch {torch.__version__} (cpu: sum->{sums}, max->{maxes}, sorted max->{seg}); {scatter_state}"
