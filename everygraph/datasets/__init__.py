@@ -1,3 +1,5 @@
 """everygraph.datasets."""
 
-__all__: list[str] = []
+from .arrow_pointing import ArrowPointing
+
+__all__: list[str] = ["ArrowPointing"]
