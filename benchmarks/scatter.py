@@ -4,7 +4,7 @@ Runs every native kernel of ``everygraph.graphlib.scatter`` (``index_add``, ``sc
 ``segment_reduce``), ``torch_scatter`` if it is installed, ``torch_geometric.utils.scatter``
 and the dispatched ``everygraph.graphlib.scatter`` on random graphs of 1e4..1e6 edges with
 ``F`` feature channels, for sum / mean / max, with a sorted and an unsorted index, forward
-only and forward+backward. Prints median times and the ratio of each to PyG's scatter (the
+only and forward+backward. Prints the best-of-N times and the ratio of each to PyG's scatter (the
 anchor) from one run.
 
     python benchmarks/scatter.py                 # 1e4, 1e5, 1e6 edges, F=32
@@ -15,7 +15,6 @@ anchor) from one run.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -84,7 +83,9 @@ def main() -> None:
                 print("| " + " | ".join(row) + " |", flush=True)
     print("\ncurrent DISPATCH (cpu):")
     for reduce in args.reduces:
-        print(f"  {reduce}: unsorted -> {DISPATCH[(reduce, 'cpu', False)]}, sorted -> {DISPATCH[(reduce, 'cpu', True)]}")
+        for grad in (False, True):
+            print(f"  {reduce}{' +grad' if grad else ''}: unsorted -> {DISPATCH[(reduce, 'cpu', False, grad)]}, "
+                  f"sorted -> {DISPATCH[(reduce, 'cpu', True, grad)]}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ r"""Scatter and segment reductions behind one dispatch.
 :func:`scatter` takes one segment id per element (any order); :func:`segment` takes the
 CSR offsets ``ptr`` of already-sorted segments. Both return ``[dim_size, *F]`` (with the
 reduced dimension replaced) and both route to one of several kernels through
-:data:`DISPATCH`, a table keyed by ``(reduce, device type, sorted)`` whose values are
+:data:`DISPATCH`, a table keyed by ``(reduce, device type, sorted, needs grad)`` whose values are
 ordered preference lists of kernel names; the first kernel whose package is importable wins.
 The table is data, filled in from ``benchmarks/scatter.py`` (numbers in
 ``benchmarks/README.md``): native PyTorch everywhere by default; ``torch_scatter`` only where
@@ -127,6 +127,8 @@ def _check_ptr(ptr: Tensor, length: int) -> None:
 
 
 # ---------------------------------------------------------------------------- kernels
+# Each kernel writes in place into a fresh output buffer (the out-of-place variants would copy
+# it first; autograd allows this since the buffer is not a leaf that requires grad).
 # Each kernel reduces src along dim 0 ([E, *F] -> [dim_size, *F]); index is a 1-D long
 # tensor and ptr (for sorted kernels) the matching offsets. The public functions move the
 # reduced dim to the front and back, so kernels need not care about dim.
@@ -135,7 +137,9 @@ _FILL = {"sum": 0.0, "mean": 0.0, "max": 0.0, "min": 0.0, "mul": 1.0}
 
 
 def _counts(index: Tensor, dim_size: int, like: Tensor) -> Tensor:
-    return torch.bincount(index, minlength=dim_size).to(like.dtype if like.is_floating_point() else torch.float)
+    dtype = like.dtype if like.is_floating_point() else torch.float
+    ones = torch.ones((), dtype=dtype, device=index.device).expand(index.numel())
+    return torch.zeros(dim_size, dtype=dtype, device=index.device).index_add_(0, index, ones)
 
 
 def _bcast(vec: Tensor, like: Tensor) -> Tensor:
@@ -143,7 +147,7 @@ def _bcast(vec: Tensor, like: Tensor) -> Tensor:
 
 
 def _kernel_index_add(src: Tensor, index: Tensor, ptr: Tensor | None, dim_size: int, reduce: str) -> Tensor:
-    out = src.new_zeros((dim_size,) + src.shape[1:]).index_add(0, index, src)
+    out = src.new_zeros((dim_size,) + src.shape[1:]).index_add_(0, index, src)
     if reduce == "mean":
         out = out / _bcast(_counts(index, dim_size, src).clamp(min=1), out)
     return out
@@ -153,14 +157,14 @@ def _kernel_scatter_reduce(src: Tensor, index: Tensor, ptr: Tensor | None, dim_s
     full_index = _bcast(index, src).expand_as(src)
     shape = (dim_size,) + src.shape[1:]
     if reduce in ("sum", "mean"):
-        out = src.new_zeros(shape).scatter_add(0, full_index, src)
+        out = src.new_zeros(shape).scatter_add_(0, full_index, src)
         if reduce == "mean":
             out = out / _bcast(_counts(index, dim_size, src).clamp(min=1), out)
         return out
     if reduce == "mul":
-        return src.new_ones(shape).scatter_reduce(0, full_index, src, reduce="prod", include_self=True)
+        return src.new_ones(shape).scatter_reduce_(0, full_index, src, reduce="prod", include_self=True)
     # include_self=False leaves untouched (empty) rows at their initial value, the 0 fill.
-    return src.new_zeros(shape).scatter_reduce(0, full_index, src, reduce="a" + reduce, include_self=False)
+    return src.new_zeros(shape).scatter_reduce_(0, full_index, src, reduce="a" + reduce, include_self=False)
 
 
 def _kernel_segment_reduce(src: Tensor, index: Tensor, ptr: Tensor | None, dim_size: int, reduce: str) -> Tensor:
@@ -196,15 +200,28 @@ _KERNEL_REDUCES = {
     "torch_scatter": REDUCES,
 }
 
-# (reduce, device type, sorted) -> kernels in order of preference. Chosen from
-# benchmarks/scatter.py (see benchmarks/README.md for the measured table). "sorted" means
-# the caller passed CSR offsets (segment) or a sorted index; scatter only checks whether its
-# index is sorted when the sorted and unsorted rows of the table differ.
-DISPATCH: dict[tuple[str, str, bool], tuple[str, ...]] = {}
+# (reduce, device type, sorted, needs grad) -> kernels in order of preference, the first
+# available one wins. "sorted": the caller passed CSR offsets (segment) or a sorted index;
+# scatter only checks whether its index is sorted when the sorted and unsorted rows differ.
+# "needs grad": src requires grad (the backward of scatter_reduce amax/amin is slow).
+# Measured with benchmarks/scatter.py on CPU, torch 2.13, 2 threads, E = 1e4..1e6, F = 32
+# (table in benchmarks/README.md):
+# - sum/mean: scatter_add_ (kernel "scatter_reduce") ties PyG and index_add_ forward and is
+#   1.5x faster than index_add_ forward+backward; torch.segment_reduce is 1.6-3x slower.
+# - max/min forward: scatter_reduce_ is 2-3x faster than segment_reduce.
+# - max/min forward+backward on a sorted index: segment_reduce is 1.4-1.8x faster at
+#   1e5-1e6 edges (scatter_reduce's amax backward dominates).
+# CUDA rows are not measured here (no GPU on the machine that filled the table): they keep
+# the native CPU choice; torch_scatter (not installed here) is listed nowhere until a run of
+# the benchmark on a machine with it shows it faster.
+DISPATCH: dict[tuple[str, str, bool, bool], tuple[str, ...]] = {}
 for _reduce in REDUCES:
     for _device in ("cpu", "cuda"):
         for _sorted in (False, True):
-            DISPATCH[(_reduce, _device, _sorted)] = ("scatter_reduce",)
+            for _grad in (False, True):
+                DISPATCH[(_reduce, _device, _sorted, _grad)] = ("scatter_reduce",)
+for _reduce in ("max", "min"):
+    DISPATCH[(_reduce, "cpu", True, True)] = ("segment_reduce", "scatter_reduce")
 
 
 def _available(name: str) -> bool:
@@ -212,9 +229,10 @@ def _available(name: str) -> bool:
     return package is None or (package == "torch_scatter" and _HAS_TORCH_SCATTER)
 
 
-def choose_kernel(reduce: str, device_type: str, is_sorted: bool) -> str:
-    """The kernel :func:`scatter`/:func:`segment` use for ``(reduce, device_type, is_sorted)``."""
-    prefs = DISPATCH.get((reduce, device_type, is_sorted)) or DISPATCH[(reduce, "cpu", is_sorted)]
+def choose_kernel(reduce: str, device_type: str, is_sorted: bool, needs_grad: bool = False) -> str:
+    """The kernel :func:`scatter`/:func:`segment` use for this case (see :data:`DISPATCH`)."""
+    key = (reduce, device_type, is_sorted, needs_grad)
+    prefs = DISPATCH.get(key) or DISPATCH[(reduce, "cpu", is_sorted, needs_grad)]
     for name in prefs:
         if _available(name) and (is_sorted or not KERNELS[name][1]):
             return name
@@ -271,11 +289,11 @@ def scatter(
     dim = _normalise_dim(dim, src.dim())
     dim_size = check_index(index, src.size(dim), dim_size, src_shape=src.shape, dim=dim)
     if backend is None:
-        device = src.device.type
+        device, grad = src.device.type, src.requires_grad
         is_sorted = False
-        if DISPATCH.get((reduce, device, True)) != DISPATCH.get((reduce, device, False)) and index.numel() > 1:
+        if choose_kernel(reduce, device, True, grad) != choose_kernel(reduce, device, False, grad) and index.numel() > 1:
             is_sorted = bool((index[1:] >= index[:-1]).all())
-        backend = choose_kernel(reduce, device, is_sorted)
+        backend = choose_kernel(reduce, device, is_sorted, grad)
     else:
         _check_backend(backend, reduce)
         if KERNELS[backend][1] and index.numel() > 1 and bool((index[1:] < index[:-1]).any()):
@@ -310,7 +328,7 @@ def segment(src: Tensor, ptr: Tensor, reduce: str = "sum", *, dim: int = 0, back
     _check_ptr(ptr, src.size(dim))
     num_segments = ptr.numel() - 1
     if backend is None:
-        backend = choose_kernel(reduce, src.device.type, True)
+        backend = choose_kernel(reduce, src.device.type, True, src.requires_grad)
     else:
         _check_backend(backend, reduce)
     counts = (ptr[1:] - ptr[:-1]).long()
@@ -332,6 +350,6 @@ def scatter_backend_info() -> str:
     """One line for ``everygraph info``: which kernels the dispatch uses on CPU."""
     sums = choose_kernel("sum", "cpu", False)
     maxes = choose_kernel("max", "cpu", False)
-    seg = choose_kernel("max", "cpu", True)
+    seg = choose_kernel("max", "cpu", True, True)
     scatter_state = "torch_scatter installed" if _HAS_TORCH_SCATTER else "torch_scatter not installed"
-    return f"native torch {torch.__version__} (cpu: sum->{sums}, max->{maxes}, sorted max->{seg}); {scatter_state}"
+    return f"native torch (cpu: sum->{sums}, max->{maxes}, sorted max+grad->{seg}); {scatter_state}"

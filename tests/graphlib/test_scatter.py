@@ -219,15 +219,38 @@ def test_dispatch_table_is_complete_and_valid():
     for reduce in REDUCES:
         for device in ("cpu", "cuda"):
             for is_sorted in (False, True):
-                prefs = DISPATCH[(reduce, device, is_sorted)]
-                assert prefs, (reduce, device, is_sorted)
-                for name in prefs:
-                    assert name in KERNELS and reduce in _KERNEL_REDUCES[name]
-                    assert is_sorted or not KERNELS[name][1], "a sorted-only kernel listed for unsorted input"
-                chosen = choose_kernel(reduce, device, is_sorted)
-                assert chosen in KERNELS
-                if not HAS_TORCH_SCATTER:
-                    assert chosen != "torch_scatter"
+                for grad in (False, True):
+                    prefs = DISPATCH[(reduce, device, is_sorted, grad)]
+                    assert prefs, (reduce, device, is_sorted, grad)
+                    for name in prefs:
+                        assert name in KERNELS and reduce in _KERNEL_REDUCES[name]
+                        assert is_sorted or not KERNELS[name][1], "a sorted-only kernel listed for unsorted input"
+                    chosen = choose_kernel(reduce, device, is_sorted, grad)
+                    assert chosen in KERNELS
+                    if not HAS_TORCH_SCATTER:
+                        assert chosen != "torch_scatter"
+
+
+@pytest.mark.parametrize("reduce", ["max", "min", "sum"])
+def test_dispatch_follows_table_for_sorted_index_with_grad(reduce, monkeypatch):
+    """scatter checks sortedness only when the table asks, and routes by it."""
+    mod = importlib.import_module("everygraph.graphlib.scatter")  # the attribute is the function
+
+    used = []
+    for name in ("scatter_reduce", "segment_reduce"):
+        kernel, needs_sorted, package = mod.KERNELS[name]
+
+        def spy(*args, _name=name, _kernel=kernel):
+            used.append(_name)
+            return _kernel(*args)
+
+        monkeypatch.setitem(mod.KERNELS, name, (spy, needs_sorted, package))
+    src, index = sorted_case()
+    src.requires_grad_(True)
+    scatter(src, index, dim_size=12, reduce=reduce)
+    scatter(src, index.flip(0), dim_size=12, reduce=reduce)
+    expected_sorted = choose_kernel(reduce, "cpu", True, True)
+    assert used == [expected_sorted, "scatter_reduce"]
 
 
 def test_backend_info_is_one_short_line():
