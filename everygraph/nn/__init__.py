@@ -1,3 +1,9 @@
 """everygraph.nn."""
 
-__all__: list[str] = []
+from .aggr import CommutativeMonoid, LCMAggregation, associativity_loss
+
+__all__: list[str] = [
+    "LCMAggregation",
+    "CommutativeMonoid",
+    "associativity_loss",
+]
