@@ -49,7 +49,7 @@ __all__ = ["basis", "connected_patterns", "cache_dir", "DOMAINS", "OUTPUTS", "BA
 DOMAINS = ("simple", "symmetric", "general")
 OUTPUTS = ("invariant", "node", "edge")
 #: Bump when the enumeration order or pattern representation changes (invalidates disk cache).
-BASIS_CACHE_VERSION = 1
+BASIS_CACHE_VERSION = 2
 
 _RULES = {  # domain -> (directed, loops allowed, parallel edges allowed)
     "simple": (False, False, False),
@@ -151,7 +151,7 @@ def _multisets(domain: str, total: int) -> list[tuple[Pattern, ...]]:
     return result
 
 
-def _union(pieces: list[Pattern], special_of: list[tuple[int, int]]) -> Pattern:
+def _union(pieces: list[Pattern], special_of: list[tuple[int, int]], directed: bool) -> Pattern:
     """Disjoint union; ``special_of`` lists ``(piece index, vertex in piece)`` per special."""
     offsets, edges, total = [], [], 0
     for p in pieces:
@@ -159,18 +159,18 @@ def _union(pieces: list[Pattern], special_of: list[tuple[int, int]]) -> Pattern:
         edges += [(u + total, v + total) for u, v in p.edges]
         total += p.num_vertices
     special = [offsets[i] + v for i, v in special_of]
-    directed = pieces[0].directed if pieces else False
     return Pattern(edges, special, num_vertices=total, directed=directed).canonical()
 
 
 def _enumerate(degree: int, output: str, domain: str, connected_only: bool) -> list[Pattern]:
     d = degree
+    directed = _RULES[domain][0]
     result: list[Pattern] = []
     if output == "invariant":
         if connected_only:
-            return list(_unrooted(domain, d)) if d > 0 else [Pattern()]
+            return list(_unrooted(domain, d)) if d > 0 else [Pattern(directed=directed)]
         for ms in _multisets(domain, d):
-            result.append(_union(list(ms), []))
+            result.append(_union(list(ms), [], directed))
         return result
     node: list[Pattern] = []
     for k in range(d + 1):
@@ -179,7 +179,7 @@ def _enumerate(degree: int, output: str, domain: str, connected_only: bool) -> l
         rest = _multisets(domain, d - k)
         for r in _rooted(domain, k, 1):
             for ms in rest:
-                node.append(_union([r, *ms], [(0, 0)]))
+                node.append(_union([r, *ms], [(0, 0)], directed))
     if output == "node":
         return node
     for k in range(1, d + 1):
@@ -188,7 +188,7 @@ def _enumerate(degree: int, output: str, domain: str, connected_only: bool) -> l
         rest = _multisets(domain, d - k)
         for r in _rooted(domain, k, 2):
             for ms in rest:
-                result.append(_union([r, *ms], [(0, 0), (0, 1)]))
+                result.append(_union([r, *ms], [(0, 0), (0, 1)], directed))
     if not connected_only:
         for ka in range(d + 1):
             for kb in range(d + 1 - ka):
@@ -196,7 +196,7 @@ def _enumerate(degree: int, output: str, domain: str, connected_only: bool) -> l
                 for ra in _rooted(domain, ka, 1):
                     for rb in _rooted(domain, kb, 1):
                         for ms in rest:
-                            result.append(_union([ra, rb, *ms], [(0, 0), (1, 0)]))
+                            result.append(_union([ra, rb, *ms], [(0, 0), (1, 0)], directed))
     result += [Pattern(p.edges, (p.special[0], p.special[0]), p.num_vertices, p.directed) for p in node]
     return result
 
