@@ -1,3 +1,5 @@
 """everygraph.sequence."""
 
-__all__: list[str] = []
+from .plstm import lattice_gates, plstm_scan
+
+__all__: list[str] = ["plstm_scan", "lattice_gates"]

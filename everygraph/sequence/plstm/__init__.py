@@ -1,0 +1,21 @@
+r"""pLSTM's scan on DAGs: one recurrence with states on edges, three executions.
+
+From `pLSTM: parallelizable Linear Source Transition Mark networks
+<https://arxiv.org/abs/2506.11997>`_ (Poeppel, Beck, Hochreiter et al., 2025).
+
+Executions, one signature (fla style), chosen by :func:`plstm_scan` from the structure:
+
+- ``reference`` (``reference.py``): a plain loop over nodes in topological order.
+- ``wavefront`` (``wavefront.py``): one batched step per topological level, any DAG or a
+  batch of DAGs; depth = longest path.
+- ``lattice`` (``lattice.py``): dense paths for 1D (chunkwise parallel) and 2D (one batched
+  step per anti-diagonal) lattices in any of their :math:`2^d` orientations.
+
+``layout.py`` maps between the public flat layout (per node / per edge / per line-graph
+edge) and dense per-node gates on a lattice (:func:`lattice_gates`).
+"""
+
+from .layout import lattice_gates
+from .scan import EXECUTIONS, plstm_scan
+
+__all__ = ["plstm_scan", "lattice_gates", "EXECUTIONS"]

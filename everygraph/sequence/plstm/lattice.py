@@ -1,0 +1,205 @@
+"""The lattice execution: dense fast paths for 1D (chunkwise) and 2D (anti-diagonal) grids.
+
+Both work in the lattice's canonical orientation (flipped axes reversed, see
+:class:`~everygraph.sequence.plstm.layout.LatticeLayout`): gates are gathered from the flat
+layout into dense per-node tensors (zero where an edge does not exist, which switches the
+boundary off without special cases), and outputs are gathered back to node order.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ...graphlib import Lattice
+from .layout import lattice_layout, take
+
+CHUNK_SIZE = 64
+
+
+def plstm_lattice(
+    lattice: Lattice,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    source: Tensor,
+    transition: Tensor,
+    mark: Tensor,
+    direct: Tensor,
+    initial_state: Tensor | None,
+    return_state: bool,
+    chunk_size: int = CHUNK_SIZE,
+) -> tuple[Tensor, Tensor | None]:
+    """The recurrence of :func:`~everygraph.sequence.plstm.plstm_scan` on a 1D or 2D lattice."""
+    layout = lattice_layout(lattice, q.device)
+    node = layout.node
+    S = take(source, layout.out_edge)  # [B, N, ndim, H]
+    M = take(mark, layout.in_edge)
+    T = take(transition, layout.line)  # [B, N, ndim(out), ndim(in), H]
+    qc, kc, vc, Dc = q[:, node], k[:, node], v[:, node], direct[:, node]
+    C0 = initial_state[:, node] if initial_state is not None else None
+    shape = lattice.shape
+    if len(shape) == 2 and 1 in shape:
+        axis = 1 if shape[0] == 1 else 0  # a 1xW or Hx1 grid is a path along the other axis
+        S, M, T, shape = S[:, :, axis], M[:, :, axis], T[:, :, axis, axis], (lattice.num_nodes,)
+    elif len(shape) == 1:
+        S, M, T = S[:, :, 0], M[:, :, 0], T[:, :, 0, 0]
+    if len(shape) == 1:
+        h, final = chunked_scan_1d(qc, kc, vc, S, T, M, Dc, C0, return_state, chunk_size)
+    else:
+        h, final = diagonal_scan_2d(shape, qc, kc, vc, S, T, M, Dc, C0, return_state)
+    h = h[:, layout.position]
+    return h, (final[:, layout.position] if final is not None else None)
+
+
+def chunked_scan_1d(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    S: Tensor,
+    T: Tensor,
+    M: Tensor,
+    D: Tensor,
+    C0: Tensor | None,
+    return_state: bool,
+    chunk_size: int = CHUNK_SIZE,
+) -> tuple[Tensor, Tensor | None]:
+    r"""Chunkwise-parallel 1D scan. ``q, k`` ``[B, L, H, dk]``, ``v`` ``[B, L, H, dv]``,
+    gates ``[B, L, H]``: ``S[t]`` for edge ``t -> t+1``, ``T[t]`` through node ``t``,
+    ``M[t]`` for edge ``t-1 -> t`` (zero where the edge does not exist).
+
+    Inside a chunk of ``c`` steps the decay from step ``s`` to step ``i`` is
+    :math:`W_{i s} = \prod_{r=s}^{i-1} T_r`, built as a cumulative *product* down the
+    columns of a ``(c+1) x (c+1)`` matrix (row ``c`` = the state leaving the chunk, column 0
+    = the state entering it). Products, not differences of cumulative logs: transitions may
+    be negative or exactly zero, and ``cumprod``'s gradient is exact at zeros. Within a
+    chunk this is masked linear attention; between chunks a short loop carries the state.
+    """
+    B, L, H, dk = q.shape
+    dv = v.shape[-1]
+    c = max(1, min(chunk_size, L))
+    n = -(-L // c)
+    pad = n * c - L
+
+    def chunks(x: Tensor) -> Tensor:  # [B, L, H, *F] -> [B, H, n, c, *F]
+        if pad:
+            x = torch.cat([x, x.new_zeros(B, pad, *x.shape[2:])], dim=1)
+        x = x.reshape(B, n, c, *x.shape[2:])
+        return x.movedim(3, 1)
+
+    q, k, v, S, T, M, D = (chunks(x) for x in (q, k, v, S, T, M, D))
+    C0 = chunks(C0) if C0 is not None else None
+    rows = torch.arange(c + 1, device=q.device)
+    below = rows[:, None] > rows[None, :]  # i > s: the product reaches T_{i-1}
+    T_row = torch.cat([torch.ones_like(T[..., :1]), T], dim=-1)  # T_row[i] = T[i - 1]
+    W = torch.cumprod(torch.where(below, T_row[..., :, None], torch.ones_like(T_row[..., :, None])), dim=-2)
+    W = W * (rows[:, None] >= rows[None, :]).to(W.dtype)
+    W_carry, W_src = W[..., :c, 0], W[..., :c, 1:]  # [.., c], [.., c, c] (strictly lower)
+    out_carry, out_src = W[..., c, 0], W[..., c, 1:]  # decay over the whole chunk; per step
+
+    scores = torch.einsum("bhnid,bhnsd->bhnis", q, k)
+    attention = scores * (M[..., :, None] * W_src * S[..., None, :])
+    attention = attention + torch.diag_embed(D * scores.diagonal(dim1=-2, dim2=-1))
+    h = attention @ v
+
+    local = torch.einsum("bhnsd,bhnsv->bhndv", k * (out_src * S)[..., None], v)  # state a chunk emits
+    if C0 is not None:
+        local = local + torch.einsum("bhns,bhnsdv->bhndv", out_src, C0)
+    carried = [local.new_zeros(B, H, dk, dv)]
+    for j in range(n - 1):
+        carried.append(out_carry[:, :, j, None, None] * carried[-1] + local[:, :, j])
+    carried = torch.stack(carried, dim=2)  # [B, H, n, dk, dv], state entering each chunk
+    h = h + torch.einsum("bhnid,bhndv->bhniv", q * (M * W_carry)[..., None], carried)
+    if C0 is not None:
+        h = h + torch.einsum("bhnid,bhnidv->bhniv", q, C0)
+        h = h + torch.einsum("bhnid,bhnidv->bhniv", q, torch.einsum("bhnis,bhnsdv->bhnidv", M[..., None] * W_src, C0))
+    final = None
+    if return_state:
+        # the in-edge state of every step, plus its own k v^T and injected state
+        incoming = torch.einsum("bhni,bhndv->bhnidv", W_carry, carried)
+        incoming = incoming + torch.einsum("bhnis,bhnsd,bhnsv->bhnidv", W_src * S[..., None, :], k, v)
+        final = incoming + k[..., :, None] * v[..., None, :]
+        if C0 is not None:
+            final = final + C0 + torch.einsum("bhnis,bhnsdv->bhnidv", W_src, C0)
+        final = final.movedim(1, 3).reshape(B, n * c, H, dk, dv)[:, :L]
+    h = h.movedim(1, 3).reshape(B, n * c, H, dv)[:, :L]
+    return h, final
+
+
+def diagonal_scan_2d(
+    shape: tuple[int, int],
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    S: Tensor,
+    T: Tensor,
+    M: Tensor,
+    D: Tensor,
+    C0: Tensor | None,
+    return_state: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """2D scan, one batched step per anti-diagonal ``x + y = d``.
+
+    Inputs in canonical row-major order: ``q, k`` ``[B, N, H, dk]``, ``v`` ``[B, N, H, dv]``,
+    ``S``/``M`` ``[B, N, 2, H]`` (per axis), ``T`` ``[B, N, 2(out), 2(in), H]``, ``D``
+    ``[B, N, H]``. The grid is stored skewed, ``[diagonal, row]``, over the shorter side,
+    so node ``(x, d - x)`` reads its in-edge along axis 1 from the same row of diagonal
+    ``d - 1`` and along axis 0 from the row above: a shift.
+    """
+    X, Y = shape
+    B, N, H, dk = q.shape
+    dv = v.shape[-1]
+    device = q.device
+    transpose = X > Y
+    grid = torch.arange(N, device=device).view(X, Y)
+    if transpose:  # rows of the skewed layout run over the shorter side
+        grid, X, Y = grid.t(), Y, X
+        S, M, T = S.flip(2), M.flip(2), T.flip(2).flip(3)
+    num_diagonals = X + Y - 1
+    d = torch.arange(num_diagonals, device=device)[:, None]
+    x = torch.arange(X, device=device)[None, :]
+    y = d - x
+    valid = (y >= 0) & (y < Y)
+    skew = torch.where(valid, grid[x, y.clamp(0, Y - 1)], torch.full_like(y, N))  # [num_diagonals, X]
+
+    q, k, v, S, M, T, D = (take(t, skew) for t in (q, k, v, S, M, T, D))  # [B, d, X, ...]
+    kv = k[..., :, None] * v[..., None, :]  # [B, d, X, H, dk, dv]
+    emitted = S[..., None, None] * kv[:, :, :, None]  # [B, d, X, 2, H, dk, dv]
+    if C0 is not None:
+        C0 = take(C0, skew)
+        exists = _out_edge_exists(X, Y, valid)  # the injected state enters real out-edges only
+        emitted = emitted + C0[:, :, :, None] * exists[None, :, :, :, None, None, None].to(C0.dtype)
+    incoming = q.new_zeros(B, X, 2, H, dk, dv)
+    zero_row = q.new_zeros(B, 1, H, dk, dv)
+    gathered = []
+    for step in range(num_diagonals):
+        gathered.append(incoming)
+        out = torch.einsum("bxoih,bxihdv->bxohdv", T[:, step], incoming) + emitted[:, step]
+        incoming = torch.stack([torch.cat([zero_row, out[:, :-1, 0]], dim=1), out[:, :, 1]], dim=2)
+    incoming = torch.stack(gathered, dim=1)  # [B, d, X, 2(in), H, dk, dv]
+
+    h = torch.einsum("bdxhk,bdxihkv->bdxhv", q, M[..., None, None] * incoming)
+    h = h + D[..., None] * (q * k).sum(-1, keepdim=True) * v
+    if C0 is not None:
+        h = h + torch.einsum("bdxhk,bdxhkv->bdxhv", q, C0)
+    # back from skewed to canonical order: each node's (diagonal, row) slot
+    slot = torch.empty(N, dtype=torch.long, device=device)
+    flat_valid = valid.reshape(-1)
+    slot[skew.reshape(-1)[flat_valid]] = torch.arange(num_diagonals * X, device=device)[flat_valid]
+    h = h.reshape(B, num_diagonals * X, H, dv)[:, slot]
+    final = None
+    if return_state:
+        final = incoming.sum(3) + kv
+        if C0 is not None:
+            final = final + C0
+        final = final.reshape(B, num_diagonals * X, H, dk, dv)[:, slot]
+    return h, final
+
+
+def _out_edge_exists(X: int, Y: int, valid: Tensor) -> Tensor:
+    """``[d, X, 2]``: whether the node in each skewed slot has an out-edge along each axis."""
+    device = valid.device
+    d = torch.arange(X + Y - 1, device=device)[:, None]
+    x = torch.arange(X, device=device)[None, :]
+    y = d - x
+    return torch.stack([valid & (x < X - 1), valid & (y < Y - 1)], dim=-1)

@@ -1,0 +1,143 @@
+"""Flat (per node / edge / line-graph edge) and dense per-node gate layouts on lattices."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ...graphlib import Lattice
+
+
+class LatticeLayout(NamedTuple):
+    """Index maps from the canonical dense layout of a lattice to its flat layout.
+
+    The canonical layout is the lattice with every flipped axis reversed, so that all edges
+    go from coordinate ``c`` to ``c + 1``; positions are row-major over ``shape``.
+
+    Attributes:
+        node: ``[N]`` node id at each canonical position.
+        position: ``[N]`` canonical position of each node id (the inverse of ``node``).
+        out_edge: ``[N, ndim]`` id of the edge leaving each position along each axis, or
+            ``E`` (a sentinel for "no edge": index a zero-padded flat tensor).
+        in_edge: ``[N, ndim]`` id of the edge entering along each axis, or ``E``.
+        line: ``[N, ndim, ndim]`` id of the line-graph edge from the in-edge along axis
+            ``j`` to the out-edge along axis ``i`` (``[..., i, j]``), or ``L``.
+        num_edges, num_lines: ``E`` and ``L``.
+    """
+
+    node: Tensor
+    position: Tensor
+    out_edge: Tensor
+    in_edge: Tensor
+    line: Tensor
+    num_edges: int
+    num_lines: int
+
+
+@lru_cache(maxsize=64)
+def _layout(shape: tuple[int, ...], flip: tuple[bool, ...]) -> LatticeLayout:
+    lattice = Lattice(shape, flip)
+    n, ndim = lattice.num_nodes, lattice.ndim
+    coords = lattice.all_coords()
+    canonical = torch.stack(
+        [size - 1 - coords[:, a] if flip[a] else coords[:, a] for a, size in enumerate(shape)], dim=1
+    )
+    strides = torch.tensor(lattice.strides, dtype=torch.long)
+    position = (canonical * strides).sum(1)  # canonical position of each node id
+    node = torch.empty(n, dtype=torch.long)
+    node[position] = torch.arange(n)
+    src, dst = lattice.edge_index
+    axis = lattice.edge_axis
+    num_edges = src.numel()
+    edge_ids = torch.arange(num_edges)
+    out_edge = torch.full((n, ndim), num_edges, dtype=torch.long)
+    in_edge = torch.full((n, ndim), num_edges, dtype=torch.long)
+    out_edge[position[src], axis] = edge_ids
+    in_edge[position[dst], axis] = edge_ids
+    line_graph = lattice.to_dag().line_graph()
+    num_lines = line_graph.node.numel()
+    line = torch.full((n, ndim, ndim), num_lines, dtype=torch.long)
+    e_in, e_out = line_graph.edge_index
+    line[position[line_graph.node], axis[e_out], axis[e_in]] = torch.arange(num_lines)
+    return LatticeLayout(node, position, out_edge, in_edge, line, num_edges, num_lines)
+
+
+def lattice_layout(lattice: Lattice, device: torch.device | None = None) -> LatticeLayout:
+    """The (cached) :class:`LatticeLayout` of ``lattice``, on ``device``."""
+    layout = _layout(lattice.shape, lattice.flip)
+    if device is None or torch.device(device) == layout.node.device:
+        return layout
+    return layout._replace(**{name: getattr(layout, name).to(device) for name in ("node", "position", "out_edge", "in_edge", "line")})
+
+
+def take(flat: Tensor, index: Tensor) -> Tensor:
+    """``flat[:, index]`` where ``index == flat.shape[1]`` reads zeros (no such edge)."""
+    padded = torch.cat([flat, flat.new_zeros(flat.shape[0], 1, *flat.shape[2:])], dim=1)
+    return padded[:, index]
+
+
+def lattice_gates(
+    lattice: Lattice,
+    source: Tensor,
+    transition: Tensor,
+    mark: Tensor,
+    direct: Tensor | None = None,
+) -> tuple[Tensor, ...]:
+    """Dense per-node gates on a lattice -> the flat layout of :func:`plstm_scan`.
+
+    A layer computes its gates per node; this keeps, per node, the gates of the edges that
+    exist (an edge off the border of the grid has none). Axes are the lattice's own axes,
+    whatever its ``flip``: ``source[..., i]`` belongs to the node's out-edge along axis
+    ``i`` (towards ``c + 1``, or ``c - 1`` if that axis is flipped).
+
+    Args:
+        lattice: the structure.
+        source: ``[B, *shape, H, ndim]``, :math:`S` for the out-edge along each axis.
+        transition: ``[B, *shape, H, ndim, ndim]``, ``[..., i, j]`` is :math:`T` from the
+            in-edge along axis ``j`` to the out-edge along axis ``i``.
+        mark: ``[B, *shape, H, ndim]``, :math:`M` for the in-edge along each axis.
+        direct: ``[B, *shape, H]`` or None.
+
+    Returns:
+        ``(source [B, E, H], transition [B, L, H], mark [B, E, H])`` and, if given,
+        ``direct [B, N, H]``.
+
+    Example:
+        >>> lat = Lattice((4, 5), flip=(True, False))
+        >>> s, t, m = torch.rand(2, 4, 5, 1, 2), torch.rand(2, 4, 5, 1, 2, 2), torch.rand(2, 4, 5, 1, 2)
+        >>> [g.shape[1] for g in lattice_gates(lat, s, t, m)]
+        [31, 47, 31]
+    """
+    ndim, shape = lattice.ndim, list(lattice.shape)
+    batch = source.shape[0] if source.dim() > 0 else 0
+    heads = source.shape[-2] if source.dim() >= 2 else 0
+    expected = dict(
+        source=(source, [batch, *shape, heads, ndim]),
+        transition=(transition, [batch, *shape, heads, ndim, ndim]),
+        mark=(mark, [batch, *shape, heads, ndim]),
+    )
+    if direct is not None:
+        expected["direct"] = (direct, [batch, *shape, heads])
+    for name, (t, want) in expected.items():
+        if list(t.shape) != want:
+            raise ValueError(f"{name} must have shape {want} for {lattice} (dense per-node gates), got {list(t.shape)}")
+    n = lattice.num_nodes
+    src, dst = lattice.edge_index.to(source.device)
+    axis = lattice.edge_axis.to(source.device)
+    line = lattice.to_dag().line_graph()
+    line_node, (e_in, e_out) = line.node.to(source.device), line.edge_index.to(source.device)
+    # axes next to the node dimension, so that advanced indexing keeps [B, edges, H]
+    s = source.reshape(batch, n, heads, ndim).movedim(-1, 2)
+    m = mark.reshape(batch, n, heads, ndim).movedim(-1, 2)
+    t = transition.reshape(batch, n, heads, ndim, ndim).movedim(2, -1)
+    flat = (
+        s[:, src, axis],
+        t[:, line_node, axis[e_out], axis[e_in]],
+        m[:, dst, axis],
+    )
+    if direct is not None:
+        flat = flat + (direct.reshape(batch, n, heads),)
+    return flat

@@ -1,0 +1,157 @@
+"""The public op: :func:`plstm_scan` validates its inputs and picks an execution."""
+
+from __future__ import annotations
+
+import math
+from typing import Union
+
+import torch
+from torch import Tensor
+
+from ...graphlib import DAG, Lattice
+from .lattice import plstm_lattice
+from .reference import plstm_reference
+from .wavefront import plstm_wavefront
+
+Structure = Union[Lattice, DAG]
+
+EXECUTIONS = ("reference", "wavefront", "lattice")
+
+
+def plstm_scan(
+    structure: Structure,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    source: Tensor,
+    transition: Tensor,
+    mark: Tensor,
+    direct: Tensor,
+    *,
+    initial_state: Tensor | None = None,
+    return_state: bool = False,
+    scale: float | None = None,
+    execution: str | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    r"""pLSTM's linear recurrence with cell states on the edges of a DAG.
+
+    From `pLSTM: parallelizable Linear Source Transition Mark networks
+    <https://arxiv.org/abs/2506.11997>`_ (Poeppel et al., 2025). For every node :math:`n`
+    (in topological order), every head, with :math:`C_e \in \mathbb{R}^{d_k \times d_v}`:
+
+    .. math::
+        C_e &= \sum_{e' \in \mathrm{in}(n)} T^n_{e e'}\, C_{e'} + S^n_e\, k^n (v^n)^\top
+        \qquad (e \in \mathrm{out}(n)) \\
+        h^n &= \sum_{e \in \mathrm{in}(n)} M^n_e\, (\tilde q^n)^\top C_e
+               + D^n\, (\tilde q^n \cdot k^n)\, v^n, \qquad \tilde q^n = \mathrm{scale}\cdot q^n
+
+    Unrolled, :math:`h^n = \sum_{n'} G^{n' n} (\tilde q^n \cdot k^{n'}) v^{n'}` with
+    :math:`G^{n' n}` = sum over line-graph paths of :math:`S \prod T\, M` (and
+    :math:`G^{nn} = D^n`): linear attention whose decay mask is a sum over DAG paths.
+
+    **Layout (flat, shared by all executions).** Nodes in the structure's node order
+    (row-major for a :class:`~everygraph.graphlib.Lattice`), edges in the column order of
+    ``structure.edge_index``, line-graph edges in the order of
+    ``structure.line_graph()`` (for a lattice: ``structure.to_dag().line_graph()``):
+
+    * ``q``, ``k``: ``[B, N, H, dk]``; ``v``: ``[B, N, H, dv]``; ``direct``: ``[B, N, H]``.
+    * ``source``: ``[B, E, H]``, :math:`S` of edge ``e``'s tail node for that out-edge.
+    * ``mark``: ``[B, E, H]``, :math:`M` of edge ``e``'s head node for that in-edge.
+    * ``transition``: ``[B, L, H]``, :math:`T^n_{e_{out} e_{in}}` for line-graph edge
+      ``(e_in, e_out)`` through node ``n``.
+
+    On lattices, :func:`~everygraph.sequence.plstm.lattice_gates` builds these from dense
+    per-node gates ``[B, *shape, H, ndim(, ndim)]``.
+
+    **Boundary states.** Every node also has one *virtual* in-edge and one virtual
+    out-edge with unit gates, through which state enters and leaves the structure:
+
+    * ``initial_state`` ``[B, N, H, dk, dv]`` (optional): the state on node ``n``'s virtual
+      in-edge. It is read with mark 1 (adds :math:`\tilde q^{n\top} C^0_n` to
+      :math:`h^n`) and passed with transition 1 into each (real) out-edge of ``n``. For a
+      1D lattice, the state before the first step is ``initial_state[:, first_node]``
+      (zeros elsewhere); for 2D, states entering the first row/column.
+    * ``return_state=True`` also returns ``[B, N, H, dk, dv]``, the state of every node's
+      virtual out-edge with source and transitions 1:
+      :math:`\sum_{e \in \mathrm{in}(n)} C_e + C^0_n + k^n (v^n)^\top`. At a sink
+      (the last node of a sequence; the last row/column of a grid) this is the final state.
+
+    Args:
+        structure: a :class:`~everygraph.graphlib.Lattice` (dense fast path for 1D/2D) or a
+            :class:`~everygraph.graphlib.DAG` (possibly a batch of graphs: ``batch``/``ptr``).
+        q, k, v, source, transition, mark, direct: see the layout above.
+        initial_state: ``[B, N, H, dk, dv]`` or None (zeros).
+        return_state: also return the virtual out-edge states ``[B, N, H, dk, dv]``.
+        scale: multiplies ``q`` (default :math:`1/\sqrt{d_k}`).
+        execution: ``"reference"``, ``"wavefront"`` or ``"lattice"`` (only for a lattice of
+            1 or 2 dimensions); default: ``lattice`` for 1D/2D lattices, else ``wavefront``.
+            For tests and benchmarks; the result is the same.
+
+    Returns:
+        ``h`` ``[B, N, H, dv]``, or ``(h, state)`` with ``state`` ``[B, N, H, dk, dv]``.
+
+    Example:
+        >>> lat = Lattice((3, 4))
+        >>> B, H, dk, dv, N, E = 2, 1, 4, 4, lat.num_nodes, lat.num_edges
+        >>> L = lat.to_dag().line_graph().node.numel()
+        >>> q, k, v = torch.randn(B, N, H, dk), torch.randn(B, N, H, dk), torch.randn(B, N, H, dv)
+        >>> h = plstm_scan(lat, q, k, v, torch.rand(B, E, H), torch.rand(B, L, H) / 2,
+        ...                torch.rand(B, E, H), torch.rand(B, N, H))
+        >>> h.shape
+        torch.Size([2, 12, 1, 4])
+    """
+    if not isinstance(structure, (Lattice, DAG)):
+        raise TypeError(f"structure must be a graphlib.Lattice or graphlib.DAG, got {type(structure).__name__}")
+    if execution is None:
+        execution = "lattice" if isinstance(structure, Lattice) and structure.ndim <= 2 else "wavefront"
+    if execution not in EXECUTIONS:
+        raise ValueError(f"unknown execution {execution!r}; valid: {', '.join(EXECUTIONS)}")
+    if execution == "lattice" and not (isinstance(structure, Lattice) and structure.ndim <= 2):
+        raise ValueError(f"execution='lattice' needs a 1D or 2D Lattice, got {structure!r}")
+    dag = structure.to_dag() if isinstance(structure, Lattice) else structure
+    num_lines = dag.line_graph().node.numel()
+    _check_inputs(dag, num_lines, q, k, v, source, transition, mark, direct, initial_state)
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    q = q * scale
+    args = (q, k, v, source, transition, mark, direct, initial_state, return_state)
+    if execution == "reference":
+        h, state = plstm_reference(dag, *args)
+    elif execution == "wavefront":
+        h, state = plstm_wavefront(dag, *args)
+    else:
+        h, state = plstm_lattice(structure, *args)
+    return (h, state) if return_state else h
+
+
+def _check_inputs(dag, num_lines, q, k, v, source, transition, mark, direct, initial_state) -> None:
+    tensors = dict(q=q, k=k, v=v, source=source, transition=transition, mark=mark, direct=direct)
+    for name, t in tensors.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if q.dim() != 4:
+        raise ValueError(f"q must have shape [B, N, H, dk], got {list(q.shape)}")
+    B, _, H, dk = q.shape
+    dv = v.shape[-1] if v.dim() == 4 else -1
+    N, E = dag.num_nodes, dag.num_edges
+    expected = dict(
+        q=([B, N, H, dk], "[B, N, H, dk]"),
+        k=([B, N, H, dk], "[B, N, H, dk]"),
+        v=([B, N, H, dv], "[B, N, H, dv]"),
+        source=([B, E, H], "[B, E, H]"),
+        transition=([B, num_lines, H], "[B, L, H] (L = line-graph edges)"),
+        mark=([B, E, H], "[B, E, H]"),
+        direct=([B, N, H], "[B, N, H]"),
+    )
+    if initial_state is not None:
+        tensors["initial_state"] = initial_state
+        expected["initial_state"] = ([B, N, H, dk, dv], "[B, N, H, dk, dv]")
+    for name, t in tensors.items():
+        shape, label = expected[name]
+        if list(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {label} = {shape} for this structure (N={N}, E={E}, L={num_lines}), got {list(t.shape)}")
+    dtypes = {t.dtype for t in tensors.values()}
+    if len(dtypes) != 1:
+        raise ValueError(f"all inputs must share one dtype, got { {n: str(t.dtype) for n, t in tensors.items()} }")
+    if not next(iter(dtypes)).is_floating_point:
+        raise ValueError(f"inputs must be floating point, got {next(iter(dtypes))}")
