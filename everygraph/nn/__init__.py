@@ -1,9 +1,15 @@
 """everygraph.nn."""
 
 from .aggr import CommutativeMonoid, LCMAggregation, associativity_loss
+from .plstm1d import PLSTM1d
+from .plstm2d import PLSTM2d
+from .plstm_graph import PLSTMGraph
 
 __all__: list[str] = [
     "LCMAggregation",
     "CommutativeMonoid",
     "associativity_loss",
+    "PLSTM1d",
+    "PLSTM2d",
+    "PLSTMGraph",
 ]
