@@ -106,8 +106,9 @@ def chunked_scan_1d(
     if C0 is not None:
         local = local + torch.einsum("bhns,bhnsdv->bhndv", out_src, C0)
     carried = [local.new_zeros(B, H, dk, dv)]
-    for j in range(n - 1):
-        carried.append(out_carry[:, :, j, None, None] * carried[-1] + local[:, :, j])
+    # unbind, not indexing per step: each indexed step's backward would zero a full-size grad
+    for decay, emitted in zip(out_carry.unbind(2)[: n - 1], local.unbind(2)):
+        carried.append(decay[..., None, None] * carried[-1] + emitted)
     carried = torch.stack(carried, dim=2)  # [B, H, n, dk, dv], state entering each chunk
     h = h + torch.einsum("bhnid,bhndv->bhniv", q * (M * W_carry)[..., None], carried)
     if C0 is not None:
@@ -169,14 +170,8 @@ def diagonal_scan_2d(
         C0 = take(C0, skew)
         exists = _out_edge_exists(X, Y, valid)  # the injected state enters real out-edges only
         emitted = emitted + C0[:, :, :, None] * exists[None, :, :, :, None, None, None].to(C0.dtype)
-    incoming = q.new_zeros(B, X, 2, H, dk, dv)
-    zero_row = q.new_zeros(B, 1, H, dk, dv)
-    gathered = []
-    for step in range(num_diagonals):
-        gathered.append(incoming)
-        out = torch.einsum("bxoih,bxihdv->bxohdv", T[:, step], incoming) + emitted[:, step]
-        incoming = torch.stack([torch.cat([zero_row, out[:, :-1, 0]], dim=1), out[:, :, 1]], dim=2)
-    incoming = torch.stack(gathered, dim=1)  # [B, d, X, 2(in), H, dk, dv]
+    # [d, B, X, 2(in), H, dk, dv]: the states on the in-edges of every node, by diagonal
+    incoming = DiagonalRecurrence.apply(T.movedim(1, 0), emitted.movedim(1, 0)).movedim(0, 1)
 
     h = torch.einsum("bdxhk,bdxihkv->bdxhv", q, M[..., None, None] * incoming)
     h = h + D[..., None] * (q * k).sum(-1, keepdim=True) * v
@@ -203,3 +198,42 @@ def _out_edge_exists(X: int, Y: int, valid: Tensor) -> Tensor:
     x = torch.arange(X, device=device)[None, :]
     y = d - x
     return torch.stack([valid & (x < X - 1), valid & (y < Y - 1)], dim=-1)
+
+
+class DiagonalRecurrence(torch.autograd.Function):
+    r"""The linear recurrence between anti-diagonals, with a hand-written adjoint.
+
+    ``transition`` ``[d, B, X, 2(out), 2(in), H]``, ``emitted`` ``[d, B, X, 2, H, dk, dv]``
+    (the source terms of each out-edge). Returns ``incoming`` ``[d, B, X, 2, H, dk, dv]``:
+    :math:`I_0 = 0`, :math:`O_d = T_d I_d + E_d`, and :math:`I_{d+1}` takes the axis-1 state
+    of ``O_d`` from the same row and the axis-0 state from the row above.
+
+    The backward runs the transposed recurrence from the last diagonal to the first:
+    :math:`\bar O_d = \mathrm{shift}^\top \bar I_{d+1}`, :math:`\bar I_d \mathrel{+}=
+    T_d^\top \bar O_d`, :math:`\bar E_d = \bar O_d`, :math:`\bar T_d = \bar O_d I_d^\top`.
+    Without autograd's per-step graph this is about twice as fast; checked with gradcheck.
+    """
+
+    @staticmethod
+    def forward(ctx, transition: Tensor, emitted: Tensor) -> Tensor:
+        incoming = torch.zeros_like(emitted)
+        t = transition[..., None, None]
+        for d in range(emitted.shape[0] - 1):
+            out = (t[d] * incoming[d].unsqueeze(2)).sum(3).add_(emitted[d])
+            incoming[d + 1, :, 1:, 0] = out[:, :-1, 0]
+            incoming[d + 1, :, :, 1] = out[:, :, 1]
+        ctx.save_for_backward(transition, incoming)
+        return incoming
+
+    @staticmethod
+    def backward(ctx, grad_incoming: Tensor) -> tuple[Tensor, Tensor]:
+        transition, incoming = ctx.saved_tensors
+        grad_out = torch.zeros_like(incoming)
+        t = transition[..., None, None]
+        grad = grad_incoming[-1]
+        for d in range(incoming.shape[0] - 2, -1, -1):
+            grad_out[d, :, :-1, 0] = grad[:, 1:, 0]
+            grad_out[d, :, :, 1] = grad[:, :, 1]
+            grad = grad_incoming[d] + (t[d] * grad_out[d].unsqueeze(3)).sum(2)
+        grad_transition = torch.einsum("dbxohkv,dbxihkv->dbxoih", grad_out, incoming)
+        return grad_transition, grad_out

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ...graphlib import Lattice
+from ...graphlib import DAG, Lattice
 
 
 class LatticeLayout(NamedTuple):
@@ -38,6 +38,18 @@ class LatticeLayout(NamedTuple):
 
 
 @lru_cache(maxsize=64)
+def _lattice_dag(shape: tuple[int, ...], flip: tuple[bool, ...]) -> DAG:
+    dag = Lattice(shape, flip).to_dag()
+    dag.line_graph()  # cached on the DAG, as is the wavefront plan
+    return dag
+
+
+def lattice_dag(lattice: Lattice) -> DAG:
+    """``lattice.to_dag()``, cached per shape and orientation (with its line graph)."""
+    return _lattice_dag(lattice.shape, lattice.flip)
+
+
+@lru_cache(maxsize=64)
 def _layout(shape: tuple[int, ...], flip: tuple[bool, ...]) -> LatticeLayout:
     lattice = Lattice(shape, flip)
     n, ndim = lattice.num_nodes, lattice.ndim
@@ -57,7 +69,7 @@ def _layout(shape: tuple[int, ...], flip: tuple[bool, ...]) -> LatticeLayout:
     in_edge = torch.full((n, ndim), num_edges, dtype=torch.long)
     out_edge[position[src], axis] = edge_ids
     in_edge[position[dst], axis] = edge_ids
-    line_graph = lattice.to_dag().line_graph()
+    line_graph = _lattice_dag(shape, flip).line_graph()
     num_lines = line_graph.node.numel()
     line = torch.full((n, ndim, ndim), num_lines, dtype=torch.long)
     e_in, e_out = line_graph.edge_index
@@ -127,7 +139,7 @@ def lattice_gates(
     n = lattice.num_nodes
     src, dst = lattice.edge_index.to(source.device)
     axis = lattice.edge_axis.to(source.device)
-    line = lattice.to_dag().line_graph()
+    line = lattice_dag(lattice).line_graph()
     line_node, (e_in, e_out) = line.node.to(source.device), line.edge_index.to(source.device)
     # axes next to the node dimension, so that advanced indexing keeps [B, edges, H]
     s = source.reshape(batch, n, heads, ndim).movedim(-1, 2)

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ...graphlib import DAG, Lattice
 from .lattice import plstm_lattice
+from .layout import lattice_dag
 from .reference import plstm_reference
 from .wavefront import plstm_wavefront
 
@@ -108,7 +109,7 @@ def plstm_scan(
         raise ValueError(f"unknown execution {execution!r}; valid: {', '.join(EXECUTIONS)}")
     if execution == "lattice" and not (isinstance(structure, Lattice) and structure.ndim <= 2):
         raise ValueError(f"execution='lattice' needs a 1D or 2D Lattice, got {structure!r}")
-    dag = structure.to_dag() if isinstance(structure, Lattice) else structure
+    dag = lattice_dag(structure) if isinstance(structure, Lattice) else structure
     num_lines = dag.line_graph().node.numel()
     _check_inputs(dag, num_lines, q, k, v, source, transition, mark, direct, initial_state)
     if scale is None:

@@ -29,15 +29,19 @@ class WavefrontPlan:
     targets: list[Tensor]
 
 
-def wavefront_plan(dag: DAG) -> WavefrontPlan:
-    """The plan of ``dag``, computed once and cached on it."""
-    plan = getattr(dag, "_plstm_wavefront_plan", None)
-    if plan is not None:
-        return plan
-    device = dag.edge_index.device
+def wavefront_plan(dag: DAG, device: torch.device | None = None) -> WavefrontPlan:
+    """The plan of ``dag`` on ``device`` (default: the DAG's), computed once and cached on it."""
+    device = torch.device(device) if device is not None else dag.edge_index.device
+    plans = dag.__dict__.setdefault("_plstm_wavefront_plans", {})
+    if device not in plans:
+        plans[device] = _build_plan(dag, device)
+    return plans[device]
+
+
+def _build_plan(dag: DAG, device: torch.device) -> WavefrontPlan:
     num_levels = max(dag.num_levels, 1)
-    levels = dag.levels
-    src = dag.edge_index[0]
+    levels = dag.levels.to(device)
+    src = dag.edge_index[0].to(device)
     edge_level = levels[src]
     edge_perm = torch.sort(edge_level, stable=True).indices
     position = torch.empty_like(edge_perm)
@@ -47,8 +51,8 @@ def wavefront_plan(dag: DAG) -> WavefrontPlan:
     local = position - torch.tensor(edge_offset[:-1], device=device, dtype=torch.long)[edge_level] if edge_perm.numel() else position
 
     line = dag.line_graph()
-    e_in, e_out = line.edge_index
-    node_level = levels[line.node]
+    e_in, e_out = line.edge_index.to(device)
+    node_level = levels[line.node.to(device)]
     in_level = edge_level[e_in]
     line_perm = torch.sort(node_level * num_levels + in_level, stable=True).indices
     line_counts = torch.bincount(node_level, minlength=num_levels)
@@ -64,9 +68,7 @@ def wavefront_plan(dag: DAG) -> WavefrontPlan:
                 groups.append((level_from, part))
         gathers.append(groups)
         targets.append(local[e_out[a:b]])
-    plan = WavefrontPlan(edge_perm, edge_offset, line_perm, line_offset, gathers, targets)
-    dag._plstm_wavefront_plan = plan
-    return plan
+    return WavefrontPlan(edge_perm, edge_offset, line_perm, line_offset, gathers, targets)
 
 
 def plstm_wavefront(
@@ -89,20 +91,21 @@ def plstm_wavefront(
     all edge states at once after the loop. A batch of graphs is one disjoint union: its
     depth is the deepest graph's.
     """
-    plan = wavefront_plan(dag)
-    src, dst = dag.edge_index[:, plan.edge_perm]
+    plan = wavefront_plan(dag, q.device)
+    src, dst = dag.edge_index.to(q.device)[:, plan.edge_perm]
     kv_src = k[:, src, :, :, None] * v[:, src, :, None, :]  # [B, E, H, dk, dv]
     emitted = source[:, plan.edge_perm, :, None, None] * kv_src
     if initial_state is not None:
         emitted = emitted + initial_state[:, src]
-    t = transition[:, plan.line_perm, :, None, None]
+    # split, not slicing per level: each slice's backward would zero a full-size grad
+    emitted_blocks = emitted.split(_sizes(plan.edge_offset), dim=1)
+    line_blocks = transition[:, plan.line_perm, :, None, None].split(_sizes(plan.line_offset), dim=1)
     blocks: list[Tensor] = []
-    for l, (groups, target) in enumerate(zip(plan.gathers, plan.targets)):
-        block = emitted[:, plan.edge_offset[l]:plan.edge_offset[l + 1]]
+    for block, t, groups, target in zip(emitted_blocks, line_blocks, plan.gathers, plan.targets):
         if groups:
             incoming = [blocks[level_from].index_select(1, index) for level_from, index in groups]
             incoming = incoming[0] if len(incoming) == 1 else torch.cat(incoming, dim=1)
-            block = block.index_add(1, target, t[:, plan.line_offset[l]:plan.line_offset[l + 1]] * incoming)
+            block = block.index_add(1, target, t * incoming)
         blocks.append(block)
     states = torch.cat(blocks, dim=1) if blocks else emitted  # [B, E, H, dk, dv], sorted edges
 
@@ -117,3 +120,7 @@ def plstm_wavefront(
     if initial_state is not None:
         final = final + initial_state
     return h, final.index_add(1, dst, states)
+
+
+def _sizes(offsets: list[int]) -> list[int]:
+    return [b - a for a, b in zip(offsets[:-1], offsets[1:])]
