@@ -4,6 +4,8 @@ from .aggr import CommutativeMonoid, LCMAggregation, associativity_loss
 from .plstm1d import PLSTM1d
 from .plstm2d import PLSTM2d
 from .plstm_graph import PLSTMGraph
+from .polynomial_features import PolynomialFeatures
+from .ppgn import PPGN, PPGNBlock
 
 __all__: list[str] = [
     "LCMAggregation",
@@ -12,4 +14,7 @@ __all__: list[str] = [
     "PLSTM1d",
     "PLSTM2d",
     "PLSTMGraph",
+    "PolynomialFeatures",
+    "PPGN",
+    "PPGNBlock",
 ]

@@ -1,3 +1,7 @@
 """everygraph.transforms."""
 
-__all__: list[str] = []
+from .add_polynomial_features import AddPolynomialFeatures
+
+__all__: list[str] = [
+    "AddPolynomialFeatures",
+]

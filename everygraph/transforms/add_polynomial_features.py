@@ -1,0 +1,80 @@
+"""Precompute equivariant polynomial features as a PyG transform.
+
+Paper: Puny et al., *Equivariant Polynomials for Graph Neural Networks*, ICML 2023,
+https://arxiv.org/abs/2302.11556.
+
+The same channels as :class:`everygraph.nn.PolynomialFeatures`, computed once per graph
+(e.g. as a dataset ``pre_transform``) and stored on the ``Data`` object:
+
+* ``data.poly_graph``: ``[1, k_inv]`` (concatenates to ``[num_graphs, k_inv]`` in a batch);
+* ``data.poly_node``: ``[num_nodes, k_node]`` (or appended to ``data.x`` with ``cat=True``);
+* ``data.poly_edge``: ``[num_edges, k_edge]`` (or appended to ``data.edge_attr``).
+
+Example:
+    >>> from everygraph.transforms import AddPolynomialFeatures
+    >>> transform = AddPolynomialFeatures(degree=4, outputs=("invariant", "node"))
+    >>> data = transform(data)  # doctest: +SKIP
+    >>> data.poly_node.shape  # [num_nodes, 59]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+from torch_geometric.data import Data
+from torch_geometric.transforms import BaseTransform
+
+from ..nn.polynomial_features import PolynomialFeatures
+
+__all__ = ["AddPolynomialFeatures"]
+
+
+class AddPolynomialFeatures(BaseTransform):
+    """Add polynomial (homomorphism-count) features to a graph.
+
+    Args:
+        degree, outputs, select, normalize, domain, min_degree: as in
+            :class:`~everygraph.nn.PolynomialFeatures`.
+        cat: append node / edge channels to ``x`` / ``edge_attr`` (created if absent) instead
+            of storing ``poly_node`` / ``poly_edge``.
+    """
+
+    def __init__(
+        self,
+        degree: int,
+        outputs: Sequence[str] = ("invariant", "node", "edge"),
+        select="all",
+        normalize: str | None = "log",
+        domain: str = "simple",
+        min_degree: int = 1,
+        cat: bool = False,
+    ) -> None:
+        self.features = PolynomialFeatures(degree, outputs, select, normalize, domain, min_degree)
+        self.cat = cat
+
+    def forward(self, data: Data) -> Data:
+        data = copy.copy(data)
+        out = self.features(data.edge_index, num_nodes=data.num_nodes)
+        dtype = data.x.dtype if getattr(data, "x", None) is not None and torch.is_floating_point(data.x) else None
+        if "invariant" in out:
+            data.poly_graph = out["invariant"]
+        if "node" in out:
+            node = out["node"] if dtype is None else out["node"].to(dtype)
+            if self.cat:
+                x = getattr(data, "x", None)
+                data.x = node if x is None else torch.cat([x.view(x.shape[0], -1).to(node.dtype), node], dim=-1)
+            else:
+                data.poly_node = node
+        if "edge" in out:
+            edge = out["edge"]
+            if self.cat:
+                ea = getattr(data, "edge_attr", None)
+                data.edge_attr = edge if ea is None else torch.cat([ea.view(ea.shape[0], -1).to(edge.dtype), edge], -1)
+            else:
+                data.poly_edge = edge
+        return data
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.features!r}, cat={self.cat})"
