@@ -1,0 +1,195 @@
+"""Checking and normalising the arguments of the selective scan, written once for every
+execution (reference loop and chunked fast path), so both read the same semantics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class ScanInputs:
+    r"""The scan's arguments after checking, in the compute dtype and one broadcast layout.
+
+    The channel dimension ``D`` is viewed as ``[groups, D // groups]`` so that grouped
+    ``B``/``C`` (``[batch, groups, N, L]``) broadcast without being repeated per channel:
+
+    - ``u``, ``delta`` (after ``delta_bias`` and softplus): ``[batch, groups, per_group, L]``
+    - ``A``: ``[groups, per_group, N]``
+    - ``B``, ``C``: ``[batch, groups, 1, L, N]`` (input-dependent) or
+      ``[1, groups, per_group, 1, N]`` (fixed, one vector per channel)
+    - ``keep``: ``[L]`` 0 where the state resets (a sequence start from ``cu_seqlens``), else 1;
+      ``None`` without ``cu_seqlens``.
+    """
+
+    u: Tensor
+    delta: Tensor
+    A: Tensor
+    B: Tensor
+    C: Tensor
+    keep: Tensor | None
+    batch: int
+    channels: int
+    length: int
+    state_size: int
+    groups: int
+
+
+def _shape(t: Tensor | None) -> list[int] | None:
+    return None if t is None else list(t.shape)
+
+
+def compute_dtype(*tensors: Tensor | None) -> torch.dtype:
+    """float64 if any input is float64, else float32 (Mamba computes half inputs in float32
+    and casts back; we keep float64 as float64 so double-precision checks mean something)."""
+    if any(t is not None and t.dtype == torch.float64 for t in tensors):
+        return torch.float64
+    return torch.float32
+
+
+def _check_bc(name: str, M: Tensor, batch: int, channels: int, length: int, state_size: int) -> int:
+    """Validate ``B`` or ``C``; return its group count (1 when fixed or ungrouped)."""
+    if M.is_complex():
+        raise ValueError(f"complex {name} is not supported (only real A, B, C)")
+    if M.dim() == 2:
+        if tuple(M.shape) != (channels, state_size):
+            raise ValueError(
+                f"a fixed {name} must have shape [D, N] = [{channels}, {state_size}] like A, got {list(M.shape)}"
+            )
+        return 1
+    if M.dim() == 3:
+        if tuple(M.shape) != (batch, state_size, length):
+            raise ValueError(
+                f"an input-dependent {name} must have shape [batch, N, L] = [{batch}, {state_size}, {length}] "
+                f"(u is [batch, D, L], A is [D, N]), got {list(M.shape)}"
+            )
+        return 1
+    if M.dim() == 4:
+        b, g, n, l = M.shape
+        if (b, n, l) != (batch, state_size, length) or g < 1 or channels % g:
+            raise ValueError(
+                f"a grouped {name} must have shape [batch, G, N, L] = [{batch}, G, {state_size}, {length}] "
+                f"with G dividing D = {channels}, got {list(M.shape)}"
+            )
+        return g
+    raise ValueError(f"{name} must be [D, N], [batch, N, L] or [batch, G, N, L], got {list(M.shape)}")
+
+
+def check_cu_seqlens(cu_seqlens: Tensor | None, length: int) -> Tensor | None:
+    """Validate ``cu_seqlens`` and return the ``[L]`` keep mask (0 at each sequence start)."""
+    if cu_seqlens is None:
+        return None
+    if not isinstance(cu_seqlens, Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.is_floating_point():
+        raise ValueError(f"cu_seqlens must be a 1-D integer tensor, got {getattr(cu_seqlens, 'dtype', type(cu_seqlens))} "
+                         f"{_shape(cu_seqlens) if isinstance(cu_seqlens, Tensor) else ''}")
+    if cu_seqlens.numel() < 2:
+        raise ValueError(f"cu_seqlens needs at least 2 entries [0, ..., L={length}], got {cu_seqlens.tolist()}")
+    values = cu_seqlens.tolist()
+    if values[0] != 0:
+        raise ValueError(f"cu_seqlens must start at 0, got {values[0]}")
+    if values[-1] != length:
+        raise ValueError(f"cu_seqlens must end at the sequence length L = {length}, got {values[-1]}")
+    steps = cu_seqlens.diff()
+    if bool((steps < 0).any()):
+        bad = int(torch.nonzero(steps < 0)[0])
+        raise ValueError(
+            f"cu_seqlens must be increasing (empty sequences allowed), but entry {bad + 1} = {values[bad + 1]} "
+            f"< entry {bad} = {values[bad]}"
+        )
+    keep = torch.ones(length, dtype=torch.bool, device=cu_seqlens.device)
+    starts = cu_seqlens[1:-1].long()
+    keep[starts[starts < length]] = False
+    return keep
+
+
+def prepare(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+    cu_seqlens: Tensor | None,
+) -> ScanInputs:
+    """Check every argument (shapes named on both sides) and bring them into the layout of
+    :class:`ScanInputs`. Never modifies the caller's tensors."""
+    for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
+    if u.dim() != 3:
+        raise ValueError(f"u must have shape [batch, D, L], got {list(u.shape)}")
+    batch, channels, length = u.shape
+    if delta.shape != u.shape:
+        raise ValueError(f"delta must have the shape of u {list(u.shape)}, got {list(delta.shape)}")
+    if A.is_complex():
+        raise ValueError("complex A is not supported (only real A, B, C)")
+    if A.dim() != 2 or A.shape[0] != channels:
+        raise ValueError(f"A must have shape [D, N] with D = {channels} (u is {list(u.shape)}), got {list(A.shape)}")
+    state_size = A.shape[1]
+    g_b = _check_bc("B", B, batch, channels, length, state_size)
+    g_c = _check_bc("C", C, batch, channels, length, state_size)
+    if D is not None and tuple(D.shape) != (channels,):
+        raise ValueError(f"D must have shape [D] = [{channels}] (u is {list(u.shape)}), got {list(D.shape)}")
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f"z must have the shape of u {list(u.shape)}, got {list(z.shape)}")
+    if delta_bias is not None and tuple(delta_bias.shape) != (channels,):
+        raise ValueError(f"delta_bias must have shape [D] = [{channels}] (u is {list(u.shape)}), got {list(delta_bias.shape)}")
+    keep = check_cu_seqlens(cu_seqlens, length)
+
+    dtype = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+    groups = g_b * g_c // math.gcd(g_b, g_c)
+    per_group = channels // groups
+
+    dt = delta.to(dtype)
+    if delta_bias is not None:
+        dt = dt + delta_bias.to(dtype)[:, None]
+    if delta_softplus:
+        dt = F.softplus(dt)
+
+    def layout_bc(M: Tensor) -> Tensor:
+        M = M.to(dtype)
+        if M.dim() == 2:
+            return M.view(1, groups, per_group, 1, state_size)
+        if M.dim() == 3:
+            M = M.unsqueeze(1)
+        if M.shape[1] != groups:  # only when B and C have different group counts
+            M = M.repeat_interleave(groups // M.shape[1], dim=1)
+        return M.transpose(-1, -2).unsqueeze(2)
+
+    return ScanInputs(
+        u=u.to(dtype).view(batch, groups, per_group, length),
+        delta=dt.view(batch, groups, per_group, length),
+        A=A.to(dtype).view(groups, per_group, state_size),
+        B=layout_bc(B),
+        C=layout_bc(C),
+        keep=keep,
+        batch=batch,
+        channels=channels,
+        length=length,
+        state_size=state_size,
+        groups=groups,
+    )
+
+
+def finish(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None, dtype_in: torch.dtype) -> Tensor:
+    """``out = (y + u * D) * silu(z)``, cast back to the input dtype. ``y``, ``u``: ``[batch, D, L]``."""
+    out = y
+    if D is not None:
+        out = out + u.to(y.dtype) * D.to(y.dtype)[:, None]
+    if z is not None:
+        out = out * F.silu(z.to(y.dtype))
+    return out.to(dtype_in)
+
+
+def flip_cu_seqlens(cu_seqlens: Tensor | None, length: int) -> Tensor | None:
+    """Boundaries of the same packed sequences read right to left."""
+    if cu_seqlens is None:
+        return None
+    return (length - cu_seqlens).flip(0)

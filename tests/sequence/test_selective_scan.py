@@ -1,0 +1,337 @@
+"""selective_scan (chunked) against selective_scan_reference (the loop), and the loop against
+an explicit closed form written with Python numbers."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from everygraph.graphlib import Lattice, path_graph
+from everygraph.sequence import selective_scan, selective_scan_reference
+from everygraph.sequence.selective_scan import selective_scan_chunked
+
+F64 = torch.float64
+
+
+def make_inputs(batch, channels, state, length, bc="variable", groups=2, seed=0, dtype=F64):
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=dtype)
+
+    def bc_tensor():
+        if bc == "variable":
+            return r(batch, state, length)
+        if bc == "grouped":
+            return r(batch, groups, state, length)
+        return r(channels, state)
+
+    return dict(
+        u=r(batch, channels, length),
+        delta=r(batch, channels, length) * 0.5,
+        A=-torch.rand(channels, state, generator=g, dtype=dtype) * 2 - 0.1,
+        B=bc_tensor(),
+        C=bc_tensor(),
+        D=r(channels),
+        z=r(batch, channels, length),
+        delta_bias=r(channels) * 0.3,
+    )
+
+
+def closed_form(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                reverse=False, cu_seqlens=None):
+    """y[b, d, t] = sum over s on the same side of t and in the same packed sequence of
+    C_t . (prod of decays between s and t) * delta_s u_s B_s, with Python floats."""
+    batch, channels, length = u.shape
+    state = A.shape[1]
+    seq_of = [0] * length
+    if cu_seqlens is not None:
+        for k in range(len(cu_seqlens) - 1):
+            for t in range(int(cu_seqlens[k]), int(cu_seqlens[k + 1])):
+                seq_of[t] = k
+
+    def dt(b, d, t):
+        v = float(delta[b, d, t]) + (float(delta_bias[d]) if delta_bias is not None else 0.0)
+        return math.log1p(math.exp(v)) if delta_softplus else v
+
+    def mat(M, b, d, n, t):
+        if M.dim() == 2:
+            return float(M[d, n])
+        if M.dim() == 3:
+            return float(M[b, n, t])
+        group = d // (channels // M.shape[1])
+        return float(M[b, group, n, t])
+
+    out = torch.zeros(batch, channels, length, dtype=F64)
+    for b, d, t in itertools.product(range(batch), range(channels), range(length)):
+        sources = range(t, length) if reverse else range(t + 1)
+        y = 0.0
+        for s in sources:
+            if seq_of[s] != seq_of[t]:
+                continue
+            # each position's own step decays what enters it: from the right when reversed
+            between = range(t, s) if reverse else range(s + 1, t + 1)
+            total_dt = sum(dt(b, d, r) for r in between)
+            for n in range(state):
+                y += mat(C, b, d, n, t) * math.exp(total_dt * float(A[d, n])) * dt(b, d, s) * float(u[b, d, s]) * mat(B, b, d, n, s)
+        if D is not None:
+            y += float(D[d]) * float(u[b, d, t])
+        if z is not None:
+            zt = float(z[b, d, t])
+            y *= zt / (1 + math.exp(-zt))
+        out[b, d, t] = y
+    return out
+
+
+# --------------------------------------------------------------------- the reference itself
+
+
+@pytest.mark.parametrize("bc", ["variable", "grouped", "fixed"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_reference_matches_closed_form(bc, reverse):
+    x = make_inputs(2, 4, 3, 7, bc=bc)
+    cu = torch.tensor([0, 3, 3, 7])
+    for kwargs in (dict(), dict(D=x["D"], z=x["z"], delta_bias=x["delta_bias"], delta_softplus=True)):
+        for cu_seqlens in (None, cu):
+            args = (x["u"], x["delta"], x["A"], x["B"], x["C"])
+            got = selective_scan_reference(*args, reverse=reverse, cu_seqlens=cu_seqlens, **kwargs)
+            want = closed_form(*args, reverse=reverse, cu_seqlens=cu_seqlens, **kwargs)
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_reference_last_state_is_the_explicit_sum():
+    x = make_inputs(1, 2, 3, 5)
+    out, last = selective_scan_reference(x["u"], x["delta"], x["A"], x["B"], x["C"], return_last_state=True)
+    dt, A = x["delta"][0], x["A"]
+    want = torch.zeros(2, 3, dtype=F64)
+    for s in range(5):
+        decay = torch.exp(dt[:, s + 1:].sum(-1)[:, None] * A)
+        want += decay * (dt[:, s] * x["u"][0, :, s])[:, None] * x["B"][0, :, s][None, :]
+    torch.testing.assert_close(last[0], want)
+
+
+# --------------------------------------------------------------------- chunked vs reference
+
+OPTION_NAMES = ("D", "z", "delta_bias", "delta_softplus")
+
+
+def _call_both(x, bc_options, chunk_kwargs, **kwargs):
+    tensors = {k: v.clone().requires_grad_() for k, v in x.items()}
+    ref_tensors = {k: v.clone().requires_grad_() for k, v in x.items()}
+
+    def pick(ts):
+        args = (ts["u"], ts["delta"], ts["A"], ts["B"], ts["C"])
+        extra = {k: ts[k] for k in ("D", "z", "delta_bias") if bc_options.get(k)}
+        return args, extra
+
+    args, extra = pick(tensors)
+    got = selective_scan_chunked(*args, **extra, **kwargs, **chunk_kwargs)
+    args_r, extra_r = pick(ref_tensors)
+    want = selective_scan_reference(*args_r, **extra_r, **kwargs)
+    return got, want, tensors, ref_tensors, [k for k in ("u", "delta", "A", "B", "C") if True] + list(extra)
+
+
+def _compare(got, want, tensors, ref_tensors, names, seed=1):
+    if isinstance(got, tuple):
+        torch.testing.assert_close(got[1], want[1], rtol=1e-9, atol=1e-9)
+        got, want = got[0], want[0]
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    upstream = torch.randn(got.shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    (got * upstream).sum().backward()
+    (want * upstream).sum().backward()
+    for name in names:
+        torch.testing.assert_close(tensors[name].grad, ref_tensors[name].grad, rtol=1e-8, atol=1e-8,
+                                   msg=lambda m, name=name: f"gradient of {name}: {m}")
+
+
+@pytest.mark.parametrize("bc", ["variable", "grouped", "fixed"])
+@pytest.mark.parametrize("options", [
+    {}, {"D": True}, {"z": True}, {"delta_bias": True, "delta_softplus": True},
+    {"D": True, "z": True, "delta_bias": True, "delta_softplus": True},
+])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_chunked_equals_reference_every_option(bc, options, reverse):
+    # 37 positions, chunks of 8 and slabs of 2 chunks: several slabs, a short tail chunk.
+    x = make_inputs(2, 4, 3, 37, bc=bc, seed=hash((bc, reverse, tuple(options))) % 1000)
+    chunking = dict(chunk_size=8, slab_elements=2 * 4 * 3 * 16)
+    got, want, t, rt, names = _call_both(
+        x, options, chunking, delta_softplus=options.get("delta_softplus", False),
+        return_last_state=True, reverse=reverse,
+    )
+    _compare(got, want, t, rt, names)
+
+
+@pytest.mark.parametrize("length", [1, 2, 31, 32, 33, 65, 127, 300])
+def test_chunked_equals_reference_lengths(length):
+    x = make_inputs(1, 3, 2, length, seed=length)
+    options = {"D": True, "z": True, "delta_bias": True, "delta_softplus": True}
+    for chunking in (dict(), dict(chunk_size=16, slab_elements=3 * 2 * 32)):
+        got, want, t, rt, names = _call_both(x, options, chunking, delta_softplus=True, return_last_state=True)
+        _compare(got, want, t, rt, names)
+
+
+def test_chunked_equals_reference_length_2000():
+    x = make_inputs(1, 2, 2, 2000, seed=3)
+    options = {"D": True, "z": True, "delta_bias": True, "delta_softplus": True}
+    got, want, t, rt, names = _call_both(x, options, dict(slab_elements=2 * 2 * 256), delta_softplus=True)
+    _compare(got, want, t, rt, names)
+
+
+def test_public_function_is_the_chunked_path():
+    x = make_inputs(2, 4, 3, 50)
+    args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True, True, True)
+    got = selective_scan(*args)
+    want = selective_scan_reference(*args)
+    torch.testing.assert_close(got[0], want[0])
+    torch.testing.assert_close(got[1], want[1])
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    length=st.integers(1, 60), chunk=st.integers(1, 12), chunks_per_slab=st.integers(1, 3),
+    bc=st.sampled_from(["variable", "grouped", "fixed"]), reverse=st.booleans(),
+    splits=st.lists(st.integers(0, 60), max_size=3),
+)
+def test_chunked_equals_reference_property(length, chunk, chunks_per_slab, bc, reverse, splits):
+    x = make_inputs(1, 4, 2, length, bc=bc, seed=length)
+    cu = torch.tensor(sorted({0, length, *[s for s in splits if s <= length]}))
+    args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True, True, reverse, cu)
+    got = selective_scan_chunked(*args, chunk_size=chunk, slab_elements=4 * 2 * chunk * chunks_per_slab)
+    want = selective_scan_reference(*args)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-9, atol=1e-9)
+
+
+def test_half_precision_computes_in_float32_and_casts_back():
+    x = make_inputs(2, 4, 3, 40, dtype=torch.float32)
+    args = [x[k].to(torch.bfloat16) for k in ("u", "delta")] + [x["A"], x["B"].bfloat16(), x["C"].bfloat16()]
+    got, state = selective_scan(*args, delta_softplus=True, return_last_state=True)
+    want = selective_scan_reference(*[a.float() for a in args], delta_softplus=True)
+    assert got.dtype == torch.bfloat16 and state.dtype == torch.float32
+    torch.testing.assert_close(got.float(), want.bfloat16().float())
+
+
+# --------------------------------------------------------------------- packed sequences
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("bc", ["variable", "fixed"])
+def test_packed_equals_one_by_one(reverse, bc):
+    lengths = [5, 40, 1, 0, 23]
+    total = sum(lengths)
+    x = make_inputs(2, 3, 4, total, bc=bc, seed=7)
+    cu = torch.tensor([0] + list(itertools.accumulate(lengths)))
+    kw = dict(D=x["D"], z=x["z"], delta_bias=x["delta_bias"], delta_softplus=True, reverse=reverse)
+    packed = selective_scan_chunked(x["u"], x["delta"], x["A"], x["B"], x["C"], cu_seqlens=cu,
+                                    chunk_size=8, slab_elements=2 * 3 * 4 * 16, **kw)
+    for k in range(len(lengths)):
+        lo, hi = int(cu[k]), int(cu[k + 1])
+        part = lambda M: M[..., lo:hi] if M.dim() >= 3 else M  # noqa: E731
+        alone = selective_scan(part(x["u"]), part(x["delta"]), x["A"], part(x["B"]), part(x["C"]),
+                               D=x["D"], z=part(x["z"]), delta_bias=x["delta_bias"], delta_softplus=True,
+                               reverse=reverse)
+        torch.testing.assert_close(packed[..., lo:hi], alone)
+
+
+def test_packed_last_state_is_last_sequences():
+    x = make_inputs(1, 2, 3, 30)
+    cu = torch.tensor([0, 12, 30])
+    _, last = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], return_last_state=True, cu_seqlens=cu)
+    _, alone = selective_scan(x["u"][..., 12:], x["delta"][..., 12:], x["A"], x["B"][..., 12:], x["C"][..., 12:],
+                              return_last_state=True)
+    torch.testing.assert_close(last, alone)
+
+
+# --------------------------------------------------------------------- the path-graph view
+
+
+def test_a_sequence_is_a_path_graph():
+    """Each position's state depends exactly on its predecessor in path_graph(L): changing the
+    input at node v changes the output at v and at every node reachable from v, nothing else."""
+    length = 9
+    graph = path_graph(length)
+    assert graph.edge_index.tolist() == Lattice((length,)).edge_index.tolist()
+    assert graph.edge_index.tolist() == [list(range(length - 1)), list(range(1, length))]
+    x = make_inputs(1, 2, 2, length)
+    base = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], delta_softplus=True)
+    for v in range(length):
+        u = x["u"].clone()
+        u[..., v] += 1.0
+        changed = (selective_scan(u, x["delta"], x["A"], x["B"], x["C"], delta_softplus=True) - base).abs().amax((0, 1)) > 0
+        assert torch.nonzero(changed).view(-1).tolist() == list(range(v, length))
+
+
+# --------------------------------------------------------------------- long, bad inputs
+
+
+def test_long_sequence_stays_finite():
+    length = 100_000
+    x = make_inputs(1, 2, 4, length, dtype=torch.float32)
+    out, state = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"],
+                                delta_softplus=True, return_last_state=True)
+    assert out.shape == (1, 2, length)
+    assert torch.isfinite(out).all() and torch.isfinite(state).all()
+    # the end of a long run equals the same tail scanned from the tail's true entering state
+    # within float32 noise (the memory of earlier inputs has decayed away)
+    tail = 2000
+    short = selective_scan(x["u"][..., -tail:], x["delta"][..., -tail:], x["A"], x["B"][..., -tail:],
+                           x["C"][..., -tail:], x["D"], x["z"][..., -tail:], x["delta_bias"], delta_softplus=True)
+    torch.testing.assert_close(out[..., -100:], short[..., -100:], rtol=1e-4, atol=1e-4)
+
+
+def test_inputs_are_not_modified():
+    x = make_inputs(2, 4, 3, 20)
+    before = {k: v.clone() for k, v in x.items()}
+    selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True, True, True,
+                   torch.tensor([0, 5, 20]))
+    for k in x:
+        assert torch.equal(x[k], before[k])
+
+
+def test_bad_shapes_name_both_shapes():
+    x = make_inputs(2, 4, 3, 10)
+    with pytest.raises(ValueError, match=r"\[2, 4, 10\].*\[2, 4, 9\]"):
+        selective_scan(x["u"], x["delta"][..., :9], x["A"], x["B"], x["C"])
+    with pytest.raises(ValueError, match=r"\[2, 3, 10\].*\[2, 3, 11\]"):
+        selective_scan(x["u"], x["delta"], x["A"], torch.randn(2, 3, 11, dtype=F64), x["C"])
+    with pytest.raises(ValueError, match=r"A must have shape \[D, N\] with D = 4.*\[5, 3\]"):
+        selective_scan(x["u"], x["delta"], torch.randn(5, 3, dtype=F64), x["B"], x["C"])
+    with pytest.raises(ValueError, match=r"G dividing D = 4.*\[2, 3, 3, 10\]"):
+        selective_scan(x["u"], x["delta"], x["A"], x["B"], torch.randn(2, 3, 3, 10, dtype=F64))
+    with pytest.raises(ValueError, match=r"z must have the shape of u \[2, 4, 10\], got \[2, 4, 1\]"):
+        selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], z=torch.randn(2, 4, 1))
+    with pytest.raises(ValueError, match=r"D must have shape \[D\] = \[4\].*\[3\]"):
+        selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], D=torch.randn(3))
+
+
+@pytest.mark.parametrize("cu, message", [
+    ([1, 5, 10], "start at 0"),
+    ([0, 5, 9], "end at the sequence length L = 10"),
+    ([0, 6, 4, 10], "increasing"),
+    ([0], "at least 2"),
+])
+def test_bad_cu_seqlens(cu, message):
+    x = make_inputs(1, 2, 2, 10)
+    for fn in (selective_scan, selective_scan_reference):
+        with pytest.raises(ValueError, match=message):
+            fn(x["u"], x["delta"], x["A"], x["B"], x["C"], cu_seqlens=torch.tensor(cu))
+    with pytest.raises(ValueError, match="integer"):
+        selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], cu_seqlens=torch.tensor([0.0, 10.0]))
+
+
+def test_memory_guard_reports_estimate():
+    x = make_inputs(2, 4, 3, 64)
+    with pytest.raises(MemoryError, match=r"GiB.*\[batch=2, D=4, chunk=32, N=3\].*limit"):
+        selective_scan_chunked(x["u"], x["delta"], x["A"], x["B"], x["C"], chunk_size=32, max_chunk_bytes=1000)
+
+
+def test_complex_A_is_refused():
+    x = make_inputs(1, 2, 2, 4)
+    with pytest.raises(ValueError, match="complex"):
+        selective_scan(x["u"], x["delta"], x["A"].to(torch.complex128), x["B"], x["C"])
