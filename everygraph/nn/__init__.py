@@ -1,6 +1,7 @@
 """everygraph.nn."""
 
 from .aggr import CommutativeMonoid, LCMAggregation, associativity_loss
+from .mamba import Mamba
 from .plstm1d import PLSTM1d
 from .plstm2d import PLSTM2d
 from .plstm_graph import PLSTMGraph
@@ -8,6 +9,7 @@ from .polynomial_features import PolynomialFeatures
 from .ppgn import PPGN, PPGNBlock
 
 __all__: list[str] = [
+    "Mamba",
     "LCMAggregation",
     "CommutativeMonoid",
     "associativity_loss",
