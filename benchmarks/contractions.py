@@ -72,19 +72,28 @@ def run_opt_einsum(patterns, x: torch.Tensor) -> float:
 
 
 def left_to_right_estimate(patterns, x: torch.Tensor, sample: int, graphs: int, seed: int):
-    """Time a stratified sample of patterns left to right on ``graphs`` graphs; fit
-    ``t = a + b * flops`` and extrapolate to every pattern on every graph of ``x``."""
+    """Estimate the left-to-right time of every pattern on every graph of ``x``.
+
+    Patterns whose left-to-right FLOPs fit are sorted by FLOPs and cut into ``sample`` strata;
+    one random pattern per stratum is timed on ``graphs`` graphs and stands for its stratum
+    (stratified sampling). Patterns too heavy to run (n^6.. intermediates, often more memory
+    than the machine has) are charged their FLOPs at the throughput measured over the timed
+    calls of >= 1 MFLOP.
+    """
     n = x.shape[-1]
     flops = [left_to_right_flops(p, n) for p in patterns]
-    max_elems = 2**27 // max(1, graphs)
-    feasible = [i for i, f in enumerate(flops) if f <= 4 * max_elems]
+    budget = 2e8  # FLOPs per call we are willing to run
+    feasible = sorted((i for i, f in enumerate(flops) if f <= budget), key=lambda i: flops[i])
+    heavy = [i for i, f in enumerate(flops) if f > budget]
     rng = random.Random(seed)
-    by_size = sorted(feasible, key=lambda i: flops[i])
-    strata = [by_size[k * len(by_size) // sample : (k + 1) * len(by_size) // sample] for k in range(sample)]
-    chosen = [rng.choice(s) for s in strata if s]
-    times, fl = [], []
+    strata = [feasible[k * len(feasible) // sample : (k + 1) * len(feasible) // sample] for k in range(sample)]
+    per_graph = 0.0
+    big_t, big_f = 0.0, 0
     with torch.backends.opt_einsum.flags(enabled=False):
-        for i in chosen:
+        for stratum in strata:
+            if not stratum:
+                continue
+            i = rng.choice(stratum)
             eq, ops = operands(patterns[i], x[:graphs])
             if eq == "->":
                 continue
@@ -94,16 +103,12 @@ def left_to_right_estimate(patterns, x: torch.Tensor, sample: int, graphs: int, 
             start = time.perf_counter()
             for g in range(graphs):
                 torch.einsum(eq1, *[o[g] for o in ops])
-            times.append((time.perf_counter() - start) / graphs)
-            fl.append(flops[i])
-    # least squares t = a + b f with a, b >= 0
-    m = len(times)
-    mean_f, mean_t = sum(fl) / m, sum(times) / m
-    var = sum((f - mean_f) ** 2 for f in fl)
-    b = max(0.0, sum((f - mean_f) * (t - mean_t) for f, t in zip(fl, times)) / var) if var else 0.0
-    a = max(0.0, mean_t - b * mean_f)
-    total = x.shape[0] * (a * len(patterns) + b * sum(flops))
-    return total, len(chosen), a, b
+            t = (time.perf_counter() - start) / graphs
+            per_graph += t * len(stratum)
+            if flops[i] >= 1e6:  # compute-bound calls give the throughput for the heavy ones
+                big_t, big_f = big_t + t, big_f + flops[i]
+    heavy_time = sum(flops[i] for i in heavy) * (big_t / big_f if big_f else 0.0)
+    return x.shape[0] * (per_graph + heavy_time), sum(1 for s in strata if s), len(heavy), x.shape[0] * heavy_time
 
 
 def main() -> None:
@@ -115,7 +120,7 @@ def main() -> None:
     parser.add_argument("--ltr-sample", type=int, default=60, help="patterns timed left to right")
     parser.add_argument("--ltr-graphs", type=int, default=2, help="graphs timed left to right")
     parser.add_argument("--memory-gib", type=float, default=1.5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: fair on a busy shared machine)")
     parser.add_argument("--quick", action="store_true", help="degree 4, n = 16, batch 16")
     args = parser.parse_args()
     if args.quick:
@@ -138,7 +143,7 @@ def main() -> None:
         run_compiled(plan, x[:2], args.memory_gib)  # warm-up
         t_plan = run_compiled(plan, x, args.memory_gib)
         t_opt = run_opt_einsum(patterns, x)
-        t_ltr, sampled, a, b = left_to_right_estimate(patterns, x, args.ltr_sample, args.ltr_graphs, seed=n)
+        t_ltr, sampled, num_heavy, t_heavy = left_to_right_estimate(patterns, x, args.ltr_sample, args.ltr_graphs, seed=n)
         f_plan = plan.flops(n)
         f_opt = plan.flops_per_pattern_optimal(n)
         f_ltr = plan.flops_left_to_right(n)
@@ -147,8 +152,9 @@ def main() -> None:
             f"{f_opt / f_plan:>11.1f} {f_ltr / f_plan:>11.0f}"
         )
         print(
-            f"      left-to-right extrapolated from {sampled} sampled patterns x {args.ltr_graphs} graphs "
-            f"(fit: {a * 1e6:.0f} us per call + {b * 1e9:.3f} s per GFLOP) to {len(patterns)} patterns x {args.batch} graphs"
+            f"      left-to-right: EXTRAPOLATED from {sampled} timed patterns (one per FLOP stratum) x {args.ltr_graphs} graphs "
+            f"to {len(patterns)} patterns x {args.batch} graphs; {num_heavy} patterns too heavy to run charged "
+            f"by FLOPs ({t_heavy:.0f} s of the estimate)"
         )
     connected = [p for p in patterns if p.is_connected]
     cplan = compile(connected, n_hint=32)
