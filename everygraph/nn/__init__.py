@@ -1,6 +1,7 @@
 """everygraph.nn."""
 
 from .aggr import CommutativeMonoid, LCMAggregation, associativity_loss
+from .graph_mamba import GraphMamba
 from .mamba import Mamba
 from .plstm1d import PLSTM1d
 from .plstm2d import PLSTM2d
@@ -10,6 +11,7 @@ from .ppgn import PPGN, PPGNBlock
 
 __all__: list[str] = [
     "Mamba",
+    "GraphMamba",
     "LCMAggregation",
     "CommutativeMonoid",
     "associativity_loss",
