@@ -236,12 +236,12 @@ def test_training_with_associativity_loss_reduces_it():
     torch.manual_seed(11)
     aggr = LCMAggregation(4, 4)
     x, index = degree_graph([6, 6, 6], 4, seed=11)
-    opt = torch.optim.Adam(aggr.parameters(), lr=0.02)
+    opt = torch.optim.Adam(aggr.parameters(), lr=0.05)
     g = torch.Generator().manual_seed(1)
     first = aggr.associativity_loss(x, index, num_triples=256, generator=torch.Generator().manual_seed(2)).item()
-    for _ in range(60):
+    for _ in range(25):
         opt.zero_grad()
-        aggr.associativity_loss(x, index, num_triples=256, generator=g).backward()
+        aggr.associativity_loss(x, index, num_triples=128, generator=g).backward()
         opt.step()
     last = aggr.associativity_loss(x, index, num_triples=256, generator=torch.Generator().manual_seed(2)).item()
     assert last < 0.5 * first

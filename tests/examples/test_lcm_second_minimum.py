@@ -1,0 +1,33 @@
+"""The LCM second-minimum tutorial runs end to end in --quick mode and writes its plot and results."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lcm_second_minimum.py"
+
+
+def test_quick_run(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--quick", "--no-progress", "--threads", "1", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "lcm_second_minimum.png").stat().st_size > 10_000
+    summary = json.loads((tmp_path / "lcm_second_minimum.json").read_text())
+    results = summary["results"]
+    assert list(results) == ["sum", "max", "GRU", "PyG LCM", "ours"]
+    for name, r in results.items():
+        accuracy = {int(k): v for k, v in r["accuracy"].items()}
+        assert sorted(accuracy) == [2, 8, 64]
+        assert all(0.0 <= a <= 1.0 for a in accuracy.values())
+        assert r["final_loss"] > 0 and r["parameters"] > 0
+        assert f"{name}: {r['parameters']} parameters" in result.stdout
+        # the printed table holds the same numbers
+        assert f"| {name} | " + " | ".join(f"{accuracy[s]:.3f}" for s in sorted(accuracy)) + " |" in result.stdout
+    # even 40 steps beat chance (10%) on the training sizes for the monoid aggregators
+    assert results["ours"]["accuracy"]["8"] > 0.2
+
