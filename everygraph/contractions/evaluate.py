@@ -207,7 +207,7 @@ def evaluate(
         if slot in done:
             buffers[o][k] = buffers[done[slot][0]][done[slot][1]]
             continue
-        buffers[o][k] = _assemble(plan.assemblies[slot], tensors, B, n)
+        _assemble(plan.assemblies[slot], tensors, buffers[o][k])
         done[slot] = (o, k)
     results = {o: buffers[o].movedim(0, -1) for o in buffers}
     if as_matrix:
@@ -229,26 +229,39 @@ def evaluate(
     return results
 
 
-def _assemble(a, tensors: dict[int, torch.Tensor], B: int, n: int) -> torch.Tensor:
+def _mul_into(target: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> None:
+    if torch.is_grad_enabled() and (left.requires_grad or right.requires_grad):
+        target.copy_(left * right)  # out= does not support autograd
+    else:
+        torch.mul(left, right, out=target)
+
+
+def _assemble(a, tensors: dict[int, torch.Tensor], out: torch.Tensor) -> None:
+    """Write one distinct pattern's value into ``out`` (``[B]``, ``[B, n]`` or ``[B, n, n]``)
+    directly, without temporaries of the output's size."""
+    B = out.shape[0]
     scalar = None
     for t in a.scalars:
         scalar = tensors[t] if scalar is None else scalar * tensors[t]
     if a.output == "invariant":
-        value = scalar if scalar is not None else tensors[0].new_ones(B)
-        return value
+        out.copy_(scalar) if scalar is not None else out.fill_(1.0)
+        return
+    if a.diagonal:
+        out.zero_()
+    target = torch.diagonal(out, dim1=1, dim2=2) if a.diagonal else out
     if len(a.rooted) == 2:
         (ta, _), (tb, _) = a.rooted
-        value = tensors[ta][:, :, None] * tensors[tb][:, None, :]
+        va = tensors[ta] if scalar is None else tensors[ta] * scalar[:, None]
+        _mul_into(target, va[:, :, None], tensors[tb][:, None, :])
     else:
         t, perm = a.rooted[0]
         value = tensors[t]
         if perm != tuple(range(len(perm))):
             value = value.permute(0, *[1 + p for p in perm])
-    if scalar is not None:
-        value = value * scalar.view(B, *([1] * (value.dim() - 1)))
-    if a.diagonal:
-        value = torch.diag_embed(value)
-    return value
+        if scalar is None:
+            target.copy_(value)
+        else:
+            _mul_into(target, value, scalar.view(B, *([1] * (value.dim() - 1))))
 
 
 def _left_to_right(eq: str, operands: list[torch.Tensor]) -> torch.Tensor:
