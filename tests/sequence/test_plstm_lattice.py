@@ -49,10 +49,16 @@ def test_chunked_1d_across_chunk_boundaries(length, chunk_size):
 
 def test_diagonal_recurrence_gradcheck():
     gen = torch.Generator().manual_seed(0)
-    num_diagonals, B, X, H, dk, dv = 5, 2, 3, 1, 2, 2
-    transition = (torch.rand(num_diagonals, B, X, 2, 2, H, dtype=DT, generator=gen) * 2 - 1).requires_grad_()
-    emitted = torch.randn(num_diagonals, B, X, 2, H, dk, dv, dtype=DT, generator=gen).requires_grad_()
-    assert torch.autograd.gradcheck(DiagonalRecurrence.apply, (transition, emitted))
+    X, Y, B, H, K = 3, 4, 2, 1, 3  # a 3x4 grid: 6 diagonals of up to 3 rows
+    num_diagonals = X + Y - 1
+    rows = [(max(0, d - Y + 1), min(d, X - 1)) for d in range(num_diagonals)]
+    transition = (torch.rand(num_diagonals, B, X, H, 2, 2, dtype=DT, generator=gen) * 2 - 1).requires_grad_()
+    source = torch.rand(num_diagonals, B, X, H, 2, dtype=DT, generator=gen).requires_grad_()
+    kv = torch.randn(num_diagonals, B, X, H, K, dtype=DT, generator=gen).requires_grad_()
+    injected = torch.randn(num_diagonals, B, X, H, 2, K, dtype=DT, generator=gen).requires_grad_()
+    inputs = (transition, source, kv, injected)
+    assert torch.autograd.gradcheck(lambda *a: DiagonalRecurrence.apply(*a, rows), inputs)
+    assert torch.autograd.gradcheck(lambda *a: DiagonalRecurrence.apply(*a, None, rows), inputs[:3])
 
 
 def test_2d_lattice_gradcheck_end_to_end():
