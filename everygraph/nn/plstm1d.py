@@ -103,6 +103,8 @@ class PLSTM1d(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"PLSTM1d expects x of shape [B, L, dim={self.dim}], got {list(x.shape)}")
         length = x.shape[1]
+        if length == 0 or x.shape[0] == 0:  # nothing to scan
+            return x.new_zeros(x.shape)
         dtype = compute_dtype(x.dtype)
         q, k, v = (t.to(dtype) for t in self.qkv(x))
         g = self.gates(x)

@@ -135,6 +135,8 @@ class PLSTM2d(nn.Module):
         if x.dim() != 4 or x.shape[-1] != self.dim:
             raise ValueError(f"PLSTM2d expects x of shape [B, H, W, dim={self.dim}] (channels last), got {list(x.shape)}")
         batch, height, width, _ = x.shape
+        if x.numel() == 0:  # an empty batch or grid: nothing to scan
+            return x.new_zeros(x.shape)
         dtype = compute_dtype(x.dtype)
         q, k, v = (t.to(dtype).reshape(batch, height * width, self.num_heads, self.head_dim) for t in self.qkv(x))
         h = 0

@@ -86,8 +86,8 @@ def head_norm(h: Tensor, norm: nn.GroupNorm | None) -> Tensor:
     on how many paths reach a node; normalising each head, as mLSTM does, keeps the next
     layer's input scale fixed. Runs in ``h``'s dtype.
     """
-    flat = h.reshape(*h.shape[:-2], -1)
-    if norm is None:
+    flat = h.reshape(*h.shape[:-2], h.shape[-2] * h.shape[-1])
+    if norm is None or flat.numel() == 0:
         return flat
     weight = norm.weight.to(h.dtype) if norm.weight is not None else None
     bias = norm.bias.to(h.dtype) if norm.bias is not None else None

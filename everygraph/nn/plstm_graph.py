@@ -196,6 +196,8 @@ class PLSTMGraph(nn.Module):
                 f"edge_attr has {edge_attr.shape[0]} rows but edge_index has {edge_index.shape[1]} edges"
             )
         num_nodes = x.shape[0]
+        if num_nodes == 0:
+            return x.new_zeros(0, self.out_channels)
         dag, edge_id = self.orient(edge_index, num_nodes, batch)
         attr = edge_attr[edge_id] if edge_attr is not None else None
         dtype = compute_dtype(x.dtype)

@@ -84,6 +84,12 @@ def test_dtypes_state_dict_repr():
     assert any(not torch.equal(a, b) for a, b in zip(before, layer.parameters()))
 
 
+def test_empty_sequence_and_batch():
+    layer = PLSTM1d(4, num_heads=2)
+    assert layer(torch.randn(2, 0, 4)).shape == (2, 0, 4)
+    assert layer(torch.randn(0, 3, 4)).shape == (0, 3, 4)
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="'P', 'D'"):
         PLSTM1d(8, 2, mode="X")

@@ -164,6 +164,11 @@ def test_no_edges_and_single_node():
         torch.testing.assert_close(out, reference_forward(layer, x, edge_index), rtol=1e-10, atol=1e-10)
 
 
+def test_empty_graph():
+    layer = PLSTMGraph(3, 4, num_heads=2)
+    assert layer(torch.randn(0, 3), torch.empty(2, 0, dtype=torch.long)).shape == (0, 4)
+
+
 def test_dtypes_state_dict_repr():
     layer = PLSTMGraph(5, 8, num_heads=2, mode="P", bidirectional=True)
     x, edge_index = torch.randn(7, 5), random_graph(7, 0.5, seed=2)
