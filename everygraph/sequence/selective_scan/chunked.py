@@ -45,7 +45,8 @@ DEFAULT_CHUNK_SIZE = 32
 DEFAULT_SLAB_ELEMENTS = 2**21
 #: The working set of a single chunk beyond which the scan refuses to run.
 DEFAULT_MAX_CHUNK_BYTES = 4 * 2**30
-#: Decays are computed as ``exp(max(log_decay, MIN_LOG_DECAY))``: a factor below
+#: Decays over many steps (chunk start -> position) are computed as
+#: ``exp(max(log_decay, MIN_LOG_DECAY))``: a factor below
 #: ``e^-80 ~ 1.8e-35`` is zero against any state of ordinary size, while ``exp`` of smaller
 #: exponents and products with its denormal results run ~100x slower on CPUs (measured:
 #: 4 ns vs 65 ns per element for exp, 17 us vs 2.4 ms for a 64k-element multiply-add).
@@ -89,7 +90,7 @@ def _scan_slab(
 
     dt = by_position(delta)  # [Cs, b, g, h, nc]
     dt_A = dt[..., None] * A[:, :, None, :]  # [Cs, b, g, h, nc, N]
-    a = torch.exp(dt_A.clamp_min(MIN_LOG_DECAY))
+    a = torch.exp(dt_A)  # one step's decay: its exponent stays moderate, no clamp needed
     if keep is not None:
         keep_pos = by_position(keep.to(a.dtype))  # [Cs, nc]
         a = a * keep_pos[:, None, None, None, :, None]

@@ -1,0 +1,186 @@
+"""Benchmark: Mamba's selective scan, ours (chunked) vs the plain loop vs torch's prototype
+associative_scan, forward and forward+backward, with peak memory.
+
+    python benchmarks/selective_scan.py                  # B=2, D=256, N=16, L = 1k, 4k, 16k
+    python benchmarks/selective_scan.py --lengths 1024 --threads 1
+    python benchmarks/selective_scan.py --tune           # chunk_size / slab size sweep at L=4k
+
+Times are the best of ``--repeats`` runs (ms), in one process, so ratios hold on a busy
+machine even when absolute numbers do not. Peak memory: resident set size (RSS, from
+/proc/self/statm) sampled every millisecond by a background thread while a call runs, minus
+the RSS just before it; large tensors are returned to the OS when freed, so each call starts
+from the same baseline. For scale, one ``[B, D, L, N]`` float32 tensor is printed too: the loop's
+autograd keeps several of them (the step states and decays) for the backward pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+
+import torch
+
+from everygraph.sequence import selective_scan, selective_scan_reference
+from everygraph.sequence.selective_scan import selective_scan_chunked
+
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * PAGE
+    except OSError:
+        return 0
+
+
+class PeakRSS:
+    """Peak RSS above the value at entry, sampled every millisecond."""
+
+    def __enter__(self):
+        self.base = rss_bytes()
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self.peak = max(self.peak, rss_bytes())
+        self._stop.set()
+        self._thread.join()
+        self.extra = self.peak - self.base
+
+
+def make_inputs(batch, channels, state, length, device, requires_grad):
+    g = torch.Generator().manual_seed(0)
+    t = lambda *s: torch.randn(*s, generator=g).to(device).requires_grad_(requires_grad)  # noqa: E731
+    A = (-torch.arange(1, state + 1.0).repeat(channels, 1)).to(device).requires_grad_(requires_grad)
+    return (t(batch, channels, length), t(batch, channels, length), A, t(batch, state, length), t(batch, state, length))
+
+
+def associative_scan_selective(u, delta, A, B, C, delta_softplus=True):
+    """The same scan through torch's prototype associative_scan on [B, D, L, N] pairs."""
+    from torch._higher_order_ops.associative_scan import associative_scan
+
+    if delta_softplus:
+        delta = torch.nn.functional.softplus(delta)
+    decay = torch.exp(delta[..., None] * A[:, None, :])
+    inputs = (delta * u)[..., None] * B.transpose(1, 2)[:, None]
+
+    def combine(left, right):
+        a0, b0 = left
+        a1, b1 = right
+        return a1 * a0, a1 * b0 + b1
+
+    _, states = associative_scan(combine, (decay, inputs), dim=2, combine_mode="generic")
+    return (states * C.transpose(1, 2)[:, None]).sum(-1)
+
+
+def measure(fn, args, backward, repeats, sync):
+    best, peak = float("inf"), 0
+    for _ in range(repeats):
+        for a in args:
+            a.grad = None
+        with PeakRSS() as mem:
+            start = time.perf_counter()
+            out = fn(*args)
+            if backward:
+                out.sum().backward()
+            sync()
+            elapsed = time.perf_counter() - start
+        del out
+        best, peak = min(best, elapsed), max(peak, mem.extra)
+    return best * 1e3, peak / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--channels", type=int, default=256)
+    parser.add_argument("--state", type=int, default=16)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--assoc-max-length", type=int, default=4096,
+                        help="skip associative_scan above this length (it is slow)")
+    parser.add_argument("--tune", action="store_true", help="sweep chunk_size and slab size at L=4096")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    B, D, N = args.batch, args.channels, args.state
+    print(f"selective scan, B={B}, D={D}, N={N}, float32, {torch.get_num_threads()} threads, torch {torch.__version__}")
+
+    cpu_sync = lambda: None  # noqa: E731
+
+    if args.tune:
+        x = make_inputs(B, D, N, 4096, "cpu", True)
+        print(f"{'chunk':>6} {'slab elems':>11} {'fwd ms':>9} {'fwd+bwd ms':>11} {'peak MiB':>9}")
+        for chunk in (8, 16, 32, 64, 128):
+            for slab in (2**20, 2**21, 2**22):
+                fn = lambda *a: selective_scan_chunked(*a, delta_softplus=True, chunk_size=chunk, slab_elements=slab)  # noqa: E731,B023
+                with torch.no_grad():
+                    f, _ = measure(fn, x, False, args.repeats, cpu_sync)
+                fb, mem = measure(fn, x, True, args.repeats, cpu_sync)
+                print(f"{chunk:>6} {slab:>11} {f:>9.1f} {fb:>11.1f} {mem:>9.1f}", flush=True)
+        return
+
+    assoc_error = None
+    try:
+        from torch._higher_order_ops.associative_scan import associative_scan  # noqa: F401
+    except Exception as e:  # noqa: BLE001
+        assoc_error = f"{type(e).__name__}: {e}"
+
+    ours = lambda *a: selective_scan(*a, delta_softplus=True)  # noqa: E731
+    loop = lambda *a: selective_scan_reference(*a, delta_softplus=True)  # noqa: E731
+    header = (f"{'L':>6} {'mode':>8} {'ours ms':>9} {'loop ms':>9} {'assoc ms':>9} {'loop/ours':>9} "
+              f"{'assoc/ours':>10} {'ours MiB':>9} {'loop MiB':>9} {'assoc MiB':>9} {'[B,D,L,N] MiB':>14}")
+    print(header)
+    for L in args.lengths:
+        full = B * D * L * N * 4 / 2**20
+        for backward in (False, True):
+            x = make_inputs(B, D, N, L, "cpu", backward)
+            ctx = torch.enable_grad() if backward else torch.no_grad()
+            with ctx:
+                t_ours, m_ours = measure(ours, x, backward, args.repeats, cpu_sync)
+                t_loop, m_loop = measure(loop, x, backward, 1, cpu_sync)
+                t_assoc = m_assoc = float("nan")
+                if assoc_error is None and L <= args.assoc_max_length:
+                    try:
+                        t_assoc, m_assoc = measure(associative_scan_selective, x, backward, 1, cpu_sync)
+                    except Exception as e:  # noqa: BLE001
+                        assoc_error = f"{type(e).__name__}: {str(e)[:200]}"
+            mode = "fwd+bwd" if backward else "fwd"
+            print(f"{L:>6} {mode:>8} {t_ours:>9.1f} {t_loop:>9.1f} {t_assoc:>9.1f} {t_loop / t_ours:>9.2f} "
+                  f"{t_assoc / t_ours:>10.2f} {m_ours:>9.1f} {m_loop:>9.1f} {m_assoc:>9.1f} {full:>14.1f}", flush=True)
+    if assoc_error:
+        print(f"associative_scan unavailable or failed: {assoc_error}")
+    else:
+        print(f"associative_scan: torch's prototype, eager, combine_mode='generic', only up to L={args.assoc_max_length}")
+
+    if torch.cuda.is_available():
+        print("\nGPU (CUDA):")
+        sync = torch.cuda.synchronize
+        for L in args.lengths:
+            x = make_inputs(B, D, N, L, "cuda", True)
+            t_ours, _ = measure(ours, x, True, args.repeats, sync)
+            t_loop, _ = measure(loop, x, True, 1, sync)
+            line = f"{L:>6} fwd+bwd ours {t_ours:.1f} ms, loop {t_loop:.1f} ms, ratio {t_loop / t_ours:.2f}"
+            try:
+                from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+                t_m, _ = measure(lambda *a: selective_scan_fn(*a, delta_softplus=True), x, True, args.repeats, sync)
+                line += f", mamba_ssm CUDA {t_m:.1f} ms"
+            except ImportError:
+                line += ", mamba_ssm not installed"
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
