@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--out", default="out", help="directory for the plot and results")
     args = parser.parse_args()
     if args.quick:
-        args.steps, args.train_sets, args.test_sets, args.sizes = 30, 1000, 48, "2,8,64"
+        args.steps, args.train_sets, args.test_sets, args.sizes = 20, 1000, 40, "2,8,64"
     torch.set_num_threads(args.threads)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     for n in names:
