@@ -161,7 +161,7 @@ def train(model, train_data, test_data, epochs: int, name: str) -> list[float]:
 
 def part_training(out: str, quick: bool, seed: int) -> dict:
     torch.manual_seed(seed)
-    n_train, n_test, epochs = (200, 100, 15) if quick else (1500, 300, 80)
+    n_train, n_test, epochs = (120, 60, 10) if quick else (1500, 300, 80)
     train_data, test_data = make_dataset(n_train, seed), make_dataset(n_test, seed + 1)
     # precompute hom counts of every invariant basis element of degree 1..4 once per graph
     transform = AddPolynomialFeatures(4, outputs=("invariant",), normalize=None)
