@@ -9,8 +9,8 @@ What is shared (and why it pays):
 1. **Identical patterns** (equal canonical keys) are computed once; duplicates only copy.
 2. **Connected components.** A disconnected pattern is the product of its components
    (``P_{H1 + H2} = P_{H1} * P_{H2}``, outer product when both carry a special vertex). Each
-   distinct component (by canonical key) is contracted once for the whole plan; the basis of
-   degree 6 has ~2300 patterns but only ~700 distinct components.
+   distinct component (by canonical key) is contracted once for the whole plan; the
+   degree-6 simple basis has 2292 patterns (all outputs) but only 859 distinct components.
 3. **Sub-contractions.** Each component is contracted along an opt_einsum path (found once
    per component and cached by its canonical key and the size class ``n_hint``). Every
    intermediate of a path is itself a sub-multigraph with *open* vertices (those still
