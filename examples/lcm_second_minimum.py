@@ -18,7 +18,7 @@ the set -> MLP -> 10 logits``. Aggregators compared:
 
 Run it::
 
-    python examples/lcm_second_minimum.py            # about 8 minutes on 2 CPU cores
+    python examples/lcm_second_minimum.py            # 3-6 minutes on 2 busy CPU cores
     python examples/lcm_second_minimum.py --quick    # a smoke test, under 30 s
 
 It prints a table of test accuracy per set size, a second one where each test batch also
