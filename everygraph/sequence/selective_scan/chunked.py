@@ -5,26 +5,27 @@ The recurrence :math:`h_t = a_t \odot h_{t-1} + b_t` (with :math:`a_t = \exp(\De
 slab of ``num_chunks`` consecutive chunks:
 
 1. all chunks of the slab advance together, one position at a time, from a zero state
-   (``chunk_size`` vectorised steps, each on ``[batch, D, num_chunks, N]``): the chunk-local
-   states :math:`h^{loc}_t`;
-2. the true state entering each chunk is carried across chunks
-   (:math:`H_k = P_k \odot H_{k-1} + h^{loc}_{end(k)}` with the chunk's total decay
-   :math:`P_k = \exp(A \sum_{t\in k}\Delta_t)`, ``num_chunks`` small steps);
-3. every position adds what its chunk's entering state contributes, in one parallel step:
-   :math:`h_t = h^{loc}_t + \exp\!\big(A \sum_{s \in k, s \le t} \Delta_s\big) \odot H_{k-1}`
-   (a cumulative sum of :math:`\Delta A` in log space; the exponent never grows beyond one
-   chunk) and :math:`y_t = \langle h_t, C_t \rangle`.
+   (``chunk_size`` vectorised steps, each on ``[batch, D, num_chunks, N]``), keeping only each
+   chunk's end state :math:`e_k`;
+2. the true state entering each chunk is carried across chunks,
+   :math:`H_k = P_k \odot H_{k-1} + e_k`, with the chunk's total decay
+   :math:`P_k = \exp(A \sum_{t \in k} \Delta_t)` from the cumulative sum of
+   :math:`\Delta A` in log space (``num_chunks`` small steps);
+3. all chunks advance together again, now from their entering states, and read out
+   :math:`y_t = \langle h_t, C_t \rangle` at each step.
 
 Slabs run one after another with the state carried between them, each under
 :func:`torch.utils.checkpoint.checkpoint` when gradients are needed, so at most one slab's
 ``[batch, D, slab_len, N]`` intermediates exist at a time (forward or backward) instead of the
-full ``[batch, D, L, N]``. Python steps per slab: ``chunk_size + num_chunks`` instead of
-``slab_len``.
+full ``[batch, D, L, N]``. Python steps per slab: ``2 * chunk_size + num_chunks`` instead of
+``slab_len``; the arithmetic is the loop's plus one extra multiply-add per state.
 
-Why not Mamba-2's C x C matmul form: in Mamba-1 the decay :math:`\exp(\Delta_t A_{dn})` differs
-for every state channel ``n``, so the decay "matrix" of a chunk is ``[D, N, C, C]`` and costs
-``C`` times the work of the recurrence; ``benchmarks/selective_scan.py`` measured it slower than
-the loop on CPU, so the chunks here are scanned step-parallel instead.
+Why not Mamba-2's C x C matmul form: in Mamba-1 the decay :math:`\exp(\Delta_t A_{dn})`
+differs for every state channel ``n``, so a chunk's decay "matrix" is ``[D, N, C, C]``: ``C``
+times the work of the recurrence, all elementwise (``exp``), none of it a matmul. On CPU a
+step loop over ``[batch, D, N]`` is already bound by arithmetic and memory traffic (not
+Python overhead) at Mamba sizes, so chunking here buys bounded memory and fewer autograd
+nodes, not a large speed-up; ``benchmarks/selective_scan.py`` measures it.
 """
 
 from __future__ import annotations
@@ -37,23 +38,23 @@ from torch.utils.checkpoint import checkpoint
 
 from ._inputs import ScanInputs, finish, flip_cu_seqlens, prepare
 
-#: Positions per chunk. ``benchmarks/selective_scan.py --tune`` measured 32-64 best on a
-#: 2-core CPU (B=2, D=256, N=16); the cost is ``chunk_size + num_chunks`` Python steps per slab.
-DEFAULT_CHUNK_SIZE = 32
-#: Elements of one ``[batch, D, slab_len, N]`` intermediate a slab may hold (about 6 such
+#: Positions per chunk. Measured at B=2, D=256, N=16, L=4096 on a busy 2-core CPU (one
+#: thread, ``benchmarks/selective_scan.py --tune``): chunks of 16 beat 32 and 64 (forward
+#: ~1.0-1.2 s vs 1.4-2.1 s, forward+backward 5.8-6.2 s vs 7.5-9.7 s with 2**21-element slabs).
+DEFAULT_CHUNK_SIZE = 16
+#: Elements of one ``[batch, D, slab_len, N]`` intermediate a slab may hold (about 4 such
 #: tensors live at once): slabs are made as long as this allows.
 DEFAULT_SLAB_ELEMENTS = 2**21
 #: The working set of a single chunk beyond which the scan refuses to run.
 DEFAULT_MAX_CHUNK_BYTES = 4 * 2**30
-#: Decays over many steps (chunk start -> position) are computed as
-#: ``exp(max(log_decay, MIN_LOG_DECAY))``: a factor below
-#: ``e^-80 ~ 1.8e-35`` is zero against any state of ordinary size, while ``exp`` of smaller
+#: A chunk's total decay is computed as ``exp(max(log_decay, MIN_LOG_DECAY))``: a factor
+#: below ``e^-60 ~ 8.8e-27`` is zero against any state of ordinary size, while ``exp`` of smaller
 #: exponents and products with its denormal results run ~100x slower on CPUs (measured:
 #: 4 ns vs 65 ns per element for exp, 17 us vs 2.4 ms for a 64k-element multiply-add).
 MIN_LOG_DECAY = -60.0
-#: Live ``[batch, D, slab_len, N]``-sized tensors in a slab's forward (a, b, states, decays,
-#: full states, products); used for the memory estimate.
-_LIVE_SLAB_TENSORS = 6
+#: Live ``[batch, D, slab_len, N]``-sized tensors in a slab (decays, inputs, their
+#: exponent, and autograd's saved step states); used for the memory estimate.
+_LIVE_SLAB_TENSORS = 4
 
 
 def _scan_slab(
@@ -96,35 +97,36 @@ def _scan_slab(
         a = a * keep_pos[:, None, None, None, :, None]
     x_in = (dt * by_position(u))[..., None] * bc_by_position(B)
 
-    # unbind (not indexing) so that autograd stacks the step gradients once instead of
-    # scattering each into a zero tensor of the whole slab.
+    # Pass 1: every chunk of the slab from a zero state, all chunks at once, keeping only the
+    # chunk-end states. unbind (not indexing) so that autograd stacks the step gradients once
+    # instead of scattering each into a zero tensor of the whole slab.
     x_steps, a_steps = x_in.unbind(0), a.unbind(0)
     h = x_steps[0]
-    local = [h]
     for j in range(1, Cs):
         h = torch.addcmul(x_steps[j], a_steps[j], h)
-        local.append(h)
-    local_states = torch.stack(local)  # [Cs, b, g, h, nc, N]
+    chunk_end = h  # [b, g, h, nc, N]
 
-    # Decay from each chunk's start to each position, via the cumulative sum of dt * A.
-    dt_cum = torch.cumsum(dt, dim=0)  # [Cs, b, g, h, nc]: cumulate before the N-fold product
-    from_start = torch.exp((dt_cum[..., None] * A[:, :, None, :]).clamp_min(MIN_LOG_DECAY))
+    # Carry: the state entering each chunk. A chunk's total decay is exp(A * sum of its dt),
+    # zero if a sequence starts inside it.
+    chunk_decay = torch.exp((dt.sum(0)[..., None] * A[:, :, None, :]).clamp_min(MIN_LOG_DECAY))
     if keep is not None:
-        from_start = from_start * torch.cumprod(keep_pos, dim=0)[:, None, None, None, :, None]
-    chunk_decay = from_start[-1]  # [b, g, h, nc, N]
-    chunk_end = local_states[-1]
-
+        chunk_decay = chunk_decay * keep_pos.prod(0)[:, None]
     entering = []
     state = h0
     for end_k, decay_k in zip(chunk_end.unbind(-2), chunk_decay.unbind(-2)):
         entering.append(state)
         state = torch.addcmul(end_k, decay_k, state)
-    entering_states = torch.stack(entering, dim=-2)  # [b, g, h, nc, N]
 
-    states = torch.addcmul(local_states, from_start, entering_states)
-    y = (states * bc_by_position(C)).sum(-1)  # [Cs, b, g, h, nc]
-    y = y.movedim(0, -1).reshape(b, g, hg, T)
-    return y, state
+    # Pass 2: again all chunks at once, now from their true entering states, reading out y.
+    C_pos = bc_by_position(C)
+    C_steps = C_pos.unbind(0) if C_pos.shape[0] == Cs else [C_pos[0]] * Cs
+    h = torch.stack(entering, dim=-2)  # [b, g, h, nc, N]
+    ys = []
+    for j in range(Cs):
+        h = torch.addcmul(x_steps[j], a_steps[j], h)
+        ys.append((h * C_steps[j]).sum(-1))
+    y = torch.stack(ys, dim=-1)  # [b, g, h, nc, Cs]
+    return y.reshape(b, g, hg, T), state
 
 
 def _working_set_bytes(p: ScanInputs, positions: int) -> int:
