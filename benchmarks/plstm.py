@@ -9,9 +9,11 @@ best-of-N seconds and the speed-up over the reference measured in the same run.
 The reference is a Python loop over nodes, so its time is linear in the number of nodes:
 above ``--reference-max-nodes`` (default 4096) it is not run but extrapolated linearly from
 the largest size of the same family that was measured; such rows say ``(extrapolated)``.
+(The molecule batch has no smaller size: its reference is always measured.)
 
     python benchmarks/plstm.py            # the full table
     python benchmarks/plstm.py --quick    # small sizes, a smoke test
+    python benchmarks/plstm.py --only 2D --threads 1
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--reference-max-nodes", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", choices=["1D", "2D", "graphs"], nargs="+", help="run only these families")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batch, heads, dk, dv = 2, 1, 16, 16
@@ -100,12 +103,14 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for family, sizes, executions in families:
+        if args.only and family not in args.only:
+            continue
         per_node = None  # reference seconds per node (forward, fwd+bwd) at the largest measured size
         for name, structure in sizes:
             dag = lattice_dag(structure) if isinstance(structure, Lattice) else structure
             inputs = make_inputs(dag, batch, heads, dk, dv)
             n = dag.num_nodes
-            if n <= args.reference_max_nodes:
+            if n <= args.reference_max_nodes or per_node is None:  # nothing smaller to extrapolate from
                 ref = timeit(structure, inputs, "reference", max(1, args.repeat // 2))
                 per_node = (ref[0] / n, ref[1] / n)
                 note = ""
