@@ -11,11 +11,11 @@ training size and at 2x:
 
 * **pLSTM**: a patch embedding, ``--depth`` residual blocks alternating P-mode and D-mode
   :class:`~everygraph.nn.PLSTM2d` layers (each scanning the patch grid in its four diagonal
-  orientations) with MLPs, mean pooling, a linear head. No position embedding: the
+  orientations) with MLPs, max pooling over patches, a linear head. No position embedding: the
   recurrence runs on the grid itself, at any grid size.
 * **ViT**: the same patch embedding, a learned position embedding (bilinearly interpolated
   to the larger grid at test time, as ViTs do when the resolution changes), a pre-norm
-  transformer encoder of the same depth and width, mean pooling, a linear head.
+  transformer encoder of the same depth and width, max pooling, a linear head.
 
 Run it::
 
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -81,8 +80,9 @@ class PLSTMBlock(nn.Module):
 
 
 class PLSTMClassifier(nn.Module):
-    def __init__(self, channels: int, dim: int, heads: int, depth: int, patch: int):
+    def __init__(self, channels: int, dim: int, heads: int, depth: int, patch: int, pooling: str = "max"):
         super().__init__()
+        self.pooling = pooling
         self.embed = PatchEmbedding(channels, dim, patch)
         self.blocks = nn.ModuleList(PLSTMBlock(dim, heads, "PD"[i % 2]) for i in range(depth))
         self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, 2)
@@ -91,15 +91,16 @@ class PLSTMClassifier(nn.Module):
         x = self.embed(images)
         for block in self.blocks:
             x = block(x)
-        return self.head(self.norm(x).mean(dim=(1, 2)))
+        return self.head(pool(self.norm(x).flatten(1, 2), self.pooling))
 
 
 class ViTClassifier(nn.Module):
     """ViT-style baseline; the position embedding is learned on the training grid and
     bilinearly interpolated to other grid sizes."""
 
-    def __init__(self, channels: int, dim: int, heads: int, depth: int, patch: int, grid: int):
+    def __init__(self, channels: int, dim: int, heads: int, depth: int, patch: int, grid: int, pooling: str = "max"):
         super().__init__()
+        self.pooling = pooling
         self.embed = PatchEmbedding(channels, dim, patch)
         self.pos = nn.Parameter(0.02 * torch.randn(1, dim, grid, grid))
         layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
@@ -113,7 +114,13 @@ class ViTClassifier(nn.Module):
         if pos.shape[-2:] != (height, width):
             pos = F.interpolate(pos, size=(height, width), mode="bilinear", align_corners=False)
         x = (x + pos.permute(0, 2, 3, 1)).reshape(batch, height * width, dim)
-        return self.head(self.norm(self.encoder(x)).mean(dim=1))
+        return self.head(pool(self.norm(self.encoder(x)), self.pooling))
+
+
+def pool(tokens: Tensor, how: str) -> Tensor:
+    """``[B, T, dim] -> [B, dim]``: the mean, or the max (a few object patches among many
+    blank ones keep their signal under max pooling)."""
+    return tokens.amax(dim=1) if how == "max" else tokens.mean(dim=1)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -189,15 +196,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--image-size", type=int, default=48, help="training image size (test also at 2x)")
     parser.add_argument("--patch", type=int, default=6, help="patch size in pixels")
     parser.add_argument("--dim", type=int, default=32)
-    parser.add_argument("--heads", type=int, default=2)
-    parser.add_argument("--depth", type=int, default=4, help="blocks (pLSTM alternates P and D)")
-    parser.add_argument("--train-samples", type=int, default=6000)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--depth", type=int, default=2, help="blocks (pLSTM alternates P and D)")
+    parser.add_argument("--train-samples", type=int, default=4000)
     parser.add_argument("--test-samples", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--pooling", choices=("max", "mean"), default="max", help="token pooling before the head")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (small ops: more threads help little and suffer badly on a busy machine)")
     parser.add_argument("--models", default="plstm,vit", help="comma-separated subset of plstm,vit")
     parser.add_argument("--quick", action="store_true", help="tiny run (< 30 s): a smoke test, not a result")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -223,8 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     grid = args.image_size // args.patch
     builders = {
-        "pLSTM": lambda: PLSTMClassifier(1, args.dim, args.heads, args.depth, args.patch),
-        "ViT": lambda: ViTClassifier(1, args.dim, args.heads, args.depth, args.patch, grid),
+        "pLSTM": lambda: PLSTMClassifier(1, args.dim, args.heads, args.depth, args.patch, args.pooling),
+        "ViT": lambda: ViTClassifier(1, args.dim, args.heads, args.depth, args.patch, grid, args.pooling),
     }
     wanted = {m.strip().lower() for m in args.models.split(",")}
     results, losses = {}, {}
