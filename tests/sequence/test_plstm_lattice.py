@@ -50,15 +50,15 @@ def test_chunked_1d_across_chunk_boundaries(length, chunk_size):
 def test_diagonal_recurrence_gradcheck():
     gen = torch.Generator().manual_seed(0)
     X, Y, B, H, K = 3, 4, 2, 1, 3  # a 3x4 grid: 6 diagonals of up to 3 rows
-    num_diagonals = X + Y - 1
-    rows = [(max(0, d - Y + 1), min(d, X - 1)) for d in range(num_diagonals)]
-    transition = (torch.rand(num_diagonals, B, X, H, 2, 2, dtype=DT, generator=gen) * 2 - 1).requires_grad_()
-    source = torch.rand(num_diagonals, B, X, H, 2, dtype=DT, generator=gen).requires_grad_()
-    kv = torch.randn(num_diagonals, B, X, H, K, dtype=DT, generator=gen).requires_grad_()
-    injected = torch.randn(num_diagonals, B, X, H, 2, K, dtype=DT, generator=gen).requires_grad_()
+    diagonals = [(max(0, d - Y + 1), min(d, X - 1)) for d in range(X + Y - 1)]
+    N = X * Y
+    transition = (torch.rand(N, B, H, 2, 2, dtype=DT, generator=gen) * 2 - 1).requires_grad_()
+    source = torch.rand(N, B, H, 2, dtype=DT, generator=gen).requires_grad_()
+    kv = torch.randn(N, B, H, K, dtype=DT, generator=gen).requires_grad_()
+    injected = torch.randn(N, B, H, 2, K, dtype=DT, generator=gen).requires_grad_()
     inputs = (transition, source, kv, injected)
-    assert torch.autograd.gradcheck(lambda *a: DiagonalRecurrence.apply(*a, rows), inputs)
-    assert torch.autograd.gradcheck(lambda *a: DiagonalRecurrence.apply(*a, None, rows), inputs[:3])
+    assert torch.autograd.gradcheck(lambda *a: DiagonalRecurrence.apply(*a, diagonals), inputs)
+    assert torch.autograd.gradcheck(lambda *a: DiagonalRecurrence.apply(*a, None, diagonals), inputs[:3])
 
 
 def test_2d_lattice_gradcheck_end_to_end():

@@ -143,142 +143,133 @@ def diagonal_scan_2d(
 
     Inputs in canonical row-major order: ``q, k`` ``[B, N, H, dk]``, ``v`` ``[B, N, H, dv]``,
     ``S``/``M`` ``[B, N, 2, H]`` (per axis), ``T`` ``[B, N, 2(out), 2(in), H]``, ``D``
-    ``[B, N, H]``. The grid is stored skewed, ``[diagonal, row]``, over the shorter side,
-    so node ``(x, d - x)`` reads its in-edge along axis 1 from the same row of diagonal
-    ``d - 1`` and along axis 0 from the row above: a shift.
+    ``[B, N, H]``. Nodes are stored in diagonal order (by ``x + y``, then row ``x``), so each
+    diagonal is a contiguous block and node ``(x, d - x)`` reads its in-edge along axis 1 from
+    row ``x`` of the previous block and along axis 0 from row ``x - 1``: shifted slices.
     """
     X, Y = shape
     B, N, H, dk = q.shape
     dv = v.shape[-1]
-    device = q.device
-    transpose = X > Y
-    grid = torch.arange(N, device=device).view(X, Y)
-    if transpose:  # rows of the skewed layout run over the shorter side
-        grid, X, Y = grid.t(), Y, X
-        S, M, T = S.flip(2), M.flip(2), T.flip(2).flip(3)
-    num_diagonals = X + Y - 1
-    d = torch.arange(num_diagonals, device=device)[:, None]
-    x = torch.arange(X, device=device)[None, :]
-    y = d - x
-    valid = (y >= 0) & (y < Y)
-    skew = torch.where(valid, grid[x, y.clamp(0, Y - 1)], torch.full_like(y, N))  # [num_diagonals, X]
-
-    q, k, v, S, M, T, D = (take(t, skew) for t in (q, k, v, S, M, T, D))  # [B, d, X, ...]
     K = dk * dv
-    S, M = S.transpose(-1, -2), M.transpose(-1, -2)  # [B, d, X, H, 2]
-    T = T.permute(0, 1, 2, 5, 3, 4)  # [B, d, X, H, 2(out), 2(in)]
-    kv = (k[..., :, None] * v[..., None, :]).reshape(B, num_diagonals, X, H, K)
+    device = q.device
+    diagonals = [(max(0, d - Y + 1), min(d, X - 1)) for d in range(X + Y - 1)]
+    rows = torch.cat([torch.arange(lo, hi + 1) for lo, hi in diagonals])
+    cols = torch.cat([d - torch.arange(lo, hi + 1) for d, (lo, hi) in enumerate(diagonals)])
+    order = (rows * Y + cols).to(device)  # canonical position of each diagonal-order slot
+
+    q, k, v, S, M, T, D = (t[:, order] for t in (q, k, v, S, M, T, D))
+    S, M = S.transpose(-1, -2), M.transpose(-1, -2)  # [B, N, H, 2]
+    T = T.permute(0, 1, 4, 2, 3)  # [B, N, H, 2(out), 2(in)]
+    kv = (k[..., :, None] * v[..., None, :]).reshape(B, N, H, K)
     injected = None
     if C0 is not None:
-        C0 = take(C0, skew).reshape(B, num_diagonals, X, H, K)
-        exists = _out_edge_exists(X, Y, valid)  # the injected state enters real out-edges only
-        injected = (C0[..., None, :] * exists[None, :, :, None, :, None].to(C0.dtype)).movedim(1, 0).contiguous()
-    rows = [(max(0, step - Y + 1), min(step, X - 1)) for step in range(num_diagonals)]
-    # [B, d, X, H, 2(in), K]: the states on the in-edges of every node, by diagonal
+        C0 = C0[:, order].reshape(B, N, H, K)
+        exists = torch.stack([rows < X - 1, cols < Y - 1], dim=-1).to(device=device, dtype=C0.dtype)
+        injected = (C0[..., None, :] * exists[None, :, None, :, None]).movedim(1, 0).contiguous()
+    # [B, N, H, 2(in), K]: the states on the in-edges of every node
     incoming = DiagonalRecurrence.apply(
-        T.movedim(1, 0).contiguous(), S.movedim(1, 0).contiguous(), kv.movedim(1, 0).contiguous(), injected, rows
-    )
-    incoming = incoming.movedim(0, 1)
+        T.movedim(1, 0).contiguous(), S.movedim(1, 0).contiguous(), kv.movedim(1, 0).contiguous(), injected, diagonals
+    ).movedim(0, 1)
     # elementwise, not matmul: a batch of 10^4 products of 1x2 or 1xdk matrices is slow on CPU
     read = (M[..., 0, None] * incoming[..., 0, :]).addcmul_(M[..., 1, None], incoming[..., 1, :])
-    h = (q[..., :, None] * read.view(B, num_diagonals, X, H, dk, dv)).sum(-2)
+    h = (q[..., :, None] * read.view(B, N, H, dk, dv)).sum(-2)
     h = h + D[..., None] * (q * k).sum(-1, keepdim=True) * v
     if C0 is not None:
-        h = h + (q[..., :, None] * C0.view(B, num_diagonals, X, H, dk, dv)).sum(-2)
-    # back from skewed to canonical order: each node's (diagonal, row) slot
-    slot = torch.empty(N, dtype=torch.long, device=device)
-    flat_valid = valid.reshape(-1)
-    slot[skew.reshape(-1)[flat_valid]] = torch.arange(num_diagonals * X, device=device)[flat_valid]
-    h = h.reshape(B, num_diagonals * X, H, dv)[:, slot]
+        h = h + (q[..., :, None] * C0.view(B, N, H, dk, dv)).sum(-2)
+    slot = torch.empty_like(order)
+    slot[order] = torch.arange(N, device=device)
     final = None
     if return_state:
-        final = incoming.sum(4) + kv
+        final = incoming.sum(3) + kv
         if C0 is not None:
             final = final + C0
-        final = final.reshape(B, num_diagonals * X, H, dk, dv)[:, slot]
-    return h, final
-
-
-def _out_edge_exists(X: int, Y: int, valid: Tensor) -> Tensor:
-    """``[d, X, 2]``: whether the node in each skewed slot has an out-edge along each axis."""
-    device = valid.device
-    d = torch.arange(X + Y - 1, device=device)[:, None]
-    x = torch.arange(X, device=device)[None, :]
-    y = d - x
-    return torch.stack([valid & (x < X - 1), valid & (y < Y - 1)], dim=-1)
+        final = final.view(B, N, H, dk, dv)[:, slot]
+    return h[:, slot], final
 
 
 class DiagonalRecurrence(torch.autograd.Function):
     r"""The linear recurrence between anti-diagonals, with a hand-written adjoint.
 
-    ``transition`` ``[d, B, X, H, 2(out), 2(in)]``, ``source`` ``[d, B, X, H, 2]``, ``kv``
-    ``[d, B, X, H, K]`` (``K = dk * dv``), ``injected`` ``[d, B, X, H, 2, K]`` or None (extra
-    state entering each out-edge), ``rows``: per diagonal the first and last row holding a
-    node. Returns ``incoming`` ``[d, B, X, H, 2, K]``: :math:`I_0 = 0`,
-    :math:`O_d = T_d I_d + S_d \otimes kv_d (+ \text{injected}_d)` (a batch of 2x2 matrix
-    products), and :math:`I_{d+1}` takes the axis-1 state of :math:`O_d` from the same row
-    and the axis-0 state from the row above.
+    Node-major tensors in diagonal order (see :func:`diagonal_scan_2d`): ``transition``
+    ``[N, B, H, 2(out), 2(in)]``, ``source`` ``[N, B, H, 2]``, ``kv`` ``[N, B, H, K]``
+    (``K = dk * dv``), ``injected`` ``[N, B, H, 2, K]`` or None (extra state entering each
+    out-edge), ``diagonals``: the first and last row of each diagonal. Returns ``incoming``
+    ``[N, B, H, 2, K]``, the states on each node's in-edges: :math:`O_n = T_n I_n + S_n
+    \otimes kv_n (+ \text{injected}_n)` for the nodes of one diagonal at once (2x2 products as
+    broadcast multiply-adds), and the next diagonal reads :math:`O` through shifted slices.
 
-    The source terms are formed per step, never as one ``[d, B, X, H, 2, K]`` tensor. The
-    backward runs the transposed recurrence from the last diagonal to the first:
+    The backward runs the transposed recurrence from the last diagonal to the first:
     :math:`\bar O_d = \mathrm{shift}^\top \bar I_{d+1}`, :math:`\bar I_d \mathrel{+}=
-    T_d^\top \bar O_d`, then in one batch :math:`\bar T = \bar O I^\top`,
+    T_d^\top \bar O_d`, and per diagonal :math:`\bar T = \bar O I^\top`,
     :math:`\bar S = \bar O\, kv`, :math:`\bar{kv} = S^\top \bar O`, without autograd's
     per-step graph. Checked with ``gradcheck``.
     """
 
     @staticmethod
-    def forward(ctx, transition: Tensor, source: Tensor, kv: Tensor, injected: Tensor | None, rows: list[tuple[int, int]]) -> Tensor:
-        D, B, X, H, K = kv.shape
-        incoming = kv.new_zeros(D, B, X, H, 2, K)
-        buffer = kv.new_empty(B, X, H, 2, K)  # one step's output, reused: no allocation per step
-        for d in range(D - 1):
-            lo, hi = rows[d]
-            out = _apply_2x2(transition[d, :, lo:hi + 1], incoming[d, :, lo:hi + 1], buffer[:, : hi + 1 - lo])
-            out.addcmul_(source[d, :, lo:hi + 1, :, :, None], kv[d, :, lo:hi + 1, :, None, :])
+    def forward(ctx, transition: Tensor, source: Tensor, kv: Tensor, injected: Tensor | None, diagonals: list[tuple[int, int]]) -> Tensor:
+        N, B, H, K = kv.shape
+        incoming = kv.new_zeros(N, B, H, 2, K)
+        buffer = kv.new_empty(max(hi - lo + 1 for lo, hi in diagonals), B, H, 2, K)
+        offset, previous = 0, None
+        for lo, hi in diagonals:
+            n = hi - lo + 1
+            if previous is not None:
+                out, plo, phi = previous
+                a, b = max(lo, plo), min(hi, phi)  # same row, axis-1 edge
+                incoming[offset + a - lo:offset + b - lo + 1, :, :, 1] = out[a - plo:b - plo + 1, :, :, 1]
+                a, b = max(lo, plo + 1), min(hi, phi + 1)  # row above, axis-0 edge
+                incoming[offset + a - lo:offset + b - lo + 1, :, :, 0] = out[a - 1 - plo:b - plo, :, :, 0]
+            block = slice(offset, offset + n)
+            out = _apply_2x2(transition[block], incoming[block], buffer[:n])
+            out.addcmul_(source[block, ..., None], kv[block, ..., None, :])
             if injected is not None:
-                out += injected[d, :, lo:hi + 1]
-            below = min(hi + 1, X - 1) - lo  # rows whose axis-0 state lands inside the grid
-            incoming[d + 1, :, lo + 1:lo + 1 + below, :, 0] = out[:, :below, :, 0]
-            incoming[d + 1, :, lo:hi + 1, :, 1] = out[:, :, :, 1]
+                out += injected[block]
+            previous, offset = (out, lo, hi), offset + n
         ctx.save_for_backward(transition, source, kv, incoming)
-        ctx.rows, ctx.has_injected = rows, injected is not None
+        ctx.diagonals, ctx.has_injected = diagonals, injected is not None
         return incoming
 
     @staticmethod
     def backward(ctx, grad_incoming: Tensor):
         transition, source, kv, incoming = ctx.saved_tensors
-        X = incoming.shape[2]
-        D, B, _, H, K = kv.shape
-        # per step, while the step's tensors are in cache: one pass over memory, not four
-        grad_out = incoming.new_zeros(D, B, X, H, 2, K) if ctx.has_injected else None
+        N, B, H, K = kv.shape
+        diagonals = ctx.diagonals
         grad_transition = torch.zeros_like(transition)
         grad_source = torch.zeros_like(source)
         grad_kv = torch.zeros_like(kv)
-        grad = grad_incoming[-1].clone()
-        step_grad = incoming.new_zeros(B, X, H, 2, K)
-        buffer = torch.empty_like(step_grad)
-        pair = incoming.new_empty(B, X, H, 2, 2, K)
-        for d in range(D - 2, -1, -1):
-            lo, hi = ctx.rows[d]
-            r = hi + 1 - lo
-            below = min(hi + 1, X - 1) - lo
-            g = step_grad[:, :r]
-            g.zero_()
-            g[:, :below, :, 0] = grad[:, lo + 1:lo + 1 + below, :, 0]
-            g[:, :, :, 1] = grad[:, lo:hi + 1, :, 1]
-            if grad_out is not None:
-                grad_out[d, :, lo:hi + 1] = g
-            torch.mul(g[..., :, None, :], incoming[d, :, lo:hi + 1, :, None, :, :], out=pair[:, :r])
-            torch.sum(pair[:, :r], dim=-1, out=grad_transition[d, :, lo:hi + 1])
-            s_row, kv_row = source[d, :, lo:hi + 1], kv[d, :, lo:hi + 1]
-            torch.mul(g, kv_row[..., None, :], out=buffer[:, :r])
-            torch.sum(buffer[:, :r], dim=-1, out=grad_source[d, :, lo:hi + 1])
-            torch.mul(s_row[..., 0, None], g[..., 0, :], out=grad_kv[d, :, lo:hi + 1])
-            grad_kv[d, :, lo:hi + 1].addcmul_(s_row[..., 1, None], g[..., 1, :])
-            grad.copy_(grad_incoming[d])
-            grad[:, lo:hi + 1] += _apply_2x2(transition[d, :, lo:hi + 1].transpose(-1, -2), g, buffer[:, :r])
-        return grad_transition, grad_source, grad_kv, grad_out, None
+        grad_injected = torch.zeros_like(incoming) if ctx.has_injected else None
+        width = max(hi - lo + 1 for lo, hi in diagonals)
+        grad_out = incoming.new_zeros(width, B, H, 2, K)
+        grads = [incoming.new_empty(width, B, H, 2, K) for _ in range(2)]  # this and the next diagonal
+        pair = incoming.new_empty(width, B, H, 2, 2, K)
+        buffer = incoming.new_empty(width, B, H, 2, K)
+        offset, following = N, None
+        for index in range(len(diagonals) - 1, -1, -1):
+            lo, hi = diagonals[index]
+            n = hi - lo + 1
+            offset -= n
+            block = slice(offset, offset + n)
+            grad = grads[index % 2][:n]
+            grad.copy_(grad_incoming[block])
+            if following is not None:  # this diagonal's outputs feed the next one
+                g_next, nlo, nhi = following
+                g = grad_out[:n]
+                g.zero_()
+                a, b = max(lo, nlo), min(hi, nhi)
+                g[a - lo:b - lo + 1, :, :, 1] = g_next[a - nlo:b - nlo + 1, :, :, 1]
+                a, b = max(lo, nlo - 1), min(hi, nhi - 1)
+                g[a - lo:b - lo + 1, :, :, 0] = g_next[a + 1 - nlo:b + 2 - nlo, :, :, 0]
+                if grad_injected is not None:
+                    grad_injected[block] = g
+                torch.mul(g[..., :, None, :], incoming[block, ..., None, :, :], out=pair[:n])
+                torch.sum(pair[:n], dim=-1, out=grad_transition[block])
+                torch.mul(g, kv[block, ..., None, :], out=buffer[:n])
+                torch.sum(buffer[:n], dim=-1, out=grad_source[block])
+                torch.mul(source[block, ..., 0, None], g[..., 0, :], out=grad_kv[block])
+                grad_kv[block].addcmul_(source[block, ..., 1, None], g[..., 1, :])
+                grad += _apply_2x2(transition[block].transpose(-1, -2), g, buffer[:n])
+            following = (grad, lo, hi)
+        return grad_transition, grad_source, grad_kv, grad_injected, None
 
 
 def _apply_2x2(matrix: Tensor, states: Tensor, out: Tensor) -> Tensor:
