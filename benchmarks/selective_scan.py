@@ -8,14 +8,16 @@ associative_scan, forward and forward+backward, with peak memory.
 Times are the best of ``--repeats`` runs (ms), in one process, so ratios hold on a busy
 machine even when absolute numbers do not. Peak memory: resident set size (RSS, from
 /proc/self/statm) sampled every millisecond by a background thread while a call runs, minus
-the RSS just before it; large tensors are returned to the OS when freed, so each call starts
-from the same baseline. For scale, one ``[B, D, L, N]`` float32 tensor is printed too: the loop's
+the RSS just before it, after handing freed heap pages back to the OS (glibc malloc_trim), so
+each call starts from the same baseline; it counts the call's new tensors (activations, saved
+tensors, gradients), not the inputs. For scale, one ``[B, D, L, N]`` float32 tensor is printed too: the loop's
 autograd keeps several of them (the step states and decays) for the backward pass.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import threading
 import time
@@ -26,6 +28,14 @@ from everygraph.sequence import selective_scan, selective_scan_reference
 from everygraph.sequence.selective_scan import selective_scan_chunked
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def release_free_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc), so the next baseline is honest."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def rss_bytes() -> int:
@@ -40,6 +50,7 @@ class PeakRSS:
     """Peak RSS above the value at entry, sampled every millisecond."""
 
     def __enter__(self):
+        release_free_memory()
         self.base = rss_bytes()
         self.peak = self.base
         self._stop = threading.Event()
