@@ -66,7 +66,13 @@ def select_patterns(
         raise ValueError(f"select must be 'all', 'not_ppgn' or a list of patterns, got {select!r}")
     pats = [p for o in outputs for d in range(min_degree, degree + 1) for p in basis(d, o, domain)]
     if select == "not_ppgn":
-        from ..contractions.expressivity import computable  # lazy: the decider is optional here
+        try:  # lazy: the decider lives in its own module and is only needed here
+            from ..contractions.expressivity import computable
+        except ImportError as exc:
+            raise ImportError(
+                "select='not_ppgn' needs the PPGN decider everygraph.contractions.expressivity, "
+                "which could not be imported; pass an explicit list of patterns instead"
+            ) from exc
 
         pats = [p for p in pats if not computable(p, "ppgn")]
     return pats
