@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import zlib
 
 import pytest
 import torch
@@ -134,7 +135,7 @@ def _call_both(x, bc_options, chunk_kwargs, **kwargs):
     got = selective_scan_chunked(*args, **extra, **kwargs, **chunk_kwargs)
     args_r, extra_r = pick(ref_tensors)
     want = selective_scan_reference(*args_r, **extra_r, **kwargs)
-    return got, want, tensors, ref_tensors, [k for k in ("u", "delta", "A", "B", "C") if True] + list(extra)
+    return got, want, tensors, ref_tensors, ["u", "delta", "A", "B", "C", *extra]
 
 
 def _compare(got, want, tensors, ref_tensors, names, seed=1):
@@ -158,7 +159,7 @@ def _compare(got, want, tensors, ref_tensors, names, seed=1):
 @pytest.mark.parametrize("reverse", [False, True])
 def test_chunked_equals_reference_every_option(bc, options, reverse):
     # 37 positions, chunks of 8 and slabs of 2 chunks: several slabs, a short tail chunk.
-    x = make_inputs(2, 4, 3, 37, bc=bc, seed=hash((bc, reverse, tuple(options))) % 1000)
+    x = make_inputs(2, 4, 3, 37, bc=bc, seed=zlib.crc32(repr((bc, reverse, sorted(options))).encode()) % 1000)
     chunking = dict(chunk_size=8, slab_elements=2 * 4 * 3 * 16)
     got, want, t, rt, names = _call_both(
         x, options, chunking, delta_softplus=options.get("delta_softplus", False),
