@@ -218,3 +218,11 @@ def test_inputs_are_not_modified():
         run(lattice, inputs, execution, grad=False)
     for name, t in inputs.items():
         assert torch.equal(t, copies[name]), name
+
+
+def test_empty_graph():
+    dag = DAG(torch.empty(2, 0, dtype=torch.long), 0)
+    zeros = [torch.zeros(1, 0, 1, *extra, dtype=DT) for extra in ((2,), (2,), (3,), (), (), (), ())]
+    for execution in ("reference", "wavefront"):
+        h, state = plstm_scan(dag, *zeros, return_state=True, execution=execution)
+        assert h.shape == (1, 0, 1, 3) and state.shape == (1, 0, 1, 2, 3)
