@@ -13,7 +13,7 @@ nonlinear recurrence on the same graph. This tutorial
    gating (what to keep, what to skip), the point of selective state spaces;
 3. plots loss and accuracy curves to ``--out``.
 
-    python examples/sequences_are_paths.py            # L=64, 8 data tokens, 1500 steps
+    python examples/sequences_are_paths.py            # L=32, 4 data tokens, 400 steps (minutes)
     python examples/sequences_are_paths.py --quick    # a tiny run (seconds)
 """
 
@@ -148,15 +148,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny run for tests (seconds)")
     parser.add_argument("--out", default="out", help="directory for the plot and results")
-    parser.add_argument("--length", type=int, default=64)
-    parser.add_argument("--num-tokens", type=int, default=8)
+    parser.add_argument("--length", type=int, default=32)
+    parser.add_argument("--num-tokens", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=10)
-    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     # one thread: these models are small, and on a busy machine a second OpenMP thread makes
     # each mid-sized op wait for a descheduled worker (measured 10x slower per training step)
