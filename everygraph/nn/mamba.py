@@ -41,7 +41,7 @@ def causal_conv1d(
     """
     length = x.shape[-1]
     kernel = weight.shape[-1]
-    segment = None if cu_seqlens is None else _segment_ids(cu_seqlens, length)
+    segment = None if cu_seqlens is None else _segment_ids(cu_seqlens.to(x.device), length)
     out = x * weight[:, 0, kernel - 1, None]
     for k in range(1, min(kernel, length)):
         tap = weight[:, 0, kernel - 1 - k, None]

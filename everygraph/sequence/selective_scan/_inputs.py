@@ -142,6 +142,8 @@ def prepare(
     if delta_bias is not None and tuple(delta_bias.shape) != (channels,):
         raise ValueError(f"delta_bias must have shape [D] = [{channels}] (u is {list(u.shape)}), got {list(delta_bias.shape)}")
     keep = check_cu_seqlens(cu_seqlens, length)
+    if keep is not None:
+        keep = keep.to(u.device)
 
     dtype = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
     groups = g_b * g_c // math.gcd(g_b, g_c)
