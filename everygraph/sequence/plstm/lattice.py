@@ -8,6 +8,9 @@ boundary off without special cases), and outputs are gathered back to node order
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -31,25 +34,71 @@ def plstm_lattice(
     chunk_size: int = CHUNK_SIZE,
 ) -> tuple[Tensor, Tensor | None]:
     """The recurrence of :func:`~everygraph.sequence.plstm.plstm_scan` on a 1D or 2D lattice."""
-    layout = lattice_layout(lattice, q.device)
-    node = layout.node
-    S = take(source, layout.out_edge)  # [B, N, ndim, H]
-    M = take(mark, layout.in_edge)
-    T = take(transition, layout.line)  # [B, N, ndim(out), ndim(in), H]
-    qc, kc, vc, Dc = q[:, node], k[:, node], v[:, node], direct[:, node]
+    storage = _storage(lattice.shape, lattice.flip)
+    if storage.node.device != q.device:
+        storage = storage._replace(**{f: getattr(storage, f).to(q.device) for f in StorageOrder._tensors})
+    node = storage.node
+    S = take(source, storage.out_edge)  # [B, N, ndim, H]
+    M = take(mark, storage.in_edge)
+    T = take(transition, storage.line)  # [B, N, ndim(out), ndim(in), H]
+    qs, ks, vs, Ds = q[:, node], k[:, node], v[:, node], direct[:, node]
     C0 = initial_state[:, node] if initial_state is not None else None
-    shape = lattice.shape
-    if len(shape) == 2 and 1 in shape:
-        axis = 1 if shape[0] == 1 else 0  # a 1xW or Hx1 grid is a path along the other axis
-        S, M, T, shape = S[:, :, axis], M[:, :, axis], T[:, :, axis, axis], (lattice.num_nodes,)
-    elif len(shape) == 1:
-        S, M, T = S[:, :, 0], M[:, :, 0], T[:, :, 0, 0]
-    if len(shape) == 1:
-        h, final = chunked_scan_1d(qc, kc, vc, S, T, M, Dc, C0, return_state, chunk_size)
+    if storage.path_axis is not None:
+        axis = storage.path_axis
+        S, M, T = S[:, :, axis], M[:, :, axis], T[:, :, axis, axis]
+        h, final = chunked_scan_1d(qs, ks, vs, S, T, M, Ds, C0, return_state, chunk_size)
     else:
-        h, final = diagonal_scan_2d(shape, qc, kc, vc, S, T, M, Dc, C0, return_state)
-    h = h[:, layout.position]
-    return h, (final[:, layout.position] if final is not None else None)
+        h, final = diagonal_scan_2d(storage, qs, ks, vs, S, T, M, Ds, C0, return_state)
+    h = h[:, storage.inverse]
+    return h, (final[:, storage.inverse] if final is not None else None)
+
+
+class StorageOrder(NamedTuple):
+    """Where each stored node comes from: the flat ids gathered into the dense order of a
+    scan (canonical row-major for a path, diagonal order for a grid), and back.
+
+    ``node``, ``out_edge``, ``in_edge``, ``line``: the :class:`LatticeLayout` maps in storage
+    order; ``inverse``: ``[N]`` storage slot of each node id; ``path_axis``: the axis along
+    which the lattice is a path (1D, 1xW, Hx1), else None; ``diagonals``: the first and last
+    row of each anti-diagonal; ``rows``, ``cols``: ``[N]`` canonical coordinates per slot.
+    """
+
+    node: Tensor
+    out_edge: Tensor
+    in_edge: Tensor
+    line: Tensor
+    inverse: Tensor
+    rows: Tensor
+    cols: Tensor
+    path_axis: int | None
+    diagonals: list
+
+    _tensors = ("node", "out_edge", "in_edge", "line", "inverse", "rows", "cols")
+
+
+@lru_cache(maxsize=64)
+def _storage(shape: tuple[int, ...], flip: tuple[bool, ...]) -> StorageOrder:
+    layout = lattice_layout(Lattice(shape, flip))
+    path_axis, diagonals = None, []
+    if len(shape) == 1:
+        path_axis = 0
+    elif 1 in shape:  # a 1xW or Hx1 grid is a path along the other axis
+        path_axis = 1 if shape[0] == 1 else 0
+    if path_axis is not None:
+        order = torch.arange(layout.node.numel())
+        rows = cols = order
+    else:
+        X, Y = shape
+        diagonals = [(max(0, d - Y + 1), min(d, X - 1)) for d in range(X + Y - 1)]
+        rows = torch.cat([torch.arange(lo, hi + 1) for lo, hi in diagonals])
+        cols = torch.cat([d - torch.arange(lo, hi + 1) for d, (lo, hi) in enumerate(diagonals)])
+        order = rows * Y + cols  # canonical position of each storage slot
+    node = layout.node[order]
+    inverse = torch.empty_like(node)
+    inverse[node] = torch.arange(node.numel())
+    return StorageOrder(
+        node, layout.out_edge[order], layout.in_edge[order], layout.line[order], inverse, rows, cols, path_axis, diagonals
+    )
 
 
 def chunked_scan_1d(
@@ -128,7 +177,7 @@ def chunked_scan_1d(
 
 
 def diagonal_scan_2d(
-    shape: tuple[int, int],
+    storage: StorageOrder,
     q: Tensor,
     k: Tensor,
     v: Tensor,
@@ -141,34 +190,29 @@ def diagonal_scan_2d(
 ) -> tuple[Tensor, Tensor | None]:
     """2D scan, one batched step per anti-diagonal ``x + y = d``.
 
-    Inputs in canonical row-major order: ``q, k`` ``[B, N, H, dk]``, ``v`` ``[B, N, H, dv]``,
-    ``S``/``M`` ``[B, N, 2, H]`` (per axis), ``T`` ``[B, N, 2(out), 2(in), H]``, ``D``
-    ``[B, N, H]``. Nodes are stored in diagonal order (by ``x + y``, then row ``x``), so each
-    diagonal is a contiguous block and node ``(x, d - x)`` reads its in-edge along axis 1 from
-    row ``x`` of the previous block and along axis 0 from row ``x - 1``: shifted slices.
+    Inputs in diagonal order (by ``x + y``, then row ``x``; see :class:`StorageOrder`):
+    ``q, k`` ``[B, N, H, dk]``, ``v`` ``[B, N, H, dv]``, ``S``/``M`` ``[B, N, 2, H]`` (per
+    axis), ``T`` ``[B, N, 2(out), 2(in), H]``, ``D`` ``[B, N, H]``. Each diagonal is a
+    contiguous block, and node ``(x, d - x)`` reads its in-edge along axis 1 from row ``x``
+    of the previous block and along axis 0 from row ``x - 1``: shifted slices. Outputs are
+    in the same order.
     """
-    X, Y = shape
     B, N, H, dk = q.shape
     dv = v.shape[-1]
     K = dk * dv
-    device = q.device
-    diagonals = [(max(0, d - Y + 1), min(d, X - 1)) for d in range(X + Y - 1)]
-    rows = torch.cat([torch.arange(lo, hi + 1) for lo, hi in diagonals])
-    cols = torch.cat([d - torch.arange(lo, hi + 1) for d, (lo, hi) in enumerate(diagonals)])
-    order = (rows * Y + cols).to(device)  # canonical position of each diagonal-order slot
-
-    q, k, v, S, M, T, D = (t[:, order] for t in (q, k, v, S, M, T, D))
     S, M = S.transpose(-1, -2), M.transpose(-1, -2)  # [B, N, H, 2]
     T = T.permute(0, 1, 4, 2, 3)  # [B, N, H, 2(out), 2(in)]
     kv = (k[..., :, None] * v[..., None, :]).reshape(B, N, H, K)
     injected = None
     if C0 is not None:
-        C0 = C0[:, order].reshape(B, N, H, K)
-        exists = torch.stack([rows < X - 1, cols < Y - 1], dim=-1).to(device=device, dtype=C0.dtype)
+        C0 = C0.reshape(B, N, H, K)
+        X, Y = int(storage.rows.max()) + 1, int(storage.cols.max()) + 1
+        exists = torch.stack([storage.rows < X - 1, storage.cols < Y - 1], dim=-1).to(C0.dtype)
         injected = (C0[..., None, :] * exists[None, :, None, :, None]).movedim(1, 0).contiguous()
     # [B, N, H, 2(in), K]: the states on the in-edges of every node
     incoming = DiagonalRecurrence.apply(
-        T.movedim(1, 0).contiguous(), S.movedim(1, 0).contiguous(), kv.movedim(1, 0).contiguous(), injected, diagonals
+        T.movedim(1, 0).contiguous(), S.movedim(1, 0).contiguous(), kv.movedim(1, 0).contiguous(), injected,
+        storage.diagonals,
     ).movedim(0, 1)
     # elementwise, not matmul: a batch of 10^4 products of 1x2 or 1xdk matrices is slow on CPU
     read = (M[..., 0, None] * incoming[..., 0, :]).addcmul_(M[..., 1, None], incoming[..., 1, :])
@@ -176,15 +220,13 @@ def diagonal_scan_2d(
     h = h + D[..., None] * (q * k).sum(-1, keepdim=True) * v
     if C0 is not None:
         h = h + (q[..., :, None] * C0.view(B, N, H, dk, dv)).sum(-2)
-    slot = torch.empty_like(order)
-    slot[order] = torch.arange(N, device=device)
     final = None
     if return_state:
         final = incoming.sum(3) + kv
         if C0 is not None:
             final = final + C0
-        final = final.view(B, N, H, dk, dv)[:, slot]
-    return h[:, slot], final
+        final = final.view(B, N, H, dk, dv)
+    return h, final
 
 
 class DiagonalRecurrence(torch.autograd.Function):
