@@ -1,0 +1,282 @@
+r"""The model zoo: which GNN computes which basis element :math:`P_H`.
+
+Each model answers :meth:`Model.decide` with a :class:`~.verdict.Verdict` whose certificate
+is made of that model's own operations. The characterisations are from Puny et al.,
+"Equivariant Polynomials for Graph Neural Networks" (ICML 2023,
+https://arxiv.org/abs/2302.11556) and Zhang, Gai, Du, Ye, He, Wang, "Beyond Weisfeiler-Lehman:
+A Quantitative Framework for GNN Expressiveness" (ICLR 2024, https://arxiv.org/abs/2401.08514),
+where a model computes :math:`P_H` (on 0/1 graphs: the homomorphism count
+:math:`\hom(H, G)` rooted at the special vertices) iff :math:`H` lies in its family:
+
+=============  ==========================================================================
+``mpnn``        rooted forests: the underlying simple graph, with the edge ``ab`` of an
+                edge output added, is a forest (1-WL, node-based operations)
+``subgraph``    a forest after deleting the marked vertex (node-marking subgraph GNN)
+``ppgn``        treewidth :math:`\le 2` with ``ab`` added (PPGN, 2-FWL, edge-based model);
+``2fwl``        aliases: ``2-fwl``, ``ppgn++`` (PPGN++ is as expressive as PPGN)
+``kfwl``        treewidth :math:`\le k` with the special vertices joined (``"3fwl"``,
+                ``"kfwl:3"`` or ``KFWL(3)``)
+=============  ==========================================================================
+
+Loops and parallel edges never change the answer (a loop is the diagonal, a node feature;
+parallel edges are an elementwise product); only the underlying simple graph matters.
+Local 2-GNN and local 2-FGNN (nested ear decompositions in Zhang et al.) are not in the zoo.
+
+Example:
+    >>> get_model("ppgn").decide("ab,ac,ad,bc,cd->bd").computable
+    False
+    >>> get_model("mpnn").decide("ab,bc,ca->a").reason    # doctest: +SKIP
+    'cycle a-b-c remains: ...'
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import networkx as nx
+
+from .graph import PatternGraph, as_pattern_graph
+from .reduction import Eliminator, reduce_pattern
+from .treewidth import elimination_ordering
+from .verdict import Step, Verdict
+
+__all__ = ["Model", "MPNN", "SubgraphGNN", "PPGN", "KFWL", "get_model", "known_models", "computable"]
+
+
+class Model:
+    """A GNN family with a decision rule; ``decide(pattern) -> Verdict``."""
+
+    name: str = "model"
+
+    def decide(self, pattern: Any) -> Verdict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _cycle_text(p: PatternGraph, g: nx.Graph) -> str:
+    try:
+        cyc = nx.find_cycle(g)
+    except nx.NetworkXNoCycle:  # pragma: no cover - callers only ask when a cycle exists
+        return ""
+    return "-".join(p.names[u] for u, _ in cyc)
+
+
+class MPNN(Model):
+    r"""Message-passing GNN (1-WL): computes exactly the rooted forests.
+
+    Node-based operations only: node features :math:`h \in \mathbb{R}^n`, matrix-vector
+    products :math:`X h` (aggregate a leaf into its parent), ``diag`` (a loop is a node
+    feature), pointwise products, global sums, and for an edge output the outer product
+    :math:`h_a h_b^\top` times edge features :math:`X_{ab}` (messages read edge features,
+    so parallel edges are fine). Hence :math:`P_H` is computable iff the underlying simple graph
+    of :math:`H` is a forest and, for an edge output, :math:`a` and :math:`b` are adjacent or in
+    different trees, i.e. :math:`H + ab` is a forest: treewidth :math:`\le 1`
+    (Zhang et al. 2024, Theorem 3.3 family :math:`\mathcal{F}^{\text{MP}}`; Puny et al. 2023,
+    node-based model). This is also ``KFWL(1)``.
+    """
+
+    name = "mpnn"
+
+    def decide(self, pattern: Any) -> Verdict:
+        p = as_pattern_graph(pattern)
+        elim = Eliminator(p, style="node")
+        left = elim.reduce(1, fixed=set(p.distinct_special))
+        if not left:
+            elim.output(self.name)
+            return Verdict(p, self.name, True, elim.steps, reason="a rooted forest: leaves aggregated into parents")
+        g = p.simple_graph(join_specials=True)
+        cyc = _cycle_text(p, g)
+        via = ""
+        if len(p.distinct_special) == 2 and _needs_ab(p):
+            a, b = (p.names[s] for s in p.distinct_special)
+            via = f" (closed by the output pair {a}{b}: {a} and {b} are joined by a longer path)"
+        return Verdict(
+            p, self.name, False, [],
+            reason=f"cycle {cyc} remains{via}: every remaining non-special vertex has 2 or more neighbours, and "
+                   "message passing only aggregates leaves (MPNN computes exactly the rooted forests)",
+            obstruction=tuple(left),
+        )
+
+
+def _needs_ab(p: PatternGraph) -> bool:
+    return nx.is_forest(p.simple_graph(False)) and not nx.is_forest(p.simple_graph(True))
+
+
+class SubgraphGNN(Model):
+    r"""Node-marking subgraph GNN (DS-GNN / NGNN-style, one subgraph per marked vertex).
+
+    One MPNN runs on each copy of the graph with vertex :math:`m` marked, giving an
+    :math:`n \times n` representation :math:`h^{(m)}_v`; edges to the mark are features read by
+    message passing from the mark. The invariant sums over marks, the node output at
+    :math:`a` is :math:`h^{(a)}_a`, the edge output at :math:`(a, b)` is :math:`h^{(a)}_b`
+    (or :math:`h^{(b)}_a`). So :math:`P_H` is computable iff deleting one vertex :math:`m`
+    leaves a forest, with :math:`m` any vertex for an invariant, :math:`m = a` for a node
+    output, :math:`m \in \{a, b\}` for an edge output (Zhang et al. 2024, Theorem 3.4
+    family :math:`\mathcal{F}^{\text{Sub}}`: graph level ``F - m`` a forest for some ``m``,
+    node level ``F - u`` a forest for the root ``u``).
+    """
+
+    name = "subgraph"
+
+    def decide(self, pattern: Any) -> Verdict:
+        p = as_pattern_graph(pattern)
+        s = p.distinct_special
+        candidates = list(range(p.num_vertices)) if not s else list(s)
+        if p.num_vertices == 0:  # the empty pattern, the constant 1: nothing to mark
+            elim = Eliminator(p, style="node")
+            elim.output(self.name)
+            return Verdict(p, self.name, True, elim.steps, reason="the empty pattern (the constant 1)")
+        tried = []
+        for m in candidates:
+            elim = Eliminator(p, style="node")
+            elim.marked = m
+            left = elim.reduce(1, fixed=set(s) | {m}, uncounted=m)
+            if not left:
+                mark = Step("mark", (), (), "mark", (),
+                            f"mark {p.names[m]}: one subgraph per choice of {p.names[m]}, the mark as a node feature")
+                steps = [mark] + elim.steps + [_subgraph_output(elim, p, m)]
+                return Verdict(p, self.name, True, steps, reason=f"deleting {p.names[m]} leaves a forest")
+            g = p.simple_graph(False)
+            g.remove_node(m)
+            tried.append(f"{p.names[m]} (cycle {_cycle_text(p, g) or 'through the output'})")
+        where = "any vertex" if not s else " or ".join(p.names[v] for v in s)
+        return Verdict(p, self.name, False, [],
+                       reason=f"no choice of the marked vertex ({where}) leaves a forest: deleting "
+                              + "; ".join(tried[:4]) + ("; ..." if len(tried) > 4 else ""))
+
+
+def _subgraph_output(elim: Eliminator, p: PatternGraph, m: int) -> Step:
+    """Final step of a subgraph certificate: pool over marks (invariant) or read h^(m)."""
+    s = p.distinct_special
+    fs = list(elim.factors)
+    names = p.names
+    if not s:
+        text = f"output the invariant: sum over the marked subgraphs {names[m]} of the product of their readouts"
+    elif len(s) == 1:
+        text = f"output the node output at {names[m]}: the marked vertex's own feature h^({names[m]})_{names[m]}"
+    else:
+        other = s[1] if s[0] == m else s[0]
+        text = (f"output the edge output at ({names[s[0]]},{names[s[1]]}): the feature of {names[other]} in the "
+                f"subgraph marked {names[m]}, h^({names[m]})_{names[other]}")
+    return Step("output", tuple(fs), tuple(elim.factors[f] for f in fs), "out", tuple(s), text)
+
+
+class PPGN(Model):
+    r"""PPGN / 2-FWL (and PPGN++): the edge-based model, treewidth :math:`\le 2`.
+
+    Operations on :math:`n \times n` matrices: matrix product, elementwise product, row sums,
+    diagonal, transpose. :math:`P_H` is computable iff the series-parallel reduction
+    (delete a degree-1 vertex, replace a degree-2 vertex by an edge, merge parallel edges)
+    removes every non-special vertex (Puny et al. 2023, Theorem 5.3 and appendix D; Zhang et
+    al. 2024: 2-FWL :math:`\leftrightarrow` treewidth :math:`\le 2`, with the edge
+    :math:`ab` added for edge outputs). PPGN++ (identity channels, X and :math:`X^\top` in one
+    MLP, diagonal/off-diagonal readout) is exactly as expressive (Puny et al. 2023, section 6).
+    """
+
+    name = "ppgn"
+
+    def __init__(self, name: str = "ppgn") -> None:
+        self.name = name
+
+    def decide(self, pattern: Any) -> Verdict:
+        p = as_pattern_graph(pattern)
+        v = reduce_pattern(p, self.name)
+        if not v.computable:
+            v.treewidth = elimination_ordering(p.simple_graph(join_specials=True))[0]
+        return v
+
+    def __repr__(self) -> str:
+        return f"PPGN(name={self.name!r})"
+
+
+class KFWL(Model):
+    r"""k-FWL (folklore Weisfeiler-Leman on k-tuples): treewidth :math:`\le k`.
+
+    :math:`P_H` is computable iff the treewidth of the underlying simple graph of :math:`H`
+    with its special vertices joined into a clique is at most :math:`k` (Dell, Grohe, Rattan,
+    "Lovász meets Weisfeiler and Leman", ICALP 2018; Zhang et al. 2024). The certificate is
+    an optimal elimination ordering (exact treewidth, :mod:`.treewidth`): each step sums one
+    vertex out of the product of its factors into a tensor of order at most :math:`k`.
+    """
+
+    def __init__(self, k: int) -> None:
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k-FWL needs an integer k >= 1, got {k!r}")
+        self.k = k
+        self.name = f"{k}fwl"
+
+    def decide(self, pattern: Any) -> Verdict:
+        p = as_pattern_graph(pattern)
+        s = p.distinct_special
+        width, order = elimination_ordering(p.simple_graph(join_specials=True), keep=s)
+        if width > self.k:
+            return Verdict(p, self.name, False, [], treewidth=width,
+                           reason=f"treewidth {width} > {self.k}: every elimination ordering of the non-special "
+                                  f"vertices meets a vertex with {width} or more neighbours")
+        elim = Eliminator(p, style="tensor")
+        elim.loops()
+        for v in order:
+            elim.merge_parallel()
+            elim.eliminate(v, kind="eliminate")
+        elim.merge_parallel()
+        elim.output(self.name)
+        return Verdict(p, self.name, True, elim.steps, treewidth=width,
+                       reason=f"an elimination ordering of width {width} <= {self.k}")
+
+    def __repr__(self) -> str:
+        return f"KFWL(k={self.k})"
+
+
+_FIXED = {
+    "mpnn": MPNN,
+    "subgraph": SubgraphGNN,
+    "ppgn": lambda: PPGN("ppgn"),
+    "2fwl": lambda: PPGN("2fwl"),
+    "2-fwl": lambda: PPGN("2fwl"),
+    "ppgn++": lambda: PPGN("ppgn++"),
+}
+
+
+def known_models() -> list[str]:
+    """Names accepted by :func:`get_model` (``kfwl`` takes ``k``: ``"3fwl"`` or ``"kfwl:3"``)."""
+    return ["mpnn", "subgraph", "ppgn", "2fwl", "ppgn++", "kfwl:<k> (e.g. 3fwl)"]
+
+
+def get_model(model: Any, k: int | None = None) -> Model:
+    """A :class:`Model` from its name (case-insensitive) or the model itself."""
+    if isinstance(model, Model):
+        return model
+    if not isinstance(model, str):
+        raise TypeError(f"model must be a name or a Model, got {type(model).__name__}")
+    key = model.strip().lower()
+    if key in _FIXED:
+        return _FIXED[key]()
+    if key == "kfwl":
+        if k is None:
+            raise ValueError("model 'kfwl' needs k: pass k=..., or write e.g. '3fwl' or 'kfwl:3'")
+        return KFWL(k)
+    m = re.fullmatch(r"(?:kfwl:)?(\d+)-?fwl|kfwl:(\d+)", key)
+    if m:
+        kk = int(m.group(1) or m.group(2))
+        return PPGN("2fwl") if kk == 2 and k is None else KFWL(kk)
+    raise ValueError(f"unknown model {model!r}; known models: {', '.join(known_models())}")
+
+
+def computable(pattern: Any, model: Any = "ppgn") -> Verdict:
+    """Can ``model`` compute the basis element named by ``pattern``? A :class:`Verdict`.
+
+    Args:
+        pattern: a :class:`~everygraph.contractions.Pattern`, an einsum-like string
+            (``"ab,bc,ca->"``) or a ``(num_vertices, edges, special)`` triple.
+        model: a name from :func:`known_models` or a :class:`Model`.
+
+    Example:
+        >>> computable("ab,bc,ca->a", "mpnn").computable
+        False
+        >>> computable("ab,bc,ca->a", "ppgn").computable
+        True
+    """
+    return get_model(model).decide(pattern)
