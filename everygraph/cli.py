@@ -31,9 +31,166 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- expressivity
+_MAX_FAST_DEGREE = {"simple": 7, "symmetric": 4, "general": 3}
+# roughly how many basis elements of all three outputs one more degree multiplies by
+_GROWTH = {"simple": 4.5, "symmetric": 5.0, "general": 7.5}
+_SIZE_AT_MAX = {"simple": 7700, "symmetric": 1600, "general": 7900}
+_SECONDS_AT_MAX = {"simple": 10.0, "symmetric": 3.0, "general": 10.0}
+
+
+def _check_degree(degree: int, domain: str, yes: bool) -> bool:
+    """Warn (and refuse without --yes) before an enumeration that takes long."""
+    limit = _MAX_FAST_DEGREE[domain]
+    if degree <= limit:
+        return True
+    factor = _GROWTH[domain] ** (degree - limit)
+    est_n = int(_SIZE_AT_MAX[domain] * factor)
+    est_s = _SECONDS_AT_MAX[domain] * factor
+    print(
+        f"warning: degree {degree} in the {domain} domain enumerates roughly {est_n:,} basis elements "
+        f"at degree {degree} alone (about {est_s:,.0f} s and growing ~{_GROWTH[domain]:.1f}x per degree); "
+        f"degrees up to {limit} take seconds." + ("" if yes else " Pass --yes to proceed."),
+        file=sys.stderr,
+    )
+    return yes
+
+
+def _split(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _expressivity_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--degree", type=int, default=6, help="largest degree (number of pattern edges), default 6")
+    p.add_argument("--min-degree", type=int, default=0, help="smallest degree tabulated, default 0")
+    p.add_argument("--outputs", default="invariant,node,edge", help="comma-separated output types")
+    p.add_argument("--models", default="mpnn,subgraph,ppgn",
+                   help="comma-separated models: mpnn, subgraph, ppgn (= 2fwl, ppgn++), kfwl:<k> e.g. 3fwl")
+    p.add_argument("--domain", default="simple", choices=["simple", "symmetric", "general"])
+    p.add_argument("--list-missing", action="store_true", help="print every missed pattern as an einsum string")
+    p.add_argument("--plot", metavar="FILE.png", help="bar chart of the fraction each model computes")
+    p.add_argument("--json", action="store_true", help="print the table as JSON instead of text")
+    p.add_argument("--yes", action="store_true", help="proceed with a degree that takes long to enumerate")
+
+
+def _expressivity(args: argparse.Namespace) -> int:
+    from everygraph.contractions.expressivity import analyze, get_model
+
+    try:
+        models = [get_model(m) for m in _split(args.models)]
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.degree < 0 or args.min_degree < 0 or args.min_degree > args.degree:
+        print(f"error: need 0 <= --min-degree <= --degree, got {args.min_degree} and {args.degree}", file=sys.stderr)
+        return 2
+    if not _check_degree(args.degree, args.domain, args.yes):
+        return 2
+    try:
+        table = analyze(args.degree, outputs=_split(args.outputs), models=models, domain=args.domain,
+                        min_degree=args.min_degree, progress=not args.json)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(table.to_json(indent=1))
+    else:
+        print(table.format(list_missing=args.list_missing))
+    if args.plot:
+        table.plot(args.plot)
+        if not args.json:
+            print(f"\nplot written to {args.plot}")
+    return 0
+
+
+def _explain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pattern", help='einsum-like pattern string, e.g. "ab,bc,ca->" (specials after ->)')
+    p.add_argument("--model", default="ppgn", help="mpnn, subgraph, ppgn (= 2fwl, ppgn++), kfwl:<k> e.g. 3fwl")
+    p.add_argument("--directed", action="store_true", help="read edges as ordered pairs (general inputs)")
+    p.add_argument("--draw", metavar="FILE.png", help="draw the pattern and the certificate steps")
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from everygraph.contractions import Pattern
+    from everygraph.contractions.expressivity import computable, get_model
+
+    try:
+        model = get_model(args.model)
+        pattern = Pattern.from_string(args.pattern, directed=args.directed)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    verdict = computable(pattern, model)
+    print(verdict.explain())
+    if args.draw:
+        _draw_verdict(verdict, args.draw)
+        print(f"\ndrawing written to {args.draw}")
+    return 0
+
+
+def _draw_verdict(verdict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from everygraph.contractions.draw import draw_pattern
+
+    lines = verdict.explain().splitlines()
+    fig = plt.figure(figsize=(11, max(2.6, 0.32 * len(lines) + 0.8)))
+    ax = fig.add_axes([0.0, 0.05, 0.24, 0.9])
+    draw_pattern(verdict.pattern, ax)
+    text_ax = fig.add_axes([0.26, 0.0, 0.74, 1.0])
+    text_ax.axis("off")
+    import textwrap
+
+    wrapped = []
+    for line in lines:
+        wrapped += textwrap.wrap(line, 110, subsequent_indent="      ") or [""]
+    text_ax.text(0.0, 0.97, "\n".join(wrapped), va="top", ha="left", family="monospace", fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _basis_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--degree", type=int, default=3)
+    p.add_argument("--output", default="node", choices=["invariant", "node", "edge"])
+    p.add_argument("--domain", default="simple", choices=["simple", "symmetric", "general"])
+    p.add_argument("--connected", action="store_true", help="connected patterns only")
+    p.add_argument("--draw", metavar="FILE.png", help="grid of drawings (special vertices coloured)")
+    p.add_argument("--yes", action="store_true", help="proceed with a degree that takes long to enumerate")
+
+
+def _basis(args: argparse.Namespace) -> int:
+    from everygraph.contractions import basis
+
+    if args.degree < 0:
+        print(f"error: --degree must be >= 0, got {args.degree}", file=sys.stderr)
+        return 2
+    if not _check_degree(args.degree, args.domain, args.yes):
+        return 2
+    pats = basis(args.degree, args.output, domain=args.domain, connected_only=args.connected)
+    print(f"{len(pats)} basis elements: degree {args.degree}, {args.output} output, {args.domain} domain"
+          + (", connected" if args.connected else ""))
+    for p in pats:
+        print(f"  {p}")
+    if args.draw:
+        from everygraph.contractions.draw import draw_patterns
+
+        draw_patterns(pats, args.draw, suptitle=f"degree {args.degree} {args.output} basis ({args.domain})")
+        shown = min(len(pats), 400)
+        print(f"drawing of {shown} pattern(s) written to {args.draw}")
+    return 0
+
+
 # Each subcommand registers itself here: name -> (help, add_arguments, run).
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "info": ("versions, scatter backend and devices", lambda p: None, _info),
+    "expressivity": ("which GNN computes which equivariant polynomial: counts per degree, output and model",
+                     _expressivity_args, _expressivity),
+    "explain": ("can a model compute this pattern? the verdict with its certificate, step by step",
+                _explain_args, _explain),
+    "basis": ("list (and draw) the basis of equivariant polynomials of one degree", _basis_args, _basis),
 }
 
 
