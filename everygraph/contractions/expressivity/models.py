@@ -185,11 +185,33 @@ class PPGN(Model):
         p = as_pattern_graph(pattern)
         v = reduce_pattern(p, self.name)
         if not v.computable:
-            v.treewidth = elimination_ordering(p.simple_graph(join_specials=True))[0]
+            g = p.simple_graph(join_specials=True)
+            v.treewidth = elimination_ordering(g)[0]
+            sub = _minimal_obstruction(g, 2)
+            v.obstruction = tuple(sorted(sub.edges))
+            v.reason += (
+                "; minimal obstruction (a subdivided K4, edge-minimal with treewidth 3): "
+                + " ".join(p.names[a] + p.names[b] for a, b in sorted(sub.edges))
+            )
         return v
 
     def __repr__(self) -> str:
         return f"PPGN(name={self.name!r})"
+
+
+def _minimal_obstruction(g: nx.Graph, k: int) -> nx.Graph:
+    """Delete edges while the treewidth stays above ``k``: an edge-minimal subgraph of width > k.
+
+    For ``k = 2`` the result is a subdivision of K4 (graphs of treewidth <= 2 are exactly those
+    without a K4 minor, and K4 minors of a max-degree-3 graph are topological).
+    """
+    h = nx.Graph(g)
+    for e in sorted(g.edges):
+        h.remove_edge(*e)
+        if elimination_ordering(h)[0] <= k:
+            h.add_edge(*e)
+    h.remove_nodes_from([v for v in list(h.nodes) if h.degree(v) == 0])
+    return h
 
 
 class KFWL(Model):

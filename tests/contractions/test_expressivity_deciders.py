@@ -374,3 +374,19 @@ def test_rook_and_shrikhande_agree_on_ppgn_computable_elements():
     # hom(K4, G) = 24 x number of K4 subgraphs: rook rows/columns are K4s (8 of them), Shrikhande has none
     assert hom.tolist() == [24 * 8, 0]
     assert not computable(k4, "ppgn")
+
+
+def test_ppgn_minimal_obstruction_is_a_subdivided_k4():
+    for o in ("invariant", "node", "edge"):
+        for p in basis(6, o):
+            v = computable(p, "ppgn")
+            if v:
+                continue
+            h = nx.Graph(list(v.obstruction))
+            degrees = sorted(d for _, d in h.degree())
+            assert degrees.count(3) == 4 and set(degrees) <= {2, 3}, (p, degrees)
+            assert treewidth_by_all_orderings(h) == 3
+            for e in list(h.edges):  # edge-minimal
+                h2 = h.copy()
+                h2.remove_edge(*e)
+                assert treewidth(h2) <= 2
