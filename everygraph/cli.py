@@ -120,7 +120,8 @@ def _explain(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    verdict = computable(pattern, model)
+    # undirected strings keep the user's letters in the certificate
+    verdict = computable(pattern if args.directed else args.pattern, model)
     print(verdict.explain())
     if args.draw:
         _draw_verdict(verdict, args.draw)

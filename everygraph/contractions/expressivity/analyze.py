@@ -154,7 +154,7 @@ class ExpressivityTable:
             ax.set_title(f"{o} outputs")
             ax.set_ylim(0, 1.05)
         axes[0][0].set_ylabel("fraction of basis computed")
-        axes[0][-1].legend(fontsize=8, loc="lower left")
+        axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.suptitle(f"Which model computes which basis element ({self.domain} domain, connected)")
         fig.tight_layout()
         fig.savefig(path, dpi=120)

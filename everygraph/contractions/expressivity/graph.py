@@ -61,10 +61,9 @@ class PatternGraph:
         return g
 
     def __str__(self) -> str:
-        if self.source is not None and hasattr(self.source, "to_string"):
-            return self.source.to_string()
         touched = {x for e in self.edges for x in e}
-        terms = [self.names[u] + self.names[v] for u, v in self.edges]
+        chans = self.channels or (0,) * len(self.edges)
+        terms = [self.names[u] + self.names[v] + (f"@{c}" if c else "") for (u, v), c in zip(self.edges, chans)]
         terms += [self.names[v] for v in range(self.num_vertices) if v not in touched]
         return ",".join(terms) + "->" + "".join(self.names[s] for s in self.special)
 
@@ -85,7 +84,16 @@ def as_pattern_graph(pattern: Any) -> PatternGraph:
     if isinstance(pattern, str):
         from ..pattern import Pattern
 
-        pattern = Pattern.from_string(pattern)
+        text = pattern
+        pattern = Pattern.from_string(text)
+        # name the vertices by the letters the user typed (Pattern numbers them by first appearance)
+        lhs = text.split("->")[0]
+        letters = [ch for i, ch in enumerate(lhs) if ch.isascii() and ch.isalpha()]
+        names = tuple(dict.fromkeys(letters))
+        g = as_pattern_graph(pattern)
+        if len(names) == g.num_vertices:
+            return PatternGraph(g.num_vertices, g.edges, g.special, names, pattern, g.directed, g.channels)
+        return g
     if isinstance(pattern, tuple) and len(pattern) == 3:
         n, edges, special = pattern
         edges = tuple((int(u), int(v)) for u, v in edges)

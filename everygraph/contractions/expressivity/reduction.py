@@ -179,9 +179,16 @@ class Eliminator:
                 what = (f"the edge output at ({self.n(a)},{self.n(b)}): outer product of the node features of "
                         f"{self.n(a)} and {self.n(b)}" + (", times the edge features" if has_edge else ""))
             else:
-                what = (f"the edge output at ({self.n(a)},{self.n(b)}): "
-                        + ("the matrix on (a,b), " if has_edge else "")
-                        + "scaled by diag(node features) of both ends and the scalars")
+                feats = [f for f in fs if len(self.factors[f]) == 1]
+                scal = [f for f in fs if len(self.factors[f]) == 0]
+                parts = [f"the matrix on ({self.n(a)},{self.n(b)})"] if has_edge else []
+                if feats:
+                    parts.append(f"diag of {len(feats)} node feature(s) on either side")
+                if scal:
+                    parts.append(f"{len(scal)} scalar(s)")
+                if not has_edge:
+                    parts.append("broadcast to all pairs")
+                what = f"the edge output at ({self.n(a)},{self.n(b)}): " + ", ".join(parts)
         self._record("output", fs, out_vars, f"output {what}")
 
     # ----------------------------------------------------------------- driving
