@@ -74,7 +74,7 @@ class MPNN(Model):
     so parallel edges are fine). Hence :math:`P_H` is computable iff the underlying simple graph
     of :math:`H` is a forest and, for an edge output, :math:`a` and :math:`b` are adjacent or in
     different trees, i.e. :math:`H + ab` is a forest: treewidth :math:`\le 1`
-    (Zhang et al. 2024, Theorem 3.3 family :math:`\mathcal{F}^{\text{MP}}`; Puny et al. 2023,
+    (Zhang et al. 2024, the MPNN family of rooted forests; Puny et al. 2023,
     node-based model). This is also ``KFWL(1)``.
     """
 
@@ -114,7 +114,7 @@ class SubgraphGNN(Model):
     :math:`a` is :math:`h^{(a)}_a`, the edge output at :math:`(a, b)` is :math:`h^{(a)}_b`
     (or :math:`h^{(b)}_a`). So :math:`P_H` is computable iff deleting one vertex :math:`m`
     leaves a forest, with :math:`m` any vertex for an invariant, :math:`m = a` for a node
-    output, :math:`m \in \{a, b\}` for an edge output (Zhang et al. 2024, Theorem 3.4
+    output, :math:`m \in \{a, b\}` for an edge output (Zhang et al. 2024, the subgraph-GNN
     family :math:`\mathcal{F}^{\text{Sub}}`: graph level ``F - m`` a forest for some ``m``,
     node level ``F - u`` a forest for the root ``u``).
     """
@@ -170,7 +170,7 @@ class PPGN(Model):
     Operations on :math:`n \times n` matrices: matrix product, elementwise product, row sums,
     diagonal, transpose. :math:`P_H` is computable iff the series-parallel reduction
     (delete a degree-1 vertex, replace a degree-2 vertex by an edge, merge parallel edges)
-    removes every non-special vertex (Puny et al. 2023, Theorem 5.3 and appendix D; Zhang et
+    removes every non-special vertex (Puny et al. 2023, section 5 and appendix D; Zhang et
     al. 2024: 2-FWL :math:`\leftrightarrow` treewidth :math:`\le 2`, with the edge
     :math:`ab` added for edge outputs). PPGN++ (identity channels, X and :math:`X^\top` in one
     MLP, diagonal/off-diagonal readout) is exactly as expressive (Puny et al. 2023, section 6).
