@@ -33,7 +33,7 @@ from torch_geometric.utils import from_networkx  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from everygraph.contractions import Pattern, basis, compile, evaluate  # noqa: E402
-from everygraph.contractions.draw import draw_basis  # noqa: E402
+from everygraph.contractions.draw import draw_patterns  # noqa: E402
 from everygraph.transforms import AddPolynomialFeatures  # noqa: E402
 
 
@@ -53,13 +53,10 @@ def count_cycles(g: nx.Graph, length: int) -> int:
 def part_basis(out: str) -> dict:
     simple = basis(3, "node", "simple")
     symmetric = basis(2, "edge", "symmetric")[:24]
-    draw_basis(simple, columns=7, suptitle="node-valued basis, degree 3, simple graphs (14)").savefig(
-        os.path.join(out, "basis_node_deg3.png"), dpi=90
-    )
-    draw_basis(symmetric, columns=8, suptitle="edge-valued basis, degree 2, symmetric inputs (first 24 of 56)").savefig(
-        os.path.join(out, "basis_edge_deg2_symmetric.png"), dpi=90
-    )
-    plt.close("all")
+    draw_patterns(simple, os.path.join(out, "basis_node_deg3.png"), ncols=7,
+                  suptitle="node-valued basis, degree 3, simple graphs (14)")
+    draw_patterns(symmetric, os.path.join(out, "basis_edge_deg2_symmetric.png"), ncols=8,
+                  suptitle="edge-valued basis, degree 2, symmetric inputs (first 24 of 56)")
     counts = {o: [len(basis(d, o, "simple")) for d in range(5)] for o in ("invariant", "node", "edge")}
     print("basis sizes on simple graphs, degree 0..4:", counts)
     return counts
