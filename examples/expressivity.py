@@ -22,7 +22,6 @@ Run:  python examples/expressivity.py [--quick] [--out out/]
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 
 import networkx as nx
@@ -30,6 +29,7 @@ import torch
 
 from everygraph.contractions import Pattern, analyze, basis, compile, computable, evaluate
 from everygraph.contractions.draw import draw_patterns
+from everygraph.datasets import rook_graph, shrikhande_graph
 
 
 def dense(graphs: list[nx.Graph]) -> torch.Tensor:
@@ -41,20 +41,8 @@ def dense(graphs: list[nx.Graph]) -> torch.Tensor:
     return adj
 
 
-def rook_4x4() -> nx.Graph:
-    g = nx.Graph()
-    for (i, j), (k, l) in itertools.combinations([(i, j) for i in range(4) for j in range(4)], 2):
-        if i == k or j == l:
-            g.add_edge(4 * i + j, 4 * k + l)
-    return g
 
 
-def shrikhande() -> nx.Graph:
-    g = nx.Graph()
-    for i, j in itertools.product(range(4), range(4)):
-        for di, dj in [(1, 0), (3, 0), (0, 1), (0, 3), (1, 1), (3, 3)]:
-            g.add_edge(4 * i + j, 4 * ((i + di) % 4) + (j + dj) % 4)
-    return g
 
 
 def main() -> None:
@@ -87,7 +75,7 @@ def main() -> None:
                   suptitle="degree 3 basis elements MPNN cannot compute")
     print(f"MPNN misses at degree 3: {', '.join(str(p) for p in mpnn_miss)}")
 
-    print(f"\n== 3. What PPGN misses ==")
+    print("\n== 3. What PPGN misses ==")
     ppgn_miss = table.missing("ppgn")
     for p in ppgn_miss:
         print(f"  degree {p.degree} {p.output:9s} {p}   (treewidth with the specials joined: "
@@ -96,7 +84,7 @@ def main() -> None:
                   suptitle=f"connected basis elements PPGN cannot compute (degree <= {degree})")
 
     print("\n== 4. Rook 4x4 vs Shrikhande ==")
-    adj = dense([rook_4x4(), shrikhande()])
+    adj = dense([rook_graph(), shrikhande_graph()])
     ppgn_inv = [p for p in basis(degree, "invariant", exact=False) if computable(p, "ppgn")]
     vals = evaluate(compile(ppgn_inv, n_hint=16), adj)
     agree = bool(torch.allclose(vals[0], vals[1]))

@@ -17,6 +17,7 @@ from everygraph.contractions import (
     evaluate,
     evaluate_reference,
 )
+from everygraph.datasets import rook_graph, shrikhande_graph
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -233,36 +234,12 @@ def test_linear_independence_degree_at_most_two():
         assert torch.linalg.matrix_rank(dup).item() == count
 
 
-def rook_4x4() -> nx.Graph:
-    g = nx.Graph()
-    cells = [(i, j) for i in range(4) for j in range(4)]
-    g.add_nodes_from(range(16))
-    for a, (i, j) in enumerate(cells):
-        for b, (k, l) in enumerate(cells):
-            if a < b and (i == k or j == l):
-                g.add_edge(a, b)
-    return g
 
 
-def shrikhande() -> nx.Graph:
-    g = nx.Graph()
-    g.add_nodes_from(range(16))
-    gens = [(1, 0), (3, 0), (0, 1), (0, 3), (1, 1), (3, 3)]
-    for i in range(4):
-        for j in range(4):
-            for di, dj in gens:
-                g.add_edge(4 * i + j, 4 * ((i + di) % 4) + (j + dj) % 4)
-    return g
 
 
 def test_rook_and_shrikhande():
-    r, s = rook_4x4(), shrikhande()
-    for g in (r, s):
-        assert all(d == 6 for _, d in g.degree())
-        for u, v in itertools.combinations(g, 2):
-            common = len(set(g[u]) & set(g[v]))
-            assert common == 2  # lambda = mu = 2
-    assert not nx.is_isomorphic(r, s)
+    r, s = rook_graph(), shrikhande_graph()  # strongly regular (16, 6, 2, 2): tests/datasets
     x = torch.stack([graph_adj(r), graph_adj(s)])
     patterns = basis(3, "invariant", "simple", exact=False)
     out = evaluate(compile(patterns), x)

@@ -18,6 +18,7 @@ from everygraph.contractions.expressivity import (
     get_model,
     treewidth,
 )
+from everygraph.datasets import rook_graph, shrikhande_graph
 
 # ----------------------------------------------------------------------------- references
 
@@ -327,27 +328,12 @@ def test_ppgn_misses_at_degree_7():
 # ----------------------------------------------------------------------------- rook vs Shrikhande
 
 
-def rook_4x4() -> nx.Graph:
-    g = nx.Graph()
-    cells = [(i, j) for i in range(4) for j in range(4)]
-    for (i, j), (k, l) in itertools.combinations(cells, 2):
-        if i == k or j == l:
-            g.add_edge(4 * i + j, 4 * k + l)
-    return g
 
 
-def shrikhande() -> nx.Graph:
-    g = nx.Graph()
-    gens = [(1, 0), (3, 0), (0, 1), (0, 3), (1, 1), (3, 3)]
-    for i in range(4):
-        for j in range(4):
-            for di, dj in gens:
-                g.add_edge(4 * i + j, 4 * ((i + di) % 4) + (j + dj) % 4)
-    return g
 
 
 def test_rook_and_shrikhande_agree_on_ppgn_computable_elements():
-    r, s = rook_4x4(), shrikhande()
+    r, s = rook_graph(), shrikhande_graph()
     for g in (r, s):
         assert g.number_of_nodes() == 16 and all(d == 6 for _, d in g.degree())
     assert not nx.is_isomorphic(r, s)
