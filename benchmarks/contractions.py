@@ -22,7 +22,6 @@ Run:  python benchmarks/contractions.py            (n = 16, 32, 64; batch 128)
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import time
 

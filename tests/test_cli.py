@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from everygraph.cli import main
 from everygraph.contractions import basis

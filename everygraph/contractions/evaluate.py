@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from .pattern import BATCH_LETTER, VERTEX_LETTERS, Pattern
+from .pattern import VERTEX_LETTERS, Pattern
 from .plan import ContractionPlan
 
 __all__ = [

@@ -2,8 +2,6 @@ r"""Learnable commutative monoid (LCM) aggregation, reduced along each node's ow
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import Tensor
 from torch_geometric.nn.aggr import Aggregation

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Union
 
-import torch
 from torch import Tensor
 
 from ...graphlib import DAG, Lattice
