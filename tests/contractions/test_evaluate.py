@@ -20,20 +20,6 @@ from everygraph.contractions import (
 from everygraph.datasets import rook_graph, shrikhande_graph
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _basis_cache_in_tmp(tmp_path_factory):
-    """Keep the on-disk basis cache out of the user's home directory."""
-    import os
-
-    old = os.environ.get("EVERYGRAPH_CACHE_DIR")
-    os.environ["EVERYGRAPH_CACHE_DIR"] = str(tmp_path_factory.mktemp("everygraph_cache"))
-    yield
-    if old is None:
-        del os.environ["EVERYGRAPH_CACHE_DIR"]
-    else:
-        os.environ["EVERYGRAPH_CACHE_DIR"] = old
-
-
 def brute_force(p: Pattern, x: torch.Tensor) -> torch.Tensor:
     """Sum over all vertex maps V -> [n] of the product over edges, plain Python loops.
     ``x`` is [n, n, c]; undirected patterns read the symmetric part."""
@@ -232,10 +218,6 @@ def test_linear_independence_degree_at_most_two():
         dup = evaluate(compile(patterns + patterns[:1]), x).reshape(-1, count + 1)
         dup = dup / dup.norm(dim=0)
         assert torch.linalg.matrix_rank(dup).item() == count
-
-
-
-
 
 
 def test_rook_and_shrikhande():

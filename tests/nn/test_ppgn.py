@@ -14,20 +14,6 @@ from everygraph.nn import PPGN, PolynomialFeatures
 from everygraph.nn.ppgn import PPGNBlock, to_dense_pairs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _basis_cache_in_tmp(tmp_path_factory):
-    """Keep the on-disk basis cache out of the user's home directory."""
-    import os
-
-    old = os.environ.get("EVERYGRAPH_CACHE_DIR")
-    os.environ["EVERYGRAPH_CACHE_DIR"] = str(tmp_path_factory.mktemp("everygraph_cache"))
-    yield
-    if old is None:
-        del os.environ["EVERYGRAPH_CACHE_DIR"]
-    else:
-        os.environ["EVERYGRAPH_CACHE_DIR"] = old
-
-
 def to_data(g, x=None):
     d = from_networkx(nx.convert_node_labels_to_integers(g))
     return Data(edge_index=d.edge_index, num_nodes=g.number_of_nodes(), x=x)
