@@ -25,7 +25,7 @@ import time
 import torch
 
 from everygraph.sequence import selective_scan, selective_scan_reference
-from everygraph.sequence.selective_scan import selective_scan_chunked
+from everygraph.sequence.mamba.chunked import selective_scan_chunked
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 

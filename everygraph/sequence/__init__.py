@@ -1,6 +1,6 @@
 """everygraph.sequence."""
 
 from .plstm import lattice_gates, plstm_scan
-from .selective_scan import selective_scan, selective_scan_reference
+from .mamba import selective_scan, selective_scan_reference
 
 __all__: list[str] = ["plstm_scan", "lattice_gates", "selective_scan", "selective_scan_reference"]

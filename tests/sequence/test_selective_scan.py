@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from everygraph.graphlib import Lattice, path_graph
 from everygraph.sequence import selective_scan, selective_scan_reference
-from everygraph.sequence.selective_scan import selective_scan_chunked
+from everygraph.sequence.mamba.chunked import selective_scan_chunked
 
 F64 = torch.float64
 
@@ -336,3 +336,16 @@ def test_complex_A_is_refused():
     x = make_inputs(1, 2, 2, 4)
     with pytest.raises(ValueError, match="complex"):
         selective_scan(x["u"], x["delta"], x["A"].to(torch.complex128), x["B"], x["C"])
+
+
+def test_subpackage_modules_import_by_path():
+    """The subpackage is ``everygraph.sequence.mamba``; the name ``selective_scan`` is the function."""
+    import importlib
+
+    import everygraph.sequence as seq
+
+    for module in ("reference", "_inputs", "chunked"):
+        mod = importlib.import_module(f"everygraph.sequence.mamba.{module}")
+        assert mod.__name__ == f"everygraph.sequence.mamba.{module}"
+    assert callable(seq.selective_scan) and callable(seq.selective_scan_reference)
+    assert importlib.import_module("everygraph.sequence.mamba").selective_scan is seq.selective_scan
