@@ -2,24 +2,10 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_equivariant_polynomials_quick(tmp_path):
-    env = dict(os.environ, EVERYGRAPH_CACHE_DIR=str(tmp_path / "cache"), MPLBACKEND="Agg")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "equivariant_polynomials.py"), "--quick", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_equivariant_polynomials_quick(run_example, tmp_path):
+    proc = run_example("equivariant_polynomials")
     for name in ("basis_node_deg3.png", "basis_edge_deg2_symmetric.png", "counting_errors.png"):
         assert (tmp_path / name).stat().st_size > 1000
     result = json.loads((tmp_path / "equivariant_polynomials.json").read_text())

@@ -1,19 +1,8 @@
 """examples/expressivity.py --quick runs, writes its plots and prints the expected findings."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def test_expressivity_example(tmp_path):
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "expressivity.py"), "--quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "TQDM_DISABLE": "1"},
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
+def test_expressivity_example(run_example, tmp_path):
+    r = run_example("expressivity")
     out = r.stdout
     assert "mpnn cannot compute" in out and "ppgn computes" in out
     assert "forest invariants up to degree 4 equal: True; hom(triangle) = 0 vs 12" in out

@@ -1,21 +1,10 @@
 """The LCM second-minimum tutorial runs end to end in --quick mode and writes its plot and results."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lcm_second_minimum.py"
 
 
-def test_quick_run(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--quick", "--no-progress", "--threads", "1", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_quick_run(run_example, tmp_path):
+    result = run_example("lcm_second_minimum", "--no-progress", "--threads", "1", timeout=180)
     assert (tmp_path / "lcm_second_minimum.png").stat().st_size > 10_000
     summary = json.loads((tmp_path / "lcm_second_minimum.json").read_text())
     results = summary["results"]

@@ -1,21 +1,10 @@
 """The sequences-are-paths tutorial runs end to end in --quick mode and writes its plot and results."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sequences_are_paths.py"
 
 
-def test_quick_run(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--quick", "--no-progress", "--threads", "1", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_quick_run(run_example, tmp_path):
+    result = run_example("sequences_are_paths", "--no-progress", "--threads", "1", timeout=240)
     assert "is Lattice((16,)): 16 nodes, 15 edges" in result.stdout
     assert "path_graph is the same graph: True" in result.stdout
     assert (tmp_path / "sequences_are_paths.png").stat().st_size > 10_000

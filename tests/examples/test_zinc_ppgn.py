@@ -3,27 +3,13 @@ class (the loading path real users take), then both models train briefly."""
 
 import json
 import math
-import os
 import pickle
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def test_zinc_ppgn_synthetic_quick(tmp_path):
-    env = dict(os.environ, EVERYGRAPH_CACHE_DIR=str(tmp_path / "cache"), MPLBACKEND="Agg")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "zinc_ppgn.py"), "--synthetic", "--quick", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_zinc_ppgn_synthetic_quick(run_example, tmp_path):
+    proc = run_example("zinc_ppgn", "--synthetic")
     root = tmp_path / "zinc_synthetic"
     # raw files in ZINC's format, processed by torch_geometric.datasets.ZINC
     with open(root / "raw" / "train.pickle", "rb") as f:
