@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .dag import DAG
-from .validation import check_batch, check_edge_index
+from .validation import check_batch, check_edge_index, ptr_from_batch
 
 Order = Union[str, Tensor]
 Seed = Union[int, torch.Generator, None]
@@ -33,11 +33,17 @@ def undirected_degree(edge_index: Tensor, num_nodes: int) -> Tensor:
     return torch.bincount(ends, minlength=num_nodes)
 
 
-def _tie_key(num_nodes: int, seed: Seed, device: torch.device) -> Tensor:
+def _tie_key(num_nodes: int, seed: Seed, device: torch.device, batch: Tensor | None) -> Tensor:
+    """Node ids without a seed; with one, a random key per position inside the node's graph,
+    so that a graph's order does not depend on what else is in the batch."""
     if seed is None:
         return torch.arange(num_nodes, device=device, dtype=torch.float64)
     generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
-    return torch.rand(num_nodes, generator=generator, dtype=torch.float64).to(device)
+    if batch is None:
+        return torch.rand(num_nodes, generator=generator, dtype=torch.float64).to(device)
+    local = torch.arange(num_nodes, device=device) - ptr_from_batch(batch)[batch]
+    largest = int(local.max()) + 1 if num_nodes else 0
+    return torch.rand(largest, generator=generator, dtype=torch.float64).to(device)[local]
 
 
 def node_order(
@@ -62,6 +68,8 @@ def node_order(
         batch: ``[num_nodes]`` sorted graph id per node (PyG), optional.
         seed: breaks ties of ``"degree"`` (and ``"index"`` is then a random order): ``None``
             breaks ties by node id; an ``int`` or ``torch.Generator`` by a seeded random key.
+            With ``batch``, the key depends only on the seed and the node's position inside its
+            graph, so each graph is ordered the same whatever else is in the batch.
 
     Returns:
         ``perm`` ``[num_nodes]``: the nodes in order.
@@ -78,10 +86,10 @@ def node_order(
             raise ValueError(f"an order tensor must be a permutation: every node 0..{num_nodes - 1} exactly once, got {order.tolist()}")
         primary, tie = position.double(), torch.zeros(num_nodes, dtype=torch.float64, device=device)
     elif order == "index":
-        primary, tie = torch.zeros(num_nodes, dtype=torch.float64, device=device), _tie_key(num_nodes, seed, device)
+        primary, tie = torch.zeros(num_nodes, dtype=torch.float64, device=device), _tie_key(num_nodes, seed, device, batch)
     elif order == "degree":
         primary = undirected_degree(edge_index, num_nodes).double()
-        tie = _tie_key(num_nodes, seed, device)
+        tie = _tie_key(num_nodes, seed, device, batch)
     else:
         raise ValueError(f"unknown node order {order!r}; valid orders are {ORDERS} or a permutation tensor")
     perm = torch.sort(tie, stable=True).indices

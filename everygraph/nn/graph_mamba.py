@@ -7,7 +7,8 @@ from typing import Callable, Union
 import torch
 from torch import Tensor, nn
 
-from ..graphlib import node_order, undirected_degree
+from ..graphlib import node_order
+from ..graphlib.validation import ptr_from_batch
 from .mamba import Mamba
 
 Order = Union[str, Tensor]
@@ -103,29 +104,6 @@ class GraphMamba(nn.Module):
         for module in (self.norm_local, self.norm_global, self.norm_out, self.ffn[0], self.ffn[3]):
             module.reset_parameters()
 
-    def _permutation(self, edge_index: Tensor, num_nodes: int, batch: Tensor | None, seed: int | None) -> Tensor:
-        """Nodes grouped per graph, sorted by the primary key then a tie key that depends only
-        on ``(seed, position inside the graph)``."""
-        if seed is None:
-            return node_order(edge_index, num_nodes, self.order, batch=batch)
-        if batch is None:
-            local_index = torch.arange(num_nodes, device=edge_index.device)
-        else:
-            counts = torch.bincount(batch, minlength=int(batch.max()) + 1 if num_nodes else 0)
-            ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-            sorted_batch, by_graph = torch.sort(batch, stable=True)
-            local_index = torch.empty_like(batch)
-            local_index[by_graph] = torch.arange(num_nodes, device=batch.device) - ptr[sorted_batch]
-        largest = int(local_index.max()) + 1 if num_nodes else 0
-        keys = torch.rand(largest, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-        tie = keys.to(edge_index.device)[local_index]
-        perm = torch.sort(tie, stable=True).indices
-        if self.order == "degree":
-            degree = undirected_degree(edge_index, num_nodes)
-            perm = perm[torch.sort(degree[perm], stable=True).indices]
-        # node_order with a permutation keeps it and groups it by graph
-        return node_order(edge_index, num_nodes, perm, batch=batch)
-
     def _global(self, x: Tensor, perm: Tensor, cu_seqlens: Tensor) -> Tensor:
         sequence = self.mamba(x[perm].unsqueeze(0), cu_seqlens=cu_seqlens).squeeze(0)
         out = torch.empty_like(sequence)
@@ -141,20 +119,20 @@ class GraphMamba(nn.Module):
         if batch is None:
             cu_seqlens = torch.tensor([0, num_nodes], device=x.device)
         else:
-            counts = torch.bincount(batch, minlength=int(batch.max()) + 1 if num_nodes else 0)
-            cu_seqlens = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+            cu_seqlens = ptr_from_batch(batch)
 
         if isinstance(order, Tensor):
-            seeds: list[int | None] = [None]
             perms = [node_order(edge_index, num_nodes, order, batch=batch)]
         else:
+            seeds: list[int | None]
             if self.training:
                 seeds = [int(torch.randint(0, 2**62, (1,)))]
             elif self.eval_orders > 1:
                 seeds = list(range(self.eval_orders))
             else:
                 seeds = [None]
-            perms = [self._permutation(edge_index, num_nodes, batch, s) for s in seeds]
+            # node_order's seeded tie keys depend only on a node's position inside its graph
+            perms = [node_order(edge_index, num_nodes, self.order, batch=batch, seed=s) for s in seeds]
         h_global = sum(self._global(x, p, cu_seqlens) for p in perms) / len(perms)
         h = self.norm_global(x + self.dropout(h_global))
         if self.local is not None:

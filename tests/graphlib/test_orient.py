@@ -77,3 +77,25 @@ def test_empty_and_self_loops():
     assert dag.num_edges == 0 and edge_id.numel() == 0
     dag, edge_id = dagify(torch.empty(2, 0, dtype=torch.long), 0)
     assert dag.num_nodes == 0
+
+
+def test_seeded_order_of_a_graph_does_not_depend_on_the_batch():
+    graphs = [nx.gnm_random_graph(n, 2 * n, seed=n) for n in (7, 30, 12)]
+
+    def local_orders(members):
+        offsets, edges, batch = [0], [], []
+        for gid, g in enumerate(members):
+            edges.append(torch.tensor(list(g.edges), dtype=torch.long).t() + offsets[-1])
+            batch += [gid] * g.number_of_nodes()
+            offsets.append(offsets[-1] + g.number_of_nodes())
+        perm = node_order(torch.cat(edges, 1), offsets[-1], "degree", batch=torch.tensor(batch), seed=5)
+        return [(perm[offsets[i]:offsets[i + 1]] - offsets[i]).tolist() for i in range(len(members))]
+
+    alone = local_orders(graphs[:1])[0]
+    assert local_orders(graphs)[0] == alone
+    assert local_orders([graphs[1], graphs[0]])[1] == alone
+    # and it is a genuine degree order with random ties, not the id order
+    degree = dict(graphs[0].degree())
+    assert [degree[v] for v in alone] == sorted(degree.values())
+    unseeded = node_order(torch.tensor(list(graphs[0].edges)).t(), 7, "degree").tolist()
+    assert alone != unseeded  # ties really are broken by the seeded key, not by node id

@@ -9,6 +9,7 @@ import torch
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import from_networkx
 
+from everygraph.graphlib import node_order
 from everygraph.nn import GraphMamba, Mamba
 
 F64 = torch.float64
@@ -66,7 +67,7 @@ def test_packed_scan_equals_padding_free_per_graph_scan():
     layer = GraphMamba(8, local=None, d_state=4).double().eval()
     graphs = [graph(g, seed=i) for i, g in enumerate(GRAPHS)]
     batch = Batch.from_data_list(graphs)
-    perm = layer._permutation(batch.edge_index, batch.num_nodes, batch.batch, None)
+    perm = node_order(batch.edge_index, batch.num_nodes, layer.order, batch=batch.batch)
     packed = layer._global(batch.x, perm, batch.ptr)
     for k, data in enumerate(graphs):
         lo, hi = int(batch.ptr[k]), int(batch.ptr[k + 1])
