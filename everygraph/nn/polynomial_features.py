@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from ..contractions import Pattern, basis, compile, evaluate
+from ..graphlib.validation import ptr_from_batch
 
 __all__ = ["PolynomialFeatures", "select_patterns"]
 
@@ -196,7 +197,7 @@ class PolynomialFeatures(torch.nn.Module):
         if batch is None:
             batch = torch.zeros(num_nodes, dtype=torch.long, device=edge_index.device)
         # position of each node inside its padded graph
-        ptr = torch.cat([batch.new_zeros(1), torch.bincount(batch, minlength=mask.shape[0]).cumsum(0)])
+        ptr = ptr_from_batch(batch, mask.shape[0])
         local = torch.arange(num_nodes, device=batch.device) - ptr[batch]
         for o, value in out.items():
             value = self._normalize(value, self.plan.indices(o), sizes)
