@@ -181,7 +181,7 @@ def _kernel_segment_reduce(src: Tensor, index: Tensor, ptr: Tensor | None, dim_s
 def _kernel_torch_scatter(src: Tensor, index: Tensor, ptr: Tensor | None, dim_size: int, reduce: str) -> Tensor:
     import torch_scatter
 
-    if ptr is not None:
+    if ptr is not None and reduce != "mul":  # segment_csr has no "mul"
         return torch_scatter.segment_csr(src, ptr, reduce=reduce)
     return torch_scatter.scatter(src, index, dim=0, dim_size=dim_size, reduce=reduce)
 
