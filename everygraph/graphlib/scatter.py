@@ -26,8 +26,10 @@ reduce        empty segment
 ``mul``       1 (the empty product)
 ============  ==================
 
-Gradients flow through every kernel (``max``/``min`` split the gradient evenly among tied
-maxima on the native path, as :meth:`torch.Tensor.scatter_reduce` does).
+Gradients flow through every kernel. At tied maxima ``max``/``min`` split the gradient
+evenly on the native kernels (as :meth:`torch.Tensor.scatter_reduce` does) but give it all
+to one element on ``torch_scatter`` (chosen, when installed, for max/min with gradients on
+an unsorted index); pass ``backend="scatter_reduce"`` to pin the native rule.
 
 Example::
 
@@ -211,9 +213,13 @@ _KERNEL_REDUCES = {
 # - max/min forward: scatter_reduce_ is 2-3x faster than segment_reduce.
 # - max/min forward+backward on a sorted index: segment_reduce is 1.4-1.8x faster at
 #   1e5-1e6 edges (scatter_reduce's amax backward dominates).
+# - torch_scatter 2.1.2 (built from source in a venv, 1 thread): sum/mean tie the native
+#   kernels; max/min forward is 8-15x slower (it always computes the argmax); max/min
+#   forward+backward on an unsorted index is 1.2x (1e5) to 1.6x (1e6) faster than
+#   scatter_reduce (its backward is a gather by argmax), so that row lists it first; on a
+#   sorted index segment_reduce is faster still (3x).
 # CUDA rows are not measured here (no GPU on the machine that filled the table): they keep
-# the native CPU choice; torch_scatter (not installed here) is listed nowhere until a run of
-# the benchmark on a machine with it shows it faster.
+# the native CPU choice.
 DISPATCH: dict[tuple[str, str, bool, bool], tuple[str, ...]] = {}
 for _reduce in REDUCES:
     for _device in ("cpu", "cuda"):
@@ -222,6 +228,7 @@ for _reduce in REDUCES:
                 DISPATCH[(_reduce, _device, _sorted, _grad)] = ("scatter_reduce",)
 for _reduce in ("max", "min"):
     DISPATCH[(_reduce, "cpu", True, True)] = ("segment_reduce", "scatter_reduce")
+    DISPATCH[(_reduce, "cpu", False, True)] = ("torch_scatter", "scatter_reduce")
 
 
 def _available(name: str) -> bool:
@@ -348,8 +355,12 @@ def _check_backend(backend: str, reduce: str) -> None:
 
 def scatter_backend_info() -> str:
     """One line for ``everygraph info``: which kernels the dispatch uses on CPU."""
-    sums = choose_kernel("sum", "cpu", False)
-    maxes = choose_kernel("max", "cpu", False)
-    seg = choose_kernel("max", "cpu", True, True)
+    choices = {
+        "sum": choose_kernel("sum", "cpu", False),
+        "max": choose_kernel("max", "cpu", False),
+        "max+grad": choose_kernel("max", "cpu", False, True),
+        "sorted max+grad": choose_kernel("max", "cpu", True, True),
+    }
+    kernels = "native torch + torch_scatter" if "torch_scatter" in choices.values() else "native torch"
     scatter_state = "torch_scatter installed" if _HAS_TORCH_SCATTER else "torch_scatter not installed"
-    return f"native torch (cpu: sum->{sums}, max->{maxes}, sorted max+grad->{seg}); {scatter_state}"
+    return f"{kernels} (cpu: " + ", ".join(f"{k}->{v}" for k, v in choices.items()) + f"); {scatter_state}"
