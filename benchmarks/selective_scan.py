@@ -1,11 +1,12 @@
-"""Benchmark: Mamba's selective scan, ours (chunked) vs the plain loop vs torch's prototype
+"""Benchmark: Mamba's selective scan, ours (the recurrent path with its hand-written backward)
+vs the plain loop vs torch's prototype
 associative_scan, forward and forward+backward, with peak memory.
 
     python benchmarks/selective_scan.py                  # B=2, D=256, N=16, L = 1k, 4k, 16k
     python benchmarks/selective_scan.py --lengths 1024 --threads 1
-    python benchmarks/selective_scan.py --tune           # chunk_size / slab size sweep at L=4k
+    python benchmarks/selective_scan.py --tune           # slab size sweep at L=4k
 
-Times are the best of ``--repeats`` runs (ms), in one process, so ratios hold on a busy
+Times are the median of ``--repeats`` runs (ms; the loop: of ``--loop-repeats``), in one process, so ratios hold on a busy
 machine even when absolute numbers do not. Peak memory: resident set size (RSS, from
 /proc/self/statm) sampled every millisecond by a background thread while a call runs, minus
 the RSS just before it, after handing freed heap pages back to the OS (glibc malloc_trim), so
@@ -19,13 +20,14 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import statistics
 import threading
 import time
 
 import torch
 
 from everygraph.sequence import selective_scan, selective_scan_reference
-from everygraph.sequence.mamba.chunked import selective_scan_chunked
+from everygraph.sequence.mamba.recurrent import selective_scan_recurrent
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -96,7 +98,7 @@ def associative_scan_selective(u, delta, A, B, C, delta_softplus=True):
 
 
 def measure(fn, args, backward, repeats, sync):
-    best, peak = float("inf"), 0
+    times, peak = [], 0
     for _ in range(repeats):
         for a in args:
             a.grad = None
@@ -108,8 +110,9 @@ def measure(fn, args, backward, repeats, sync):
             sync()
             elapsed = time.perf_counter() - start
         del out
-        best, peak = min(best, elapsed), max(peak, mem.extra)
-    return best * 1e3, peak / 2**20
+        times.append(elapsed)
+        peak = max(peak, mem.extra)
+    return statistics.median(times) * 1e3, peak / 2**20
 
 
 def main() -> None:
@@ -118,11 +121,12 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=256)
     parser.add_argument("--state", type=int, default=16)
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--loop-repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--assoc-max-length", type=int, default=4096,
                         help="skip associative_scan above this length (it is slow)")
-    parser.add_argument("--tune", action="store_true", help="sweep chunk_size and slab size at L=4096")
+    parser.add_argument("--tune", action="store_true", help="sweep the slab size at L=4096")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     B, D, N = args.batch, args.channels, args.state
@@ -132,14 +136,13 @@ def main() -> None:
 
     if args.tune:
         x = make_inputs(B, D, N, 4096, "cpu", True)
-        print(f"{'chunk':>6} {'slab elems':>11} {'fwd ms':>9} {'fwd+bwd ms':>11} {'peak MiB':>9}")
-        for chunk in (8, 16, 32, 64, 128):
-            for slab in (2**20, 2**21, 2**22):
-                fn = lambda *a: selective_scan_chunked(*a, delta_softplus=True, chunk_size=chunk, slab_elements=slab)  # noqa: E731,B023
-                with torch.no_grad():
-                    f, _ = measure(fn, x, False, args.repeats, cpu_sync)
-                fb, mem = measure(fn, x, True, args.repeats, cpu_sync)
-                print(f"{chunk:>6} {slab:>11} {f:>9.1f} {fb:>11.1f} {mem:>9.1f}", flush=True)
+        print(f"{'slab elems':>11} {'slab len':>9} {'fwd ms':>9} {'fwd+bwd ms':>11} {'peak MiB':>9}")
+        for slab in (2**17, 2**18, 2**19, 2**20, 2**21, 2**22):
+            fn = lambda *a: selective_scan_recurrent(*a, delta_softplus=True, slab_elements=slab)  # noqa: E731,B023
+            with torch.no_grad():
+                f, _ = measure(fn, x, False, args.repeats, cpu_sync)
+            fb, mem = measure(fn, x, True, args.repeats, cpu_sync)
+            print(f"{slab:>11} {slab // (B * D * N):>9} {f:>9.1f} {fb:>11.1f} {mem:>9.1f}", flush=True)
         return
 
     assoc_error = None
@@ -160,7 +163,7 @@ def main() -> None:
             ctx = torch.enable_grad() if backward else torch.no_grad()
             with ctx:
                 t_ours, m_ours = measure(ours, x, backward, args.repeats, cpu_sync)
-                t_loop, m_loop = measure(loop, x, backward, 1, cpu_sync)
+                t_loop, m_loop = measure(loop, x, backward, args.loop_repeats, cpu_sync)
                 t_assoc = m_assoc = float("nan")
                 if assoc_error is None and L <= args.assoc_max_length:
                     try:
@@ -181,7 +184,7 @@ def main() -> None:
         for L in args.lengths:
             x = make_inputs(B, D, N, L, "cuda", True)
             t_ours, _ = measure(ours, x, True, args.repeats, sync)
-            t_loop, _ = measure(loop, x, True, 1, sync)
+            t_loop, _ = measure(loop, x, True, args.loop_repeats, sync)
             line = f"{L:>6} fwd+bwd ours {t_ours:.1f} ms, loop {t_loop:.1f} ms, ratio {t_loop / t_ours:.2f}"
             try:
                 from mamba_ssm.ops.selective_scan_interface import selective_scan_fn

@@ -1,4 +1,4 @@
-"""selective_scan (chunked) against selective_scan_reference (the loop), and the loop against
+"""selective_scan (the recurrent fast path, hand-written backward) against selective_scan_reference (the loop), and the loop against
 an explicit closed form written with Python numbers."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from everygraph.graphlib import Lattice, path_graph
 from everygraph.sequence import selective_scan, selective_scan_reference
-from everygraph.sequence.mamba.chunked import selective_scan_chunked
+from everygraph.sequence.mamba.recurrent import MIN_LOG_DECAY, selective_scan_recurrent
 
 F64 = torch.float64
 
@@ -117,12 +117,12 @@ def test_reference_last_state_is_the_explicit_sum():
     torch.testing.assert_close(last[0], want)
 
 
-# --------------------------------------------------------------------- chunked vs reference
+# --------------------------------------------------------------------- recurrent vs reference
 
 OPTION_NAMES = ("D", "z", "delta_bias", "delta_softplus")
 
 
-def _call_both(x, bc_options, chunk_kwargs, **kwargs):
+def _call_both(x, bc_options, slab_kwargs, **kwargs):
     tensors = {k: v.clone().requires_grad_() for k, v in x.items()}
     ref_tensors = {k: v.clone().requires_grad_() for k, v in x.items()}
 
@@ -132,7 +132,7 @@ def _call_both(x, bc_options, chunk_kwargs, **kwargs):
         return args, extra
 
     args, extra = pick(tensors)
-    got = selective_scan_chunked(*args, **extra, **kwargs, **chunk_kwargs)
+    got = selective_scan_recurrent(*args, **extra, **kwargs, **slab_kwargs)
     args_r, extra_r = pick(ref_tensors)
     want = selective_scan_reference(*args_r, **extra_r, **kwargs)
     return got, want, tensors, ref_tensors, ["u", "delta", "A", "B", "C", *extra]
@@ -157,34 +157,103 @@ def _compare(got, want, tensors, ref_tensors, names, seed=1):
     {"D": True, "z": True, "delta_bias": True, "delta_softplus": True},
 ])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_chunked_equals_reference_every_option(bc, options, reverse):
-    # 37 positions, chunks of 8 and slabs of 2 chunks: several slabs, a short tail chunk.
+def test_recurrent_equals_reference_every_option(bc, options, reverse):
+    # 37 positions in slabs of 16: several slabs, a short tail slab.
     x = make_inputs(2, 4, 3, 37, bc=bc, seed=zlib.crc32(repr((bc, reverse, sorted(options))).encode()) % 1000)
-    chunking = dict(chunk_size=8, slab_elements=2 * 4 * 3 * 16)
+    slabbing = dict(slab_elements=2 * 4 * 3 * 16)
     got, want, t, rt, names = _call_both(
-        x, options, chunking, delta_softplus=options.get("delta_softplus", False),
+        x, options, slabbing, delta_softplus=options.get("delta_softplus", False),
         return_last_state=True, reverse=reverse,
     )
     _compare(got, want, t, rt, names)
 
 
 @pytest.mark.parametrize("length", [1, 2, 31, 32, 33, 65, 127, 300])
-def test_chunked_equals_reference_lengths(length):
+def test_recurrent_equals_reference_lengths(length):
     x = make_inputs(1, 3, 2, length, seed=length)
     options = {"D": True, "z": True, "delta_bias": True, "delta_softplus": True}
-    for chunking in (dict(), dict(chunk_size=16, slab_elements=3 * 2 * 32)):
-        got, want, t, rt, names = _call_both(x, options, chunking, delta_softplus=True, return_last_state=True)
+    for slabbing in (dict(), dict(slab_elements=3 * 2 * 32)):
+        got, want, t, rt, names = _call_both(x, options, slabbing, delta_softplus=True, return_last_state=True)
         _compare(got, want, t, rt, names)
 
 
-def test_chunked_equals_reference_length_2000():
+def test_recurrent_equals_reference_length_2000():
     x = make_inputs(1, 2, 2, 2000, seed=3)
     options = {"D": True, "z": True, "delta_bias": True, "delta_softplus": True}
     got, want, t, rt, names = _call_both(x, options, dict(slab_elements=2 * 2 * 256), delta_softplus=True)
     _compare(got, want, t, rt, names)
 
 
-def test_public_function_is_the_chunked_path():
+@pytest.mark.parametrize("bc", ["variable", "grouped", "fixed", "mixed"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("packed", [False, True])
+def test_hand_written_backward_passes_gradcheck(bc, reverse, packed):
+    """torch.autograd.gradcheck (finite differences, float64) of every input, every option on,
+    the last state returned, slabs of 3 positions so the adjoint is carried across slabs."""
+    x = make_inputs(1, 2, 2, 8, bc="fixed" if bc == "fixed" else "grouped" if bc == "grouped" else "variable",
+                    groups=2, seed=11)
+    if bc == "mixed":  # input-dependent B, fixed C
+        x["C"] = make_inputs(1, 2, 2, 8, bc="fixed", seed=12)["C"]
+    cu = torch.tensor([0, 3, 3, 8]) if packed else None
+    names = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
+    inputs = tuple(x[k].clone().requires_grad_() for k in names)
+
+    def scan(*ts):
+        return selective_scan_recurrent(*ts, delta_softplus=True, return_last_state=True, reverse=reverse,
+                                        cu_seqlens=cu, slab_elements=1 * 2 * 2 * 3)
+
+    assert torch.autograd.gradcheck(scan, inputs)
+    plain = selective_scan_recurrent(*inputs[:5], reverse=reverse, cu_seqlens=cu, slab_elements=4)
+    assert torch.autograd.gradcheck(
+        lambda *ts: selective_scan_recurrent(*ts, reverse=reverse, cu_seqlens=cu, slab_elements=4), inputs[:5]
+    )
+    assert plain.shape == (1, 2, 8)
+
+
+def test_gradients_of_a_subset_of_inputs_and_of_the_last_state_alone():
+    """Inputs without requires_grad get no gradient; a loss on the last state alone
+    back-propagates through every slab; both equal the loop's."""
+    x = make_inputs(2, 4, 3, 23, seed=5)
+    got = {k: v.clone() for k, v in x.items()}
+    want = {k: v.clone() for k, v in x.items()}
+    for ts in (got, want):
+        ts["delta"].requires_grad_()
+        ts["C"].requires_grad_()
+    _, last = selective_scan_recurrent(got["u"], got["delta"], got["A"], got["B"], got["C"], delta_softplus=True,
+                                       return_last_state=True, slab_elements=2 * 4 * 3 * 5)
+    _, last_ref = selective_scan_reference(want["u"], want["delta"], want["A"], want["B"], want["C"],
+                                           delta_softplus=True, return_last_state=True)
+    torch.testing.assert_close(last, last_ref)
+    (last ** 2).sum().backward()
+    (last_ref ** 2).sum().backward()
+    assert got["u"].grad is None and got["A"].grad is None
+    torch.testing.assert_close(got["delta"].grad, want["delta"].grad, rtol=1e-9, atol=1e-9)
+    assert float(got["delta"].grad[..., 0].abs().sum()) > 0  # the first slab is reached
+    torch.testing.assert_close(got["C"].grad, torch.zeros_like(got["C"]))
+
+
+def test_strong_decay_is_clamped_and_still_equals_the_loop():
+    """Exponents delta * A far below MIN_LOG_DECAY (decays that would be denormal in float32)
+    take the clamped path; the result equals the loop's exact exp in float64."""
+    x = make_inputs(2, 4, 3, 30, seed=9)
+    A = x["A"] * 80  # delta * A down to about -200 after softplus
+    options = dict(delta_softplus=True, return_last_state=True)
+    tensors = [t.clone().requires_grad_() for t in (x["u"], x["delta"], A, x["B"], x["C"])]
+    ref_tensors = [t.clone().requires_grad_() for t in (x["u"], x["delta"], A, x["B"], x["C"])]
+    assert float((F.softplus(x["delta"])[..., None] * A[:, None, :]).min()) < 3 * MIN_LOG_DECAY
+    got = selective_scan_recurrent(*tensors, slab_elements=2 * 4 * 3 * 7, **options)
+    want = selective_scan_reference(*ref_tensors, **options)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-9, atol=1e-9)
+    (got[0].sum() + got[1].sum()).backward()
+    (want[0].sum() + want[1].sum()).backward()
+    for name, t, r in zip("u delta A B C".split(), tensors, ref_tensors):
+        torch.testing.assert_close(t.grad, r.grad, rtol=1e-8, atol=1e-8, msg=lambda m, name=name: f"{name}: {m}")
+    out32 = selective_scan_recurrent(*[t.detach().float() for t in tensors], delta_softplus=True)
+    assert torch.isfinite(out32).all()
+
+
+def test_public_function_is_the_recurrent_path():
     x = make_inputs(2, 4, 3, 50)
     args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True, True, True)
     got = selective_scan(*args)
@@ -195,15 +264,15 @@ def test_public_function_is_the_chunked_path():
 
 @settings(max_examples=12, deadline=None)
 @given(
-    length=st.integers(1, 60), chunk=st.integers(1, 12), chunks_per_slab=st.integers(1, 3),
+    length=st.integers(1, 60), slab=st.integers(1, 36),
     bc=st.sampled_from(["variable", "grouped", "fixed"]), reverse=st.booleans(),
     splits=st.lists(st.integers(0, 60), max_size=3),
 )
-def test_chunked_equals_reference_property(length, chunk, chunks_per_slab, bc, reverse, splits):
+def test_recurrent_equals_reference_property(length, slab, bc, reverse, splits):
     x = make_inputs(1, 4, 2, length, bc=bc, seed=length)
     cu = torch.tensor(sorted({0, length, *[s for s in splits if s <= length]}))
     args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True, True, reverse, cu)
-    got = selective_scan_chunked(*args, chunk_size=chunk, slab_elements=4 * 2 * chunk * chunks_per_slab)
+    got = selective_scan_recurrent(*args, slab_elements=4 * 2 * slab)  # slab positions
     want = selective_scan_reference(*args)
     torch.testing.assert_close(got[0], want[0], rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(got[1], want[1], rtol=1e-9, atol=1e-9)
@@ -229,8 +298,8 @@ def test_packed_equals_one_by_one(reverse, bc):
     x = make_inputs(2, 3, 4, total, bc=bc, seed=7)
     cu = torch.tensor([0] + list(itertools.accumulate(lengths)))
     kw = dict(D=x["D"], z=x["z"], delta_bias=x["delta_bias"], delta_softplus=True, reverse=reverse)
-    packed = selective_scan_chunked(x["u"], x["delta"], x["A"], x["B"], x["C"], cu_seqlens=cu,
-                                    chunk_size=8, slab_elements=2 * 3 * 4 * 16, **kw)
+    packed = selective_scan_recurrent(x["u"], x["delta"], x["A"], x["B"], x["C"], cu_seqlens=cu,
+                                      slab_elements=2 * 3 * 4 * 16, **kw)
     for k in range(len(lengths)):
         lo, hi = int(cu[k]), int(cu[k + 1])
         part = lambda M: M[..., lo:hi] if M.dim() >= 3 else M  # noqa: E731
@@ -328,8 +397,8 @@ def test_bad_cu_seqlens(cu, message):
 
 def test_memory_guard_reports_estimate():
     x = make_inputs(2, 4, 3, 64)
-    with pytest.raises(MemoryError, match=r"GiB.*\[batch=2, D=4, chunk=32, N=3\].*limit"):
-        selective_scan_chunked(x["u"], x["delta"], x["A"], x["B"], x["C"], chunk_size=32, max_chunk_bytes=1000)
+    with pytest.raises(MemoryError, match=r"GiB.*\[batch=2, D=4, N=3\].*limit"):
+        selective_scan_recurrent(x["u"], x["delta"], x["A"], x["B"], x["C"], max_slab_bytes=500)
 
 
 def test_complex_A_is_refused():
@@ -344,7 +413,7 @@ def test_subpackage_modules_import_by_path():
 
     import everygraph.sequence as seq
 
-    for module in ("reference", "_inputs", "chunked"):
+    for module in ("reference", "_inputs", "recurrent"):
         mod = importlib.import_module(f"everygraph.sequence.mamba.{module}")
         assert mod.__name__ == f"everygraph.sequence.mamba.{module}"
     assert callable(seq.selective_scan) and callable(seq.selective_scan_reference)

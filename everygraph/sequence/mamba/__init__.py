@@ -11,15 +11,19 @@ readout :math:`y_t = \langle C_t, h_t \rangle`. ``reverse=True`` is the flipped 
 Executions, one signature (fla style):
 
 - :func:`selective_scan_reference` (``reference.py``): the plain loop over positions.
-- :func:`selective_scan_chunked` (``chunked.py``): the fast path, chunks scanned
-  step-parallel, bounded memory; :func:`selective_scan` calls it.
+- :func:`selective_scan_recurrent` (``recurrent.py``): the fast path, a time-major recurrence
+  with one in-place step per position, everything else vectorised over slabs, and a
+  hand-written backward pass that recomputes each slab from its entering state (bounded
+  memory); :func:`selective_scan` calls it.
+
+``_inputs.py`` checks the arguments and brings them into one layout for both.
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from .chunked import selective_scan_chunked
+from .recurrent import selective_scan_recurrent
 from .reference import selective_scan_reference
 
 
@@ -78,7 +82,7 @@ def selective_scan(
 
     Raises:
         ValueError: a shape mismatch (both shapes named), a bad ``cu_seqlens``.
-        MemoryError: when a single chunk's working set exceeds the limit (with the estimate).
+        MemoryError: when a single position's working set exceeds the limit (with the estimate).
 
     Example:
         >>> u, delta = torch.randn(2, 64, 1000), torch.randn(2, 64, 1000)
@@ -86,9 +90,9 @@ def selective_scan(
         >>> B, C = torch.randn(2, 16, 1000), torch.randn(2, 16, 1000)
         >>> out = selective_scan(u, delta, A, B, C, delta_softplus=True)  # [2, 64, 1000]
     """
-    return selective_scan_chunked(
+    return selective_scan_recurrent(
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, reverse, cu_seqlens
     )
 
 
-__all__ = ["selective_scan", "selective_scan_reference", "selective_scan_chunked"]
+__all__ = ["selective_scan", "selective_scan_reference", "selective_scan_recurrent"]

@@ -1,0 +1,311 @@
+r"""The selective scan as a time-major recurrence with a hand-written backward pass.
+
+The recurrence :math:`h_t = a_t \odot h_{t-1} + x_t` with :math:`a_t = \exp(\Delta_t A)` and
+:math:`x_t = \Delta_t u_t B_t` is run over slabs of consecutive positions. Inside a slab
+everything but the recurrence itself is one vectorised operation over the slab's
+``[T, batch, D, N]`` tensors (time-major, so each step's ``[batch, D, N]`` slice is one
+contiguous block), and the recurrence is one in-place ``addcmul`` per position:
+
+.. math::
+    a = \exp(\Delta A),\quad h = \Delta u \, B \;\text{(in place)},\quad
+    h_t \mathrel{+}= a_t \odot h_{t-1},\quad y_t = \textstyle\sum_n h_{t,n} C_{t,n}
+    \;\text{(a batched matmul)}.
+
+A packed sequence start (``cu_seqlens``) is :math:`a_t = 0` at that position. The forward
+pass saves only its inputs and the state entering each slab (``[num_slabs, batch, D, N]``),
+not the states; the backward pass visits the slabs in reverse, recomputes :math:`a` and
+:math:`h` of the slab from its entering state, and runs the adjoint recurrence (again one
+``addcmul`` per position, carried across slab boundaries)
+
+.. math::
+    g_t = \frac{\partial \mathcal{L}}{\partial h_t} = C_t\, \bar y_t + a_{t+1} \odot g_{t+1},
+
+from which every gradient is a vectorised product or a batched matmul:
+:math:`\bar x = g`, :math:`\overline{\Delta A} = g \odot a \odot h_{t-1}`,
+:math:`\bar\Delta = \sum_n \overline{\Delta A}\, A + u \sum_n g B`,
+:math:`\bar u = \Delta \sum_n g B`, :math:`\bar A = \sum_{b,t} \overline{\Delta A}\, \Delta`,
+:math:`\bar B = \sum_d g\, \Delta u`, :math:`\bar C = \sum_d h\, \bar y` (sums over the
+dimensions that ``B``/``C`` broadcast over: channels of a group, or batch and time for a fixed
+``[D, N]`` matrix). ``reverse=True`` runs the same recurrence on the flipped sequence.
+
+Why this and not a parallel scan or Mamba-2's chunked matmul form: on CPU the work is bound by
+memory traffic over ``[L, batch, D, N]``, and Mamba-1's decay differs for every state channel,
+so any parallel form multiplies that traffic; a loop whose every step touches only the
+``batch * D * N`` numbers it needs, with all the rest vectorised and the backward written by
+hand (no autograd graph of ``L`` nodes, no saved per-step states), is what is left to win.
+``benchmarks/selective_scan.py`` measures it against the plain loop.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ._inputs import check_cu_seqlens, finish, flip_cu_seqlens, prepare
+
+#: Elements of one ``[T, batch, D, N]`` slab buffer. Three such buffers live during the
+#: backward pass (decays, states, adjoint states), two during the forward pass. Measured at
+#: B=2, D=256, N=16, L=4096 (one thread, ``benchmarks/selective_scan.py --tune``); see the
+#: README for the numbers.
+DEFAULT_SLAB_ELEMENTS = 2**21
+#: The working set of a single position (three ``[batch, D, N]`` buffers) beyond which the
+#: scan refuses to run.
+DEFAULT_MAX_SLAB_BYTES = 4 * 2**30
+#: A step's decay is computed as ``exp(max(delta * A, MIN_LOG_DECAY))`` when some exponent
+#: could fall below it: a factor below ``e^-60 ~ 8.8e-27`` is zero against any state of
+#: ordinary size, while ``exp`` of smaller exponents and products with its denormal results
+#: run ~100x slower on CPUs (measured: 4 ns vs 65 ns per element for exp, 17 us vs 2.4 ms for
+#: a 64k-element multiply-add). The backward pass uses ``exp``'s derivative throughout.
+MIN_LOG_DECAY = -60.0
+#: Live ``[batch, D, N]``-sized buffers per slab position during the backward pass.
+_LIVE_BUFFERS = 3
+
+
+class _Operand:
+    """``B`` or ``C`` in time-major layout: ``[L, batch, G, N]`` (input-dependent, ``G``
+    groups of ``D / G`` channels) or ``[D, N]`` (fixed)."""
+
+    @staticmethod
+    def fixed(M: Tensor) -> bool:
+        return M.dim() == 2
+
+
+def _contract_state(S: Tensor, M: Tensor) -> Tensor:
+    r"""``sum_n S[t, b, d, n] * M[..., n]`` for ``S`` ``[T, batch, D, N]`` and an operand
+    ``M`` (time-major slab ``[T, batch, G, N]`` or fixed ``[D, N]``); returns ``[T, batch, D]``."""
+    T, b, d, n = S.shape
+    if _Operand.fixed(M):
+        # for every channel d: [T*b, N] @ [N]; the strided view is a valid BLAS operand
+        return torch.bmm(S.view(T * b, d, n).transpose(0, 1), M.unsqueeze(-1)).view(d, T, b).permute(1, 2, 0)
+    groups = M.shape[2]
+    out = torch.bmm(S.view(T * b * groups, d // groups, n), M.reshape(T * b * groups, n, 1))
+    return out.view(T, b, d)
+
+
+def _contract_channels(S: Tensor, v: Tensor, M: Tensor) -> Tensor:
+    r"""``sum over what M broadcasts of S[t, b, d, n] * v[t, b, d]``, the gradient of an
+    operand shaped like ``M``: ``[T, batch, G, N]`` (sum over a group's channels) or ``[D, N]``
+    (sum over time and batch)."""
+    T, b, d, n = S.shape
+    if _Operand.fixed(M):
+        # for every channel d: [N, T*b] @ [T*b]; the strided views are valid BLAS operands
+        out = torch.bmm(S.view(T * b, d, n).permute(1, 2, 0), v.reshape(T * b, d).t().unsqueeze(-1))
+        return out.view(d, n)
+    groups = M.shape[2]
+    # [1, D/G] @ [D/G, N] reads S in its own layout (twice as fast as S^T @ v)
+    out = torch.bmm(v.reshape(T * b * groups, 1, d // groups), S.view(T * b * groups, d // groups, n))
+    return out.view(T, b, groups, n)
+
+
+def _input_term(out: Tensor, dtu: Tensor, M: Tensor) -> Tensor:
+    """``out[t, b, d, n] = dtu[t, b, d] * M[..., n]`` written into ``out`` ``[T, batch, D, N]``."""
+    T, b, d, n = out.shape
+    if _Operand.fixed(M):
+        return torch.mul(dtu.unsqueeze(-1), M, out=out)
+    groups = M.shape[2]
+    torch.mul(dtu.view(T, b, groups, d // groups, 1), M.unsqueeze(3), out=out.view(T, b, groups, d // groups, n))
+    return out
+
+
+def _slab_of(M: Tensor, lo: int, hi: int) -> Tensor:
+    return M if _Operand.fixed(M) else M[lo:hi]
+
+
+def _decays(out: Tensor, dt: Tensor, A: Tensor, resets: Tensor | None, clamp: bool) -> Tensor:
+    """``a = exp(dt * A)`` written into ``out`` ``[T, batch, D, N]``, 0 at sequence starts."""
+    torch.mul(dt.unsqueeze(-1), A, out=out)
+    if clamp:
+        out.clamp_min_(MIN_LOG_DECAY)
+    out.exp_()
+    if resets is not None and resets.numel():
+        out.index_fill_(0, resets, 0.0)
+    return out
+
+
+def _states(out: Tensor, steps: list[Tensor], decays: list[Tensor], h_entry: Tensor | None) -> Tensor:
+    """The recurrence in place on the first ``T = len(out)`` positions: ``out`` ``[T, ...]``
+    holds the inputs ``x`` and becomes the states ``h``. ``steps``, ``decays``: the per-position
+    views of the whole slab buffers (made once per call: a view costs as much as a step)."""
+    if h_entry is not None:
+        steps[0].addcmul_(decays[0], h_entry)
+    for t in range(1, out.shape[0]):
+        steps[t].addcmul_(decays[t], steps[t - 1])
+    return out
+
+
+def _resets_in(resets: Tensor | None, lo: int, hi: int) -> Tensor | None:
+    if resets is None:
+        return None
+    inside = resets[(resets >= lo) & (resets < hi)]
+    return inside - lo if inside.numel() else None
+
+
+class SelectiveScanFunction(torch.autograd.Function):
+    """The core on time-major tensors: ``u``, ``dt`` ``[L, batch, D]`` (``dt`` after bias and
+    softplus), ``A`` ``[D, N]``, ``B``, ``C`` ``[L, batch, G, N]`` or ``[D, N]``; returns
+    ``y = sum_n h C`` ``[L, batch, D]`` and the last state ``[batch, D, N]``."""
+
+    @staticmethod
+    def forward(ctx, u, dt, A, B, C, resets, slab_len, clamp):  # noqa: D102
+        length, batch, channels = u.shape
+        n = A.shape[1]
+        num_slabs = -(-length // slab_len)
+        T0 = min(slab_len, length)
+        a_buf = u.new_empty(T0, batch, channels, n)
+        h_buf = u.new_empty(T0, batch, channels, n)
+        entries = u.new_zeros(num_slabs, batch, channels, n)
+        y = u.new_empty(length, batch, channels)
+        h_steps, a_steps = h_buf.unbind(0), a_buf.unbind(0)
+        state = None
+        for k in range(num_slabs):
+            lo, hi = k * slab_len, min(length, (k + 1) * slab_len)
+            T = hi - lo
+            a = _decays(a_buf[:T], dt[lo:hi], A, _resets_in(resets, lo, hi), clamp)
+            h = _input_term(h_buf[:T], dt[lo:hi] * u[lo:hi], _slab_of(B, lo, hi))
+            _states(h, h_steps, a_steps, state)
+            y[lo:hi] = _contract_state(h, _slab_of(C, lo, hi))
+            if k + 1 < num_slabs:
+                entries[k + 1].copy_(h[T - 1])
+                state = entries[k + 1]
+        last = h_buf[T - 1].clone()
+        ctx.save_for_backward(u, dt, A, B, C, entries, resets)
+        ctx.slab_len, ctx.clamp = slab_len, clamp
+        return y, last
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y, grad_last):  # noqa: D102
+        u, dt, A, B, C, entries, resets = ctx.saved_tensors
+        slab_len, clamp = ctx.slab_len, ctx.clamp
+        need_u, need_dt, need_A, need_B, need_C = ctx.needs_input_grad[:5]
+        length, batch, channels = u.shape
+        n = A.shape[1]
+        num_slabs = entries.shape[0]
+        grad_y = u.new_zeros(length, batch, channels) if grad_y is None else grad_y.contiguous()
+        T0 = min(slab_len, length)
+        a_buf = u.new_empty(T0, batch, channels, n)
+        h_buf = u.new_empty(T0, batch, channels, n)
+        g_buf = u.new_empty(T0, batch, channels, n)
+        grad_u = u.new_empty(length, batch, channels) if need_u else None
+        grad_dt = u.new_empty(length, batch, channels) if need_dt else None
+        grad_A = torch.zeros_like(A) if need_A else None
+        grad_B = (torch.zeros_like(B) if _Operand.fixed(B) else torch.empty_like(B)) if need_B else None
+        grad_C = (torch.zeros_like(C) if _Operand.fixed(C) else torch.empty_like(C)) if need_C else None
+        h_steps, a_steps, g_steps = h_buf.unbind(0), a_buf.unbind(0), g_buf.unbind(0)
+        carry = grad_last  # the gradient reaching the state after the slab's last position
+        for k in reversed(range(num_slabs)):
+            lo, hi = k * slab_len, min(length, (k + 1) * slab_len)
+            T = hi - lo
+            B_s, C_s, gy = _slab_of(B, lo, hi), _slab_of(C, lo, hi), grad_y[lo:hi]
+            dt_s, u_s = dt[lo:hi], u[lo:hi]
+            dtu = dt_s * u_s
+            h_entry = entries[k] if k else None
+            a = _decays(a_buf[:T], dt_s, A, _resets_in(resets, lo, hi), clamp)
+            h = _states(_input_term(h_buf[:T], dtu, B_s), h_steps, a_steps, h_entry)
+
+            # adjoint recurrence, right to left: g_t = C_t gy_t + a_{t+1} g_{t+1}
+            g = _input_term(g_buf[:T], gy, C_s)
+            if carry is not None:
+                g_steps[T - 1].add_(carry)
+            for t in range(T - 2, -1, -1):
+                g_steps[t].addcmul_(a_steps[t + 1], g_steps[t + 1])
+            carry = a_steps[0] * g_steps[0] if k else None
+
+            if need_C:
+                part = _contract_channels(h, gy, C_s)
+                if _Operand.fixed(C):
+                    grad_C += part
+                else:
+                    grad_C[lo:hi] = part
+            if need_B:
+                part = _contract_channels(g, dtu, B_s)
+                if _Operand.fixed(B):
+                    grad_B += part
+                else:
+                    grad_B[lo:hi] = part
+            if need_u or need_dt:
+                gB = _contract_state(g, B_s)  # the gradient of dt * u
+                if need_u:
+                    torch.mul(gB, dt_s, out=grad_u[lo:hi])
+                if need_dt:
+                    torch.mul(gB, u_s, out=grad_dt[lo:hi])
+            if need_dt or need_A:
+                # gradient of dt * A: g_t * a_t * h_{t-1}, built in the decay buffer
+                if T > 1:
+                    a[1:].mul_(h[:-1])
+                if h_entry is not None:
+                    a[0].mul_(h_entry)
+                else:
+                    a[0].zero_()
+                g_dA = a.mul_(g)
+                if need_dt:
+                    grad_dt[lo:hi] += _contract_state(g_dA, A)
+                if need_A:
+                    grad_A += _contract_channels(g_dA, dt_s, A)
+        return grad_u, grad_dt, grad_A, grad_B, grad_C, None, None, None
+
+
+def _time_major(x: Tensor, reverse: bool) -> Tensor:
+    """``[batch, ..., L]`` -> ``[L, batch, ...]`` contiguous, flipped in time when reversed."""
+    x = x.movedim(-1, 0)
+    return (x.flip(0) if reverse else x).contiguous()
+
+
+def selective_scan_recurrent(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    reverse: bool = False,
+    cu_seqlens: Tensor | None = None,
+    *,
+    slab_elements: int = DEFAULT_SLAB_ELEMENTS,
+    max_slab_bytes: int = DEFAULT_MAX_SLAB_BYTES,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """The recurrent execution of :func:`~everygraph.sequence.selective_scan` (same
+    arguments), plus the tuning knobs: ``slab_elements`` bounds one ``[T, batch, D, N]`` slab
+    buffer (the slab length ``T`` is as long as this allows, at least 1), ``max_slab_bytes``
+    is the memory guard for the smallest possible slab."""
+    p = prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cu_seqlens)
+    batch, channels, length, n = p.batch, p.channels, p.length, p.state_size
+    per_position = batch * channels * n
+    itemsize = p.u.element_size()
+    estimate = _LIVE_BUFFERS * per_position * itemsize
+    if estimate > max_slab_bytes:
+        raise MemoryError(
+            f"one position of the selective scan needs about {estimate / 2**30:.2f} GiB "
+            f"({_LIVE_BUFFERS} buffers of [batch={batch}, D={channels}, N={n}]), over the limit of "
+            f"{max_slab_bytes / 2**30:.2f} GiB; lower the batch, D or N (d_state), or raise max_slab_bytes"
+        )
+    if length == 0:
+        out = finish(p.u.new_zeros(batch, channels, 0), u, D, z, u.dtype)
+        return (out, p.u.new_zeros(batch, channels, n)) if return_last_state else out
+    slab_len = max(1, min(length, slab_elements // per_position))
+
+    def operand(M: Tensor, original: Tensor) -> Tensor:
+        if original.dim() == 2:
+            return M.reshape(channels, n)
+        return _time_major(M.squeeze(2).transpose(-1, -2), reverse)  # [b, g, 1, L, N] -> [L, b, g, N]
+
+    u_t = _time_major(p.u.reshape(batch, channels, length), reverse)
+    dt_t = _time_major(p.delta.reshape(batch, channels, length), reverse)
+    A_c = p.A.reshape(channels, n)
+    keep = check_cu_seqlens(flip_cu_seqlens(cu_seqlens, length), length) if reverse else p.keep
+    resets = None if keep is None else torch.nonzero(~keep.to(u.device)).view(-1)
+    # the clamp costs a pass over the decays: skip it when no exponent can fall below the bound
+    dt_lo, dt_hi = torch.aminmax(dt_t.detach())
+    A_lo, A_hi = torch.aminmax(A_c.detach())
+    lowest = torch.stack([dt_lo * A_lo, dt_lo * A_hi, dt_hi * A_lo, dt_hi * A_hi]).min()
+    clamp = bool(lowest < MIN_LOG_DECAY)
+
+    y_t, last = SelectiveScanFunction.apply(u_t, dt_t, A_c, operand(p.B, B), operand(p.C, C), resets, slab_len, clamp)
+    y = (y_t.flip(0) if reverse else y_t).movedim(0, -1)
+    out = finish(y, u, D, z, u.dtype)
+    return (out, last) if return_last_state else out
