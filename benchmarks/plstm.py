@@ -119,8 +119,6 @@ def main() -> None:
                 note = " (extrapolated)"
             print(f"{name:>18} {n:>7} {dag.num_levels:>6} {'reference':>10} {ref[0]:>10.4f} {ref[1]:>10.4f} {'1.0':>10} {'1.0':>10}{note}")
             for execution in executions:
-                if execution == "wavefront" and family == "1D" and n > args.reference_max_nodes:
-                    continue  # one level per node on a path: as slow as the loop, skipped
                 fwd, both = timeit(structure, inputs, execution, args.repeat)
                 print(f"{'':>18} {'':>7} {'':>6} {execution:>10} {fwd:>10.4f} {both:>10.4f} {ref[0] / fwd:>10.1f} {ref[1] / both:>10.1f}")
     print("x ref = reference time / this time in the same run (higher is faster).")
