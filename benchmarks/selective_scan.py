@@ -137,7 +137,7 @@ def main() -> None:
     if args.tune:
         x = make_inputs(B, D, N, 4096, "cpu", True)
         print(f"{'slab elems':>11} {'slab len':>9} {'fwd ms':>9} {'fwd+bwd ms':>11} {'peak MiB':>9}")
-        for slab in (2**17, 2**18, 2**19, 2**20, 2**21, 2**22):
+        for slab in (2**15, 2**16, 2**17, 2**18, 2**19, 2**20, 2**21, 2**22):
             fn = lambda *a: selective_scan_recurrent(*a, delta_softplus=True, slab_elements=slab)  # noqa: E731,B023
             with torch.no_grad():
                 f, _ = measure(fn, x, False, args.repeats, cpu_sync)

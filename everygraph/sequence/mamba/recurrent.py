@@ -45,10 +45,13 @@ from torch.autograd.function import once_differentiable
 from ._inputs import check_cu_seqlens, finish, flip_cu_seqlens, prepare
 
 #: Elements of one ``[T, batch, D, N]`` slab buffer. Three such buffers live during the
-#: backward pass (decays, states, adjoint states), two during the forward pass. Measured at
-#: B=2, D=256, N=16, L=4096 (one thread, ``benchmarks/selective_scan.py --tune``); see the
-#: README for the numbers.
-DEFAULT_SLAB_ELEMENTS = 2**21
+#: backward pass (decays, states, adjoint states), two during the forward pass. Small slabs
+#: win because the three buffers then stay in a core's L2 cache (2 MiB here) between the
+#: vectorised passes: measured at B=2, D=256, N=16, L=4096, one thread, medians of 5-7
+#: (``benchmarks/selective_scan.py --tune``, three sweeps on the busy 2-core machine), 2**17
+#: (16 positions) took 346 / 568 / 390 ms forward+backward, 2**19 371 / 685 / 573 ms,
+#: 2**21 448 / 435 / 547 ms, 2**22 498 / 680 / 532 ms.
+DEFAULT_SLAB_ELEMENTS = 2**17
 #: The working set of a single position (three ``[batch, D, N]`` buffers) beyond which the
 #: scan refuses to run.
 DEFAULT_MAX_SLAB_BYTES = 4 * 2**30
