@@ -52,6 +52,13 @@ from ._inputs import check_cu_seqlens, finish, flip_cu_seqlens, prepare
 #: (16 positions) took 346 / 568 / 390 ms forward+backward, 2**19 371 / 685 / 573 ms,
 #: 2**21 448 / 435 / 547 ms, 2**22 498 / 680 / 532 ms.
 DEFAULT_SLAB_ELEMENTS = 2**17
+#: The slab size when torch runs more than one thread. Each vectorised op of a slab is then an
+#: OpenMP parallel region, and on a machine whose cores are busy with other work every region
+#: waits for a descheduled worker (milliseconds): with 2 threads on the busy 2-core machine,
+#: L=4096 forward+backward took 10.4 s with 2**17-element slabs, 2.2 s with 2**20, 1.3 s with
+#: 2**21, 1.0 s with 2**22 (one thread, 2**17: 0.35-0.57 s). Fewer, larger regions bound that
+#: cost; on a busy machine one thread (``torch.set_num_threads(1)``) is faster still.
+DEFAULT_SLAB_ELEMENTS_THREADED = 2**21
 #: The working set of a single position (three ``[batch, D, N]`` buffers) beyond which the
 #: scan refuses to run.
 DEFAULT_MAX_SLAB_BYTES = 4 * 2**30
@@ -269,13 +276,18 @@ def selective_scan_recurrent(
     reverse: bool = False,
     cu_seqlens: Tensor | None = None,
     *,
-    slab_elements: int = DEFAULT_SLAB_ELEMENTS,
+    slab_elements: int | None = None,
     max_slab_bytes: int = DEFAULT_MAX_SLAB_BYTES,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """The recurrent execution of :func:`~everygraph.sequence.selective_scan` (same
     arguments), plus the tuning knobs: ``slab_elements`` bounds one ``[T, batch, D, N]`` slab
-    buffer (the slab length ``T`` is as long as this allows, at least 1), ``max_slab_bytes``
-    is the memory guard for the smallest possible slab."""
+    buffer (the slab length ``T`` is as long as this allows, at least 1; default
+    :data:`DEFAULT_SLAB_ELEMENTS` on one CPU thread, else :data:`DEFAULT_SLAB_ELEMENTS_THREADED`),
+    ``max_slab_bytes`` is the memory guard for the smallest possible slab."""
+    if slab_elements is None:
+        # on a GPU (untested here) every op is a kernel launch: larger slabs, fewer launches
+        one_cpu_thread = u.device.type == "cpu" and torch.get_num_threads() == 1
+        slab_elements = DEFAULT_SLAB_ELEMENTS if one_cpu_thread else DEFAULT_SLAB_ELEMENTS_THREADED
     p = prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cu_seqlens)
     batch, channels, length, n = p.batch, p.channels, p.length, p.state_size
     per_position = batch * channels * n
