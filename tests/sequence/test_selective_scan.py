@@ -203,11 +203,10 @@ def test_hand_written_backward_passes_gradcheck(bc, reverse, packed):
                                         cu_seqlens=cu, slab_elements=1 * 2 * 2 * 3)
 
     assert torch.autograd.gradcheck(scan, inputs)
-    plain = selective_scan_recurrent(*inputs[:5], reverse=reverse, cu_seqlens=cu, slab_elements=4)
+    # no options, slabs of one position
     assert torch.autograd.gradcheck(
         lambda *ts: selective_scan_recurrent(*ts, reverse=reverse, cu_seqlens=cu, slab_elements=4), inputs[:5]
     )
-    assert plain.shape == (1, 2, 8)
 
 
 def test_gradients_of_a_subset_of_inputs_and_of_the_last_state_alone():

@@ -72,20 +72,17 @@ MIN_LOG_DECAY = -60.0
 _LIVE_BUFFERS = 3
 
 
-class _Operand:
-    """``B`` or ``C`` in time-major layout: ``[L, batch, G, N]`` (input-dependent, ``G``
-    groups of ``D / G`` channels) or ``[D, N]`` (fixed)."""
-
-    @staticmethod
-    def fixed(M: Tensor) -> bool:
-        return M.dim() == 2
+def _fixed(M: Tensor) -> bool:
+    """Whether an operand ``B`` or ``C`` is fixed ``[D, N]``; otherwise it is time-major
+    ``[L, batch, G, N]`` (input-dependent, ``G`` groups of ``D / G`` channels)."""
+    return M.dim() == 2
 
 
 def _contract_state(S: Tensor, M: Tensor) -> Tensor:
     r"""``sum_n S[t, b, d, n] * M[..., n]`` for ``S`` ``[T, batch, D, N]`` and an operand
     ``M`` (time-major slab ``[T, batch, G, N]`` or fixed ``[D, N]``); returns ``[T, batch, D]``."""
     T, b, d, n = S.shape
-    if _Operand.fixed(M):
+    if _fixed(M):
         # for every channel d: [T*b, N] @ [N]; the strided view is a valid BLAS operand
         return torch.bmm(S.view(T * b, d, n).transpose(0, 1), M.unsqueeze(-1)).view(d, T, b).permute(1, 2, 0)
     groups = M.shape[2]
@@ -98,7 +95,7 @@ def _contract_channels(S: Tensor, v: Tensor, M: Tensor) -> Tensor:
     operand shaped like ``M``: ``[T, batch, G, N]`` (sum over a group's channels) or ``[D, N]``
     (sum over time and batch)."""
     T, b, d, n = S.shape
-    if _Operand.fixed(M):
+    if _fixed(M):
         # for every channel d: [N, T*b] @ [T*b]; the strided views are valid BLAS operands
         out = torch.bmm(S.view(T * b, d, n).permute(1, 2, 0), v.reshape(T * b, d).t().unsqueeze(-1))
         return out.view(d, n)
@@ -111,7 +108,7 @@ def _contract_channels(S: Tensor, v: Tensor, M: Tensor) -> Tensor:
 def _input_term(out: Tensor, dtu: Tensor, M: Tensor) -> Tensor:
     """``out[t, b, d, n] = dtu[t, b, d] * M[..., n]`` written into ``out`` ``[T, batch, D, N]``."""
     T, b, d, n = out.shape
-    if _Operand.fixed(M):
+    if _fixed(M):
         return torch.mul(dtu.unsqueeze(-1), M, out=out)
     groups = M.shape[2]
     torch.mul(dtu.view(T, b, groups, d // groups, 1), M.unsqueeze(3), out=out.view(T, b, groups, d // groups, n))
@@ -119,7 +116,7 @@ def _input_term(out: Tensor, dtu: Tensor, M: Tensor) -> Tensor:
 
 
 def _slab_of(M: Tensor, lo: int, hi: int) -> Tensor:
-    return M if _Operand.fixed(M) else M[lo:hi]
+    return M if _fixed(M) else M[lo:hi]
 
 
 def _decays(out: Tensor, dt: Tensor, A: Tensor, resets: Tensor | None, clamp: bool) -> Tensor:
@@ -200,8 +197,8 @@ class SelectiveScanFunction(torch.autograd.Function):
         grad_u = u.new_empty(length, batch, channels) if need_u else None
         grad_dt = u.new_empty(length, batch, channels) if need_dt else None
         grad_A = torch.zeros_like(A) if need_A else None
-        grad_B = (torch.zeros_like(B) if _Operand.fixed(B) else torch.empty_like(B)) if need_B else None
-        grad_C = (torch.zeros_like(C) if _Operand.fixed(C) else torch.empty_like(C)) if need_C else None
+        grad_B = (torch.zeros_like(B) if _fixed(B) else torch.empty_like(B)) if need_B else None
+        grad_C = (torch.zeros_like(C) if _fixed(C) else torch.empty_like(C)) if need_C else None
         h_steps, a_steps, g_steps = h_buf.unbind(0), a_buf.unbind(0), g_buf.unbind(0)
         carry = grad_last  # the gradient reaching the state after the slab's last position
         for k in reversed(range(num_slabs)):
@@ -224,13 +221,13 @@ class SelectiveScanFunction(torch.autograd.Function):
 
             if need_C:
                 part = _contract_channels(h, gy, C_s)
-                if _Operand.fixed(C):
+                if _fixed(C):
                     grad_C += part
                 else:
                     grad_C[lo:hi] = part
             if need_B:
                 part = _contract_channels(g, dtu, B_s)
-                if _Operand.fixed(B):
+                if _fixed(B):
                     grad_B += part
                 else:
                     grad_B[lo:hi] = part
