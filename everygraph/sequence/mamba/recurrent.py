@@ -154,14 +154,15 @@ class SelectiveScanFunction(torch.autograd.Function):
     ``y = sum_n h C`` ``[L, batch, D]`` and the last state ``[batch, D, N]``."""
 
     @staticmethod
-    def forward(ctx, u, dt, A, B, C, resets, slab_len, clamp):  # noqa: D102
+    def forward(ctx, u, dt, A, B, C, resets, slab_len, clamp, save_entries):  # noqa: D102
         length, batch, channels = u.shape
         n = A.shape[1]
         num_slabs = -(-length // slab_len)
         T0 = min(slab_len, length)
         a_buf = u.new_empty(T0, batch, channels, n)
         h_buf = u.new_empty(T0, batch, channels, n)
-        entries = u.new_zeros(num_slabs, batch, channels, n)
+        # the states entering each slab, kept for the backward pass (1 / slab_len of [L, batch, D, N])
+        entries = u.new_zeros(num_slabs if save_entries else 1, batch, channels, n)
         y = u.new_empty(length, batch, channels)
         h_steps, a_steps = h_buf.unbind(0), a_buf.unbind(0)
         state = None
@@ -173,8 +174,8 @@ class SelectiveScanFunction(torch.autograd.Function):
             _states(h, h_steps, a_steps, state)
             y[lo:hi] = _contract_state(h, _slab_of(C, lo, hi))
             if k + 1 < num_slabs:
-                entries[k + 1].copy_(h[T - 1])
-                state = entries[k + 1]
+                state = entries[k + 1] if save_entries else entries[0]
+                state.copy_(h[T - 1])
         last = h_buf[T - 1].clone()
         ctx.save_for_backward(u, dt, A, B, C, entries, resets)
         ctx.slab_len, ctx.clamp = slab_len, clamp
@@ -250,7 +251,7 @@ class SelectiveScanFunction(torch.autograd.Function):
                     grad_dt[lo:hi] += _contract_state(g_dA, A)
                 if need_A:
                     grad_A += _contract_channels(g_dA, dt_s, A)
-        return grad_u, grad_dt, grad_A, grad_B, grad_C, None, None, None
+        return grad_u, grad_dt, grad_A, grad_B, grad_C, None, None, None, None
 
 
 def _time_major(x: Tensor, reverse: bool) -> Tensor:
@@ -317,7 +318,9 @@ def selective_scan_recurrent(
     lowest = torch.stack([dt_lo * A_lo, dt_lo * A_hi, dt_hi * A_lo, dt_hi * A_hi]).min()
     clamp = bool(lowest < MIN_LOG_DECAY)
 
-    y_t, last = SelectiveScanFunction.apply(u_t, dt_t, A_c, operand(p.B, B), operand(p.C, C), resets, slab_len, clamp)
+    B_t, C_t = operand(p.B, B), operand(p.C, C)
+    save = torch.is_grad_enabled() and any(t.requires_grad for t in (u_t, dt_t, A_c, B_t, C_t))
+    y_t, last = SelectiveScanFunction.apply(u_t, dt_t, A_c, B_t, C_t, resets, slab_len, clamp, save)
     y = (y_t.flip(0) if reverse else y_t).movedim(0, -1)
     out = finish(y, u, D, z, u.dtype)
     return (out, last) if return_last_state else out
