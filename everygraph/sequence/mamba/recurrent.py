@@ -11,9 +11,9 @@ contiguous block), and the recurrence is one in-place ``addcmul`` per position:
     h_t \mathrel{+}= a_t \odot h_{t-1},\quad y_t = \textstyle\sum_n h_{t,n} C_{t,n}
     \;\text{(a batched matmul)}.
 
-A packed sequence start (``cu_seqlens``) is :math:`a_t = 0` at that position. The forward
-pass saves only its inputs and the state entering each slab (``[num_slabs, batch, D, N]``),
-not the states; the backward pass visits the slabs in reverse, recomputes :math:`a` and
+A packed sequence start (``cu_seqlens``) is :math:`a_t = 0` at that position. When a
+gradient is needed, the forward pass saves only its inputs and the state entering each slab
+(``[num_slabs, batch, D, N]``, ``1 / T`` of the states), not the states; the backward pass visits the slabs in reverse, recomputes :math:`a` and
 :math:`h` of the slab from its entering state, and runs the adjoint recurrence (again one
 ``addcmul`` per position, carried across slab boundaries)
 
