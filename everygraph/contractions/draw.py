@@ -32,7 +32,7 @@ def _layout(n: int, edges: Sequence[tuple[int, int]], special: Sequence[int]) ->
     g.add_nodes_from(range(n))
     g.add_edges_from((u, v) for u, v in edges if u != v)
     if nx.is_connected(g) and g.number_of_edges() >= n:
-        pos = nx.kamada_kawai_layout(g)
+        pos = nx.spring_layout(g, seed=0)  # numpy only; kamada_kawai would need scipy
     else:
         pos = nx.circular_layout(g) if n > 2 else {0: (-0.6, 0.0), 1: (0.6, 0.0)}
     return {v: (float(x), float(y)) for v, (x, y) in pos.items()}
