@@ -3,7 +3,6 @@ its augmentation keeps labels (checked by re-rendering moved geometry)."""
 
 import importlib.util
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path

@@ -169,7 +169,7 @@ class SelectiveScanFunction(torch.autograd.Function):
         for k in range(num_slabs):
             lo, hi = k * slab_len, min(length, (k + 1) * slab_len)
             T = hi - lo
-            a = _decays(a_buf[:T], dt[lo:hi], A, _resets_in(resets, lo, hi), clamp)
+            _decays(a_buf[:T], dt[lo:hi], A, _resets_in(resets, lo, hi), clamp)
             h = _input_term(h_buf[:T], dt[lo:hi] * u[lo:hi], _slab_of(B, lo, hi))
             _states(h, h_steps, a_steps, state)
             y[lo:hi] = _contract_state(h, _slab_of(C, lo, hi))
