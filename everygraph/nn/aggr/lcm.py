@@ -43,7 +43,11 @@ class LCMAggregation(Aggregation):
       only approximately associative, the result depends on that order;
       ``shuffle=True`` draws a random order per call in training mode (the paper's
       augmentation) and keeps the given order in eval mode. ``index`` need not be sorted.
-    - commutativity is exact: :math:`a \oplus b` and :math:`b \oplus a` are bitwise equal.
+    - commutativity is exact: :math:`a \oplus b` and :math:`b \oplus a` are bitwise equal;
+    - **every parameter is used on every call**, also for a batch without edges (the
+      operator is called once on zero elements), so the layer trains under plain
+      ``DistributedDataParallel`` (no ``find_unused_parameters``) whatever each rank's batch
+      holds. A custom operator must therefore accept inputs with zero rows.
 
     Add :meth:`associativity_loss` (times a weight) to the training loss to push
     :math:`\oplus` towards associativity, so that the result depends less on the order.
@@ -164,6 +168,12 @@ class LCMAggregation(Aggregation):
             perm = torch.randperm(h.size(0), device=h.device)
             h, index = h[perm], index[perm]
         out = tree_reduce(h, index, self.op, dim_size=dim_size, identity=self.identity)
+        # A batch without any pair of elements in one segment (no edges, or in-degrees <= 1)
+        # never calls the operator, and an empty one never reads the projection; under
+        # DistributedDataParallel such a rank would leave parameters without gradients while
+        # the other ranks wait for them. A call on zero elements adds an exact 0 (a sum over
+        # nothing) and gives every parameter its true gradient, zero, whatever the batch holds.
+        out = out + self.op(h[:0], h[:0]).sum()
         return out.movedim(0, dim)
 
     def associativity_loss(
