@@ -308,13 +308,17 @@ def test_packed_equals_one_by_one(reverse, bc):
         torch.testing.assert_close(packed[..., lo:hi], alone)
 
 
-def test_packed_last_state_is_last_sequences():
+def test_packed_last_state_is_one_state_per_sequence():
+    """With cu_seqlens the state returned is each sequence's own, [batch * num_seqs, D, N]; the
+    last sequence's state (what a single state used to be) is its last row."""
     x = make_inputs(1, 2, 3, 30)
     cu = torch.tensor([0, 12, 30])
     _, last = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], return_last_state=True, cu_seqlens=cu)
-    _, alone = selective_scan(x["u"][..., 12:], x["delta"][..., 12:], x["A"], x["B"][..., 12:], x["C"][..., 12:],
-                              return_last_state=True)
-    torch.testing.assert_close(last, alone)
+    assert last.shape == (2, 2, 3)
+    for k, (lo, hi) in enumerate([(0, 12), (12, 30)]):
+        _, alone = selective_scan_reference(x["u"][..., lo:hi], x["delta"][..., lo:hi], x["A"], x["B"][..., lo:hi],
+                                            x["C"][..., lo:hi], return_last_state=True)
+        torch.testing.assert_close(last[k:k + 1], alone)
 
 
 # --------------------------------------------------------------------- the path-graph view
@@ -417,3 +421,103 @@ def test_subpackage_modules_import_by_path():
         assert mod.__name__ == f"everygraph.sequence.mamba.{module}"
     assert callable(seq.selective_scan) and callable(seq.selective_scan_reference)
     assert importlib.import_module("everygraph.sequence.mamba").selective_scan is seq.selective_scan
+
+
+# --------------------------------------------------------------------- per-sequence final states
+
+
+def _alone(x, lo, hi, reverse):
+    part = lambda M: M[..., lo:hi] if M.dim() >= 3 else M  # noqa: E731
+    return selective_scan_reference(part(x["u"]), part(x["delta"]), x["A"], part(x["B"]), part(x["C"]),
+                                    D=x["D"], z=part(x["z"]), delta_bias=x["delta_bias"], delta_softplus=True,
+                                    return_last_state=True, reverse=reverse)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("bc", ["variable", "grouped", "fixed"])
+@pytest.mark.parametrize("lengths", [[0, 5, 11, 0, 1, 7, 0], [9, 0], [0, 0], [6]])
+def test_packed_final_states_equal_each_sequence_alone(reverse, bc, lengths):
+    """One final state per packed sequence, [batch * num_seqs, D, N] (row b * num_seqs + k), equal
+    to the reference run on that sequence alone; an empty sequence (first, inner or last) has the
+    zero state. Forward values and gradients of both executions agree."""
+    total = sum(lengths)
+    x = make_inputs(2, 4, 3, total, bc=bc, seed=len(lengths) + 7 * total)
+    cu = torch.tensor([0] + list(itertools.accumulate(lengths)))
+    options = {"D": True, "z": True, "delta_bias": True, "delta_softplus": True}
+    got, want, t, rt, names = _call_both(x, options, dict(slab_elements=2 * 4 * 3 * 4), delta_softplus=True,
+                                         return_last_state=True, reverse=reverse, cu_seqlens=cu)
+    num_seqs = len(lengths)
+    assert got[1].shape == want[1].shape == (2 * num_seqs, 4, 3)
+    states = want[1].detach().view(2, num_seqs, 4, 3)
+    for k in range(num_seqs):
+        lo, hi = int(cu[k]), int(cu[k + 1])
+        out_k, state_k = _alone(x, lo, hi, reverse)
+        torch.testing.assert_close(states[:, k], state_k, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(want[0].detach()[..., lo:hi], out_k, rtol=1e-12, atol=1e-12)
+        if hi == lo:
+            assert torch.equal(states[:, k], torch.zeros_like(states[:, k]))
+    _compare(got, want, t, rt, names)
+
+
+def test_packed_ending_in_an_empty_sequence_returns_zeros_not_the_previous_state():
+    x = make_inputs(1, 2, 3, 10)
+    for fn in (selective_scan, selective_scan_reference):
+        for reverse in (False, True):
+            _, last = fn(x["u"], x["delta"], x["A"], x["B"], x["C"], return_last_state=True, reverse=reverse,
+                         cu_seqlens=torch.tensor([0, 10, 10]))
+            _, alone = selective_scan_reference(x["u"], x["delta"], x["A"], x["B"], x["C"], return_last_state=True,
+                                                reverse=reverse)
+            assert last.shape == (2, 2, 3)
+            torch.testing.assert_close(last[0], alone[0])
+            assert torch.equal(last[1], torch.zeros(2, 3, dtype=F64))
+
+
+def test_final_state_gradients_reach_each_sequence_gradcheck():
+    """gradcheck of the per-sequence states alone (no output in the loss), empty sequences
+    first, inside and last, slabs of 2 positions so states are read in every slab."""
+    x = make_inputs(2, 2, 2, 7, seed=21)
+    cu = torch.tensor([0, 0, 2, 2, 7, 7])
+    names = ["u", "delta", "A", "B", "C", "delta_bias"]
+    inputs = tuple(x[k].clone().requires_grad_() for k in names)
+    for reverse in (False, True):
+        def states(u, delta, A, B, C, delta_bias, reverse=reverse):
+            return selective_scan_recurrent(u, delta, A, B, C, delta_bias=delta_bias, delta_softplus=True,
+                                            return_last_state=True, reverse=reverse, cu_seqlens=cu,
+                                            slab_elements=2 * 2 * 2 * 2)[1]
+        assert torch.autograd.gradcheck(states, inputs)
+
+
+# --------------------------------------------------------------------- empty sizes
+
+
+@pytest.mark.parametrize("sizes", [(0, 4, 3, 6), (2, 0, 3, 6), (2, 4, 0, 6), (2, 4, 3, 0), (0, 0, 0, 0)],
+                         ids=["batch0", "channels0", "state0", "length0", "all0"])
+@pytest.mark.parametrize("bc", ["variable", "grouped", "fixed"])
+@pytest.mark.parametrize("packed", [False, True])
+def test_empty_sizes_give_empty_results_forward_and_backward(sizes, bc, packed):
+    """batch 0, D = 0, N = 0 or L = 0: correctly shaped results, the skip term D * u where it is
+    defined (with N = 0 there is no state, so out = D u silu(z)), and a backward pass that gives
+    every input a gradient of its own shape equal to the reference loop's."""
+    batch, channels, state, length = sizes
+    x = make_inputs(batch, channels, state, length, bc=bc, groups=2, seed=3)
+    cu = torch.tensor([0, length // 2, length]) if packed else None
+    for reverse in (False, True):
+        results = []
+        for fn in (selective_scan, selective_scan_reference):
+            ts = {k: v.clone().requires_grad_() for k, v in x.items()}
+            out, last = fn(ts["u"], ts["delta"], ts["A"], ts["B"], ts["C"], ts["D"], ts["z"], ts["delta_bias"],
+                           delta_softplus=True, return_last_state=True, reverse=reverse, cu_seqlens=cu)
+            assert out.shape == (batch, channels, length)
+            assert last.shape == ((batch * 2, channels, state) if packed else (batch, channels, state))
+            (out.sum() + last.sum()).backward()
+            for k, v in ts.items():
+                assert v.grad is not None and v.grad.shape == v.shape, k
+            results.append((out, last, {k: v.grad for k, v in ts.items()}))
+        (out, last, grads), (out_r, last_r, grads_r) = results
+        skip = (x["u"] * x["D"][:, None]) * F.silu(x["z"])
+        if state == 0:
+            torch.testing.assert_close(out.detach(), skip)
+        torch.testing.assert_close(out, out_r)
+        torch.testing.assert_close(last, last_r)
+        for k in grads:
+            torch.testing.assert_close(grads[k], grads_r[k], msg=lambda m, k=k: f"gradient of {k}: {m}")

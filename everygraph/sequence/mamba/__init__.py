@@ -69,19 +69,27 @@ def selective_scan(
         delta_bias: ``[D]`` added to ``delta`` before the softplus, optional.
         delta_softplus: apply softplus to ``delta``.
         return_last_state: also return the state after the last step, ``[batch, D, N]``
-            (in the compute dtype).
+            (in the compute dtype); with ``cu_seqlens``, each packed sequence's own final state,
+            ``[batch * num_seqs, D, N]`` (row ``b * num_seqs + k`` is sequence ``k`` of batch
+            element ``b``, so ``[num_seqs, D, N]`` for a packed batch of one), zeros for an empty
+            sequence. With ``reverse`` a sequence's final state is the one at its first position.
         reverse: scan right to left (the flipped path graph), for bidirectional models.
         cu_seqlens: ``[num_seqs + 1]`` cumulative lengths of sequences packed along ``L``
             (like PyG's ``ptr``): must start at 0, never decrease (empty sequences allowed) and
             end at ``L``. The state resets at every boundary, so a packed batch equals each
-            sequence run alone. With ``return_last_state`` the state is the last sequence's.
+            sequence run alone.
 
     Returns:
         ``out`` ``[batch, D, L]`` in the dtype of ``u``, or ``(out, last_state)``.
         Computed in float32 (float64 when an input is float64) and cast back.
 
+    Empty sizes (batch 0, ``D = 0``, ``N = 0``, ``L = 0``) give correctly shaped results and
+    gradients (with ``N = 0`` there is no state: ``out = D u``, gated).
+
     Raises:
-        ValueError: a shape mismatch (both shapes named), a bad ``cu_seqlens``.
+        TypeError: an argument that is not a tensor (or not a bool for the flags).
+        ValueError: a shape mismatch (both shapes named), an integer, bool or complex tensor
+            (refused, not cast), a tensor on another device than ``u``, a bad ``cu_seqlens``.
         MemoryError: when a single position's working set exceeds the limit (with the estimate).
 
     Example:

@@ -60,6 +60,32 @@ def _shape(t: Tensor | None) -> list[int] | None:
     return None if t is None else list(t.shape)
 
 
+#: The dtypes the scan computes with (half dtypes are computed in float32 and cast back).
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_float_tensor(name: str, t: object, device: torch.device | None = None) -> None:
+    """A real floating-point tensor (on ``device`` when given), else a clear error: integer,
+    bool or complex inputs are refused rather than cast, since a cast would hide the mistake
+    (an integer step size, a complex ``A`` whose imaginary part would be dropped)."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        kind = "complex" if t.is_complex() else "integer" if t.dtype != torch.bool else "bool"
+        raise ValueError(
+            f"{name} must be a real floating-point tensor (float16, bfloat16, float32 or float64), "
+            f"got a {kind} tensor of dtype {t.dtype}; the scan does not cast it for you"
+        )
+    if device is not None and t.device != device:
+        raise ValueError(f"{name} must be on the device of u ({device}), got a tensor on {t.device}")
+
+
+def check_flag(name: str, value: object) -> None:
+    """A Python ``bool``, else a ``TypeError`` (a string such as ``"False"`` would be truthy)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__} {value!r}")
+
+
 def compute_dtype(*tensors: Tensor | None) -> torch.dtype:
     """float64 if any input is float64, else float32 (Mamba computes half inputs in float32
     and casts back; we keep float64 as float64 so double-precision checks mean something)."""
@@ -70,8 +96,6 @@ def compute_dtype(*tensors: Tensor | None) -> torch.dtype:
 
 def _check_bc(name: str, M: Tensor, batch: int, channels: int, length: int, state_size: int) -> int:
     """Validate ``B`` or ``C``; return its group count (1 when fixed or ungrouped)."""
-    if M.is_complex():
-        raise ValueError(f"complex {name} is not supported (only real A, B, C)")
     if M.dim() == 2:
         if tuple(M.shape) != (channels, state_size):
             raise ValueError(
@@ -100,9 +124,12 @@ def check_cu_seqlens(cu_seqlens: Tensor | None, length: int) -> Tensor | None:
     """Validate ``cu_seqlens`` and return the ``[L]`` keep mask (0 at each sequence start)."""
     if cu_seqlens is None:
         return None
-    if not isinstance(cu_seqlens, Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.is_floating_point():
-        raise ValueError(f"cu_seqlens must be a 1-D integer tensor, got {getattr(cu_seqlens, 'dtype', type(cu_seqlens))} "
-                         f"{_shape(cu_seqlens) if isinstance(cu_seqlens, Tensor) else ''}")
+    if not isinstance(cu_seqlens, Tensor):
+        raise TypeError(f"cu_seqlens must be a 1-D integer torch.Tensor [num_seqs + 1], got {type(cu_seqlens).__name__}")
+    if cu_seqlens.is_floating_point() or cu_seqlens.is_complex() or cu_seqlens.dtype == torch.bool:
+        raise ValueError(f"cu_seqlens must be a 1-D integer tensor (torch.long or torch.int32), got dtype {cu_seqlens.dtype}")
+    if cu_seqlens.dim() != 1:
+        raise ValueError(f"cu_seqlens must be a 1-D integer tensor [num_seqs + 1], got shape {list(cu_seqlens.shape)}")
     if cu_seqlens.numel() < 2:
         raise ValueError(f"cu_seqlens needs at least 2 entries [0, ..., L={length}], got {cu_seqlens.tolist()}")
     values = cu_seqlens.tolist()
@@ -137,16 +164,18 @@ def prepare(
 ) -> ScanInputs:
     """Check every argument (shapes named on both sides) and bring them into the layout of
     :class:`ScanInputs`. Never modifies the caller's tensors."""
-    for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
+    check_float_tensor("u", u)
+    for name, t in (("delta", delta), ("A", A), ("B", B), ("C", C)):
+        check_float_tensor(name, t, u.device)
+    for name, t in (("D", D), ("z", z), ("delta_bias", delta_bias)):
+        if t is not None:
+            check_float_tensor(name, t, u.device)
+    check_flag("delta_softplus", delta_softplus)
     if u.dim() != 3:
         raise ValueError(f"u must have shape [batch, D, L], got {list(u.shape)}")
     batch, channels, length = u.shape
     if delta.shape != u.shape:
         raise ValueError(f"delta must have the shape of u {list(u.shape)}, got {list(delta.shape)}")
-    if A.is_complex():
-        raise ValueError("complex A is not supported (only real A, B, C)")
     if A.dim() != 2 or A.shape[0] != channels:
         raise ValueError(f"A must have shape [D, N] with D = {channels} (u is {list(u.shape)}), got {list(A.shape)}")
     state_size = A.shape[1]
@@ -212,3 +241,37 @@ def flip_cu_seqlens(cu_seqlens: Tensor | None, length: int) -> Tensor | None:
     if cu_seqlens is None:
         return None
     return (length - cu_seqlens).flip(0)
+
+
+def final_positions(cu_seqlens: Tensor | None, length: int, reverse: bool) -> tuple[list[int], list[int]]:
+    """Where each non-empty sequence's final state is read: ``(positions, sequences)``, the
+    position (in the input's own order) of the step after which sequence ``sequences[i]`` ends,
+    its last position (its first when ``reverse``). Without ``cu_seqlens`` the whole input is one
+    sequence. Empty sequences are left out: their final state is the zero initial state."""
+    if cu_seqlens is None:
+        return ([0 if reverse else length - 1], [0]) if length else ([], [])
+    bounds = cu_seqlens.tolist()
+    positions, sequences = [], []
+    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        if hi > lo:
+            positions.append(lo if reverse else hi - 1)
+            sequences.append(k)
+    return positions, sequences
+
+
+def assemble_final_states(
+    finals: Tensor, sequences: list[int], cu_seqlens: Tensor | None, batch: int, channels: int, state_size: int
+) -> Tensor:
+    r"""The ``return_last_state`` result from the states read at :func:`final_positions`
+    (``finals`` ``[len(sequences), batch, D, N]``): ``[batch, D, N]`` without ``cu_seqlens``,
+    else one state per packed sequence, ``[batch * num_seqs, D, N]`` (row ``b * num_seqs + k``
+    is sequence ``k`` of batch element ``b``; ``[num_seqs, D, N]`` for the usual packed batch of
+    one), zeros for an empty sequence."""
+    num_seqs = 1 if cu_seqlens is None else cu_seqlens.numel() - 1
+    full = finals.new_zeros(num_seqs, batch, channels, state_size)
+    if sequences:
+        index = torch.tensor(sequences, device=finals.device)
+        full = full.index_copy(0, index, finals) if len(sequences) < num_seqs else finals
+    if cu_seqlens is None:
+        return full[0]
+    return full.transpose(0, 1).reshape(batch * num_seqs, channels, state_size)

@@ -38,11 +38,21 @@ hand (no autograd graph of ``L`` nodes, no saved per-step states), is what is le
 
 from __future__ import annotations
 
+import bisect
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ._inputs import check_cu_seqlens, finish, flip_cu_seqlens, prepare
+from ._inputs import (
+    assemble_final_states,
+    check_cu_seqlens,
+    check_flag,
+    final_positions,
+    finish,
+    flip_cu_seqlens,
+    prepare,
+)
 
 #: Elements of one ``[T, batch, D, N]`` slab buffer. Three such buffers live during the
 #: backward pass (decays, states, adjoint states), two during the forward pass. Small slabs
@@ -148,13 +158,19 @@ def _resets_in(resets: Tensor | None, lo: int, hi: int) -> Tensor | None:
     return inside - lo if inside.numel() else None
 
 
+def _ends_in(ends: list[int], lo: int, hi: int) -> tuple[int, int]:
+    """The range ``[j0, j1)`` of the sorted ``ends`` that fall in ``[lo, hi)``."""
+    return bisect.bisect_left(ends, lo), bisect.bisect_left(ends, hi)
+
+
 class SelectiveScanFunction(torch.autograd.Function):
     """The core on time-major tensors: ``u``, ``dt`` ``[L, batch, D]`` (``dt`` after bias and
-    softplus), ``A`` ``[D, N]``, ``B``, ``C`` ``[L, batch, G, N]`` or ``[D, N]``; returns
-    ``y = sum_n h C`` ``[L, batch, D]`` and the last state ``[batch, D, N]``."""
+    softplus), ``A`` ``[D, N]``, ``B``, ``C`` ``[L, batch, G, N]`` or ``[D, N]``; ``ends``: the
+    sorted positions whose states are returned (each packed sequence's last one); returns
+    ``y = sum_n h C`` ``[L, batch, D]`` and those states ``[len(ends), batch, D, N]``."""
 
     @staticmethod
-    def forward(ctx, u, dt, A, B, C, resets, slab_len, clamp, save_entries):  # noqa: D102
+    def forward(ctx, u, dt, A, B, C, resets, ends, slab_len, clamp, save_entries):  # noqa: D102
         length, batch, channels = u.shape
         n = A.shape[1]
         num_slabs = -(-length // slab_len)
@@ -164,6 +180,7 @@ class SelectiveScanFunction(torch.autograd.Function):
         # the states entering each slab, kept for the backward pass (1 / slab_len of [L, batch, D, N])
         entries = u.new_zeros(num_slabs if save_entries else 1, batch, channels, n)
         y = u.new_empty(length, batch, channels)
+        finals = u.new_empty(len(ends), batch, channels, n)
         h_steps, a_steps = h_buf.unbind(0), a_buf.unbind(0)
         state = None
         for k in range(num_slabs):
@@ -173,19 +190,21 @@ class SelectiveScanFunction(torch.autograd.Function):
             h = _input_term(h_buf[:T], dt[lo:hi] * u[lo:hi], _slab_of(B, lo, hi))
             _states(h, h_steps, a_steps, state)
             y[lo:hi] = _contract_state(h, _slab_of(C, lo, hi))
+            j0, j1 = _ends_in(ends, lo, hi)
+            for j in range(j0, j1):
+                finals[j].copy_(h_steps[ends[j] - lo])
             if k + 1 < num_slabs:
                 state = entries[k + 1] if save_entries else entries[0]
                 state.copy_(h[T - 1])
-        last = h_buf[T - 1].clone()
         ctx.save_for_backward(u, dt, A, B, C, entries, resets)
-        ctx.slab_len, ctx.clamp = slab_len, clamp
-        return y, last
+        ctx.slab_len, ctx.clamp, ctx.ends = slab_len, clamp, ends
+        return y, finals
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_y, grad_last):  # noqa: D102
+    def backward(ctx, grad_y, grad_finals):  # noqa: D102
         u, dt, A, B, C, entries, resets = ctx.saved_tensors
-        slab_len, clamp = ctx.slab_len, ctx.clamp
+        slab_len, clamp, ends = ctx.slab_len, ctx.clamp, ctx.ends
         need_u, need_dt, need_A, need_B, need_C = ctx.needs_input_grad[:5]
         length, batch, channels = u.shape
         n = A.shape[1]
@@ -201,7 +220,7 @@ class SelectiveScanFunction(torch.autograd.Function):
         grad_B = (torch.zeros_like(B) if _fixed(B) else torch.empty_like(B)) if need_B else None
         grad_C = (torch.zeros_like(C) if _fixed(C) else torch.empty_like(C)) if need_C else None
         h_steps, a_steps, g_steps = h_buf.unbind(0), a_buf.unbind(0), g_buf.unbind(0)
-        carry = grad_last  # the gradient reaching the state after the slab's last position
+        carry = None  # the gradient reaching the state after the slab's last position
         for k in reversed(range(num_slabs)):
             lo, hi = k * slab_len, min(length, (k + 1) * slab_len)
             T = hi - lo
@@ -216,6 +235,10 @@ class SelectiveScanFunction(torch.autograd.Function):
             g = _input_term(g_buf[:T], gy, C_s)
             if carry is not None:
                 g_steps[T - 1].add_(carry)
+            if grad_finals is not None:
+                j0, j1 = _ends_in(ends, lo, hi)
+                for j in range(j0, j1):
+                    g_steps[ends[j] - lo].add_(grad_finals[j])
             for t in range(T - 2, -1, -1):
                 g_steps[t].addcmul_(a_steps[t + 1], g_steps[t + 1])
             carry = a_steps[0] * g_steps[0] if k else None
@@ -251,7 +274,25 @@ class SelectiveScanFunction(torch.autograd.Function):
                     grad_dt[lo:hi] += _contract_state(g_dA, A)
                 if need_A:
                     grad_A += _contract_channels(g_dA, dt_s, A)
-        return grad_u, grad_dt, grad_A, grad_B, grad_C, None, None, None, None
+        return grad_u, grad_dt, grad_A, grad_B, grad_C, None, None, None, None, None
+
+
+class _StatelessScan(torch.autograd.Function):
+    """The core when ``batch * D * N = 0`` or ``L = 0``: there is no state to carry, so
+    ``y = 0`` and every gradient is zero (shapes as in :class:`SelectiveScanFunction`)."""
+
+    @staticmethod
+    def forward(ctx, u, dt, A, B, C, num_ends):  # noqa: D102
+        ctx.shapes = [(t.shape, t.dtype, t.device) for t in (u, dt, A, B, C)]
+        length, batch, channels = u.shape
+        return u.new_zeros(length, batch, channels), u.new_zeros(num_ends, batch, channels, A.shape[1])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y, grad_finals):  # noqa: D102
+        grads = [torch.zeros(shape, dtype=dtype, device=device) if need else None
+                 for (shape, dtype, device), need in zip(ctx.shapes, ctx.needs_input_grad)]
+        return (*grads, None)
 
 
 def _time_major(x: Tensor, reverse: bool) -> Tensor:
@@ -282,11 +323,13 @@ def selective_scan_recurrent(
     buffer (the slab length ``T`` is as long as this allows, at least 1; default
     :data:`DEFAULT_SLAB_ELEMENTS` on one CPU thread, else :data:`DEFAULT_SLAB_ELEMENTS_THREADED`),
     ``max_slab_bytes`` is the memory guard for the smallest possible slab."""
+    p = prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cu_seqlens)
+    check_flag("return_last_state", return_last_state)
+    check_flag("reverse", reverse)
     if slab_elements is None:
         # on a GPU (untested here) every op is a kernel launch: larger slabs, fewer launches
         one_cpu_thread = u.device.type == "cpu" and torch.get_num_threads() == 1
         slab_elements = DEFAULT_SLAB_ELEMENTS if one_cpu_thread else DEFAULT_SLAB_ELEMENTS_THREADED
-    p = prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cu_seqlens)
     batch, channels, length, n = p.batch, p.channels, p.length, p.state_size
     per_position = batch * channels * n
     itemsize = p.u.element_size()
@@ -297,10 +340,6 @@ def selective_scan_recurrent(
             f"({_LIVE_BUFFERS} buffers of [batch={batch}, D={channels}, N={n}]), over the limit of "
             f"{max_slab_bytes / 2**30:.2f} GiB; lower the batch, D or N (d_state), or raise max_slab_bytes"
         )
-    if length == 0:
-        out = finish(p.u.new_zeros(batch, channels, 0), u, D, z, u.dtype)
-        return (out, p.u.new_zeros(batch, channels, n)) if return_last_state else out
-    slab_len = max(1, min(length, slab_elements // per_position))
 
     def operand(M: Tensor, original: Tensor) -> Tensor:
         if original.dim() == 2:
@@ -310,17 +349,30 @@ def selective_scan_recurrent(
     u_t = _time_major(p.u.reshape(batch, channels, length), reverse)
     dt_t = _time_major(p.delta.reshape(batch, channels, length), reverse)
     A_c = p.A.reshape(channels, n)
-    keep = check_cu_seqlens(flip_cu_seqlens(cu_seqlens, length), length) if reverse else p.keep
-    resets = None if keep is None else torch.nonzero(~keep.to(u.device)).view(-1)
-    # the clamp costs a pass over the decays: skip it when no exponent can fall below the bound
-    dt_lo, dt_hi = torch.aminmax(dt_t.detach())
-    A_lo, A_hi = torch.aminmax(A_c.detach())
-    lowest = torch.stack([dt_lo * A_lo, dt_lo * A_hi, dt_hi * A_lo, dt_hi * A_hi]).min()
-    clamp = bool(lowest < MIN_LOG_DECAY)
-
     B_t, C_t = operand(p.B, B), operand(p.C, C)
-    save = torch.is_grad_enabled() and any(t.requires_grad for t in (u_t, dt_t, A_c, B_t, C_t))
-    y_t, last = SelectiveScanFunction.apply(u_t, dt_t, A_c, B_t, C_t, resets, slab_len, clamp, save)
+    # each packed sequence's final state is read after its last step in scan order
+    positions, sequences = final_positions(cu_seqlens, length, reverse)
+    ends = [length - 1 - i for i in positions] if reverse else positions
+    if reverse:
+        ends, sequences = ends[::-1], sequences[::-1]
+
+    if per_position == 0 or length == 0:
+        y_t, finals = _StatelessScan.apply(u_t, dt_t, A_c, B_t, C_t, len(ends))
+    else:
+        slab_len = max(1, min(length, slab_elements // per_position))
+        keep = check_cu_seqlens(flip_cu_seqlens(cu_seqlens, length), length) if reverse else p.keep
+        resets = None if keep is None else torch.nonzero(~keep.to(u.device)).view(-1)
+        # the clamp costs a pass over the decays: skip it when no exponent can fall below the bound
+        dt_lo, dt_hi = torch.aminmax(dt_t.detach())
+        A_lo, A_hi = torch.aminmax(A_c.detach())
+        lowest = torch.stack([dt_lo * A_lo, dt_lo * A_hi, dt_hi * A_lo, dt_hi * A_hi]).min()
+        clamp = bool(lowest < MIN_LOG_DECAY)
+        save = torch.is_grad_enabled() and any(t.requires_grad for t in (u_t, dt_t, A_c, B_t, C_t))
+        y_t, finals = SelectiveScanFunction.apply(u_t, dt_t, A_c, B_t, C_t, resets, ends, slab_len, clamp, save)
     y = (y_t.flip(0) if reverse else y_t).movedim(0, -1)
     out = finish(y, u, D, z, u.dtype)
-    return (out, last) if return_last_state else out
+    if not return_last_state:
+        return out
+    if reverse:
+        finals, sequences = finals.flip(0), sequences[::-1]
+    return out, assemble_final_states(finals, sequences, cu_seqlens, batch, channels, n)

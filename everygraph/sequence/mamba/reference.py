@@ -6,7 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._inputs import check_cu_seqlens, compute_dtype, finish, prepare
+from ._inputs import (
+    assemble_final_states,
+    check_cu_seqlens,
+    check_flag,
+    compute_dtype,
+    final_positions,
+    finish,
+    prepare,
+)
 
 
 def _per_channel(M: Tensor, channels: int, dtype: torch.dtype) -> Tensor:
@@ -46,9 +54,13 @@ def selective_scan_reference(
     with :math:`h_{-1} = 0` and :math:`h_{t-1} := 0` at each sequence start in ``cu_seqlens``.
     Each step builds only its own ``[batch, D, N]`` state; slices come from ``unbind`` so the
     backward pass stays linear in ``L``. Returns ``out`` ``[batch, D, L]`` and, with
-    ``return_last_state``, the state after the last step taken ``[batch, D, N]``.
+    ``return_last_state``, the state after the last step taken ``[batch, D, N]``; with
+    ``cu_seqlens`` too, each packed sequence's own final state ``[batch * num_seqs, D, N]``
+    (zeros for an empty sequence).
     """
     prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cu_seqlens)  # checks only
+    check_flag("return_last_state", return_last_state)
+    check_flag("reverse", reverse)
     dtype = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
     batch, channels, length = u.shape
     keep = check_cu_seqlens(cu_seqlens, length)
@@ -70,6 +82,9 @@ def selective_scan_reference(
 
     positions = range(length - 1, -1, -1) if reverse else range(length)
     x = torch.zeros(batch, channels, Ac.shape[1], dtype=dtype, device=u.device)
+    ends, sequences = final_positions(cu_seqlens, length, reverse)
+    final_of = dict(zip(ends, sequences))
+    finals: dict[int, Tensor] = {}
     ys: list[Tensor] = [None] * length  # type: ignore[list-item]
     for i in positions:
         decay = torch.exp(dt_steps[i][..., None] * Ac)  # [batch, D, N]
@@ -80,6 +95,19 @@ def selective_scan_reference(
         x_in = (dt_steps[i] * u_steps[i])[..., None] * B_i
         x = x_in if start else decay * x + x_in
         ys[i] = (x * C_i).sum(-1)
-    y = torch.stack(ys, dim=-1) if length else uc.new_zeros(batch, channels, 0)
+        if i in final_of:
+            finals[final_of[i]] = x
+    if length:
+        y = torch.stack(ys, dim=-1)
+    else:  # an empty [batch, D, 0], written as the terms of a step so that every input gets a gradient
+        B_0 = Bc[:, None] if B_steps is None else Bc.transpose(-1, -2)
+        C_0 = Cc[:, None] if C_steps is None else Cc.transpose(-1, -2)
+        y = ((dt * uc)[..., None] * torch.exp(dt[..., None] * Ac[:, None]) * B_0 * C_0).sum(-1)
     out = finish(y, u, D, z, u.dtype)
-    return (out, x) if return_last_state else out
+    if not return_last_state:
+        return out
+    if finals:
+        stacked = torch.stack([finals[k] for k in sorted(finals)])
+    else:
+        stacked = x.new_zeros(0, batch, channels, Ac.shape[1])
+    return out, assemble_final_states(stacked, sorted(finals), cu_seqlens, batch, channels, Ac.shape[1])
