@@ -1,6 +1,42 @@
-"""everygraph.sequence."""
+"""everygraph.sequence: the linear-recurrence engine on DAGs.
 
-from .plstm import lattice_gates, plstm_scan
+:func:`scan` is the one recurrence (states on edges, a transition kind, boundary states);
+``reference_scan``, ``wavefront_scan``, ``recurrent_scan``, ``chunked_scan`` and
+``lattice_scan`` are its executions under their own names; :func:`plstm_scan` (scalar kind)
+and :func:`selective_scan` (Mamba-1, elementwise kind on a path) are parameterisations.
+"""
+
 from .mamba import selective_scan, selective_scan_reference
+from .plstm import lattice_gates, plstm_scan
+from .recurrence import (
+    EXECUTIONS,
+    SUPPORTED_KINDS,
+    chunked_scan,
+    default_execution,
+    lattice_scan,
+    path_scan,
+    recurrent_scan,
+    reference_scan,
+    scan,
+    wavefront_scan,
+)
+from .transitions import KINDS, Boundary
 
-__all__: list[str] = ["plstm_scan", "lattice_gates", "selective_scan", "selective_scan_reference"]
+__all__: list[str] = [
+    "scan",
+    "path_scan",
+    "reference_scan",
+    "wavefront_scan",
+    "recurrent_scan",
+    "chunked_scan",
+    "lattice_scan",
+    "default_execution",
+    "Boundary",
+    "KINDS",
+    "EXECUTIONS",
+    "SUPPORTED_KINDS",
+    "plstm_scan",
+    "lattice_gates",
+    "selective_scan",
+    "selective_scan_reference",
+]

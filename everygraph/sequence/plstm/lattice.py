@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ...graphlib import Lattice
+from ..transitions import Boundary
 from .layout import lattice_layout, take
 
 CHUNK_SIZE = 64
@@ -32,8 +33,10 @@ def plstm_lattice(
     initial_state: Tensor | None,
     return_state: bool,
     chunk_size: int = CHUNK_SIZE,
+    boundary: Boundary | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """The recurrence of :func:`~everygraph.sequence.plstm.plstm_scan` on a 1D or 2D lattice."""
+    """The recurrence of :func:`~everygraph.sequence.plstm.plstm_scan` on a 1D or 2D lattice
+    (scalar transitions; ``boundary``: scalar gates of the virtual edges, None = unit)."""
     storage = _storage(lattice.shape, lattice.flip)
     if storage.node.device != q.device:
         storage = storage._replace(**{f: getattr(storage, f).to(q.device) for f in StorageOrder._tensors})
@@ -43,14 +46,39 @@ def plstm_lattice(
     T = take(transition, storage.line)  # [B, N, ndim(out), ndim(in), H]
     qs, ks, vs, Ds = q[:, node], k[:, node], v[:, node], direct[:, node]
     C0 = initial_state[:, node] if initial_state is not None else None
+    gates = None
+    if boundary is not None and (C0 is not None or return_state):
+        gates = _dense_boundary(boundary, storage, lattice.num_edges, q)
     if storage.path_axis is not None:
         axis = storage.path_axis
         S, M, T = S[:, :, axis], M[:, :, axis], T[:, :, axis, axis]
-        h, final = chunked_scan_1d(qs, ks, vs, S, T, M, Ds, C0, return_state, chunk_size)
+        if gates is not None:
+            gates = gates._replace(enter=gates.enter[:, :, axis], leave=gates.leave[:, :, axis])
+        h, final = chunked_scan_1d(qs, ks, vs, S, T, M, Ds, C0, return_state, chunk_size, gates=gates)
     else:
-        h, final = diagonal_scan_2d(storage, qs, ks, vs, S, T, M, Ds, C0, return_state)
+        h, final = diagonal_scan_2d(storage, qs, ks, vs, S, T, M, Ds, C0, return_state, gates=gates)
     h = h[:, storage.inverse]
     return h, (final[:, storage.inverse] if final is not None else None)
+
+
+def _dense_boundary(boundary: Boundary, storage: "StorageOrder", num_edges: int, like: Tensor) -> Boundary:
+    """Boundary gates in storage order, all fields present: ``mark``, ``source``, ``through``
+    ``[B, N, H]``; ``enter`` (per out-edge axis), ``leave`` (per in-edge axis) ``[B, N, ndim, H]``,
+    zero where the edge does not exist."""
+    B, _, H, _ = like.shape
+    node = storage.node
+
+    def per_node(t: Tensor | None) -> Tensor:
+        return like.new_ones(B, node.numel(), H) if t is None else t[:, node]
+
+    def per_edge(t: Tensor | None, index: Tensor) -> Tensor:
+        t = like.new_ones(B, num_edges, H) if t is None else t
+        return take(t, index)
+
+    return Boundary(
+        mark=per_node(boundary.mark), source=per_node(boundary.source), through=per_node(boundary.through),
+        enter=per_edge(boundary.enter, storage.out_edge), leave=per_edge(boundary.leave, storage.in_edge),
+    )
 
 
 class StorageOrder(NamedTuple):
@@ -112,6 +140,8 @@ def chunked_scan_1d(
     C0: Tensor | None,
     return_state: bool,
     chunk_size: int = CHUNK_SIZE,
+    *,
+    gates: Boundary | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     r"""Chunkwise-parallel 1D scan. ``q, k`` ``[B, L, H, dk]``, ``v`` ``[B, L, H, dv]``,
     gates ``[B, L, H]``: ``S[t]`` for edge ``t -> t+1``, ``T[t]`` through node ``t``,
@@ -138,6 +168,13 @@ def chunked_scan_1d(
 
     q, k, v, S, T, M, D = (chunks(x) for x in (q, k, v, S, T, M, D))
     C0 = chunks(C0) if C0 is not None else None
+    C0_read = C0_through = C0
+    if gates is not None:
+        gates = Boundary(*(chunks(g) for g in gates))
+        if C0 is not None:
+            C0_read = gates.mark[..., None, None] * C0
+            C0_through = gates.through[..., None, None] * C0
+            C0 = gates.enter[..., None, None] * C0  # the state injected into each out-edge
     rows = torch.arange(c + 1, device=q.device)
     below = rows[:, None] > rows[None, :]  # i > s: the product reaches T_{i-1}
     T_row = torch.cat([torch.ones_like(T[..., :1]), T], dim=-1)  # T_row[i] = T[i - 1]
@@ -161,16 +198,22 @@ def chunked_scan_1d(
     carried = torch.stack(carried, dim=2)  # [B, H, n, dk, dv], state entering each chunk
     h = h + torch.einsum("bhnid,bhndv->bhniv", q * (M * W_carry)[..., None], carried)
     if C0 is not None:
-        h = h + torch.einsum("bhnid,bhnidv->bhniv", q, C0)
+        h = h + torch.einsum("bhnid,bhnidv->bhniv", q, C0_read)
         h = h + torch.einsum("bhnid,bhnidv->bhniv", q, torch.einsum("bhnis,bhnsdv->bhnidv", M[..., None] * W_src, C0))
     final = None
     if return_state:
         # the in-edge state of every step, plus its own k v^T and injected state
         incoming = torch.einsum("bhni,bhndv->bhnidv", W_carry, carried)
         incoming = incoming + torch.einsum("bhnis,bhnsd,bhnsv->bhnidv", W_src * S[..., None, :], k, v)
-        final = incoming + k[..., :, None] * v[..., None, :]
         if C0 is not None:
-            final = final + C0 + torch.einsum("bhnis,bhnsdv->bhnidv", W_src, C0)
+            incoming = incoming + torch.einsum("bhnis,bhnsdv->bhnidv", W_src, C0)
+        kv = k[..., :, None] * v[..., None, :]
+        if gates is not None:
+            final = gates.leave[..., None, None] * incoming + gates.source[..., None, None] * kv
+        else:
+            final = incoming + kv
+        if C0 is not None:
+            final = final + C0_through
         final = final.movedim(1, 3).reshape(B, n * c, H, dk, dv)[:, :L]
     h = h.movedim(1, 3).reshape(B, n * c, H, dv)[:, :L]
     return h, final
@@ -187,6 +230,8 @@ def diagonal_scan_2d(
     D: Tensor,
     C0: Tensor | None,
     return_state: bool,
+    *,
+    gates: Boundary | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """2D scan, one batched step per anti-diagonal ``x + y = d``.
 
@@ -195,7 +240,8 @@ def diagonal_scan_2d(
     axis), ``T`` ``[B, N, 2(out), 2(in), H]``, ``D`` ``[B, N, H]``. Each diagonal is a
     contiguous block, and node ``(x, d - x)`` reads its in-edge along axis 1 from row ``x``
     of the previous block and along axis 0 from row ``x - 1``: shifted slices. Outputs are
-    in the same order.
+    in the same order. ``gates``: boundary gates in storage order (``enter``/``leave``
+    ``[B, N, 2, H]`` per axis) or None (unit).
     """
     B, N, H, dk = q.shape
     dv = v.shape[-1]
@@ -206,9 +252,13 @@ def diagonal_scan_2d(
     injected = None
     if C0 is not None:
         C0 = C0.reshape(B, N, H, K)
-        X, Y = int(storage.rows.max()) + 1, int(storage.cols.max()) + 1
-        exists = torch.stack([storage.rows < X - 1, storage.cols < Y - 1], dim=-1).to(C0.dtype)
-        injected = (C0[..., None, :] * exists[None, :, None, :, None]).movedim(1, 0).contiguous()
+        if gates is None:
+            X, Y = int(storage.rows.max()) + 1, int(storage.cols.max()) + 1
+            exists = torch.stack([storage.rows < X - 1, storage.cols < Y - 1], dim=-1).to(C0.dtype)
+            injected = C0[..., None, :] * exists[None, :, None, :, None]
+        else:
+            injected = C0[..., None, :] * gates.enter.transpose(-1, -2)[..., None]  # [B, N, H, 2, K]
+        injected = injected.movedim(1, 0).contiguous()
     # [B, N, H, 2(in), K]: the states on the in-edges of every node
     incoming = DiagonalRecurrence.apply(
         T.movedim(1, 0).contiguous(), S.movedim(1, 0).contiguous(), kv.movedim(1, 0).contiguous(), injected,
@@ -219,12 +269,17 @@ def diagonal_scan_2d(
     h = (q[..., :, None] * read.view(B, N, H, dk, dv)).sum(-2)
     h = h + D[..., None] * (q * k).sum(-1, keepdim=True) * v
     if C0 is not None:
-        h = h + (q[..., :, None] * C0.view(B, N, H, dk, dv)).sum(-2)
+        read_C0 = C0 if gates is None else gates.mark[..., None] * C0
+        h = h + (q[..., :, None] * read_C0.view(B, N, H, dk, dv)).sum(-2)
     final = None
     if return_state:
-        final = incoming.sum(3) + kv
+        if gates is None:
+            final = incoming.sum(3) + kv
+        else:
+            leave = gates.leave.transpose(-1, -2)[..., None]  # [B, N, H, 2, 1]
+            final = (leave * incoming).sum(3) + gates.source[..., None] * kv
         if C0 is not None:
-            final = final + C0
+            final = final + (C0 if gates is None else gates.through[..., None] * C0)
         final = final.view(B, N, H, dk, dv)
     return h, final
 

@@ -97,25 +97,42 @@ def lattice_gates(
     transition: Tensor,
     mark: Tensor,
     direct: Tensor | None = None,
-) -> tuple[Tensor, ...]:
-    """Dense per-node gates on a lattice -> the flat layout of :func:`plstm_scan`.
+    *,
+    boundary_axis: int | None = None,
+) -> tuple:
+    """Dense per-node gates on a lattice -> the flat layout of :func:`plstm_scan` and
+    :func:`~everygraph.sequence.scan`.
 
     A layer computes its gates per node; this keeps, per node, the gates of the edges that
     exist (an edge off the border of the grid has none). Axes are the lattice's own axes,
     whatever its ``flip``: ``source[..., i]`` belongs to the node's out-edge along axis
     ``i`` (towards ``c + 1``, or ``c - 1`` if that axis is flipped).
 
+    The gates of the edges off the border are the *boundary gates*: with ``boundary_axis=a``
+    they are returned as a :class:`~everygraph.sequence.Boundary` whose virtual edges are the
+    edges along axis ``a`` (node ``n``'s virtual in-edge is its in-edge along ``a``, read with
+    ``mark[..., a]``, passed on with ``transition[..., i, a]``; its virtual out-edge is its
+    out-edge along ``a``, with ``source[..., a]`` and ``transition[..., a, j]``). This is what
+    makes pieces compose: a lattice cut across axis ``a`` (a path at any step; a grid between
+    rows for ``a = 0``, between columns for ``a = 1``) scans piece by piece, each piece's
+    returned states on its last layer along ``a`` becoming the next piece's ``initial_state``
+    on its first layer.
+
     Args:
         lattice: the structure.
-        source: ``[B, *shape, H, ndim]``, :math:`S` for the out-edge along each axis.
-        transition: ``[B, *shape, H, ndim, ndim]``, ``[..., i, j]`` is :math:`T` from the
+        source: ``[B, *shape, H, ndim]`` (or ``[B, *shape, H, ndim, dk, dv]``, elementwise
+            weights), :math:`S` for the out-edge along each axis.
+        transition: ``[B, *shape, H, ndim, ndim, *gate]`` (``gate``: the trailing shape of the
+            transition kind, none for ``scalar``), ``[..., i, j, *gate]`` is :math:`T` from the
             in-edge along axis ``j`` to the out-edge along axis ``i``.
-        mark: ``[B, *shape, H, ndim]``, :math:`M` for the in-edge along each axis.
+        mark: ``[B, *shape, H, ndim]`` (or ``[..., ndim, dk, dv]``), :math:`M` for the in-edge
+            along each axis.
         direct: ``[B, *shape, H]`` or None.
+        boundary_axis: also return the boundary gates of this axis.
 
     Returns:
-        ``(source [B, E, H], transition [B, L, H], mark [B, E, H])`` and, if given,
-        ``direct [B, N, H]``.
+        ``(source [B, E, H], transition [B, L, H, *gate], mark [B, E, H])`` and, if given,
+        ``direct [B, N, H]``, then, with ``boundary_axis``, the :class:`Boundary`.
 
     Example:
         >>> lat = Lattice((4, 5), flip=(True, False))
@@ -123,28 +140,35 @@ def lattice_gates(
         >>> [g.shape[1] for g in lattice_gates(lat, s, t, m)]
         [31, 47, 31]
     """
+    from ..transitions import Boundary
+
     ndim, shape = lattice.ndim, list(lattice.shape)
     batch = source.shape[0] if source.dim() > 0 else 0
-    heads = source.shape[-2] if source.dim() >= 2 else 0
+    heads = source.shape[len(shape) + 1] if source.dim() > len(shape) + 1 else 0
+    base = 1 + ndim + 1  # [B, *shape, H]
+    weight_extra = list(source.shape[base + 1:]) if source.dim() > base + 1 else []
+    gate_extra = list(transition.shape[base + 2:]) if transition.dim() > base + 2 else []
     expected = dict(
-        source=(source, [batch, *shape, heads, ndim]),
-        transition=(transition, [batch, *shape, heads, ndim, ndim]),
-        mark=(mark, [batch, *shape, heads, ndim]),
+        source=(source, [batch, *shape, heads, ndim, *weight_extra]),
+        transition=(transition, [batch, *shape, heads, ndim, ndim, *gate_extra]),
+        mark=(mark, [batch, *shape, heads, ndim, *weight_extra]),
     )
     if direct is not None:
         expected["direct"] = (direct, [batch, *shape, heads])
     for name, (t, want) in expected.items():
         if list(t.shape) != want:
             raise ValueError(f"{name} must have shape {want} for {lattice} (dense per-node gates), got {list(t.shape)}")
+    if boundary_axis is not None and not 0 <= boundary_axis < ndim:
+        raise ValueError(f"boundary_axis must be an axis of {lattice} (0..{ndim - 1}), got {boundary_axis}")
     n = lattice.num_nodes
     src, dst = lattice.edge_index.to(source.device)
     axis = lattice.edge_axis.to(source.device)
     line = lattice_dag(lattice).line_graph()
     line_node, (e_in, e_out) = line.node.to(source.device), line.edge_index.to(source.device)
-    # axes next to the node dimension, so that advanced indexing keeps [B, edges, H]
-    s = source.reshape(batch, n, heads, ndim).movedim(-1, 2)
-    m = mark.reshape(batch, n, heads, ndim).movedim(-1, 2)
-    t = transition.reshape(batch, n, heads, ndim, ndim).movedim(2, -1)
+    # axes next to the node dimension, so that advanced indexing keeps [B, edges, H, ...]
+    s = source.reshape(batch, n, heads, ndim, *weight_extra).movedim(3, 2)
+    m = mark.reshape(batch, n, heads, ndim, *weight_extra).movedim(3, 2)
+    t = transition.reshape(batch, n, heads, ndim, ndim, *gate_extra).movedim(2, 4)
     flat = (
         s[:, src, axis],
         t[:, line_node, axis[e_out], axis[e_in]],
@@ -152,4 +176,11 @@ def lattice_gates(
     )
     if direct is not None:
         flat = flat + (direct.reshape(batch, n, heads),)
+    if boundary_axis is not None:
+        a = boundary_axis
+        flat = flat + (
+            Boundary(
+                mark=m[:, :, a], source=s[:, :, a], enter=t[:, src, axis, a], leave=t[:, dst, a, axis], through=t[:, :, a, a]
+            ),
+        )
     return flat

@@ -1,17 +1,12 @@
-"""The public op: :func:`plstm_scan` validates its inputs and picks an execution."""
+"""The public op: :func:`plstm_scan`, the ``scalar`` kind of :func:`~everygraph.sequence.scan`."""
 
 from __future__ import annotations
 
-import math
 from typing import Union
 
 from torch import Tensor
 
 from ...graphlib import DAG, Lattice
-from .lattice import plstm_lattice
-from .layout import lattice_dag
-from .reference import plstm_reference
-from .wavefront import plstm_wavefront
 
 Structure = Union[Lattice, DAG]
 
@@ -33,7 +28,8 @@ def plstm_scan(
     scale: float | None = None,
     execution: str | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    r"""pLSTM's linear recurrence with cell states on the edges of a DAG.
+    r"""pLSTM's linear recurrence with cell states on the edges of a DAG: the ``scalar`` kind
+    of :func:`~everygraph.sequence.scan` with unit boundary gates (a thin parameterisation).
 
     From `pLSTM: parallelizable Linear Source Transition Mark networks
     <https://arxiv.org/abs/2506.11997>`_ (Poeppel et al., 2025). For every node :math:`n`
@@ -72,7 +68,9 @@ def plstm_scan(
       1D lattice, the state before the first step is ``initial_state[:, first_node]``
       (zeros elsewhere); for 2D, states entering the first row/column.
     * ``return_state=True`` also returns ``[B, N, H, dk, dv]``, the state of every node's
-      virtual out-edge with source and transitions 1:
+      virtual out-edge with source and transitions 1 (for states that compose across
+      pieces, give the boundary gates: :func:`~everygraph.sequence.scan` with ``boundary``,
+      or :func:`~everygraph.sequence.path_scan`):
       :math:`\sum_{e \in \mathrm{in}(n)} C_e + C^0_n + k^n (v^n)^\top`. At a sink
       (the last node of a sequence; the last row/column of a grid) this is the final state.
 
@@ -108,50 +106,9 @@ def plstm_scan(
         raise ValueError(f"unknown execution {execution!r}; valid: {', '.join(EXECUTIONS)}")
     if execution == "lattice" and not (isinstance(structure, Lattice) and structure.ndim <= 2):
         raise ValueError(f"execution='lattice' needs a 1D or 2D Lattice, got {structure!r}")
-    dag = lattice_dag(structure) if isinstance(structure, Lattice) else structure
-    num_lines = dag.line_graph().node.numel()
-    _check_inputs(dag, num_lines, q, k, v, source, transition, mark, direct, initial_state)
-    if scale is None:
-        scale = 1.0 / math.sqrt(q.shape[-1])
-    q = q * scale
-    args = (q, k, v, source, transition, mark, direct, initial_state, return_state)
-    if execution == "reference":
-        h, state = plstm_reference(dag, *args)
-    elif execution == "wavefront":
-        h, state = plstm_wavefront(dag, *args)
-    else:
-        h, state = plstm_lattice(structure, *args)
-    return (h, state) if return_state else h
+    from ..recurrence import scan  # the engine; imported late, it imports this package's executions
 
-
-def _check_inputs(dag, num_lines, q, k, v, source, transition, mark, direct, initial_state) -> None:
-    tensors = dict(q=q, k=k, v=v, source=source, transition=transition, mark=mark, direct=direct)
-    for name, t in tensors.items():
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if q.dim() != 4:
-        raise ValueError(f"q must have shape [B, N, H, dk], got {list(q.shape)}")
-    B, _, H, dk = q.shape
-    dv = v.shape[-1] if v.dim() == 4 else -1
-    N, E = dag.num_nodes, dag.num_edges
-    expected = dict(
-        q=([B, N, H, dk], "[B, N, H, dk]"),
-        k=([B, N, H, dk], "[B, N, H, dk]"),
-        v=([B, N, H, dv], "[B, N, H, dv]"),
-        source=([B, E, H], "[B, E, H]"),
-        transition=([B, num_lines, H], "[B, L, H] (L = line-graph edges)"),
-        mark=([B, E, H], "[B, E, H]"),
-        direct=([B, N, H], "[B, N, H]"),
+    return scan(
+        structure, q, k, v, source, transition, mark, direct, kind="scalar", initial_state=initial_state,
+        return_state=return_state, scale=scale, execution=execution,
     )
-    if initial_state is not None:
-        tensors["initial_state"] = initial_state
-        expected["initial_state"] = ([B, N, H, dk, dv], "[B, N, H, dk, dv]")
-    for name, t in tensors.items():
-        shape, label = expected[name]
-        if list(t.shape) != shape:
-            raise ValueError(f"{name} must have shape {label} = {shape} for this structure (N={N}, E={E}, L={num_lines}), got {list(t.shape)}")
-    dtypes = {t.dtype for t in tensors.values()}
-    if len(dtypes) != 1:
-        raise ValueError(f"all inputs must share one dtype, got { {n: str(t.dtype) for n, t in tensors.items()} }")
-    if not next(iter(dtypes)).is_floating_point:
-        raise ValueError(f"inputs must be floating point, got {next(iter(dtypes))}")

@@ -1,0 +1,12 @@
+r"""Executions of :func:`~everygraph.sequence.scan`, one module each, one signature:
+``(dag_or_lattice, q, k, v, source, transition, mark, direct, kind, initial_state, boundary,
+return_state) -> (h, state)`` with ``q`` already scaled. The public names are the
+``*_scan`` functions of :mod:`everygraph.sequence`.
+
+- ``reference.py``: the plain topological loop, every kind (the readable spec).
+- ``wavefront.py``: one batched step per topological level, any DAG, every kind.
+- ``recurrent.py``: paths, one in-place step per position with a hand-written adjoint
+  (scalar, diagonal, elementwise).
+- chunked (paths) and lattice (2D anti-diagonal) for the scalar kind live in
+  ``sequence/plstm/lattice.py``.
+"""

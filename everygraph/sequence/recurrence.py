@@ -1,0 +1,343 @@
+r"""The one recurrence of the scan engine: states on DAG edges, a transition kind, boundary
+states; :func:`scan` validates and dispatches to an execution (``executions/``).
+
+Every model of ``everygraph.sequence`` is a parameterisation of :func:`scan`: pLSTM
+(:func:`~everygraph.sequence.plstm_scan`, ``kind="scalar"``), Mamba-1
+(:func:`~everygraph.sequence.selective_scan`, ``kind="elementwise"`` on a path), and through
+the kinds GLA/HGRN2 (``diagonal``) and delta-rule models (``householder``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Union
+
+import torch
+from torch import Tensor
+
+from ..graphlib import DAG, Lattice
+from .executions.recurrent import recurrent as _recurrent
+from .executions.reference import reference as _reference
+from .executions.wavefront import wavefront as _wavefront
+from .plstm.lattice import plstm_lattice
+from .plstm.layout import lattice_dag, lattice_gates
+from .transitions import KINDS, Boundary, check_kind, gate_dims, gate_shape
+
+Structure = Union[Lattice, DAG]
+
+#: execution -> the transition kinds it runs
+SUPPORTED_KINDS = {
+    "reference": KINDS,
+    "wavefront": KINDS,
+    "recurrent": ("scalar", "diagonal", "elementwise"),
+    "chunked": ("scalar",),
+    "lattice": ("scalar",),
+}
+EXECUTIONS = tuple(SUPPORTED_KINDS)
+
+
+def _is_path(structure: Structure) -> bool:
+    return isinstance(structure, Lattice) and sum(size > 1 for size in structure.shape) <= 1
+
+
+def default_execution(structure: Structure, kind: str) -> str:
+    """The execution the structure picks: dense paths where the structure and kind allow."""
+    if _is_path(structure):
+        return "chunked" if kind == "scalar" else "recurrent" if kind in SUPPORTED_KINDS["recurrent"] else "wavefront"
+    if isinstance(structure, Lattice) and structure.ndim == 2 and kind == "scalar":
+        return "lattice"
+    return "wavefront"
+
+
+def scan(
+    structure: Structure,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    source: Tensor,
+    transition: Tensor,
+    mark: Tensor,
+    direct: Tensor,
+    *,
+    kind: str = "scalar",
+    initial_state: Tensor | None = None,
+    return_state: bool = False,
+    boundary: Boundary | None = None,
+    scale: float | None = None,
+    execution: str | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    r"""The linear recurrence with matrix states on the edges of a DAG, for any transition kind.
+
+    For every node :math:`n` in topological order, every head, with states
+    :math:`C_e \in \mathbb{R}^{d_k \times d_v}` on edges:
+
+    .. math::
+        C_e &= \sum_{e' \in \mathrm{in}(n)} T^n_{e e'}\big(C_{e'}\big) + S_e \odot k^n (v^n)^\top
+               \qquad (e \in \mathrm{out}(n)) \\
+        h^n &= \sum_{e \in \mathrm{in}(n)} (\tilde q^n)^\top \big(M_e \odot C_e\big)
+               + D^n\, (\tilde q^n \cdot k^n)\, v^n, \qquad \tilde q^n = \mathrm{scale}\cdot q^n
+
+    :math:`T` is a linear map of the given ``kind`` (see
+    :mod:`~everygraph.sequence.transitions`): ``scalar`` :math:`tC`, ``diagonal``
+    :math:`\mathrm{diag}(\alpha) C`, ``elementwise`` :math:`A \odot C`, ``householder``
+    :math:`\prod_i \gamma_i (I - \beta_i w_i w_i^\top) C`. :math:`S`, :math:`M` are weights: a
+    scalar per head, or elementwise ``[dk, dv]``.
+
+    **Layout (flat, shared by all executions).** Nodes in the structure's node order
+    (row-major for a :class:`~everygraph.graphlib.Lattice`), edges in the column order of
+    ``structure.edge_index``, line-graph edges in the order of ``structure.line_graph()`` (for
+    a lattice: ``structure.to_dag().line_graph()``); :func:`lattice_gates` builds these from
+    dense per-node gates.
+
+    * ``q``, ``k``: ``[B, N, H, dk]``; ``v``: ``[B, N, H, dv]``; ``direct``: ``[B, N, H]``.
+    * ``source``, ``mark``: ``[B, E, H]`` or ``[B, E, H, dk, dv]``.
+    * ``transition``: ``[B, L, H, *gate]``, ``gate`` = ``()``, ``(dk,)``, ``(dk, dv)`` or
+      ``(r, dk + 2)`` by kind, for line-graph edge ``(e_in, e_out)`` through node ``n``.
+
+    **Boundary states.** Every node has one virtual in-edge, carrying
+    ``initial_state[:, n]``, and one virtual out-edge, whose state ``return_state`` returns.
+    They are gated like real edges by ``boundary`` (a :class:`Boundary`: ``mark``,
+    ``source``, ``enter`` = virtual in -> real out, ``leave`` = real in -> virtual out,
+    ``through`` = virtual in -> virtual out; a missing field is the identity):
+
+    .. math::
+        h^n &\mathrel{+}= (\tilde q^n)^\top (M^\partial_n \odot C^0_n), \qquad
+        C_e \mathrel{+}= T^\partial_{e}(C^0_{\mathrm{tail}(e)}) \\
+        C^{out}_n &= \sum_{e \in \mathrm{in}(n)} L^\partial_e(C_e) + S^\partial_n \odot k^n (v^n)^\top
+                   + P^\partial_n(C^0_n)
+
+    With the gates of the edges a cut removes (the node's own gates: the convention of the
+    official pLSTM code; :func:`lattice_gates` with ``boundary_axis``, :func:`path_scan`),
+    scanning a structure equals scanning its pieces in topological order with the boundary
+    states passed along. Without ``boundary`` the virtual edges have unit gates.
+
+    Args:
+        structure: a :class:`~everygraph.graphlib.Lattice` or a
+            :class:`~everygraph.graphlib.DAG` (possibly a batch of graphs).
+        q, k, v, source, transition, mark, direct: see the layout above.
+        kind: ``"scalar"`` (default), ``"diagonal"``, ``"elementwise"`` or ``"householder"``.
+        initial_state: ``[B, N, H, dk, dv]`` or None (zeros).
+        return_state: also return the virtual out-edge states ``[B, N, H, dk, dv]``.
+        boundary: gates of the virtual edges (:class:`Boundary`), or None (unit).
+        scale: multiplies ``q`` (default :math:`1/\sqrt{d_k}`).
+        execution: ``"reference"``, ``"wavefront"``, ``"recurrent"`` (paths),
+            ``"chunked"`` (paths, scalar), ``"lattice"`` (1D/2D lattices, scalar); default:
+            picked by the structure and kind (:func:`default_execution`). The result is the same.
+
+    Returns:
+        ``h`` ``[B, N, H, dv]``, or ``(h, state)`` with ``state`` ``[B, N, H, dk, dv]``.
+
+    Example:
+        >>> lat = Lattice((6,))
+        >>> q, k, v = torch.randn(1, 6, 1, 4), torch.randn(1, 6, 1, 4), torch.randn(1, 6, 1, 3)
+        >>> decay = torch.rand(1, 4, 1, 4, 3)  # one elementwise transition per line-graph edge
+        >>> h = scan(lat, q, k, v, torch.ones(1, 5, 1), decay, torch.ones(1, 5, 1), torch.ones(1, 6, 1),
+        ...          kind="elementwise")
+    """
+    if not isinstance(structure, (Lattice, DAG)):
+        raise TypeError(f"structure must be a graphlib.Lattice or graphlib.DAG, got {type(structure).__name__}")
+    kind = check_kind(kind)
+    if execution is None:
+        execution = default_execution(structure, kind)
+    if execution not in SUPPORTED_KINDS:
+        raise ValueError(f"unknown execution {execution!r}; valid: {', '.join(EXECUTIONS)}")
+    if kind not in SUPPORTED_KINDS[execution]:
+        raise ValueError(
+            f"execution={execution!r} runs the kinds {', '.join(SUPPORTED_KINDS[execution])}, not {kind!r}; "
+            "use 'reference' or 'wavefront'"
+        )
+    if execution in ("recurrent", "chunked") and not _is_path(structure):
+        raise ValueError(f"execution={execution!r} needs a path (a Lattice with one axis longer than 1), got {structure!r}")
+    if execution == "lattice" and not (isinstance(structure, Lattice) and structure.ndim <= 2):
+        raise ValueError(f"execution='lattice' needs a 1D or 2D Lattice, got {structure!r}")
+    dag = lattice_dag(structure) if isinstance(structure, Lattice) else structure
+    num_lines = dag.line_graph().node.numel()
+    check_inputs(dag, num_lines, kind, q, k, v, source, transition, mark, direct, initial_state, boundary)
+    if execution in ("chunked", "lattice"):
+        weights = [source, mark] + ([] if boundary is None else [boundary.mark, boundary.source])
+        if any(w is not None and w.dim() > 3 for w in weights):
+            raise ValueError(f"execution={execution!r} takes scalar source and mark weights [B, E, H]; use 'recurrent' or 'wavefront'")
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    q = q * scale
+    if execution == "reference":
+        h, state = _reference(dag, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
+    elif execution == "wavefront":
+        h, state = _wavefront(dag, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
+    elif execution == "recurrent":
+        h, state = _recurrent(structure, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
+    else:
+        h, state = plstm_lattice(structure, q, k, v, source, transition, mark, direct, initial_state, return_state, boundary=boundary)
+    return (h, state) if return_state else h
+
+
+def check_inputs(dag, num_lines, kind, q, k, v, source, transition, mark, direct, initial_state, boundary) -> None:
+    """Shapes, dtypes and types of :func:`scan`'s tensors, each error naming both shapes."""
+    tensors = dict(q=q, k=k, v=v, source=source, transition=transition, mark=mark, direct=direct)
+    for name, t in tensors.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if q.dim() != 4:
+        raise ValueError(f"q must have shape [B, N, H, dk], got {list(q.shape)}")
+    B, _, H, dk = q.shape
+    dv = v.shape[-1] if v.dim() == 4 else -1
+    N, E = dag.num_nodes, dag.num_edges
+    if kind == "householder" and (transition.dim() != 5 or transition.shape[-2] < 1):
+        raise ValueError(f"a householder transition must have shape [B, L, H, r, dk + 2] with r >= 1, got {list(transition.shape)}")
+    gate = gate_shape(kind, dk, dv, transition)
+    gate_label = {"scalar": "", "diagonal": ", dk", "elementwise": ", dk, dv", "householder": ", r, dk + 2"}[kind]
+
+    def weight(t: Tensor, rows: int, label: str) -> tuple[list[int], str]:
+        if t.dim() == 5:
+            return [B, rows, H, dk, dv], f"[B, {label}, H, dk, dv]"
+        return [B, rows, H], f"[B, {label}, H] (or [B, {label}, H, dk, dv])"
+
+    expected = dict(
+        q=([B, N, H, dk], "[B, N, H, dk]"),
+        k=([B, N, H, dk], "[B, N, H, dk]"),
+        v=([B, N, H, dv], "[B, N, H, dv]"),
+        source=weight(source, E, "E"),
+        transition=([B, num_lines, H, *gate], f"[B, L, H{gate_label}] (L = line-graph edges, kind={kind!r})"),
+        mark=weight(mark, E, "E"),
+        direct=([B, N, H], "[B, N, H]"),
+    )
+    if initial_state is not None:
+        tensors["initial_state"] = initial_state
+        expected["initial_state"] = ([B, N, H, dk, dv], "[B, N, H, dk, dv]")
+    if boundary is not None:
+        if not isinstance(boundary, Boundary):
+            raise TypeError(f"boundary must be a sequence.Boundary, got {type(boundary).__name__}")
+        for field, rows, label in (("mark", N, "N"), ("source", N, "N")):
+            t = getattr(boundary, field)
+            if t is not None:
+                tensors[f"boundary.{field}"] = t
+                expected[f"boundary.{field}"] = weight(t, rows, label)
+        for field, rows, label in (("enter", E, "E"), ("leave", E, "E"), ("through", N, "N")):
+            t = getattr(boundary, field)
+            if t is not None:
+                tensors[f"boundary.{field}"] = t
+                expected[f"boundary.{field}"] = ([B, rows, H, *gate_shape(kind, dk, dv, t)], f"[B, {label}, H{gate_label}]")
+    for name, t in tensors.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        shape, label = expected[name]
+        if list(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {label} = {shape} for this structure (N={N}, E={E}, L={num_lines}), got {list(t.shape)}")
+    dtypes = {t.dtype for t in tensors.values()}
+    if len(dtypes) != 1:
+        raise ValueError(f"all inputs must share one dtype, got { {n: str(t.dtype) for n, t in tensors.items()} }")
+    if not next(iter(dtypes)).is_floating_point:
+        raise ValueError(f"inputs must be floating point, got {next(iter(dtypes))}")
+    assert gate_dims(kind) == len(gate)
+
+
+def path_scan(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    source: Tensor,
+    transition: Tensor,
+    mark: Tensor,
+    direct: Tensor,
+    *,
+    kind: str = "scalar",
+    state: Tensor | None = None,
+    scale: float | None = None,
+    execution: str | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""Scan one piece of a sequence given the state entering it; return the outputs and the
+    state leaving it. Pieces compose: for any split ``L = L_1 + L_2``,
+    ``path_scan(x[:, :L_1], state=s)`` then ``path_scan(x[:, L_1:], state=s_1)`` equals
+    ``path_scan(x, state=s)`` (outputs concatenated, same final state), forward and backward.
+
+    Gates are dense, one per step (the convention of the official pLSTM code): ``source[:, t]``
+    for the edge leaving step ``t``, ``transition[:, t]`` through step ``t``, ``mark[:, t]`` for
+    the edge entering step ``t``. The entering state is read at step 0 with ``mark[:, 0]`` and
+    passed on with ``transition[:, 0]``; the leaving state is
+    :math:`T_{L-1}(C_{in}) + S_{L-1} k v^\top` of the last step (its own transition and source):
+
+    .. math::
+        C_t = T_t(C_{t-1}) + S_t \odot k_t v_t^\top, \quad
+        h_t = \tilde q_t^\top (M_t \odot C_{t-1}) + D_t (\tilde q_t \cdot k_t) v_t,
+        \quad C_{-1} = \text{state}
+
+    Args:
+        q, k: ``[B, L, H, dk]``; v: ``[B, L, H, dv]``; direct: ``[B, L, H]``.
+        source, mark: ``[B, L, H]`` or ``[B, L, H, dk, dv]``.
+        transition: ``[B, L, H, *gate]`` (see :func:`scan`'s kinds).
+        kind: the transition kind.
+        state: ``[B, H, dk, dv]`` entering the piece, or None (zeros).
+        scale, execution: as in :func:`scan`.
+
+    Returns:
+        ``h`` ``[B, L, H, dv]`` and the leaving state ``[B, H, dk, dv]``.
+    """
+    if q.dim() != 4:
+        raise ValueError(f"q must have shape [B, L, H, dk], got {list(q.shape)}")
+    B, length, H, dk = q.shape
+    dv = v.shape[-1]
+    if state is not None and list(state.shape) != [B, H, dk, dv]:
+        raise ValueError(f"state must have shape [B, H, dk, dv] = {[B, H, dk, dv]}, got {list(state.shape)}")
+    if length == 0:
+        out_state = state if state is not None else q.new_zeros(B, H, dk, dv)
+        return v.new_zeros(B, 0, H, dv), out_state
+    lattice = Lattice((length,))
+    extra = gate_dims(check_kind(kind))
+    if transition.dim() != 3 + extra:
+        raise ValueError(f"transition must have shape [B, L, H, *gate] for kind={kind!r}, got {list(transition.shape)}")
+    if source.dim() != mark.dim():  # one elementwise, one scalar: both elementwise
+        source, mark = (t if t.dim() == 5 else t[..., None, None].expand(B, length, H, dk, dv) for t in (source, mark))
+    flat = lattice_gates(
+        lattice,
+        source.unsqueeze(3),
+        transition.reshape(*transition.shape[:3], 1, 1, *transition.shape[3:]),
+        mark.unsqueeze(3),
+        direct,
+        boundary_axis=0,
+    )
+    S, T, M, D, boundary = flat
+    initial = None
+    if state is not None:
+        initial = torch.cat([state[:, None], state.new_zeros(B, length - 1, H, dk, dv)], dim=1)
+    h, states = scan(
+        lattice, q, k, v, S, T, M, D, kind=kind, initial_state=initial, return_state=True, boundary=boundary,
+        scale=scale, execution=execution,
+    )
+    return h, states[:, -1]
+
+
+def _execution(name: str):
+    def run(
+        structure: Structure,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        source: Tensor,
+        transition: Tensor,
+        mark: Tensor,
+        direct: Tensor,
+        *,
+        kind: str = "scalar",
+        initial_state: Tensor | None = None,
+        return_state: bool = False,
+        boundary: Boundary | None = None,
+        scale: float | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        return scan(
+            structure, q, k, v, source, transition, mark, direct, kind=kind, initial_state=initial_state,
+            return_state=return_state, boundary=boundary, scale=scale, execution=name,
+        )
+
+    run.__name__ = run.__qualname__ = f"{name}_scan"
+    run.__doc__ = (
+        f""":func:`scan` with ``execution="{name}"`` (same arguments, same result); runs the kinds
+        {', '.join(SUPPORTED_KINDS[name])}."""
+    )
+    return run
+
+
+reference_scan = _execution("reference")
+wavefront_scan = _execution("wavefront")
+recurrent_scan = _execution("recurrent")
+chunked_scan = _execution("chunked")
+lattice_scan = _execution("lattice")

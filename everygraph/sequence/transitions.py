@@ -1,0 +1,134 @@
+r"""Transition kinds and boundary gates of the scan engine (the algebra, written once).
+
+A state :math:`C \in \mathbb{R}^{d_k \times d_v}` (per head) moves along a line-graph edge by a
+linear map :math:`C \mapsto T(C)`. The *kind* says which family :math:`T` belongs to and the
+trailing shape of the tensor that holds it:
+
+=============== ======================= =====================================================
+kind            gate shape (trailing)   map
+=============== ======================= =====================================================
+``scalar``      ``()``                  :math:`t\,C` (pLSTM, Mamba-2/SSD, RetNet, simple GLA)
+``diagonal``    ``(dk,)``               :math:`\mathrm{diag}(\alpha)\,C` (GLA, HGRN2)
+``elementwise`` ``(dk, dv)``            :math:`A \odot C` (Mamba-1: :math:`e^{\Delta_d A_{dn}}`)
+``householder`` ``(r, dk + 2)``         :math:`F_{r-1} \cdots F_0\, C`,
+                                        :math:`F_i = \gamma_i (I - \beta_i w_i w_i^\top)`
+=============== ======================= =====================================================
+
+For ``householder`` row ``i`` of the gate packs :math:`(w_i \in \mathbb{R}^{d_k}, \beta_i,
+\gamma_i)`: ``gate[..., i, :dk]`` = :math:`w_i`, ``gate[..., i, dk]`` = :math:`\beta_i`,
+``gate[..., i, dk + 1]`` = :math:`\gamma_i` (a scalar gate per factor; 1 for plain
+DeltaNet/DeltaProduct). Factor 0 is applied first.
+
+Sources and marks are per-edge *weights*: a scalar per head ``[..., H]`` or an elementwise
+weight ``[..., H, dk, dv]`` (any kind), applied as :func:`apply_weight`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+KINDS = ("scalar", "diagonal", "elementwise", "householder")
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    return kind
+
+
+def gate_dims(kind: str) -> int:
+    """Number of trailing dimensions a transition of this kind adds to ``[..., H]``."""
+    return {"scalar": 0, "diagonal": 1, "elementwise": 2, "householder": 2}[kind]
+
+
+def gate_shape(kind: str, dk: int, dv: int, gate: Tensor | None = None) -> list[int]:
+    """The trailing shape of a transition of ``kind`` (``householder``: ``r`` read from ``gate``)."""
+    if kind == "scalar":
+        return []
+    if kind == "diagonal":
+        return [dk]
+    if kind == "elementwise":
+        return [dk, dv]
+    factors = gate.shape[-2] if gate is not None and gate.dim() >= 2 else 1
+    return [factors, dk + 2]
+
+
+def apply_transition(kind: str, gate: Tensor, state: Tensor) -> Tensor:
+    r"""The map :math:`T(C)` of one kind, batched: ``gate`` ``[..., *gate_shape]``,
+    ``state`` ``[..., dk, dv]`` (leading dimensions broadcast)."""
+    if kind == "scalar":
+        return gate[..., None, None] * state
+    if kind == "diagonal":
+        return gate[..., :, None] * state
+    if kind == "elementwise":
+        return gate * state
+    dk = state.shape[-2]
+    for i in range(gate.shape[-2]):
+        w, beta, gamma = gate[..., i, :dk], gate[..., i, dk], gate[..., i, dk + 1]
+        projected = torch.einsum("...k,...kv->...v", w, state)  # w^T C
+        state = gamma[..., None, None] * (state - (beta[..., None] * w)[..., :, None] * projected[..., None, :])
+    return state
+
+
+def identity_transition(kind: str, dk: int, dv: int, like: Tensor, lead: tuple[int, ...]) -> Tensor:
+    """Gates of the identity map, ``[*lead, *gate_shape]``."""
+    if kind == "householder":  # one factor with beta = 0, gamma = 1
+        gate = like.new_zeros(*lead, 1, dk + 2)
+        gate[..., 0, dk + 1] = 1.0
+        return gate
+    return like.new_ones(*lead, *gate_shape(kind, dk, dv))
+
+
+def apply_weight(weight: Tensor, state: Tensor) -> Tensor:
+    """A source or mark weight on a state: ``weight`` ``[..., H]`` (scalar) or
+    ``[..., H, dk, dv]`` (elementwise); ``state`` ``[..., H, dk, dv]``."""
+    if weight.dim() == state.dim():
+        return weight * state
+    return weight[..., None, None] * state
+
+
+def weight_is_elementwise(weight: Tensor, per_head_dims: int) -> bool:
+    """Whether a source/mark tensor carries ``[dk, dv]`` after its ``per_head_dims`` dims."""
+    return weight.dim() == per_head_dims + 2
+
+
+class Boundary(NamedTuple):
+    r"""Gates of the *virtual* edges through which states enter and leave a structure.
+
+    Every node :math:`n` has one virtual in-edge (carrying ``initial_state[:, n]``) and one
+    virtual out-edge (whose state ``return_state`` returns). They are gated like real edges:
+
+    * ``mark`` ``[B, N, H]`` or ``[B, N, H, dk, dv]``: how node ``n`` reads its virtual in-edge;
+    * ``source`` ``[B, N, H]`` or ``[B, N, H, dk, dv]``: node ``n``'s source onto its virtual
+      out-edge;
+    * ``enter`` ``[B, E, H, *gate]``: transition from the virtual in-edge of edge ``e``'s tail
+      into ``e``;
+    * ``leave`` ``[B, E, H, *gate]``: transition from ``e`` into the virtual out-edge of its head;
+    * ``through`` ``[B, N, H, *gate]``: from node ``n``'s virtual in-edge to its virtual out-edge.
+
+    A field left ``None`` is the identity (weight 1). All ``None`` is the unit convention: a
+    state passed in is read and passed on unchanged. To cut a structure into pieces that
+    compose, give each piece the gates of the edges its cut removes
+    (:func:`~everygraph.sequence.lattice_gates` with ``boundary_axis`` does this on lattices).
+    """
+
+    mark: Tensor | None = None
+    source: Tensor | None = None
+    enter: Tensor | None = None
+    leave: Tensor | None = None
+    through: Tensor | None = None
+
+
+def resolve_boundary(boundary: Boundary | None, kind: str, B: int, N: int, E: int, H: int, dk: int, dv: int, like: Tensor) -> Boundary:
+    """Every field of ``boundary`` as a tensor (identities where ``None``)."""
+    boundary = boundary if boundary is not None else Boundary()
+    return Boundary(
+        mark=boundary.mark if boundary.mark is not None else like.new_ones(B, N, H),
+        source=boundary.source if boundary.source is not None else like.new_ones(B, N, H),
+        enter=boundary.enter if boundary.enter is not None else identity_transition(kind, dk, dv, like, (B, E, H)),
+        leave=boundary.leave if boundary.leave is not None else identity_transition(kind, dk, dv, like, (B, E, H)),
+        through=boundary.through if boundary.through is not None else identity_transition(kind, dk, dv, like, (B, N, H)),
+    )
