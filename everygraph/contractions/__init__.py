@@ -3,6 +3,7 @@
 from .basis import basis, connected_patterns
 from .expressivity import Verdict, analyze, computable, get_model, known_models
 from .evaluate import ContractionMemoryError, evaluate, evaluate_reference
+from .schedule import Workspace
 from .pattern import Pattern
 from .plan import ContractionPlan, compile
 
@@ -20,4 +21,5 @@ __all__: list[str] = [
     "evaluate",
     "evaluate_reference",
     "ContractionMemoryError",
+    "Workspace",
 ]

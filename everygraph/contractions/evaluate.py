@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -31,10 +32,14 @@ import torch
 
 from .pattern import VERTEX_LETTERS, Pattern
 from .plan import ContractionPlan
+from .schedule import Schedule, Workspace, build_schedule
 
 __all__ = [
     "evaluate",
     "evaluate_reference",
+    "estimate_memory",
+    "Workspace",
+    "LAYOUTS",
     "dense_inputs",
     "ContractionMemoryError",
     "available_memory",
@@ -130,6 +135,53 @@ def _result_shapes(plan: ContractionPlan, B: int, n: int) -> dict[str, tuple[int
     }
 
 
+LAYOUTS = ("channel_last", "channel_first")
+
+
+def _output_shape(output: str, B: int, n: int, k: int, layout: str) -> tuple[int, ...]:
+    nodes = {"invariant": (), "node": (n,), "edge": (n, n)}[output]
+    return (B, *nodes, k) if layout == "channel_last" else (B, k, *nodes)
+
+
+def _channel_view(t: torch.Tensor, k: int, layout: str) -> torch.Tensor:
+    """Channel ``k`` of an output tensor in ``layout``: ``[B]``, ``[B, n]`` or ``[B, n, n]``."""
+    return t[..., k] if layout == "channel_last" else t[:, k]
+
+
+def _check_out(out: Any, plan: ContractionPlan, B: int, n: int, layout: str, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+    outputs = plan.outputs
+    if isinstance(out, torch.Tensor):
+        if len(outputs) != 1:
+            raise ValueError(f"the plan has outputs {outputs}; pass out as a dict {{output: tensor}}")
+        out = {outputs[0]: out}
+    if not isinstance(out, dict) or set(out) != set(outputs):
+        raise ValueError(f"out must be a tensor (one output type) or a dict with keys {outputs}, got {type(out).__name__}")
+    for o, t in out.items():
+        want = _output_shape(o, B, n, len(plan.indices(o)), layout)
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != want:
+            raise ValueError(f"out[{o!r}] must have shape {want} ({layout}), got {tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+        if t.dtype != dtype or t.device != device:
+            raise ValueError(f"out[{o!r}] must be {dtype} on {device} like the input, got {t.dtype} on {t.device}")
+    return out
+
+
+def _schedule_key(slots: list[torch.Tensor], B: int, n: int, symmetric: bool) -> tuple:
+    return (B, n, symmetric, tuple((tuple(s.shape), s.stride()) for s in slots))
+
+
+def _get_schedule(plan: ContractionPlan, slots: list[torch.Tensor], B: int, n: int, symmetric: bool) -> tuple[tuple, Schedule]:
+    key = _schedule_key(slots, B, n, symmetric)
+    cache = plan.__dict__.setdefault("_schedules", {})
+    schedule = cache.get(key)
+    if schedule is None:
+        metas = [torch.empty_strided(tuple(s.shape), s.stride(), device="meta") for s in slots]
+        schedule = build_schedule(plan, B, n, metas, symmetric=symmetric)
+        if len(cache) >= 4:
+            cache.pop(next(iter(cache)))
+        cache[key] = schedule
+    return key, schedule
+
+
 def evaluate(
     plan: ContractionPlan,
     adj: Any,
@@ -137,6 +189,10 @@ def evaluate(
     edge_attr: Any = None,
     as_matrix: bool = False,
     memory_limit: int | float | None = None,
+    out: torch.Tensor | dict[str, torch.Tensor] | None = None,
+    layout: str = "channel_last",
+    workspace: Workspace | None = None,
+    symmetric: bool = False,
 ) -> torch.Tensor | dict[str, torch.Tensor]:
     """Evaluate every pattern of ``plan`` on a batch of graphs.
 
@@ -148,35 +204,172 @@ def evaluate(
         edge_attr: optional dense ``[B, n, n, c']`` channels appended after ``adj``'s.
         as_matrix: return one ``[B, n, n, k]`` tensor in pattern order (PPGN convention:
             invariants broadcast over real node pairs, node values on the diagonal).
-        memory_limit: bytes the call may use (estimated with :meth:`ContractionPlan.peak_memory`
-            before allocating); default :data:`DEFAULT_MEMORY_FRACTION` of
-            :func:`available_memory`; ``float("inf")`` disables the check.
+        memory_limit: bytes the call may use (estimated before allocating: inputs, the
+            workspace of intermediates, the output); default :data:`DEFAULT_MEMORY_FRACTION`
+            of :func:`available_memory`; ``float("inf")`` disables the check.
+        out: where to write the result (a tensor, or a dict ``{output: tensor}`` when the
+            plan has several output types) with the shapes ``layout`` names, any strides;
+            each pattern's kernel writes its channel in place. Not with autograd.
+        layout: ``"channel_last"`` (``[B, k]``, ``[B, n, k]``, ``[B, n, n, k]``) or
+            ``"channel_first"`` (``[B, k]``, ``[B, k, n]``, ``[B, k, n, n]``).
+        workspace: a :class:`~everygraph.contractions.Workspace` holding the intermediates
+            between calls (default: one kept by the plan); with ``out`` given, repeated calls on
+            batches of the same shape allocate no tensor of an intermediate's or the
+            output's size.
+        symmetric: on undirected patterns, compute products known to be symmetric by
+            halves (see :mod:`.schedule`); ignored for directed ones.
 
     Returns:
-        invariant ``[B, k]``, node ``[B, n, k]`` or edge ``[B, n, n, k]`` when the plan has one
-        output type; otherwise a dict ``{output: tensor}`` whose channels follow
-        ``plan.indices(output)``. Edge and node results are views with the channel axis last.
+        invariant ``[B, k]``, node ``[B, n, k]`` or edge ``[B, n, n, k]`` (channel-last; or the
+        ``channel_first`` shapes) when the plan has one output type; otherwise a dict
+        ``{output: tensor}`` whose channels follow ``plan.indices(output)``. Without ``out``,
+        the memory is channel-first (each channel contiguous) and the channel-last result is
+        a view of it.
 
     Raises:
-        ValueError: non-square ``adj``, wrong ``mask`` shape, too few channels.
+        ValueError: non-square ``adj``, wrong ``mask`` shape, too few channels, a bad ``out``
+            or ``layout``.
         ContractionMemoryError: the estimated peak memory exceeds ``memory_limit``.
     """
     if not isinstance(plan, ContractionPlan):
         raise TypeError(f"plan must be a ContractionPlan (use compile(patterns)), got {type(plan).__name__}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if workspace is not None and not isinstance(workspace, Workspace):
+        raise TypeError(f"workspace must be a Workspace, got {type(workspace).__name__}")
     x, mask = dense_inputs(adj, mask, edge_attr)
     B, n, _, c = x.shape
     if c < plan.num_channels:
         raise ValueError(f"the plan reads {plan.num_channels} channels but the input has {c} (shape {tuple(x.shape)})")
-    estimate = plan.peak_memory(n, B, element_size=x.element_size(), num_channels=c)
-    if as_matrix:
-        estimate += B * n * n * plan.num_patterns * x.element_size()
+    if as_matrix and out is not None:
+        raise ValueError("out= is not supported with as_matrix=True")
+    needs_grad = torch.is_grad_enabled() and x.requires_grad
+    if needs_grad and out is not None:
+        raise ValueError("out= cannot record autograd; call under torch.no_grad() or drop out=")
+    if out is not None:
+        out = _check_out(out, plan, B, n, layout, x.dtype, x.device)
     limit = DEFAULT_MEMORY_FRACTION * available_memory(x.device) if memory_limit is None else memory_limit
+    element = x.element_size()
+    out_elements = 0 if out is not None else sum(math.prod(_output_shape(o, B, n, len(plan.indices(o)), layout)) for o in plan.outputs)
+    if as_matrix:
+        out_elements += B * n * n * plan.num_patterns
+    if needs_grad:
+        estimate = plan.peak_memory(n, B, element_size=element, num_channels=c) + (B * n * n * plan.num_patterns * element if as_matrix else 0)
+        _guard(plan, B, n, estimate, limit)
+        results = _evaluate_autograd(plan, x, mask)
+        results = {o: v if layout == "channel_last" else v.movedim(-1, 1) for o, v in results.items()}
+    else:
+        _guard_only(plan, B, n, c, out_elements, element, limit, symmetric)
+        if out is None:
+            # channel-first storage: every channel a contiguous block; the result views it
+            nodes = {"invariant": 0, "node": 1, "edge": 2}
+            storage = {o: x.new_empty((len(plan.indices(o)), B) + (n,) * nodes[o]) for o in plan.outputs}
+            results = {o: t.movedim(0, -1) if layout == "channel_last" else t.movedim(0, 1) for o, t in storage.items()}
+        else:
+            results = out
+        _evaluate_scheduled(plan, x, mask, results, layout, workspace, symmetric)
+    if as_matrix:
+        return _as_matrix(plan, results, mask, x, layout)
+    if len(results) == 1:
+        return next(iter(results.values()))
+    return results
+
+
+def _guard(plan: ContractionPlan, B: int, n: int, estimate: float, limit: float) -> None:
     if estimate > limit:
         raise ContractionMemoryError(
             f"evaluating {plan.num_patterns} patterns on a batch [B={B}, n={n}] needs an estimated "
             f"{estimate / 2**30:.2f} GiB, above the limit of {limit / 2**30:.2f} GiB; evaluate smaller "
             f"batches, fewer patterns, or raise memory_limit"
         )
+
+
+def _slot_metas(plan: ContractionPlan, B: int, n: int) -> list[torch.Tensor]:
+    """Meta views of contiguous channel slots (the default output storage)."""
+    slots = []
+    for j, p in enumerate(plan.patterns):
+        shape = {"invariant": (B,), "node": (B, n), "edge": (B, n, n)}[p.output]
+        slots.append(torch.empty(shape, device="meta"))
+    return slots
+
+
+def estimate_memory(plan: ContractionPlan, B: int, n: int, num_channels: int | None = None, element_size: int = 4, symmetric: bool = False, output: bool = True) -> int:
+    """Bytes one scheduled :func:`evaluate` call needs: the masked input channels, the
+    workspace (intermediates, planned by liveness) and, with ``output``, the result."""
+    num_channels = plan.num_channels if num_channels is None else num_channels
+    _, schedule = _get_schedule(plan, _slot_metas(plan, B, n), B, n, symmetric)
+    inputs = B * n * n * (num_channels + len(plan.sources) + 2) + B * n
+    outputs = sum(math.prod(_output_shape(o, B, n, len(plan.indices(o)), "channel_last")) for o in plan.outputs) if output else 0
+    return int((inputs + schedule.workspace_elements + outputs) * element_size)
+
+
+def _guard_only(plan, B, n, c, out_elements, element, limit, symmetric) -> None:
+    if limit == float("inf"):
+        return
+    estimate = estimate_memory(plan, B, n, c, element, symmetric, output=False) + out_elements * element
+    _guard(plan, B, n, estimate, limit)
+
+
+def _evaluate_scheduled(plan, x, mask, results, layout, workspace, symmetric) -> None:
+    """Run the lowered schedule, writing each channel into ``results`` in place."""
+    B, n = x.shape[0], x.shape[1]
+    slots: list[torch.Tensor] = [None] * plan.num_patterns  # type: ignore[list-item]
+    for o in plan.outputs:
+        for k, j in enumerate(plan.indices(o)):
+            slots[j] = _channel_view(results[o], k, layout)
+    key, schedule = _get_schedule(plan, slots, B, n, symmetric)
+    if workspace is None:
+        workspace = plan.__dict__.setdefault("_workspace", Workspace())
+    entry = workspace.buffers((id(plan), key, x.dtype, x.device), schedule, x.dtype, x.device)
+    if "sources" not in entry:
+        entry["sources"] = [x.new_empty((B, n)) if s[0] == "mask" else x.new_empty((B, n, n)) for s in plan.sources]
+        entry["pair"] = x.new_empty((B, n, n))
+        entry["masked"] = x.new_empty((B, n, n))
+    sources, pair, masked = entry["sources"], entry["pair"], entry["masked"]
+    maskf = sources[0]
+    maskf.copy_(mask)
+    torch.mul(maskf[:, :, None], maskf[:, None, :], out=pair)
+    for i, source in enumerate(plan.sources):
+        if source[0] == "mask":
+            if i:
+                sources[i].copy_(maskf)
+            continue
+        _, channel, directed = source
+        if directed:
+            torch.mul(x[..., channel], pair, out=sources[i])
+        else:
+            torch.mul(x[..., channel], pair, out=masked)
+            torch.add(masked, masked.transpose(1, 2), out=sources[i])
+            sources[i].mul_(0.5)
+    bound_key = tuple(s.data_ptr() for s in slots)
+    if entry["bound_key"] != bound_key:
+        entry["bound"] = schedule.bind(sources, entry["buffers"], slots)
+        entry["bound_key"] = bound_key
+    for op in entry["bound"]:
+        op()
+
+
+def _as_matrix(plan: ContractionPlan, results: dict[str, torch.Tensor], mask: torch.Tensor, x: torch.Tensor, layout: str) -> torch.Tensor:
+    B, n = mask.shape
+    maskf = mask.to(x.dtype)
+    eye = torch.eye(n, dtype=x.dtype, device=x.device)
+    pair_mask = maskf[:, :, None] * maskf[:, None, :]
+    out = x.new_empty((plan.num_patterns, B, n, n))
+    for o in plan.outputs:
+        for k, j in enumerate(plan.indices(o)):
+            v = _channel_view(results[o], k, layout)
+            if o == "invariant":
+                out[j] = v[:, None, None] * pair_mask
+            elif o == "node":
+                out[j] = v[:, :, None] * eye
+            else:
+                out[j] = v
+    return out.movedim(0, -1)
+
+
+def _evaluate_autograd(plan: ContractionPlan, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The einsum-per-step execution (fresh tensors, so autograd can record it)."""
+    B, n = x.shape[0], x.shape[1]
     maskf = mask.to(x.dtype)
     x = x * maskf[:, :, None, None] * maskf[:, None, :, None]
     tensors: dict[int, torch.Tensor] = {}
@@ -195,7 +388,6 @@ def evaluate(
             if last_use.get(t) == i and t not in keep:
                 del tensors[t]
     shapes = _result_shapes(plan, B, n)
-    # Channel-first buffers: writing whole [B, n, n] slabs is contiguous.
     buffers = {o: x.new_empty((shape[-1],) + shape[:-1]) for o, shape in shapes.items()}
     position = {}
     for o in plan.outputs:
@@ -209,24 +401,7 @@ def evaluate(
             continue
         _assemble(plan.assemblies[slot], tensors, buffers[o][k])
         done[slot] = (o, k)
-    results = {o: buffers[o].movedim(0, -1) for o in buffers}
-    if as_matrix:
-        eye = torch.eye(n, dtype=x.dtype, device=x.device)
-        pair_mask = maskf[:, :, None] * maskf[:, None, :]
-        out = x.new_empty((plan.num_patterns, B, n, n))
-        for j in range(plan.num_patterns):
-            o, k = position[j]
-            v = buffers[o][k]
-            if o == "invariant":
-                out[j] = v[:, None, None] * pair_mask
-            elif o == "node":
-                out[j] = v[:, :, None] * eye
-            else:
-                out[j] = v
-        return out.movedim(0, -1)
-    if len(results) == 1:
-        return next(iter(results.values()))
-    return results
+    return {o: buffers[o].movedim(0, -1) for o in buffers}
 
 
 def _mul_into(target: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> None:

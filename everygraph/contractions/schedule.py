@@ -1,0 +1,602 @@
+"""Memory-scheduled execution of a :class:`~everygraph.contractions.ContractionPlan`.
+
+:func:`~everygraph.contractions.evaluate` runs a plan's einsum steps. Executed naively (one
+``torch.einsum`` per step, a fresh tensor per result, then an assembly pass that copies every
+pattern into the output) the plan is memory-bound: the output and the large intermediates are
+freshly allocated (page faults) on every call, einsum permutes operands into copies, and the
+assembly rewrites the whole output once more. This module lowers the plan once per input
+shape into a *schedule*:
+
+* every step becomes one BLAS or elementwise kernel with ``out=`` (``torch.bmm``, ``torch.mul``,
+  ``torch.sum``, ``copy_``) on strided views, no ``einsum`` dispatch, no hidden operand copies
+  where a view will do;
+* each intermediate's storage order (which axis is innermost) is chosen so that its producer
+  and its consumers see it as a plain matrix batch (``[batch, rows, cols]``) without copies;
+* intermediates live in a :class:`Workspace`: flat buffers assigned by liveness (a buffer is
+  reused once the tensor it held has had its last use), allocated once and reused across calls
+  on batches of the same shape;
+* a pattern whose value is a step's result is written by that step straight into its slot of
+  the output (``out=``), in whatever strides the caller's output has; only patterns that are a
+  transpose or a product of other results are assembled afterwards, in place;
+* on undirected inputs, a matrix product whose result is known to be symmetric (its
+  sub-pattern has an automorphism swapping the two open vertices, e.g. ``A @ A``) can compute
+  only the upper block rows and mirror the rest (``symmetric=True``); it is exact in exact
+  arithmetic and is never used for directed patterns.
+
+The schedule is planned on ``meta`` tensors (no memory touched), so its workspace size is known
+before anything is allocated and enters the memory guard of ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .pattern import BATCH_LETTER
+from .plan import ContractionPlan
+
+__all__ = ["Workspace", "Schedule", "build_schedule"]
+
+
+# ----------------------------------------------------------------------------- operands
+@dataclass(frozen=True)
+class Ref:
+    """A strided view of one storage: ``kind`` is ``"buf"`` (workspace buffer ``index``),
+    ``"src"`` (input source ``index``) or ``"slot"`` (output channel ``index``); ``size`` and
+    ``stride`` are absolute, ``offset`` is relative to the storage's own start."""
+
+    kind: str
+    index: int
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    offset: int = 0
+
+
+def _meta(size, stride) -> torch.Tensor:
+    return torch.empty_strided(size, stride, device="meta")
+
+
+def _group_order(t: torch.Tensor, dims: list[int]) -> list[int] | None:
+    """``dims`` ordered so that they merge into one axis of ``t`` (outer to inner), or None."""
+    dims = [d for d in dims if t.shape[d] != 1]
+    order = sorted(dims, key=lambda d: -t.stride(d))
+    for outer, inner in zip(order, order[1:]):
+        if t.stride(outer) != t.stride(inner) * t.shape[inner]:
+            return None
+    return order
+
+
+def _merged(t: torch.Tensor, groups: list[list[int]]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """Sizes and strides of ``t`` with each group of dims merged into one axis, or None."""
+    size, stride = [], []
+    for g in groups:
+        order = _group_order(t, g)
+        if order is None:
+            return None
+        size.append(math.prod(t.shape[d] for d in g))
+        stride.append(t.stride(order[-1]) if order else 1)
+    return tuple(size), tuple(stride)
+
+
+def _blas_friendly(size, stride) -> bool:
+    """A batch of matrices BLAS reads without a copy: one of the two matrix axes unit-stride."""
+    return size[-1] == 1 or size[-2] == 1 or stride[-1] == 1 or stride[-2] == 1
+
+
+# ----------------------------------------------------------------------------- workspace
+class Workspace:
+    """Reusable storage for :func:`~everygraph.contractions.evaluate`.
+
+    Holds, per input shape / dtype / device, the lowered schedule and its flat buffers; a
+    repeated call on a batch of the same shape (and the same ``out`` strides) reuses both and
+    allocates no intermediate. Pass one to ``evaluate(..., workspace=ws)``; by default each
+    plan keeps its own. ``nbytes`` is what it holds now; :meth:`clear` frees it.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, dict] = {}
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for e in self._entries.values() for b in e["buffers"])
+
+    def buffers(self, key: tuple, schedule: "Schedule", dtype: torch.dtype, device: torch.device) -> dict:
+        entry = self._entries.get(key)
+        if entry is None:
+            # one shape at a time: a new shape replaces the old buffers rather than adding to them
+            self._entries.clear()
+            buffers = [torch.empty(s, dtype=dtype, device=device) for s in schedule.buffer_sizes]
+            entry = {"buffers": buffers, "bound": None, "bound_key": None}
+            self._entries[key] = entry
+        return entry
+
+
+# ----------------------------------------------------------------------------- schedule
+@dataclass
+class Schedule:
+    """A plan lowered for one input shape: kernels on :class:`Ref` operands, the workspace
+    buffer sizes (elements) and how each output channel is filled."""
+
+    ops: list[tuple] = field(default_factory=list)  # (kind, refs..., extra)
+    buffer_sizes: list[int] = field(default_factory=list)
+    symmetric_steps: int = 0
+
+    @property
+    def workspace_elements(self) -> int:
+        return sum(self.buffer_sizes)
+
+    def bind(self, sources: list[torch.Tensor], buffers: list[torch.Tensor], slots: list[torch.Tensor]) -> list[Callable]:
+        """Closures running the schedule on these storages (bound once, called per batch)."""
+
+        def view(r: Ref) -> torch.Tensor:
+            base = {"buf": buffers, "src": sources, "slot": slots}[r.kind][r.index]
+            return base.as_strided(r.size, r.stride, base.storage_offset() + r.offset)
+
+        bound = []
+        for op in self.ops:
+            kind = op[0]
+            if kind == "bmm":
+                _, a, b, o = op
+                bound.append(functools.partial(torch.bmm, view(a), view(b), out=view(o)))
+            elif kind == "mul":
+                _, a, b, o = op
+                bound.append(functools.partial(torch.mul, view(a), view(b), out=view(o)))
+            elif kind == "sum":
+                _, a, o, dims = op
+                bound.append(functools.partial(torch.sum, view(a), dims, out=view(o)))
+            elif kind == "copy":
+                _, a, o = op
+                src, dst = view(a), view(o)
+                if dst.device.type == "cpu" and dst.dtype in _NUMPY_DTYPES and not dst.requires_grad:
+                    # numpy's strided copy is an order of magnitude faster on transposes
+                    bound.append(functools.partial(np.copyto, dst.numpy(), src.numpy()))
+                else:
+                    bound.append(functools.partial(dst.copy_, src))
+            elif kind == "fill":
+                _, o, value = op
+                bound.append(functools.partial(view(o).fill_, value))
+            elif kind == "einsum":
+                _, eq, ins, o = op
+                target, operands = view(o), [view(r) for r in ins]
+                bound.append(functools.partial(_einsum_into, eq, operands, target))
+            else:  # pragma: no cover - internal
+                raise AssertionError(kind)
+        return bound
+
+
+_NUMPY_DTYPES = (torch.float32, torch.float64, torch.float16)
+
+
+def _einsum_into(eq: str, operands: list[torch.Tensor], target: torch.Tensor) -> None:
+    target.copy_(torch.einsum(eq, *operands))
+
+
+class _Planner:
+    """Plans storages on meta tensors; every tensor is known by its canonical-order view."""
+
+    def __init__(self, plan: ContractionPlan, B: int, n: int, slot_views: list[torch.Tensor | None], symmetric: bool):
+        self.plan = plan
+        self.B, self.n = B, n
+        self.symmetric = symmetric
+        self.schedule = Schedule()
+        self.free: dict[int, list[int]] = {}
+        self.views: dict[int, tuple[str, int, torch.Tensor]] = {}  # tensor id -> (kind, index, meta view)
+        self.slot_views = slot_views
+        self.scratch: set[int] = set()
+        self.last_use = plan._last_use()
+        self.consumers: dict[int, list[int]] = {}
+        for i, step in enumerate(plan.steps):
+            for t in step.inputs:
+                self.consumers.setdefault(t, []).append(i)
+
+    # ---- storage
+    def _alloc(self, numel: int) -> int:
+        pool = self.free.get(numel)
+        if pool:
+            return pool.pop()
+        self.schedule.buffer_sizes.append(numel)
+        return len(self.schedule.buffer_sizes) - 1
+
+    def _release(self, index: int) -> None:
+        self.free.setdefault(self.schedule.buffer_sizes[index], []).append(index)
+
+    def _ref(self, kind: str, index: int, t: torch.Tensor) -> Ref:
+        return Ref(kind, index, tuple(t.shape), tuple(t.stride()), t.storage_offset())
+
+    def _new_buffer_view(self, shape: tuple[int, ...], order: list[int]) -> tuple[int, torch.Tensor]:
+        """A workspace buffer holding a tensor of ``shape`` stored with dims ``order`` outer
+        to inner; returns (buffer index, canonical-order meta view)."""
+        index = self._alloc(math.prod(shape))
+        stride = [0] * len(shape)
+        acc = 1
+        for d in reversed(order):
+            stride[d] = acc
+            acc *= shape[d]
+        return index, _meta(shape, tuple(stride))
+
+    # ---- steps
+    def _shape(self, letters: str) -> tuple[int, ...]:
+        return tuple(self.B if c == BATCH_LETTER else self.n for c in letters)
+
+    def _bmm_layout(self, la: str, lb: str, lo: str, A: torch.Tensor, Bt: torch.Tensor, O: torch.Tensor | None):
+        """How ``la,lb->lo`` runs as one ``bmm`` (``A`` rows, ``Bt`` columns): the letter groups
+        ``(batch, rows, contract, cols)`` in storage order, and the elements copied because an
+        operand is not a matrix batch in that order (0: no copy)."""
+        batch = [c for c in lo if c in la and c in lb]
+        contract = [c for c in la if c in lb and c not in lo]
+        rows = [c for c in lo if c in la and c not in lb]
+        cols = [c for c in lo if c in lb and c not in la]
+
+        def ordered(t, letters, group, fallback):
+            order = _group_order(t, [letters.index(c) for c in group])
+            return [letters[d] for d in order] + [c for c in group if t.shape[letters.index(c)] == 1] if order is not None else fallback
+
+        batch = ordered(A, la, batch, ordered(Bt, lb, batch, batch))
+        contract = ordered(A, la, contract, ordered(Bt, lb, contract, contract))
+        rows = ordered(A, la, rows, rows)
+        cols = ordered(Bt, lb, cols, cols)
+        copies = 0
+        xa = _merged_letters(A, la, [batch, rows, contract])
+        if xa is None or not _blas_friendly(*xa):
+            copies += A.numel()
+        yb = _merged_letters(Bt, lb, [batch, contract, cols])
+        if yb is None or not _blas_friendly(*yb):
+            copies += Bt.numel()
+        if O is not None:
+            mo = _merged_letters(O, lo, [batch, rows, cols])
+            if mo is None or not (mo[1][-1] == 1 or mo[1][-2] == 1):
+                copies += 2 * O.numel()
+        return (batch, rows, contract, cols), copies
+
+    def _consumer_copies(self, tid: int, meta: torch.Tensor) -> int:
+        """Elements the consumers of ``tid`` would copy if it were stored as ``meta``."""
+        total = 0
+        for i in self.consumers.get(tid, []):
+            step = self.plan.steps[i]
+            if step.is_view or len(step.inputs) != 2:
+                continue
+            lhs, rhs = step.eq.split("->")
+            la, lb = lhs.split(",")
+            ins = []
+            for t in step.inputs:
+                if t == tid:
+                    ins.append(meta)
+                elif t in self.views:
+                    ins.append(self.views[t][2])
+                else:
+                    ins.append(None)
+            if any(x is None for x in ins):
+                continue
+            if self._kind(step.eq) == "bmm":
+                total += min(
+                    self._bmm_layout(la, lb, rhs, ins[0], ins[1], None)[1],
+                    self._bmm_layout(lb, la, rhs, ins[1], ins[0], None)[1],
+                )
+        return total
+
+    @staticmethod
+    def _kind(eq: str) -> str:
+        lhs, lo = eq.split("->")
+        terms = lhs.split(",")
+        if len(terms) != 2 or any(len(set(t)) != len(t) for t in terms) or len(set(lo)) != len(lo):
+            return "einsum"
+        la, lb = terms
+        if any(c not in lb and c not in lo for c in la) or any(c not in la and c not in lo for c in lb):
+            return "einsum"  # a letter summed from one operand only
+        contract = [c for c in la if c in lb and c not in lo]
+        if not contract:
+            return "mul"
+        batch = [c for c in lo if c in la and c in lb]
+        left = [c for c in lo if c in la and c not in lb]
+        right = [c for c in lo if c in lb and c not in la]
+        if (len(batch) > 1 and not left and not right) or (len(contract) == 1 and (not left or not right)):
+            return "dot"  # dot products and matrix-vector products: BLAS per tiny matrix loses
+        return "bmm"
+
+    def run(self) -> Schedule:
+        plan = self.plan
+        sched = self.schedule
+        for i, s in enumerate(plan.sources):
+            shape = (self.B, self.n) if s[0] == "mask" else (self.B, self.n, self.n)
+            self.views[i] = ("src", i, _meta(shape, torch.empty(shape, device="meta").stride()))
+        direct = self._direct_targets()
+        for i, step in enumerate(plan.steps):
+            self._step(i, step, direct.get(step.out))
+            for t in set(step.inputs):
+                if self.last_use.get(t) == i and t in self.views and self.views[t][0] == "buf":
+                    self._release(self.views[t][1])
+        self._assemble(direct)
+        return sched
+
+    def _direct_targets(self) -> dict[int, tuple[int, tuple[int, ...]]]:
+        """Step outputs that are exactly some pattern's value: tensor id -> (channel, perm).
+        Further patterns reading the same tensor in another axis order (``(H, b, a)`` beside
+        ``(H, a, b)``) go to :attr:`extra_targets`: a matrix product writes them too, with its
+        operands swapped, instead of a transposing copy."""
+        targets: dict[int, tuple[int, tuple[int, ...]]] = {}
+        self.extra_targets: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
+        seen_slots: set[int] = set()
+        views = set(range(len(self.plan.sources))) | {s.out for s in self.plan.steps if s.is_view}
+        for j, slot in enumerate(self.plan.pattern_slot):
+            if slot in seen_slots:
+                continue
+            seen_slots.add(slot)
+            a = self.plan.assemblies[slot]
+            if a.scalars or a.diagonal or len(a.rooted) != 1 or a.output == "invariant":
+                continue
+            t, perm = a.rooted[0]
+            if t in views or self.slot_views[j] is None:
+                continue
+            if t in targets:
+                self.extra_targets.setdefault(t, []).append((j, perm))
+            else:
+                targets[t] = (j, perm)
+        self.extra_filled: set[int] = set()
+        return targets
+
+    def _slot_view(self, j: int, perm: tuple[int, ...]) -> torch.Tensor:
+        """The output slot of channel ``j`` seen in the canonical axis order of its tensor."""
+        v = self.slot_views[j]
+        inverse = [0] * len(perm)
+        for pos, p in enumerate(perm):
+            inverse[p] = pos
+        return v.permute(0, *[1 + q for q in inverse])
+
+    def _step(self, i: int, step, direct) -> None:
+        plan, sched = self.plan, self.schedule
+        lhs, lo = step.eq.split("->")
+        terms = lhs.split(",")
+        if step.is_view:  # a leaf: a source seen in another axis order, or its diagonal
+            kind, index, src = self.views[step.inputs[0]]
+            (li,) = terms
+            size, stride = [], []
+            for c in lo:
+                dims = [d for d, ch in enumerate(li) if ch == c]
+                size.append(src.shape[dims[0]])
+                stride.append(sum(src.stride(d) for d in dims))
+            self.views[step.out] = (kind, index, _meta(tuple(size), tuple(stride)))
+            return
+        ins = [self.views[t][2] for t in step.inputs]
+        in_refs = [self._ref(self.views[t][0], self.views[t][1], self.views[t][2]) for t in step.inputs]
+        out_shape = self._shape(lo)
+        kind = self._kind(step.eq)
+
+        def target(order: list[int]) -> tuple[Ref, torch.Tensor]:
+            if direct is not None:
+                j, perm = direct
+                v = self._slot_view(j, perm)
+                self.views[step.out] = ("slot", j, v)
+                return self._ref("slot", j, v), v
+            index, v = self._new_buffer_view(out_shape, order)
+            self.views[step.out] = ("buf", index, v)
+            return self._ref("buf", index, v), v
+
+        if kind == "bmm":
+            la, lb = terms
+            O = self._slot_view(*direct) if direct is not None else None
+            options = []
+            for swap in (False, True):
+                x, y, lx, ly = (ins[1], ins[0], lb, la) if swap else (ins[0], ins[1], la, lb)
+                groups, copies = self._bmm_layout(lx, ly, lo, x, y, O)
+                if O is None:
+                    batch, rows, _, cols = groups
+                    order = [lo.index(c) for c in batch + rows + cols]
+                    _, meta = self._new_buffer_view_meta(out_shape, order)
+                    copies += self._consumer_copies(step.out, meta)
+                else:
+                    order = []
+                options.append((copies, swap, groups, order))
+            copies, swap, groups, order = min(options, key=lambda o: o[0])
+            out_ref, O = target(order)
+            if swap:
+                ins, in_refs, terms = ins[::-1], in_refs[::-1], terms[::-1]
+            self._emit_bmm(terms, lo, ins, in_refs, O, out_ref, groups)
+            for j, perm in self.extra_targets.get(step.out, []) if direct is not None else []:
+                O2 = self._slot_view(j, perm)
+                options = []
+                for swap in (False, True):
+                    x, y, lx, ly = (ins[1], ins[0], terms[1], terms[0]) if swap else (ins[0], ins[1], terms[0], terms[1])
+                    groups, copies = self._bmm_layout(lx, ly, lo, x, y, O2)
+                    options.append((copies, swap, groups))
+                copies, swap, groups = min(options, key=lambda o: o[0])
+                args = (terms[::-1], lo, ins[::-1], in_refs[::-1]) if swap else (terms, lo, ins, in_refs)
+                self._emit_bmm(*args, O2, self._ref("slot", j, O2), groups)
+                self.extra_filled.add(j)
+        elif kind == "mul":
+            la, lb = terms
+            # the storage order its consumers read without copies; among those, the order
+            # of the operand that has every output letter (one sequential pass over it)
+            natural = list(range(len(lo)))
+            for t, lt in zip(ins, terms):
+                if set(lt) == set(lo):
+                    natural = sorted(range(len(lo)), key=lambda d: -t.stride(lt.index(lo[d])))
+                    break
+            order, best = natural, None
+            if direct is None:
+                for rest in itertools.permutations(range(1, len(lo))):
+                    candidate = [0, *rest]
+                    _, meta = self._new_buffer_view_meta(out_shape, candidate)
+                    cost = (self._consumer_copies(step.out, meta), candidate != natural)
+                    if best is None or cost < best:
+                        order, best = candidate, cost
+            out_ref, O = target(order)
+            a_view = self._broadcast(in_refs[0], ins[0], la, lo)
+            b_view = self._broadcast(in_refs[1], ins[1], lb, lo)
+            sched.ops.append(("mul", a_view, b_view, out_ref))
+        elif kind == "dot":
+            la, lb = terms
+            full = "".join(dict.fromkeys(lo + la + lb))
+            index, tmp = self._new_buffer_view(self._shape(full), list(range(len(full))))
+            tmp_ref = self._ref("buf", index, tmp)
+            sched.ops.append(("mul", self._broadcast(in_refs[0], ins[0], la, full), self._broadcast(in_refs[1], ins[1], lb, full), tmp_ref))
+            out_ref, O = target(list(range(len(lo))))
+            dims = tuple(range(len(lo), len(full)))
+            sched.ops.append(("sum", tmp_ref, out_ref, dims))
+            self._release(index)
+        else:
+            out_ref, O = target(list(range(len(lo))))
+            sched.ops.append(("einsum", step.eq, tuple(in_refs), out_ref))
+
+    def _new_buffer_view_meta(self, shape, order):
+        stride = [0] * len(shape)
+        acc = 1
+        for d in reversed(order):
+            stride[d] = acc
+            acc *= shape[d]
+        return None, _meta(shape, tuple(stride))
+
+    def _broadcast(self, ref: Ref, t: torch.Tensor, letters: str, out_letters: str) -> Ref:
+        """``t`` (axes ``letters``) as a view broadcast to ``out_letters`` (stride 0)."""
+        size, stride = [], []
+        for c in out_letters:
+            if c in letters:
+                d = letters.index(c)
+                size.append(t.shape[d])
+                stride.append(t.stride(d))
+            else:
+                size.append(self.B if c == BATCH_LETTER else self.n)
+                stride.append(0)
+        return Ref(ref.kind, ref.index, tuple(size), tuple(stride), ref.offset)
+
+    def _emit_bmm(self, terms, lo, ins, in_refs, O, out_ref, groups) -> None:
+        sched = self.schedule
+        batch, rows, contract, cols = groups
+        (la, lb), (A, Bt), (ra, rb) = terms, ins, in_refs
+        x_ref = self._matrix(ra, A, la, [batch, rows, contract])
+        y_ref = self._matrix(rb, Bt, lb, [batch, contract, cols])
+        o_groups = [batch, rows, cols]
+        merged = _merged_letters(O, lo, o_groups)
+        if merged is not None and (merged[1][-1] == 1 or merged[1][-2] == 1):
+            sched.ops.append(("bmm", x_ref, y_ref, Ref(out_ref.kind, out_ref.index, merged[0], merged[1], out_ref.offset)))
+            for r in (x_ref, y_ref):
+                if r.kind == "buf" and r.index in self.scratch:
+                    self._release(r.index)
+                    self.scratch.discard(r.index)
+            return
+        # the output is not a matrix batch in place: compute contiguous, then copy over
+        full = "".join(c for g in o_groups for c in g)
+        shape = self._shape(full)
+        index = self._alloc(math.prod(shape))
+        sizes = tuple(math.prod(self._shape("".join(g))) if g else 1 for g in o_groups)
+        sched.ops.append(("bmm", x_ref, y_ref, Ref("buf", index, sizes, (sizes[1] * sizes[2], sizes[2], 1), 0)))
+        contiguous = torch.empty(shape, device="meta").stride()
+        perm = [full.index(c) for c in lo]
+        sched.ops.append(("copy", Ref("buf", index, tuple(shape[p] for p in perm), tuple(contiguous[p] for p in perm), 0), out_ref))
+        self._release(index)
+        for r in (x_ref, y_ref):
+            if r.kind == "buf" and r.index in self.scratch:
+                self._release(r.index)
+                self.scratch.discard(r.index)
+
+    def _matrix(self, ref: Ref, t: torch.Tensor, letters: str, groups: list[list[str]]) -> Ref:
+        merged = _merged_letters(t, letters, groups)
+        if merged is not None and _blas_friendly(*merged):
+            return Ref(ref.kind, ref.index, merged[0], merged[1], ref.offset)
+        # copy into a contiguous [batch, g1, g2] buffer
+        full = "".join(c for g in groups for c in g)
+        shape = self._shape(full)
+        index = self._alloc(math.prod(shape))
+        contiguous = torch.empty(shape, device="meta").stride()
+        perm = [letters.index(c) for c in full]
+        src = Ref(ref.kind, ref.index, tuple(t.shape[p] for p in perm), tuple(t.stride(p) for p in perm), ref.offset)
+        self.schedule.ops.append(("copy", src, Ref("buf", index, shape, contiguous, 0)))
+        sizes = tuple(math.prod(self._shape("".join(g))) if g else 1 for g in groups)
+        self.scratch.add(index)  # released once the kernel reading it is emitted
+        return Ref("buf", index, sizes, (sizes[1] * sizes[2], sizes[2], 1), 0)
+
+    def _assemble(self, direct: dict[int, tuple[int, tuple[int, ...]]]) -> None:
+        """Fill every output channel not written by its step (copies, products, diagonals)."""
+        plan, sched = self.plan, self.schedule
+        filled: dict[int, int] = {}  # assembly slot -> channel
+        for t, (j, _) in direct.items():
+            filled[plan.pattern_slot[j]] = j
+        for j, slot in enumerate(plan.pattern_slot):
+            if self.slot_views[j] is None:
+                continue
+            if (slot in filled and filled[slot] == j) or j in self.extra_filled:
+                continue
+            target = self.slot_views[j]
+            tref = self._ref("slot", j, target)
+            if slot in filled:
+                src = self.slot_views[filled[slot]]
+                sched.ops.append(("copy", self._ref("slot", filled[slot], src), tref))
+                continue
+            filled[slot] = j
+            self._assemble_one(plan.assemblies[slot], target, tref)
+
+    def _tensor_ref(self, tid: int) -> tuple[Ref, torch.Tensor]:
+        kind, index, v = self.views[tid]
+        return self._ref(kind, index, v), v
+
+    def _assemble_one(self, a, target: torch.Tensor, tref: Ref) -> None:
+        sched = self.schedule
+        B, n = self.B, self.n
+        scalar_ref = None
+        if a.scalars:
+            first, _ = self._tensor_ref(a.scalars[0])
+            if len(a.scalars) == 1:
+                scalar_ref = first
+            else:
+                index = self._alloc(B)
+                scalar_ref = Ref("buf", index, (B,), (1,), 0)
+                sched.ops.append(("copy", first, scalar_ref))
+                for t in a.scalars[1:]:
+                    r, _ = self._tensor_ref(t)
+                    sched.ops.append(("mul", scalar_ref, r, scalar_ref))
+                # kept allocated: a later reuse would alias it within this op list
+        if a.output == "invariant":
+            if scalar_ref is None:
+                sched.ops.append(("fill", tref, 1.0))
+            else:
+                sched.ops.append(("copy", scalar_ref, tref))
+            return
+        if a.diagonal:
+            sched.ops.append(("fill", tref, 0.0))
+            diag = Ref(tref.kind, tref.index, (B, n), (target.stride(0), target.stride(1) + target.stride(2)), tref.offset)
+            tref, target = diag, _meta((B, n), diag.stride)
+        dims = len(target.shape) - 1
+
+        def spread(r: Ref, letters: str) -> Ref:
+            return self._broadcast(r, _meta(r.size, r.stride), letters, BATCH_LETTER + "ab"[:dims])
+
+        if len(a.rooted) == 2:
+            (ta, _), (tb, _) = a.rooted
+            ra, _ = self._tensor_ref(ta)
+            rb, _ = self._tensor_ref(tb)
+            sched.ops.append(("mul", spread(ra, "za"), spread(rb, "zb"), tref))
+        else:
+            t, perm = a.rooted[0]
+            r, v = self._tensor_ref(t)
+            letters = BATCH_LETTER + "".join("ab"[perm.index(k)] for k in range(len(perm)))
+            sched.ops.append(("copy", spread(r, letters), tref))
+        if scalar_ref is not None:
+            sched.ops.append(("mul", tref, spread(scalar_ref, "z"), tref))
+
+
+def _merged_letters(t: torch.Tensor, letters: str, groups: list[list[str]]):
+    """Sizes/strides of ``t`` (axes ``letters``) merged into one axis per letter group, keeping
+    each group's letters in the given order; None when a group is not nested in memory."""
+    size, stride = [], []
+    for g in groups:
+        dims = [letters.index(c) for c in g if t.shape[letters.index(c)] != 1]
+        for outer, inner in zip(dims, dims[1:]):
+            if t.stride(outer) != t.stride(inner) * t.shape[inner]:
+                return None
+        size.append(math.prod(t.shape[letters.index(c)] for c in g))
+        stride.append(t.stride(dims[-1]) if dims else 1)
+    return tuple(size), tuple(stride)
+
+
+def build_schedule(plan: ContractionPlan, B: int, n: int, slot_views: list[torch.Tensor | None], symmetric: bool = False) -> Schedule:
+    """Lower ``plan`` for ``B`` graphs of ``n`` nodes writing channel ``j`` into
+    ``slot_views[j]`` (a meta tensor with the output slot's sizes and strides)."""
+    return _Planner(plan, B, n, slot_views, symmetric).run()
