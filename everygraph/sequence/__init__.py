@@ -6,6 +6,7 @@
 and :func:`selective_scan` (Mamba-1, elementwise kind on a path) are parameterisations.
 """
 
+from .grid_mamba import grid_mamba_gates, grid_selective_scan
 from .mamba import selective_scan, selective_scan_reference
 from .plstm import lattice_gates, plstm_scan
 from .recurrence import (
@@ -39,4 +40,6 @@ __all__: list[str] = [
     "lattice_gates",
     "selective_scan",
     "selective_scan_reference",
+    "grid_selective_scan",
+    "grid_mamba_gates",
 ]
