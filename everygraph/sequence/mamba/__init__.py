@@ -14,7 +14,11 @@ Executions, one signature (fla style):
 - :func:`selective_scan_recurrent` (``recurrent.py``): the fast path, a time-major recurrence
   with one in-place step per position, everything else vectorised over slabs, and a
   hand-written backward pass that recomputes each slab from its entering state (bounded
-  memory); :func:`selective_scan` calls it.
+  memory); :func:`selective_scan` calls it when the fused kernel cannot run.
+- :func:`selective_scan_fused` (``fused_cpu.py``): the same recurrence and its adjoint as
+  compiled CPU kernels (numba, the optional extra ``everygraph[cpu]``);
+  :func:`selective_scan` calls it for CPU tensors when numba is installed and
+  ``EVERYGRAPH_DISABLE_JIT`` is not set.
 
 ``_inputs.py`` checks the arguments and brings them into one layout for both.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .fused_cpu import fused_usable, selective_scan_fused
 from .recurrent import selective_scan_recurrent
 from .reference import selective_scan_reference
 
@@ -90,7 +95,8 @@ def selective_scan(
         TypeError: an argument that is not a tensor (or not a bool for the flags).
         ValueError: a shape mismatch (both shapes named), an integer, bool or complex tensor
             (refused, not cast), a tensor on another device than ``u``, a bad ``cu_seqlens``.
-        MemoryError: when a single position's working set exceeds the limit (with the estimate).
+        MemoryError: (the PyTorch recurrence) when a single position's working set exceeds the
+            limit (with the estimate).
 
     Example:
         >>> u, delta = torch.randn(2, 64, 1000), torch.randn(2, 64, 1000)
@@ -98,9 +104,8 @@ def selective_scan(
         >>> B, C = torch.randn(2, 16, 1000), torch.randn(2, 16, 1000)
         >>> out = selective_scan(u, delta, A, B, C, delta_softplus=True)  # [2, 64, 1000]
     """
-    return selective_scan_recurrent(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, reverse, cu_seqlens
-    )
+    execution = selective_scan_fused if fused_usable(u, delta, A, B, C, D, z, delta_bias) else selective_scan_recurrent
+    return execution(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, reverse, cu_seqlens)
 
 
-__all__ = ["selective_scan", "selective_scan_reference", "selective_scan_recurrent"]
+__all__ = ["selective_scan", "selective_scan_fused", "selective_scan_reference", "selective_scan_recurrent"]
