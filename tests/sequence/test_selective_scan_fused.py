@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,9 +93,11 @@ def test_fused_gradcheck(reverse):
     B = torch.randn(batch, 1, length, state, generator=g, dtype=F64, requires_grad=True)
     C = torch.randn(1, channels, 1, state, generator=g, dtype=F64, requires_grad=True)
     resets = fused_cpu._resets(torch.tensor([True] * 10 + [False] + [True] * (length - 11)), length, reverse)
+    final_slot = np.full(length, -1, dtype=np.int32)
+    final_slot[[9, 40, length - 1]] = [0, 1, 2]  # states read inside, at the end and before a reset
 
     def fn(*xs):
-        return fused_cpu.FusedSelectiveScan.apply(*xs, resets, reverse, True)
+        return fused_cpu.FusedSelectiveScan.apply(*xs, resets, final_slot, 3, reverse, True)
 
     assert torch.autograd.gradcheck(fn, (u, dt, A, B, C), eps=1e-6, atol=1e-7)
 

@@ -65,6 +65,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ._inputs import assemble_final_states, check_flag, final_positions, finish, prepare
+
 try:  # numba is the optional extra ``everygraph[cpu]``
     from llvmlite import ir as _llvm_ir
     from numba import njit, types
@@ -176,7 +178,7 @@ if NUMBA_AVAILABLE:
         return length - 1 - s if reverse else s
 
     @njit(fastmath=_FASTMATH)
-    def _forward_row(b, d, u, dt, A, B, C, resets, reverse, y, last, entries, save, h, zero):
+    def _forward_row(b, d, u, dt, A, B, C, resets, final_slot, reverse, y, finals, entries, save, h, zero):
         """One ``(batch, channel)`` row of the forward recurrence; ``h`` ``[N]`` scratch, ``zero``
         a 0 of the compute dtype (a float literal would promote float32 sums to float64)."""
         length = u.shape[2]
@@ -206,19 +208,21 @@ if NUMBA_AVAILABLE:
                 h[n] = hn
                 acc += hn * C[bC, gC, t * tC, n]
             y[b, d, t] = acc
-        for n in range(n_state):
-            last[b, d, n] = h[n]
+            j = final_slot[t]
+            if j >= 0:
+                for n in range(n_state):
+                    finals[j, b, d, n] = h[n]
 
     @_cached_njit(fastmath=_FASTMATH)
-    def _forward_serial(u, dt, A, B, C, resets, reverse, y, last, entries, save):
+    def _forward_serial(u, dt, A, B, C, resets, final_slot, reverse, y, finals, entries, save):
         h = np.empty(A.shape[1], dtype=u.dtype)
         zero = np.zeros(1, dtype=u.dtype)[0]
         for b in range(u.shape[0]):
             for d in range(u.shape[1]):
-                _forward_row(b, d, u, dt, A, B, C, resets, reverse, y, last, entries, save, h, zero)
+                _forward_row(b, d, u, dt, A, B, C, resets, final_slot, reverse, y, finals, entries, save, h, zero)
 
     @_cached_njit(fastmath=_FASTMATH)
-    def _backward_serial(u, dt, A, B, C, resets, reverse, entries, grad_y, grad_last,
+    def _backward_serial(u, dt, A, B, C, resets, final_slot, reverse, entries, grad_y, grad_finals,
                          grad_u, grad_dt, grad_A, grad_B, grad_C):
         """The adjoint recurrence for every row; accumulates into ``grad_A`` ``[D, N]`` and
         ``grad_B``, ``grad_C`` (shaped like ``B``, ``C``: summed over what they broadcast)."""
@@ -238,7 +242,7 @@ if NUMBA_AVAILABLE:
                 gC = d // (channels // C.shape[1])
                 tC = 1 if C.shape[2] > 1 else 0
                 for n in range(n_state):
-                    g[n] = grad_last[b, d, n]
+                    g[n] = 0.0
                 for k in range(num_chunks - 1, -1, -1):
                     s0 = k * CHUNK
                     s1 = min(length, s0 + CHUNK)
@@ -266,6 +270,10 @@ if NUMBA_AVAILABLE:
                         step = dt[b, d, t]
                         x = step * u[b, d, t]
                         gy = grad_y[b, d, t]
+                        j = final_slot[t]
+                        if j >= 0:
+                            for n in range(n_state):
+                                g[n] += grad_finals[j, b, d, n]
                         grad_x = zero
                         grad_log_decay = zero
                         for n in range(n_state):
@@ -287,37 +295,44 @@ def _array(t: Tensor) -> np.ndarray:
 
 
 class FusedSelectiveScan(torch.autograd.Function):
-    """The kernels as an autograd function on the kernel layout (module docstring): returns
-    ``y`` ``[batch, D, L]`` and the last state ``[batch, D, N]``."""
+    """The kernels as an autograd function on the kernel layout (module docstring), with
+    ``resets`` and ``final_slot`` (``[L]`` int32: the row of ``finals`` that receives the state
+    after that position, or -1); returns ``y`` ``[batch, D, L]`` and ``finals``
+    ``[num_finals, batch, D, N]``."""
 
     @staticmethod
-    def forward(ctx, u, dt, A, B, C, resets, reverse, save):  # noqa: D102
+    def forward(ctx, u, dt, A, B, C, resets, final_slot, num_finals, reverse, save):  # noqa: D102
         batch, channels, length = u.shape
         n_state = A.shape[1]
         y = u.new_empty(batch, channels, length)
-        last = u.new_empty(batch, channels, n_state)
+        finals = u.new_zeros(num_finals, batch, channels, n_state)
         num_chunks = -(-length // CHUNK) if save else 1
         entries = u.new_empty(batch, channels, num_chunks, n_state)
         arrays = [_array(x) for x in (u, dt, A, B, C)]
-        _forward_serial(*arrays, resets, reverse, y.numpy(), last.numpy(), entries.numpy(), save)
+        _forward_serial(*arrays, resets, final_slot, reverse, y.numpy(), finals.numpy(), entries.numpy(), save)
         ctx.save_for_backward(u, dt, A, B, C, entries)
-        ctx.resets, ctx.reverse = resets, reverse
-        return y, last
+        ctx.resets, ctx.final_slot, ctx.reverse = resets, final_slot, reverse
+        return y, finals
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_y, grad_last):  # noqa: D102
+    def backward(ctx, grad_y, grad_finals):  # noqa: D102
         u, dt, A, B, C, entries = ctx.saved_tensors
+        batch, channels, _ = u.shape
         grad_y = torch.zeros_like(u) if grad_y is None else grad_y.contiguous()
-        grad_last = u.new_zeros(u.shape[0], u.shape[1], A.shape[1]) if grad_last is None else grad_last.contiguous()
+        if grad_finals is None:
+            grad_finals = u.new_zeros(0, batch, channels, A.shape[1])
+            final_slot = np.full_like(ctx.final_slot, -1)
+        else:
+            grad_finals, final_slot = grad_finals.contiguous(), ctx.final_slot
         grad_u, grad_dt = torch.empty_like(u), torch.empty_like(u)
         grad_A, grad_B, grad_C = torch.zeros_like(A), torch.zeros_like(B), torch.zeros_like(C)
         _backward_serial(
-            *[_array(x) for x in (u, dt, A, B, C)], ctx.resets, ctx.reverse, _array(entries),
-            grad_y.numpy(), grad_last.numpy(),
+            *[_array(x) for x in (u, dt, A, B, C)], ctx.resets, final_slot, ctx.reverse, _array(entries),
+            grad_y.numpy(), grad_finals.numpy(),
             grad_u.numpy(), grad_dt.numpy(), grad_A.numpy(), grad_B.numpy(), grad_C.numpy(),
         )
-        return grad_u, grad_dt, grad_A, grad_B, grad_C, None, None, None
+        return grad_u, grad_dt, grad_A, grad_B, grad_C, None, None, None, None, None
 
 
 def _resets(keep: Tensor | None, length: int, reverse: bool) -> np.ndarray:
@@ -368,19 +383,25 @@ def selective_scan_fused(
     the recurrence and its adjoint are the compiled kernels."""
     if not NUMBA_AVAILABLE:
         raise RuntimeError("selective_scan_fused needs numba: pip install 'everygraph[cpu]' (or numba>=0.60)")
-    from ._inputs import finish, prepare
 
     p = prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cu_seqlens)
+    check_flag("return_last_state", return_last_state)
+    check_flag("reverse", reverse)
     batch, channels, length, n_state = p.batch, p.channels, p.length, p.state_size
-    if length == 0:
-        out = finish(p.u.new_zeros(batch, channels, 0), u, D, z, u.dtype)
-        return (out, p.u.new_zeros(batch, channels, n_state)) if return_last_state else out
     u_k = p.u.reshape(batch, channels, length).contiguous()
     dt_k = p.delta.reshape(batch, channels, length).contiguous()
     A_k = p.A.reshape(channels, n_state).contiguous()
     B_k = _kernel_operand(p.B, B, channels, n_state)
     C_k = _kernel_operand(p.C, C, channels, n_state)
+    # each packed sequence's final state is the state after its last position in scan order
+    positions, sequences = final_positions(cu_seqlens, length, reverse)
+    final_slot = np.full(length, -1, dtype=np.int32)
+    final_slot[positions] = np.arange(len(positions), dtype=np.int32)
     save = torch.is_grad_enabled() and any(t.requires_grad for t in (u_k, dt_k, A_k, B_k, C_k))
-    y, last = FusedSelectiveScan.apply(u_k, dt_k, A_k, B_k, C_k, _resets(p.keep, length, reverse), reverse, save)
+    y, finals = FusedSelectiveScan.apply(
+        u_k, dt_k, A_k, B_k, C_k, _resets(p.keep, length, reverse), final_slot, len(positions), reverse, save
+    )
     out = finish(y, u, D, z, u.dtype)
-    return (out, last) if return_last_state else out
+    if not return_last_state:
+        return out
+    return out, assemble_final_states(finals, sequences, cu_seqlens, batch, channels, n_state)
