@@ -7,6 +7,7 @@ and :func:`selective_scan` (Mamba-1, elementwise kind on a path) are parameteris
 """
 
 from .grid_mamba import grid_mamba_gates, grid_selective_scan
+from .distributed import combine_piece_states, path_scan_context_parallel, selective_scan_context_parallel
 from .mamba import selective_scan, selective_scan_reference
 from .plstm import lattice_gates, plstm_scan
 from .recurrence import (
@@ -39,6 +40,9 @@ __all__: list[str] = [
     "plstm_scan",
     "lattice_gates",
     "selective_scan",
+    "selective_scan_context_parallel",
+    "path_scan_context_parallel",
+    "combine_piece_states",
     "selective_scan_reference",
     "grid_selective_scan",
     "grid_mamba_gates",
