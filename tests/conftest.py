@@ -3,6 +3,11 @@ import os
 import pytest
 import torch
 
+# Without a GPU the Triton kernels are tested through Triton's interpreter, which must be
+# switched on before any kernel is defined (kernels are defined when their module is imported).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # Two cores: keep tests from oversubscribing them.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

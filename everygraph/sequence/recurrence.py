@@ -21,6 +21,7 @@ from .executions.reference import reference as _reference
 from .executions.wavefront import wavefront as _wavefront
 from .plstm.lattice import plstm_lattice
 from .plstm.layout import lattice_dag, lattice_gates
+from .triton._runtime import require_triton, triton_runs_on
 from .transitions import KINDS, Boundary, check_kind, gate_dims, gate_shape
 
 Structure = Union[Lattice, DAG]
@@ -32,6 +33,7 @@ SUPPORTED_KINDS = {
     "recurrent": ("scalar", "diagonal", "elementwise"),
     "chunked": ("scalar",),
     "lattice": ("scalar",),
+    "triton": ("scalar", "diagonal", "elementwise"),
 }
 EXECUTIONS = tuple(SUPPORTED_KINDS)
 
@@ -40,8 +42,11 @@ def _is_path(structure: Structure) -> bool:
     return isinstance(structure, Lattice) and sum(size > 1 for size in structure.shape) <= 1
 
 
-def default_execution(structure: Structure, kind: str) -> str:
-    """The execution the structure picks: dense paths where the structure and kind allow."""
+def default_execution(structure: Structure, kind: str, device: torch.device | None = None) -> str:
+    """The execution the structure picks: dense paths where the structure and kind allow; on a
+    CUDA ``device`` with ``triton`` installed, the Triton kernels for the kinds they run."""
+    if device is not None and device.type == "cuda" and kind in SUPPORTED_KINDS["triton"] and triton_runs_on(device):
+        return "triton"
     if _is_path(structure):
         return "chunked" if kind == "scalar" else "recurrent" if kind in SUPPORTED_KINDS["recurrent"] else "wavefront"
     if isinstance(structure, Lattice) and structure.ndim == 2 and kind == "scalar":
@@ -138,7 +143,7 @@ def scan(
         raise TypeError(f"structure must be a graphlib.Lattice or graphlib.DAG, got {type(structure).__name__}")
     kind = check_kind(kind)
     if execution is None:
-        execution = default_execution(structure, kind)
+        execution = default_execution(structure, kind, q.device if isinstance(q, Tensor) else None)
     if execution not in SUPPORTED_KINDS:
         raise ValueError(f"unknown execution {execution!r}; valid: {', '.join(EXECUTIONS)}")
     if kind not in SUPPORTED_KINDS[execution]:
@@ -164,11 +169,27 @@ def scan(
         h, state = _reference(dag, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
     elif execution == "wavefront":
         h, state = _wavefront(dag, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
+    elif execution == "triton":
+        h, state = _triton(structure, dag, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
     elif execution == "recurrent":
         h, state = _recurrent(structure, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
     else:
         h, state = plstm_lattice(structure, q, k, v, source, transition, mark, direct, initial_state, return_state, boundary=boundary)
     return (h, state) if return_state else h
+
+
+def _triton(structure, dag, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state):
+    """The Triton kernels: the chunk kernel on a path (scalar kind, scalar weights, no boundary
+    states), one kernel per level elsewhere."""
+    require_triton(q.device)
+    no_boundary = initial_state is None and boundary is None and not return_state
+    if kind == "scalar" and _is_path(structure) and no_boundary and source.dim() == 3 and mark.dim() == 3:
+        from .triton.chunk import plstm_path_triton
+
+        return plstm_path_triton(structure, q, k, v, source, transition, mark, direct), None
+    from .triton.wavefront import wavefront_triton
+
+    return wavefront_triton(dag, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
 
 
 def check_inputs(dag, num_lines, kind, q, k, v, source, transition, mark, direct, initial_state, boundary) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -85,6 +86,7 @@ def wavefront(
     initial_state: Tensor | None,
     boundary: Boundary | None,
     return_state: bool,
+    propagate: Propagate | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """The recurrence of :func:`~everygraph.sequence.scan`, level by level.
 
@@ -92,7 +94,8 @@ def wavefront(
     gathers the states of its in-edges, applies the transitions of its line-graph edges and
     scatter-adds them into its out-edges. Outputs and virtual out-edge states are read from
     all edge states at once after the loop. A batch of graphs is one disjoint union: its
-    depth is the deepest graph's. ``q`` is already scaled.
+    depth is the deepest graph's. ``q`` is already scaled. ``propagate`` replaces the level
+    loop (:func:`propagate_levels`), e.g. by one Triton kernel per level.
     """
     gates = boundary if boundary is not None else Boundary()
     plan = wavefront_plan(dag, q.device)
@@ -101,17 +104,7 @@ def wavefront(
     emitted = apply_weight(source[:, plan.edge_perm], kv_src)
     if initial_state is not None:
         emitted = emitted + _maybe(kind, _take(gates.enter, plan.edge_perm), initial_state[:, src])
-    # split, not slicing per level: each slice's backward would zero a full-size grad
-    emitted_blocks = emitted.split(_sizes(plan.edge_offset), dim=1)
-    line_blocks = transition[:, plan.line_perm].split(_sizes(plan.line_offset), dim=1)
-    blocks: list[Tensor] = []
-    for block, t, groups, target in zip(emitted_blocks, line_blocks, plan.gathers, plan.targets):
-        if groups:
-            incoming = [blocks[level_from].index_select(1, index) for level_from, index in groups]
-            incoming = incoming[0] if len(incoming) == 1 else torch.cat(incoming, dim=1)
-            block = block.index_add(1, target, apply_transition(kind, t, incoming))
-        blocks.append(block)
-    states = torch.cat(blocks, dim=1) if blocks else emitted  # [B, E, H, dk, dv], sorted edges
+    states = (propagate or propagate_levels)(dag, plan, emitted, transition, kind)  # [B, E, H, dk, dv], sorted edges
 
     h = direct[..., None] * (q * k).sum(-1, keepdim=True) * v
     read = torch.einsum("behd,behdv->behv", q[:, dst], apply_weight(mark[:, plan.edge_perm], states))
@@ -124,6 +117,27 @@ def wavefront(
     if initial_state is not None:
         final = final + _maybe(kind, gates.through, initial_state)
     return h, final.index_add(1, dst, _maybe(kind, _take(gates.leave, plan.edge_perm), states))
+
+
+def propagate_levels(dag: DAG, plan: WavefrontPlan, emitted: Tensor, transition: Tensor, kind: str) -> Tensor:
+    """Every edge state from the source terms, level by level: ``emitted`` ``[B, E, H, dk, dv]``
+    in ``plan.edge_perm`` order, ``transition`` ``[B, L, H, *gate]`` in line-graph order;
+    returns the states in ``plan.edge_perm`` order."""
+    # split, not slicing per level: each slice's backward would zero a full-size grad
+    emitted_blocks = emitted.split(_sizes(plan.edge_offset), dim=1)
+    line_blocks = transition[:, plan.line_perm].split(_sizes(plan.line_offset), dim=1)
+    blocks: list[Tensor] = []
+    for block, t, groups, target in zip(emitted_blocks, line_blocks, plan.gathers, plan.targets):
+        if groups:
+            incoming = [blocks[level_from].index_select(1, index) for level_from, index in groups]
+            incoming = incoming[0] if len(incoming) == 1 else torch.cat(incoming, dim=1)
+            block = block.index_add(1, target, apply_transition(kind, t, incoming))
+        blocks.append(block)
+    return torch.cat(blocks, dim=1) if blocks else emitted
+
+
+#: The level loop of :func:`wavefront`: ``(dag, plan, emitted, transition, kind) -> states``.
+Propagate = Callable[[DAG, WavefrontPlan, Tensor, Tensor, str], Tensor]
 
 
 def _take(gate: Tensor | None, perm: Tensor) -> Tensor | None:

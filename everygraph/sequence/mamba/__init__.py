@@ -25,8 +25,10 @@ Executions, one signature (fla style):
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
+from ..triton._runtime import require_triton, triton_runs_on
 from .fused_cpu import fused_usable, selective_scan_fused
 from .recurrent import selective_scan_recurrent
 from .reference import selective_scan_reference
@@ -45,6 +47,8 @@ def selective_scan(
     return_last_state: bool = False,
     reverse: bool = False,
     cu_seqlens: Tensor | None = None,
+    *,
+    execution: str | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""Mamba's selective scan (a drop-in for ``mamba_ssm``'s ``selective_scan_fn``), on CPU
     and GPU without custom kernels.
@@ -83,6 +87,11 @@ def selective_scan(
             (like PyG's ``ptr``): must start at 0, never decrease (empty sequences allowed) and
             end at ``L``. The state resets at every boundary, so a packed batch equals each
             sequence run alone.
+        execution: ``"fused"`` (the fused CPU kernel, when the JIT is installed),
+            ``"recurrent"`` (PyTorch, CPU and GPU), ``"triton"`` (the fused Triton kernels:
+            CUDA tensors, or CPU under ``TRITON_INTERPRET=1``) or ``"reference"`` (the loop);
+            default: ``"triton"`` for CUDA tensors when ``triton`` is installed, ``"fused"`` for
+            CPU tensors when the JIT is usable, else ``"recurrent"``. The result is the same.
 
     Returns:
         ``out`` ``[batch, D, L]`` in the dtype of ``u``, or ``(out, last_state)``.
@@ -104,8 +113,26 @@ def selective_scan(
         >>> B, C = torch.randn(2, 16, 1000), torch.randn(2, 16, 1000)
         >>> out = selective_scan(u, delta, A, B, C, delta_softplus=True)  # [2, 64, 1000]
     """
-    execution = selective_scan_fused if fused_usable(u, delta, A, B, C, D, z, delta_bias) else selective_scan_recurrent
-    return execution(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, reverse, cu_seqlens)
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, reverse, cu_seqlens)
+    if execution is None:
+        if isinstance(u, Tensor) and u.is_cuda and triton_runs_on(u.device):
+            execution = "triton"
+        elif all(t is None or isinstance(t, Tensor) for t in args[:8]) and fused_usable(*args[:8]):
+            execution = "fused"
+        else:
+            execution = "recurrent"
+    if execution == "fused":
+        return selective_scan_fused(*args)
+    if execution == "recurrent":
+        return selective_scan_recurrent(*args)
+    if execution == "reference":
+        return selective_scan_reference(*args)
+    if execution == "triton":
+        require_triton(u.device if isinstance(u, Tensor) else torch.device("cpu"))
+        from ..triton.selective_scan import selective_scan_triton
+
+        return selective_scan_triton(*args)
+    raise ValueError(f"execution must be 'fused', 'recurrent', 'triton' or 'reference', got {execution!r}")
 
 
 __all__ = ["selective_scan", "selective_scan_fused", "selective_scan_reference", "selective_scan_recurrent"]

@@ -7,10 +7,11 @@ from typing import Union
 from torch import Tensor
 
 from ...graphlib import DAG, Lattice
+from ..triton._runtime import triton_runs_on
 
 Structure = Union[Lattice, DAG]
 
-EXECUTIONS = ("reference", "wavefront", "lattice")
+EXECUTIONS = ("reference", "wavefront", "lattice", "triton")
 
 
 def plstm_scan(
@@ -81,9 +82,12 @@ def plstm_scan(
         initial_state: ``[B, N, H, dk, dv]`` or None (zeros).
         return_state: also return the virtual out-edge states ``[B, N, H, dk, dv]``.
         scale: multiplies ``q`` (default :math:`1/\sqrt{d_k}`).
-        execution: ``"reference"``, ``"wavefront"`` or ``"lattice"`` (only for a lattice of
-            1 or 2 dimensions); default: ``lattice`` for 1D/2D lattices, else ``wavefront``.
-            For tests and benchmarks; the result is the same.
+        execution: ``"reference"``, ``"wavefront"``, ``"lattice"`` (only for a lattice of
+            1 or 2 dimensions) or ``"triton"`` (Triton kernels: the chunk kernel on paths
+            without boundary states, one kernel per level elsewhere; CUDA tensors, or CPU under
+            ``TRITON_INTERPRET=1``); default: ``triton`` for CUDA tensors when ``triton`` is
+            installed, else ``lattice`` for 1D/2D lattices and ``wavefront`` otherwise.
+            The result is the same.
 
     Returns:
         ``h`` ``[B, N, H, dv]``, or ``(h, state)`` with ``state`` ``[B, N, H, dk, dv]``.
@@ -101,7 +105,10 @@ def plstm_scan(
     if not isinstance(structure, (Lattice, DAG)):
         raise TypeError(f"structure must be a graphlib.Lattice or graphlib.DAG, got {type(structure).__name__}")
     if execution is None:
-        execution = "lattice" if isinstance(structure, Lattice) and structure.ndim <= 2 else "wavefront"
+        if isinstance(q, Tensor) and q.is_cuda and triton_runs_on(q.device):
+            execution = "triton"
+        else:
+            execution = "lattice" if isinstance(structure, Lattice) and structure.ndim <= 2 else "wavefront"
     if execution not in EXECUTIONS:
         raise ValueError(f"unknown execution {execution!r}; valid: {', '.join(EXECUTIONS)}")
     if execution == "lattice" and not (isinstance(structure, Lattice) and structure.ndim <= 2):
