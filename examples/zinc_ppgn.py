@@ -176,12 +176,7 @@ def main() -> None:
     splits = load(root, args.limit)
     print({k: len(v) for k, v in splits.items()}, "graphs from", root)
 
-    try:
-        features = PolynomialFeatures(args.poly_degree, select="not_ppgn", normalize="log")
-    except ImportError as exc:  # the expressivity decider is missing: use the note's examples
-        print(f"({exc}); using the note's PPGN-missed patterns K4 and ab,ac,ad,bc,cd->bd")
-        missed = ["ab,ac,ad,bc,bd,cd->", "ab,ac,ad,bc,cd->bd"]
-        features = PolynomialFeatures(args.poly_degree, select=missed, normalize="log")
+    features = PolynomialFeatures(args.poly_degree, select="not_ppgn", normalize="log")
     print(f"polynomial channels PPGN cannot compute (degree <= {args.poly_degree}): {features}")
     results = {}
     for name, feats in [("PPGN++", None), (f"PPGN++({args.poly_degree})", features)]:

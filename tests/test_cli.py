@@ -1,12 +1,16 @@
 """The everygraph CLI: expressivity table, explain, basis drawing, errors."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
-
+from pathlib import Path
 
 from everygraph.cli import main
-from everygraph.contractions import basis
+from everygraph.contractions import basis, connected_patterns
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_expressivity_table_counts(capsys):
@@ -67,10 +71,44 @@ def test_errors(capsys):
     assert main(["basis", "--degree", "6", "--domain", "general"]) == 2
 
 
-def test_console_script_runs():
-    r = subprocess.run([sys.executable, "-m", "everygraph.cli", "explain", "ab,bc->ac", "--model", "mpnn"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and "cannot compute" in r.stdout
+def run_console_script(*args: str) -> subprocess.CompletedProcess:
+    """Run the installed ``everygraph`` console script (``python -m everygraph.cli`` only where
+    the script is not on PATH), importing this checkout."""
+    script = shutil.which("everygraph")
+    command = [script] if script else [sys.executable, "-m", "everygraph.cli"]
+    env = dict(os.environ, TQDM_DISABLE="1", PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+
+
+def test_console_script_prints_the_expressivity_counts():
+    r = run_console_script("expressivity", "--degree", "4", "--models", "mpnn,ppgn")
+    assert r.returncode == 0, r.stderr[-2000:]
+    connected = r.stdout.split("whole basis")[0]
+    rows = {}
+    for line in connected.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0].isdigit():
+            rows[int(parts[0]), parts[1]] = [tuple(map(int, c.split("/"))) for c in parts[2:]]
+    assert len(rows) == 15
+    # totals: connected graphs with d edges and distinct special vertices, counted by hand
+    # (invariant: unlabelled connected graphs; node/edge: with one / an ordered pair marked).
+    # MPNN computes exactly the forests: on connected patterns the trees with d edges, unrooted
+    # for invariants (OEIS A000055: 1, 1, 1, 2, 3) and rooted for node outputs (A000081:
+    # 1, 1, 2, 4, 9); PPGN computes every connected element up to degree 4.
+    totals = {"invariant": [1, 1, 1, 3, 5], "node": [1, 1, 2, 5, 13], "edge": [0, 1, 3, 10, 35]}
+    trees = {"invariant": [1, 1, 1, 2, 3], "node": [1, 1, 2, 4, 9]}
+    for d in range(5):
+        for output, total in totals.items():
+            mpnn, ppgn = rows[d, output]
+            assert mpnn[1] == ppgn[1] == ppgn[0] == total[d], (d, output)
+            if output in trees:
+                assert mpnn[0] == trees[output][d], (d, output)
+    assert rows[2, "edge"][0] == (2, 3)  # the path a-b-c with output ac closes a cycle
+
+
+def test_console_script_explains():
+    r = run_console_script("explain", "ab,bc->ac", "--model", "mpnn")
+    assert r.returncode == 0 and "mpnn cannot compute ab,bc->ac (edge, degree 2)" in r.stdout
 
 
 def test_info_still_works(capsys):

@@ -75,3 +75,39 @@ def test_compile_bad_input():
         compile(["ab->"], n_hint=0)
     with pytest.raises(ValueError, match="position"):
         compile(["ab,,->"])
+
+
+def test_flops_and_peak_memory_worked_out_by_hand():
+    n, batch = 5, 3
+    unit = batch * 4  # float32 bytes per node slot of every graph of the batch
+    # A itself, edge output: no arithmetic step (a view of the input), the assembly copies n^2.
+    # Memory: masked input + its symmetrised copy (2 n^2), mask (n), output (n^2), and the
+    # assembly's temporary (n^2).
+    plan = compile(["ab->ab"])
+    assert plan.flops(n) == n * n
+    assert plan.peak_memory(n, batch) == unit * (4 * n * n + n)
+    # A @ A, edge output: one einsum zac,zbc->zab, n^3 multiply-adds = 2 n^3 FLOPs, plus the
+    # n^2 assembly copy. Memory as above plus the n^2 product, live until the end.
+    plan = compile(["ab,bc->ac"])
+    assert plan.flops(n) == 2 * n**3 + n * n
+    assert plan.peak_memory(n, batch) == unit * (5 * n * n + n)
+    # triangles, invariant: A @ A (2 n^3), then <A, A^2> summed to a scalar (2 n^2), plus one
+    # scalar assembly. Memory peaks in the last einsum: inputs and mask (2 n^2 + n), the
+    # scalar output (1), A^2 still live (n^2), the new scalar (1) and a copy of the operand
+    # A^2 that einsum may make (n^2).
+    plan = compile(["ab,bc,ca->"])
+    assert plan.flops(n) == 2 * n**3 + 2 * n * n + 1
+    assert plan.peak_memory(n, batch) == unit * (2 * n * n + n + 1 + n * n + 1 + n * n)
+    assert plan.peak_memory(n, batch, element_size=8) == 2 * plan.peak_memory(n, batch)
+    assert plan.flops(n, batch=batch) == batch * plan.flops(n)
+
+
+@pytest.mark.parametrize("pattern", ["ab,bc->ac", "ab,bc,ca->", "ab,bc,ca->a", "ab,bc,cd,da->", "ab,ac,ad,bc,bd,cd->"])
+def test_flops_of_one_component_is_opt_einsums_cost(pattern):
+    """For one connected pattern whose edges are plain views of A, the plan's FLOPs are
+    opt_einsum's optimal cost for the pattern's own einsum, plus the n^|output| assembly."""
+    n = 32
+    plan = compile([pattern], n_hint=n)
+    operands = pattern.split("->")[0].split(",")
+    cost = opt_einsum.contract_path(pattern, *[(n, n)] * len(operands), shapes=True, optimize="dp")[1].opt_cost
+    assert plan.flops(n) == int(cost) + n ** len(pattern.split("->")[1])

@@ -110,3 +110,26 @@ def test_bad_inputs():
         layer(torch.randn(5, 8), torch.tensor([[0], [1]]), batch=torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="order must be"):
         GraphMamba(8, order="random")
+
+
+def test_eval_orders_averages_the_global_branch_over_k_seeded_orders():
+    """At evaluation, ``eval_orders=k`` is norm_out(h + ffn(h)) with h = norm_global(x + the mean,
+    over the k orders node_order(..., seed=s), s = 0..k-1, of the scan scattered back)."""
+    g = nx.cycle_graph(8)  # every degree ties: each seed gives its own order
+    data = graph(g, seed=3)
+    k = 3
+    layer = GraphMamba(8, local=None, d_state=4, eval_orders=k).double().eval()
+    perms = [node_order(data.edge_index, 8, "degree", seed=s) for s in range(k)]
+    assert len({tuple(p.tolist()) for p in perms}) == k
+    scans = []
+    for perm in perms:
+        seq = layer.mamba(data.x[perm].unsqueeze(0)).squeeze(0)
+        back = torch.empty_like(seq)
+        back[perm] = seq
+        scans.append(back)
+    h = layer.norm_global(data.x + sum(scans) / k)
+    want = layer.norm_out(h + layer.ffn(h))
+    torch.testing.assert_close(layer(data.x, data.edge_index), want, rtol=1e-10, atol=1e-10)
+    # and it is not the single deterministic order
+    layer.eval_orders = 1
+    assert not torch.allclose(layer(data.x, data.edge_index), want, atol=1e-6)

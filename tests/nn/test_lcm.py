@@ -178,6 +178,49 @@ def test_shuffle_only_in_training():
     assert all(torch.isfinite(o).all() for o in outs)
 
 
+def test_shuffle_with_add_equals_scatter_sum():
+    """An associative, commutative operator makes every within-segment order give the segment
+    sum; an element moved into another segment would change that segment's sum."""
+    x, index = degree_graph([0, 1, 2, 3, 7, 16, 33], 5, seed=3, dtype=torch.float64)
+    add = CommutativeMonoid(torch.add, symmetrise=False)
+    aggr = LCMAggregation(5, 5, project=False, operator=add, identity="zeros", shuffle=True).train()
+    want = scatter(x, index, dim_size=9, reduce="sum")
+    torch.manual_seed(11)
+    for _ in range(5):
+        torch.testing.assert_close(aggr(x, index, dim_size=9), want, rtol=1e-12, atol=1e-12)
+
+
+def test_shuffle_with_gru_is_a_tree_reduction_of_a_permutation_of_the_segment():
+    """Every shuffled output row equals the documented tree reduction of some permutation of
+    that node's own elements (all permutations enumerated: degrees <= 4), and the shuffle
+    really does change the order of some segment."""
+    import itertools
+
+    torch.manual_seed(12)
+    aggr = LCMAggregation(3, 4, shuffle=True).double()
+    degrees = [0, 1, 2, 3, 4, 4, 3, 2]
+    x, index = degree_graph(degrees, 3, seed=13, dtype=torch.float64)
+    with torch.no_grad():
+        h = aggr.lin(x).relu()
+        candidates = []
+        for v, d in enumerate(degrees):
+            members = [h[j : j + 1] for j in range(x.size(0)) if int(index[j]) == v]
+            if not members:
+                candidates.append(aggr.identity[None].clone())
+                continue
+            candidates.append(torch.cat([explicit_tree(list(p), aggr.op) for p in itertools.permutations(members)]))
+        given_order = aggr.eval()(x, index)
+        aggr.train()
+        changed = False
+        for _ in range(6):
+            out = aggr(x, index)
+            for v in range(len(degrees)):
+                distance = (candidates[v] - out[v]).abs().amax(dim=-1).min()
+                assert distance < 1e-12, f"node {v}: not a reduction of its own elements"
+            changed |= not torch.allclose(out, given_order, atol=1e-9)
+        assert changed
+
+
 def test_gradcheck_float64():
     torch.manual_seed(8)
     aggr = LCMAggregation(3, 2).double()
@@ -203,7 +246,12 @@ def test_ptr_and_leading_dims():
     out = aggr(xb, index, dim_size=3, dim=1)
     assert out.shape == (2, 3, 4)
     torch.testing.assert_close(out[1], aggr(xb[1], index, dim_size=3), rtol=0, atol=1e-6)
-    assert aggr.associativity_loss(xb, index, dim_size=3, dim=1).item() >= 0
+    # the loss on [2, 7, 3] is the loss over both leading entries' segments, as if stacked
+    loss = aggr.associativity_loss(xb, index, dim_size=3, dim=1, generator=torch.Generator().manual_seed(0))
+    stacked = aggr.associativity_loss(
+        torch.cat([xb[0], xb[1]]), torch.cat([index, index + 3]), dim_size=6, generator=torch.Generator().manual_seed(0)
+    )
+    torch.testing.assert_close(loss, stacked)
 
 
 def test_associativity_loss():

@@ -73,7 +73,12 @@ def test_dtypes_state_dict_repr():
     torch.testing.assert_close(out64.float(), out32, rtol=1e-4, atol=1e-5)
     out16 = layer.to(torch.bfloat16)(x.to(torch.bfloat16))
     assert out16.dtype == torch.bfloat16
-    torch.testing.assert_close(out16.float(), out32, rtol=0.1, atol=0.1)
+    # bfloat16 keeps 8 significant bits (unit roundoff u = 2^-8). The layer is a chain of about
+    # 16 rounded stages (input, norms, q/k/v and gate projections, scan, output projection),
+    # each adding at most u relative to the output's scale, so the relative RMS error against
+    # the float32 result stays below 16 u (about 6%; over 15 seeds the largest seen is 11 u).
+    rms = lambda t: t.square().mean().sqrt()  # noqa: E731
+    assert rms(out16.float() - out32) <= 16 * 2**-8 * rms(out32)
     layer = layer.float()
     other = PLSTM1d(8, num_heads=2, mode="D")
     other.load_state_dict(layer.state_dict())

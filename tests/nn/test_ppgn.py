@@ -104,3 +104,21 @@ def test_bad_inputs():
         model.forward_dense(torch.zeros(1, 3, 4, 3), torch.ones(1, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="num_blocks"):
         PPGN(1, 4, 0)
+
+
+@pytest.mark.parametrize("make", [lambda: PPGN(2, 8, 3, out_channels=2), lambda: PPGNBlock(3, 5)])
+def test_reset_parameters_redraws_every_parameter(make):
+    """After overwriting every parameter with a constant, reset_parameters redraws each one
+    from PyTorch's Linear init: inside +-1/sqrt(fan_in) and no longer constant."""
+    model = make()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(7.0)
+    model.reset_parameters()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            bound = 1 / module.in_features**0.5
+            for p in (module.weight, module.bias):
+                assert p.abs().max() <= bound + 1e-7, name
+                assert p.numel() == 1 or p.std() > 0, name
+    assert all(not (p == 7.0).any() for p in model.parameters())

@@ -41,10 +41,11 @@ def test_chunked_1d_across_chunk_boundaries(length, chunk_size):
             h, state = fn(*leaves)
             (h.square().sum() + state.sin().sum()).backward()
             results.append([h, state] + [t.grad for t in leaves])
-        for got, want in zip(*results):
-            if got is None or want is None:
-                continue
-            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+        for got, want in zip(*results, strict=True):
+            if got is None or want is None:  # only an input nothing depends on (no edges)
+                assert all(t is None or not t.any() for t in (got, want)), "a gradient is missing"
+            else:
+                torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
 
 
 def test_diagonal_recurrence_gradcheck():

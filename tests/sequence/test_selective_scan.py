@@ -417,8 +417,7 @@ def test_subpackage_modules_import_by_path():
     import everygraph.sequence as seq
 
     for module in ("reference", "_inputs", "recurrent"):
-        mod = importlib.import_module(f"everygraph.sequence.mamba.{module}")
-        assert mod.__name__ == f"everygraph.sequence.mamba.{module}"
+        importlib.import_module(f"everygraph.sequence.mamba.{module}")  # raises if a module is broken
     assert callable(seq.selective_scan) and callable(seq.selective_scan_reference)
     assert importlib.import_module("everygraph.sequence.mamba").selective_scan is seq.selective_scan
 
@@ -521,3 +520,33 @@ def test_empty_sizes_give_empty_results_forward_and_backward(sizes, bc, packed):
         torch.testing.assert_close(last, last_r)
         for k in grads:
             torch.testing.assert_close(grads[k], grads_r[k], msg=lambda m, k=k: f"gradient of {k}: {m}")
+
+
+def test_selective_scan_runs_the_fast_path_and_agrees_with_the_loop(monkeypatch):
+    """``selective_scan`` must execute the recurrent fast path (a spy counts the calls; the loop
+    is made to fail), and give the loop's result, forward and backward."""
+    import everygraph.sequence.mamba as mamba_package
+
+    x = make_inputs(2, 4, 3, 17, seed=21)
+    cu = torch.tensor([0, 5, 17])
+    leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+    want = selective_scan_reference(**leaves, delta_softplus=True, return_last_state=True, cu_seqlens=cu)
+    want_grads = torch.autograd.grad(want[0].square().sum() + want[1].sum(), list(leaves.values()))
+
+    calls = []
+    fast = mamba_package.selective_scan_recurrent
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return fast(*args, **kwargs)
+
+    def loop_not_allowed(*args, **kwargs):
+        raise AssertionError("selective_scan ran the reference loop")
+
+    monkeypatch.setattr(mamba_package, "selective_scan_recurrent", spy)
+    monkeypatch.setattr(mamba_package, "selective_scan_reference", loop_not_allowed)
+    got = selective_scan(**leaves, delta_softplus=True, return_last_state=True, cu_seqlens=cu)
+    assert len(calls) == 1
+    got_grads = torch.autograd.grad(got[0].square().sum() + got[1].sum(), list(leaves.values()))
+    for a, b in zip((*got, *got_grads), (*want, *want_grads), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
