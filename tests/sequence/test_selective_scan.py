@@ -523,9 +523,11 @@ def test_empty_sizes_give_empty_results_forward_and_backward(sizes, bc, packed):
 
 
 def test_selective_scan_runs_the_fast_path_and_agrees_with_the_loop(monkeypatch):
-    """``selective_scan`` must execute the recurrent fast path (a spy counts the calls; the loop
-    is made to fail), and give the loop's result, forward and backward."""
+    """By default ``selective_scan`` executes its documented fast path on CPU (the fused kernel
+    when the JIT is usable, else the PyTorch recurrence; spies count the calls, the loop is made
+    to fail) and gives the loop's result, forward and backward."""
     import everygraph.sequence.mamba as mamba_package
+    from everygraph.sequence.mamba.fused_cpu import fused_usable
 
     x = make_inputs(2, 4, 3, 17, seed=21)
     cu = torch.tensor([0, 5, 17])
@@ -534,19 +536,25 @@ def test_selective_scan_runs_the_fast_path_and_agrees_with_the_loop(monkeypatch)
     want_grads = torch.autograd.grad(want[0].square().sum() + want[1].sum(), list(leaves.values()))
 
     calls = []
-    fast = mamba_package.selective_scan_recurrent
 
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return fast(*args, **kwargs)
+    def spy(name):
+        fast = getattr(mamba_package, name)
+
+        def run(*args, **kwargs):
+            calls.append(name)
+            return fast(*args, **kwargs)
+
+        return run
 
     def loop_not_allowed(*args, **kwargs):
         raise AssertionError("selective_scan ran the reference loop")
 
-    monkeypatch.setattr(mamba_package, "selective_scan_recurrent", spy)
+    for name in ("selective_scan_recurrent", "selective_scan_fused"):
+        monkeypatch.setattr(mamba_package, name, spy(name))
     monkeypatch.setattr(mamba_package, "selective_scan_reference", loop_not_allowed)
     got = selective_scan(**leaves, delta_softplus=True, return_last_state=True, cu_seqlens=cu)
-    assert len(calls) == 1
+    expected = "selective_scan_fused" if fused_usable(*x.values()) else "selective_scan_recurrent"
+    assert calls == [expected]
     got_grads = torch.autograd.grad(got[0].square().sum() + got[1].sum(), list(leaves.values()))
     for a, b in zip((*got, *got_grads), (*want, *want_grads), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
