@@ -1,14 +1,18 @@
-"""Graph Mamba: a GPS-style layer whose global branch is a Mamba scan over ordered nodes."""
+"""Graph Mamba: a GPS-style layer whose global branch is a Mamba scan over ordered nodes, or
+over the DAG that a node order makes of the graph."""
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graphlib import node_order
+from ..graphlib import DAG, dagify, node_order
 from ..graphlib.validation import ptr_from_batch
+from ..sequence import dag_selective_scan
 from .mamba import Mamba
 
 Order = Union[str, Tensor]
@@ -18,6 +22,69 @@ def _default_local(channels: int) -> nn.Module:
     from torch_geometric.nn import GINConv
 
     return GINConv(nn.Sequential(nn.Linear(channels, channels), nn.ReLU(), nn.Linear(channels, channels)))
+
+
+class DAGMamba(nn.Module):
+    r"""The Mamba block with its scan on a DAG and on the reversed DAG (no convolution: a DAG
+    has no fixed window of predecessors).
+
+    .. math::
+        (x, z) = W_{in} h, \quad
+        y = \sum_{s \in \{\rightarrow, \leftarrow\}} \big(\mathrm{dag\_selective\_scan}_s(x, \Delta^s, A^s, B^s, C^s)
+            + D^s x\big), \quad \mathrm{out} = W_{out}(y \odot \mathrm{silu}(z))
+
+    with :math:`(\delta, B, C) = W^s_x x`, :math:`\Delta = \mathrm{softplus}(W^s_{dt}\delta + b^s_{dt})`,
+    :math:`A^s = -e^{A^s_{log}}` per direction (parameter names as Mamba's, ``_b`` for the
+    reversed DAG); the scan is :func:`~everygraph.sequence.dag_selective_scan`.
+
+    Shapes: ``forward(x [num_nodes, d_model], dag) -> [num_nodes, d_model]``.
+    """
+
+    def __init__(self, d_model: int, d_state: int = 16, expand: int = 2, dt_rank: int | str = "auto",
+                 dt_min: float = 0.001, dt_max: float = 0.1) -> None:
+        super().__init__()
+        self.d_model, self.d_state, self.expand = d_model, d_state, expand
+        self.d_inner = int(expand * d_model)
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.dt_min, self.dt_max = dt_min, dt_max
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+        for suffix in ("", "_b"):
+            self.add_module("x_proj" + suffix, nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False))
+            self.add_module("dt_proj" + suffix, nn.Linear(self.dt_rank, self.d_inner))
+            self.register_parameter("A_log" + suffix, nn.Parameter(torch.empty(self.d_inner, d_state)))
+            self.register_parameter("D" + suffix, nn.Parameter(torch.empty(self.d_inner)))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Mamba's initialisation, per direction."""
+        self.in_proj.reset_parameters()
+        self.out_proj.reset_parameters()
+        for suffix in ("", "_b"):
+            getattr(self, "x_proj" + suffix).reset_parameters()
+            dt_proj: nn.Linear = getattr(self, "dt_proj" + suffix)
+            std = self.dt_rank ** -0.5
+            nn.init.uniform_(dt_proj.weight, -std, std)
+            dt = torch.exp(torch.rand(self.d_inner) * (math.log(self.dt_max) - math.log(self.dt_min)) + math.log(self.dt_min))
+            dt = dt.clamp(min=1e-4)
+            dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+            getattr(self, "A_log" + suffix).copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).expand(self.d_inner, -1))
+            getattr(self, "D" + suffix).fill_(1.0)
+
+    def forward(self, x: Tensor, dag: DAG) -> Tensor:
+        u, z = self.in_proj(x).chunk(2, dim=-1)
+        u = F.silu(u)
+        y = 0
+        for suffix, structure in (("", dag), ("_b", dag.reverse())):
+            low, B, C = torch.split(getattr(self, "x_proj" + suffix)(u), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+            dt = F.softplus(getattr(self, "dt_proj" + suffix)(low))
+            A = -torch.exp(getattr(self, "A_log" + suffix).to(u.dtype))
+            y = y + dag_selective_scan(structure, u, dt, A, B, C) + getattr(self, "D" + suffix).to(u.dtype) * u
+        return self.out_proj(y * F.silu(z))
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(d_model={self.d_model}, d_state={self.d_state}, expand={self.expand})"
 
 
 class GraphMamba(nn.Module):
@@ -42,11 +109,23 @@ class GraphMamba(nn.Module):
     Graph-Mamba recipe). The random keys depend only on a node's position inside its own
     graph, so a graph's output does not change when other graphs join the batch.
 
-    **Equivariance is not claimed**: the node order breaks ties arbitrarily and the scan is
+    **Equivariance is not claimed** for the sequence scan: the node order breaks ties arbitrarily and the scan is
     order dependent, so relabelling nodes of equal degree can change the output (averaging
     over orders only reduces this).
 
     LayerNorm (not GPS's BatchNorm) keeps each graph's output independent of the batch.
+
+    **scan="dag"**: instead of a sequence, the global branch runs Mamba's recurrence on the
+    DAG that the same node order makes of each graph (:func:`~everygraph.graphlib.dagify`:
+    every edge points from the earlier endpoint to the later one) and on its reverse
+    (:class:`DAGMamba`, :func:`~everygraph.sequence.dag_selective_scan`): a node's state
+    averages its predecessors' states, so information flows along the graph's edges only.
+    The output depends on the order only through the orientation of the edges, hence it is
+    permutation-equivariant exactly for relabellings that keep every edge's orientation:
+    always when the order is given and relabelled with the nodes (``forward(..., order=perm)``
+    with ``perm`` mapped through the relabelling); with ``order="degree"`` (ties by node id at
+    evaluation) whenever no edge joins two nodes of equal degree. Graphs of a batch are
+    disjoint DAGs, so each graph's output is independent of the batch.
 
     Args:
         channels: node feature size (in = out).
@@ -56,6 +135,8 @@ class GraphMamba(nn.Module):
         order: ``"degree"`` (default) or ``"index"``; ``forward(..., order=perm)`` overrides.
         eval_orders: number of random orders averaged at evaluation (1 = deterministic).
         dropout: on both branch outputs and in the feed-forward network.
+        scan: ``"sequence"`` (default: nodes in order as one packed sequence) or ``"dag"``
+            (the oriented graph and its reverse; ``d_conv`` and ``bidirectional`` unused).
 
     Shapes:
         ``forward(x [num_nodes, channels], edge_index [2, num_edges], batch [num_nodes] | None,
@@ -77,8 +158,12 @@ class GraphMamba(nn.Module):
         order: str = "degree",
         eval_orders: int = 1,
         dropout: float = 0.0,
+        scan: str = "sequence",
     ) -> None:
         super().__init__()
+        if scan not in ("sequence", "dag"):
+            raise ValueError(f"scan must be 'sequence' or 'dag', got {scan!r}")
+        self.scan = scan
         if order not in ("degree", "index"):
             raise ValueError(f"order must be 'degree' or 'index' (or a permutation passed to forward), got {order!r}")
         if eval_orders < 1:
@@ -87,7 +172,10 @@ class GraphMamba(nn.Module):
         self.order = order
         self.eval_orders = eval_orders
         self.local = _default_local(channels) if local == "gin" else local
-        self.mamba = Mamba(channels, d_state=d_state, d_conv=d_conv, expand=expand, bidirectional=bidirectional)
+        if scan == "dag":
+            self.mamba = DAGMamba(channels, d_state=d_state, expand=expand)
+        else:
+            self.mamba = Mamba(channels, d_state=d_state, d_conv=d_conv, expand=expand, bidirectional=bidirectional)
         self.norm_local = nn.LayerNorm(channels)
         self.norm_global = nn.LayerNorm(channels)
         self.norm_out = nn.LayerNorm(channels)
@@ -104,7 +192,11 @@ class GraphMamba(nn.Module):
         for module in (self.norm_local, self.norm_global, self.norm_out, self.ffn[0], self.ffn[3]):
             module.reset_parameters()
 
-    def _global(self, x: Tensor, perm: Tensor, cu_seqlens: Tensor) -> Tensor:
+    def _global(self, x: Tensor, perm: Tensor, cu_seqlens: Tensor, edge_index: Tensor | None = None,
+                batch: Tensor | None = None) -> Tensor:
+        if self.scan == "dag":
+            dag, _ = dagify(edge_index, x.shape[0], perm, batch=batch)
+            return self.mamba(x, dag)
         sequence = self.mamba(x[perm].unsqueeze(0), cu_seqlens=cu_seqlens).squeeze(0)
         out = torch.empty_like(sequence)
         out[perm] = sequence
@@ -133,7 +225,7 @@ class GraphMamba(nn.Module):
                 seeds = [None]
             # node_order's seeded tie keys depend only on a node's position inside its graph
             perms = [node_order(edge_index, num_nodes, self.order, batch=batch, seed=s) for s in seeds]
-        h_global = sum(self._global(x, p, cu_seqlens) for p in perms) / len(perms)
+        h_global = sum(self._global(x, p, cu_seqlens, edge_index, batch) for p in perms) / len(perms)
         h = self.norm_global(x + self.dropout(h_global))
         if self.local is not None:
             h = h + self.norm_local(x + self.dropout(self.local(x, edge_index)))
@@ -141,4 +233,4 @@ class GraphMamba(nn.Module):
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.channels}, local={self.local.__class__.__name__ if self.local is not None else None}, "
-                f"order={self.order!r}, eval_orders={self.eval_orders}, mamba={self.mamba})")
+                f"order={self.order!r}, eval_orders={self.eval_orders}, scan={self.scan!r}, mamba={self.mamba})")

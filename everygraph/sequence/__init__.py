@@ -6,9 +6,10 @@
 and :func:`selective_scan` (Mamba-1, elementwise kind on a path) are parameterisations.
 """
 
+from .dag_mamba import dag_selective_scan
 from .grid_mamba import grid_mamba_gates, grid_selective_scan
 from .distributed import combine_piece_states, path_scan_context_parallel, selective_scan_context_parallel
-from .mamba import selective_scan, selective_scan_reference
+from .mamba import selective_scan, selective_scan_recurrent, selective_scan_reference
 from .plstm import lattice_gates, plstm_scan
 from .recurrence import (
     EXECUTIONS,
@@ -44,6 +45,8 @@ __all__: list[str] = [
     "path_scan_context_parallel",
     "combine_piece_states",
     "selective_scan_reference",
+    "selective_scan_recurrent",
     "grid_selective_scan",
+    "dag_selective_scan",
     "grid_mamba_gates",
 ]
