@@ -12,8 +12,9 @@ user would pick instead, when it is installed in the same environment:
 - selective scan (B=8, D=1536, N=16, L=2048; float32 and bfloat16): ``mamba_ssm``'s CUDA
   ``selective_scan_fn``; else ``mambapy``'s ``pscan``; the eager path is our ``recurrent``
   execution.
-- chunk scan (pLSTM on a path; B=8, H=4, L=4096, dk=dv=64): flash-linear-attention's
-  ``chunk_simple_gla`` (scalar decay per head and position, the same work shape).
+- chunk scan (pLSTM on a path, scalar decays; B=8, H=4, L=4096, dk=dv=64):
+  flash-linear-attention's ``chunk_simple_gla`` (scalar decay per head and position, the same
+  work shape); key-diagonal decays (GLA-style): fla's ``chunk_gla``.
 - wavefront (pLSTM on a 256x256 grid, B=8, H=4, dk=dv=32; a batch of 512 molecule-sized
   graphs): our eager ``wavefront`` and ``lattice`` executions. (The official pLSTM code is a
   separate repository; run ``benchmarks/plstm.py --official`` for it.)
@@ -33,7 +34,7 @@ from collections.abc import Callable
 import torch
 
 from everygraph.graphlib import DAG, Lattice
-from everygraph.sequence import plstm_scan, selective_scan
+from everygraph.sequence import plstm_scan, scan, selective_scan
 from everygraph.sequence.plstm.layout import lattice_dag
 from everygraph.sequence.triton import triton_installed, triton_runs_on
 
@@ -167,6 +168,23 @@ def bench_chunk(args, device) -> None:
             logdecay = torch.log(torch.rand(B, L, H, generator=g) * 0.5 + 0.5).to(device).requires_grad_()
             anchor = measure(lambda: chunk_simple_gla(q, k, v, logdecay)[0], [q, k, v, logdecay], args.repeats, device)
             row("fla chunk_simple_gla", *anchor, speed)
+        except ImportError:
+            print("  flash-linear-attention: not installed")
+        alpha = (torch.rand(B, lines, H, dk, generator=g) * 0.5 + 0.5).to(device, dtype).requires_grad_()
+        diag_inputs = [q, k, v, gates[0], alpha, gates[2], gates[3]]
+        header(f"chunk scan (key-diagonal, GLA-style) B={B} H={H} L={L} dk=dv={dk} {dtype}")
+        ours_diag = measure(lambda: scan(lattice, *diag_inputs, kind="diagonal", execution="triton"), diag_inputs,
+                            args.repeats, device)
+        row("everygraph triton diagonal chunk", *ours_diag, None)
+        row("everygraph recurrent (eager)",
+            *measure(lambda: scan(lattice, *diag_inputs, kind="diagonal", execution="recurrent"), diag_inputs,
+                     args.repeats, device), (ours_diag[0][0], ours_diag[1][0]))
+        try:
+            from fla.ops.gla import chunk_gla
+
+            log_alpha = torch.log(torch.rand(B, L, H, dk, generator=g) * 0.5 + 0.5).to(device).requires_grad_()
+            row("fla chunk_gla", *measure(lambda: chunk_gla(q, k, v, log_alpha)[0], [q, k, v, log_alpha], args.repeats,
+                                          device), (ours_diag[0][0], ours_diag[1][0]))
         except ImportError:
             print("  flash-linear-attention: not installed")
 

@@ -179,14 +179,18 @@ def scan(
 
 
 def _triton(structure, dag, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state):
-    """The Triton kernels: the chunk kernel on a path (scalar kind, scalar weights, no boundary
-    states), one kernel per level elsewhere."""
+    """The Triton kernels: a chunk kernel on a path (scalar kind, or diagonal kind with positive
+    transitions; scalar weights, no boundary states), one kernel per level elsewhere."""
     require_triton(q.device)
-    no_boundary = initial_state is None and boundary is None and not return_state
-    if kind == "scalar" and _is_path(structure) and no_boundary and source.dim() == 3 and mark.dim() == 3:
-        from .triton.chunk import plstm_path_triton
+    chunkable = (
+        _is_path(structure) and initial_state is None and boundary is None and not return_state
+        and source.dim() == 3 and mark.dim() == 3
+        and (kind == "scalar" or (kind == "diagonal" and bool((transition > 0).all())))
+    )
+    if chunkable:
+        from .triton.chunk import path_scan_triton
 
-        return plstm_path_triton(structure, q, k, v, source, transition, mark, direct), None
+        return path_scan_triton(structure, kind, q, k, v, source, transition, mark, direct), None
     from .triton.wavefront import wavefront_triton
 
     return wavefront_triton(dag, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)

@@ -319,3 +319,60 @@ def test_chunk_size_must_suit_tl_dot():
 
     with pytest.raises(ValueError, match="power of two"):
         chunk_scan_triton(*_path_gates(L=4), chunk=12)
+
+
+def test_diagonal_chunk_kernel_equals_loop():
+    from everygraph.sequence.triton.chunk import chunk_scan_diagonal_triton
+
+    q, k, v, S, _, M, D = _path_gates(L=37, dk=3, dv=5, seed=2)
+    g = torch.Generator().manual_seed(4)
+    alpha = (torch.rand(*q.shape, generator=g, dtype=F64) * 0.95 + 0.02).to(DEVICE).requires_grad_()
+    leaves = [q, k, v, alpha, S, M, D]
+    h = chunk_scan_diagonal_triton(*leaves)  # 37 positions: chunks of 16, the last ragged
+    C = torch.zeros(q.shape[0], q.shape[2], q.shape[3], v.shape[3], dtype=F64, device=DEVICE)
+    outs = []
+    for t in range(q.shape[1]):
+        outs.append(M[:, t, :, None] * torch.einsum("bhd,bhdv->bhv", q[:, t], C)
+                    + D[:, t, :, None] * (q[:, t] * k[:, t]).sum(-1, keepdim=True) * v[:, t])
+        C = alpha[:, t, :, :, None] * C + S[:, t, :, None, None] * k[:, t, :, :, None] * v[:, t, :, None, :]
+    ref = torch.stack(outs, 1)
+    torch.testing.assert_close(h, ref, rtol=1e-12, atol=1e-12)
+    w = torch.randn_like(ref)
+    for name, a, b in zip("q k v alpha S M D".split(), torch.autograd.grad((h * w).sum(), leaves),
+                          torch.autograd.grad((ref * w).sum(), leaves)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"gradient of {name}")
+
+
+def test_diagonal_chunk_kernel_gradcheck():
+    from everygraph.sequence.triton.chunk import ChunkScanDiagonalTriton
+
+    q, k, v, S, _, M, D = _path_gates(B=1, L=18, H=1, dk=2, dv=1, seed=6)
+    log_alpha = (-torch.rand(*q.shape, dtype=F64)).to(DEVICE).requires_grad_()
+    assert torch.autograd.gradcheck(ChunkScanDiagonalTriton.apply, (q, k, v, log_alpha, S, M, D), fast_mode=True)
+
+
+@pytest.mark.parametrize("positive", [True, False], ids=["positive-chunk-kernel", "signed-wavefront-kernel"])
+def test_scan_triton_diagonal_kind_on_a_path(positive, monkeypatch):
+    """Positive key-diagonal transitions take the chunk kernel, others the wavefront kernel;
+    both equal the reference."""
+    import everygraph.sequence.triton.chunk as chunk
+    from everygraph.sequence import scan
+
+    calls = []
+    original = chunk.ChunkScanDiagonalTriton.apply
+    monkeypatch.setattr(chunk.ChunkScanDiagonalTriton, "apply", lambda *a: calls.append(1) or original(*a))
+    lattice = Lattice((21,), flip=(True,))
+    dag = lattice_dag(lattice)
+    q, k, v, S, T, M, D, _ = _plstm_inputs(dag)
+    alpha = torch.rand(*T.shape, q.shape[-1], dtype=F64, device=DEVICE) * 0.9 + 0.05
+    if not positive:
+        alpha = alpha * torch.where(torch.rand_like(alpha) < 0.3, -1.0, 1.0)
+    alpha.requires_grad_()
+    leaves = [q, k, v, S, alpha, M, D]
+    out = scan(lattice, *leaves, kind="diagonal", execution="triton")
+    assert bool(calls) == positive
+    ref = scan(lattice, *leaves, kind="diagonal", execution="reference")
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    w = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad((out * w).sum(), leaves), torch.autograd.grad((ref * w).sum(), leaves)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

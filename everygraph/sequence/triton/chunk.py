@@ -237,12 +237,14 @@ def chunk_scan_triton(
     return ChunkScanTriton.apply(q, k, v, S, T, M, D, chunk)
 
 
-def plstm_path_triton(
-    lattice, q: Tensor, k: Tensor, v: Tensor, source: Tensor, transition: Tensor, mark: Tensor, direct: Tensor
+def path_scan_triton(
+    lattice, kind: str, q: Tensor, k: Tensor, v: Tensor, source: Tensor, transition: Tensor, mark: Tensor,
+    direct: Tensor,
 ) -> Tensor:
-    """pLSTM on a lattice that is a path (1D, or ``1 x W`` / ``H x 1``), flat layout of
-    :func:`~everygraph.sequence.plstm_scan` (``q`` already scaled), without boundary states:
-    the gates are gathered into path order, scanned by :class:`ChunkScanTriton`, and the
+    """The scan on a lattice that is a path (1D, or ``1 x W`` / ``H x 1``), flat layout of
+    :func:`~everygraph.sequence.scan` (``q`` already scaled, scalar source and mark, no
+    boundary states), ``kind`` ``"scalar"`` or ``"diagonal"`` (strictly positive
+    transitions): the gates are gathered into path order, scanned by the chunk kernel, and the
     outputs gathered back to node order. Returns ``h`` ``[B, N, H, dv]``."""
     from ..plstm.layout import lattice_layout, take
 
@@ -251,6 +253,201 @@ def plstm_path_triton(
     node = layout.node
     S = take(source, layout.out_edge[:, axis])
     M = take(mark, layout.in_edge[:, axis])
-    T = take(transition, layout.line[:, axis, axis])
-    h = chunk_scan_triton(q[:, node], k[:, node], v[:, node], S, T, M, direct[:, node])
+    line = layout.line[:, axis, axis]
+    T = take(transition, line)  # zero where no line-graph edge passes (the path's two ends)
+    qs, ks, vs, Ds = q[:, node], k[:, node], v[:, node], direct[:, node]
+    if kind == "scalar":
+        h = chunk_scan_triton(qs, ks, vs, S, T, M, Ds)
+    else:  # at the ends the transition meets no state: any positive value will do
+        T = torch.where((line == layout.num_lines)[None, :, None, None], torch.ones_like(T), T)
+        h = chunk_scan_diagonal_triton(qs, ks, vs, T, S, M, Ds)
     return h[:, layout.position]
+
+
+# --------------------------------------------------------------------------------------------
+# Key-diagonal transitions (GLA, HGRN2): C_{t+1} = diag(alpha_t) C_t + S_t k_t v_t^T, alpha > 0.
+#
+# With g = log(alpha) and, inside a chunk, G_in = cumsum(g) (through t) and G_ex = G_in - g
+# (before t), the decay from a source s to a reader i > s on key d is exp(G_ex[i,d] - G_in[s,d]).
+# The intra-chunk scores sum_d q_id k_sd exp(G_ex[i,d] - G_in[s,d]) are formed as a
+# [BT, BT, BK] broadcast (each exponent <= 0 when alpha <= 1: nothing overflows, unlike
+# splitting exp(G_ex) exp(-G_in) across q and k); the readout of the entering state and the
+# state passed on are tl.dot products. The gradient of g needs no kernel of its own: the decay
+# g[r] carries every (source s < r, reader i > r) pair, so
+#   dg[r] = sum_{i > r} q_i * dq_i  -  sum_{s >= r} k_s * dk_s     (per key, D terms excluded),
+# two suffix sums over the whole sequence (exact, no division by alpha).
+# --------------------------------------------------------------------------------------------
+
+#: Positions per chunk of the key-diagonal kernel (the [BT, BT, dk] broadcast bounds it).
+DIAGONAL_CHUNK = 16
+
+
+@triton.jit
+def _load_diag_chunk(q_ptr, k_ptr, v_ptr, g_ptr, S_ptr, M_ptr, D_ptr, base_qk, base_v, base_g, t0, L, H, dk, dv,
+                     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
+    t = t0 + tl.arange(0, BT)
+    mt = t < L
+    kk = tl.arange(0, BK)
+    vv = tl.arange(0, BV)
+    mk = mt[:, None] & (kk[None, :] < dk)
+    mv = mt[:, None] & (vv[None, :] < dv)
+    Q = tl.load(q_ptr + base_qk + t[:, None] * H * dk + kk[None, :], mask=mk, other=0.0)
+    K = tl.load(k_ptr + base_qk + t[:, None] * H * dk + kk[None, :], mask=mk, other=0.0)
+    G = tl.load(g_ptr + base_qk + t[:, None] * H * dk + kk[None, :], mask=mk, other=0.0)
+    V = tl.load(v_ptr + base_v + t[:, None] * H * dv + vv[None, :], mask=mv, other=0.0)
+    S = tl.load(S_ptr + base_g + t * H, mask=mt, other=0.0)
+    M = tl.load(M_ptr + base_g + t * H, mask=mt, other=0.0)
+    D = tl.load(D_ptr + base_g + t * H, mask=mt, other=0.0)
+    return Q, K, G, V, S, M, D, mt, mk, mv
+
+
+@triton.jit
+def _diag_decays(G, BT: tl.constexpr):
+    """``W3`` ``[BT, BT, BK]`` (decay from source s to reader i > s, per key), ``p``
+    ``[BT, BK]`` (from the chunk's entry to each reader), ``Wc`` ``[BT, BK]`` (from each
+    source to the chunk's exit), ``pc`` ``[BK]`` (through the whole chunk)."""
+    G_in = tl.cumsum(G, axis=0)
+    G_ex = G_in - G
+    G_all = tl.sum(G, axis=0)
+    rows = tl.arange(0, BT)
+    below = (rows[:, None] > rows[None, :])[:, :, None]
+    W3 = tl.where(below, tl.exp(tl.where(below, G_ex[:, None, :] - G_in[None, :, :], 0.0)), 0.0)
+    return W3, tl.exp(G_ex), tl.exp(G_all[None, :] - G_in), tl.exp(G_all)
+
+
+@triton.jit
+def _chunk_diag_fwd_kernel(
+    q_ptr, k_ptr, v_ptr, g_ptr, S_ptr, M_ptr, D_ptr, h_ptr, saved_ptr,
+    L, H, dk, dv, num_chunks,
+    SAVE: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    b = pid // H
+    head = pid % H
+    base_qk = b * L * H * dk + head * dk
+    base_v = b * L * H * dv + head * dv
+    base_g = b * L * H + head
+    kk = tl.arange(0, BK)
+    vv = tl.arange(0, BV)
+    kv = kk[:, None] * BV + vv[None, :]
+    rows = tl.arange(0, BT)
+    C = tl.zeros([BK, BV], dtype=q_ptr.dtype.element_ty)
+    for c in range(num_chunks):
+        if SAVE:
+            tl.store(saved_ptr + (pid * num_chunks + c) * BK * BV + kv, C)
+        t0 = c * BT
+        Q, K, G, V, S, M, D, mt, mk, mv = _load_diag_chunk(
+            q_ptr, k_ptr, v_ptr, g_ptr, S_ptr, M_ptr, D_ptr, base_qk, base_v, base_g, t0, L, H, dk, dv, BT, BK, BV)
+        W3, p, Wc, pc = _diag_decays(G, BT)
+        A = tl.sum(Q[:, None, :] * K[None, :, :] * W3, axis=2) * (M[:, None] * S[None, :])
+        A += tl.where(rows[:, None] == rows[None, :], (D * tl.sum(Q * K, axis=1))[:, None], 0.0)
+        out = tl.dot(A, V) + M[:, None] * tl.dot(Q * p, C)
+        t = t0 + rows
+        tl.store(h_ptr + base_v + t[:, None] * H * dv + vv[None, :], out, mask=mv)
+        C = pc[:, None] * C + tl.dot(tl.trans(K * Wc * S[:, None]), V)
+
+
+@triton.jit
+def _chunk_diag_bwd_kernel(
+    q_ptr, k_ptr, v_ptr, g_ptr, S_ptr, M_ptr, D_ptr, saved_ptr, dh_ptr,
+    dq_ptr, dk_ptr, dv_ptr, dS_ptr, dM_ptr, dD_ptr,
+    L, H, dk, dv, num_chunks,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    b = pid // H
+    head = pid % H
+    base_qk = b * L * H * dk + head * dk
+    base_v = b * L * H * dv + head * dv
+    base_g = b * L * H + head
+    kk = tl.arange(0, BK)
+    vv = tl.arange(0, BV)
+    kv = kk[:, None] * BV + vv[None, :]
+    rows = tl.arange(0, BT)
+    dC = tl.zeros([BK, BV], dtype=q_ptr.dtype.element_ty)
+    for cc in range(num_chunks):
+        c = num_chunks - 1 - cc
+        t0 = c * BT
+        t = t0 + rows
+        Q, K, G, V, S, M, D, mt, mk, mv = _load_diag_chunk(
+            q_ptr, k_ptr, v_ptr, g_ptr, S_ptr, M_ptr, D_ptr, base_qk, base_v, base_g, t0, L, H, dk, dv, BT, BK, BV)
+        dH = tl.load(dh_ptr + base_v + t[:, None] * H * dv + vv[None, :], mask=mv, other=0.0)
+        C0 = tl.load(saved_ptr + (pid * num_chunks + c) * BK * BV + kv)
+        W3, p, Wc, pc = _diag_decays(G, BT)
+        scores = tl.sum(Q[:, None, :] * K[None, :, :] * W3, axis=2)  # [i, s], decayed q_i . k_s
+        MS = M[:, None] * S[None, :]
+        dHV = tl.dot(dH, tl.trans(V))  # [i, s] = dh_i . v_s
+        Gm = dHV * MS
+        qk_diag = tl.sum(Q * K, axis=1)
+        dhv_diag = tl.sum(dH * V, axis=1)
+        dHC0 = tl.dot(dH, tl.trans(C0))  # [BT, BK]: C0 dh_i
+        VdC = tl.dot(V, tl.trans(dC))  # [BT, BK]: dC v_s
+        A = scores * MS + tl.where(rows[:, None] == rows[None, :], (D * qk_diag)[:, None], 0.0)
+        dV = tl.dot(tl.trans(A), dH) + tl.dot(K * Wc * S[:, None], dC)
+        dQ = tl.sum(Gm[:, :, None] * K[None, :, :] * W3, axis=1) + (D * dhv_diag)[:, None] * K + M[:, None] * p * dHC0
+        dK = tl.sum(Gm[:, :, None] * Q[:, None, :] * W3, axis=0) + (D * dhv_diag)[:, None] * Q + S[:, None] * Wc * VdC
+        dD = qk_diag * dhv_diag
+        dM = tl.sum(scores * S[None, :] * dHV, axis=1) + tl.sum(Q * p * dHC0, axis=1)
+        dS = tl.sum(scores * M[:, None] * dHV, axis=0) + tl.sum(K * Wc * VdC, axis=1)
+        tl.store(dq_ptr + base_qk + t[:, None] * H * dk + kk[None, :], dQ, mask=mk)
+        tl.store(dk_ptr + base_qk + t[:, None] * H * dk + kk[None, :], dK, mask=mk)
+        tl.store(dv_ptr + base_v + t[:, None] * H * dv + vv[None, :], dV, mask=mv)
+        tl.store(dS_ptr + base_g + t * H, dS, mask=mt)
+        tl.store(dM_ptr + base_g + t * H, dM, mask=mt)
+        tl.store(dD_ptr + base_g + t * H, dD, mask=mt)
+        dC = tl.dot(tl.trans(Q * p * M[:, None]), dH) + pc[:, None] * dC
+
+
+class ChunkScanDiagonalTriton(torch.autograd.Function):
+    r"""``q, k`` ``[B, L, H, dk]``, ``v`` ``[B, L, H, dv]``, ``g`` ``[B, L, H, dk]`` (log of the
+    key-diagonal transition through each node), ``S, M, D`` ``[B, L, H]``; returns ``h``."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, g, S, M, D):  # noqa: D102
+        q, k, v, g, S, M, D = (x.contiguous() for x in (q, k, v, g, S, M, D))
+        B, L, H, dk = q.shape
+        dv = v.shape[-1]
+        BK, BV = _block(dk), _block(dv)
+        num_chunks = -(-L // DIAGONAL_CHUNK)
+        save = any(ctx.needs_input_grad)
+        h = torch.empty_like(v)
+        saved = q.new_empty(B * H * num_chunks * BK * BV) if save else q.new_empty(1)
+        if B * H and L:
+            _chunk_diag_fwd_kernel[(B * H,)](
+                q, k, v, g, S, M, D, h, saved, L, H, dk, dv, num_chunks,
+                SAVE=save, BT=DIAGONAL_CHUNK, BK=BK, BV=BV,
+            )
+        if save:
+            ctx.save_for_backward(q, k, v, g, S, M, D, saved)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h):  # noqa: D102
+        q, k, v, g, S, M, D, saved = ctx.saved_tensors
+        B, L, H, dk = q.shape
+        dv = v.shape[-1]
+        dq, dk_, dv_ = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        dS, dM, dD = torch.empty_like(S), torch.empty_like(M), torch.empty_like(D)
+        grad_h = grad_h.contiguous()
+        if B * H and L:
+            _chunk_diag_bwd_kernel[(B * H,)](
+                q, k, v, g, S, M, D, saved, grad_h, dq, dk_, dv_, dS, dM, dD, L, H, dk, dv,
+                -(-L // DIAGONAL_CHUNK), BT=DIAGONAL_CHUNK, BK=_block(dk), BV=_block(dv),
+            )
+        direct = (D * (grad_h * v).sum(-1))[..., None]  # the D terms of dq and dk carry no decay
+        reads = q * (dq - direct * k)  # per key: every source's contribution to each reader
+        emits = k * (dk_ - direct * q)  # per key: each source's contribution to every reader
+        suffix_reads = reads.flip(1).cumsum(1).flip(1) - reads  # readers after r
+        suffix_emits = emits.flip(1).cumsum(1).flip(1)  # sources at or after r
+        return dq, dk_, dv_, suffix_reads - suffix_emits, dS, dM, dD
+
+
+def chunk_scan_diagonal_triton(q: Tensor, k: Tensor, v: Tensor, alpha: Tensor, S: Tensor, M: Tensor, D: Tensor) -> Tensor:
+    """The chunkwise path scan with key-diagonal transitions ``alpha`` ``[B, L, H, dk]``
+    (through each node, strictly positive: GLA's and HGRN2's gates are) on the Triton
+    kernels; other arguments as :func:`chunk_scan_triton`."""
+    half = q.dtype in (torch.float16, torch.bfloat16)
+    args = [x.float() if half else x for x in (q, k, v, alpha, S, M, D)]
+    args[3] = torch.log(args[3])
+    h = ChunkScanDiagonalTriton.apply(*args)
+    return h.to(q.dtype) if half else h
