@@ -2,7 +2,7 @@
 
 from .aggr import CommutativeMonoid, LCMAggregation, associativity_loss
 from .graph_mamba import GraphMamba
-from .mamba import Mamba
+from .mamba import InferenceParams, Mamba
 from .mamba2d import Mamba2d
 from .plstm1d import PLSTM1d
 from .plstm2d import PLSTM2d
@@ -13,6 +13,7 @@ from .ppgn import PPGN, PPGNBlock
 __all__: list[str] = [
     "Mamba",
     "Mamba2d",
+    "InferenceParams",
     "GraphMamba",
     "LCMAggregation",
     "CommutativeMonoid",
