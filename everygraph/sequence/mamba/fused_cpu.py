@@ -359,8 +359,9 @@ def _kernel_operand(M: Tensor, original: Tensor, channels: int, n_state: int) ->
 
 def fused_usable(*tensors: Tensor | None) -> bool:
     """Whether :func:`selective_scan_fused` can run these inputs: the JIT is enabled and every
-    tensor is on the CPU."""
-    return jit_enabled() and all(t is None or t.device.type == "cpu" for t in tensors)
+    tensor is on the CPU (anything that is not a tensor goes to the execution whose checks
+    name it)."""
+    return jit_enabled() and all(t is None or (isinstance(t, Tensor) and t.device.type == "cpu") for t in tensors)
 
 
 def selective_scan_fused(
