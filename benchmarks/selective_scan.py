@@ -1,13 +1,15 @@
-"""Benchmark: Mamba's selective scan, ours (the recurrent path with its hand-written backward)
-vs the plain loop vs torch's prototype
-associative_scan, forward and forward+backward, with peak memory.
+"""Benchmark: Mamba's selective scan, the fused CPU kernels (numba, what ``selective_scan``
+runs on CPU when numba is installed) vs the pure-PyTorch recurrent path (the fallback, with
+its hand-written backward) vs the plain loop vs torch's prototype associative_scan, forward and
+forward+backward, with peak memory.
 
     python benchmarks/selective_scan.py                  # B=2, D=256, N=16, L = 1k, 4k, 16k
     python benchmarks/selective_scan.py --lengths 1024 --threads 1
     python benchmarks/selective_scan.py --tune           # slab size sweep at L=4k
 
-Times are the median of ``--repeats`` runs (ms; the loop: of ``--loop-repeats``), in one process, so ratios hold on a busy
-machine even when absolute numbers do not. Peak memory: resident set size (RSS, from
+Times are the median of ``--repeats`` runs (ms; the loop: of ``--loop-repeats``), in one process, the fused kernels and
+the PyTorch recurrence interleaved (fused, recurrent, fused, ...), so ratios hold on a busy machine even when absolute
+numbers do not. The first fused call (numba compilation, or loading it from numba's cache) is made before timing. Peak memory: resident set size (RSS, from
 /proc/self/statm) sampled every millisecond by a background thread while a call runs, minus
 the RSS just before it, after handing freed heap pages back to the OS (glibc malloc_trim), so
 each call starts from the same baseline; it counts the call's new tensors (activations, saved
@@ -27,6 +29,7 @@ import time
 import torch
 
 from everygraph.sequence import selective_scan, selective_scan_reference
+from everygraph.sequence.mamba.fused_cpu import NUMBA_AVAILABLE, jit_enabled, selective_scan_fused
 from everygraph.sequence.mamba.recurrent import selective_scan_recurrent
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -97,22 +100,32 @@ def associative_scan_selective(u, delta, A, B, C, delta_softplus=True):
     return (states * C.transpose(1, 2)[:, None]).sum(-1)
 
 
+def measure_once(fn, args, backward, sync):
+    for a in args:
+        a.grad = None
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        out = fn(*args)
+        if backward:
+            out.sum().backward()
+        sync()
+        elapsed = time.perf_counter() - start
+    del out
+    return elapsed, mem.extra
+
+
 def measure(fn, args, backward, repeats, sync):
-    times, peak = [], 0
+    times, peaks = zip(*[measure_once(fn, args, backward, sync) for _ in range(repeats)])
+    return statistics.median(times) * 1e3, max(peaks) / 2**20
+
+
+def measure_interleaved(fns, args, backward, repeats, sync):
+    """``{name: (median ms, peak MiB)}``, one run of every function per round."""
+    runs = {name: [] for name in fns}
     for _ in range(repeats):
-        for a in args:
-            a.grad = None
-        with PeakRSS() as mem:
-            start = time.perf_counter()
-            out = fn(*args)
-            if backward:
-                out.sum().backward()
-            sync()
-            elapsed = time.perf_counter() - start
-        del out
-        times.append(elapsed)
-        peak = max(peak, mem.extra)
-    return statistics.median(times) * 1e3, peak / 2**20
+        for name, fn in fns.items():
+            runs[name].append(measure_once(fn, args, backward, sync))
+    return {name: (statistics.median(t for t, _ in r) * 1e3, max(m for _, m in r) / 2**20) for name, r in runs.items()}
 
 
 def main() -> None:
@@ -151,10 +164,21 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001
         assoc_error = f"{type(e).__name__}: {e}"
 
+    fused_ok = NUMBA_AVAILABLE and jit_enabled()
+    fused = lambda *a: selective_scan_fused(*a, delta_softplus=True)  # noqa: E731
+    recurrent = lambda *a: selective_scan_recurrent(*a, delta_softplus=True)  # noqa: E731
     ours = lambda *a: selective_scan(*a, delta_softplus=True)  # noqa: E731
     loop = lambda *a: selective_scan_reference(*a, delta_softplus=True)  # noqa: E731
-    header = (f"{'L':>6} {'mode':>8} {'ours ms':>9} {'loop ms':>9} {'assoc ms':>9} {'loop/ours':>9} "
-              f"{'assoc/ours':>10} {'ours MiB':>9} {'loop MiB':>9} {'assoc MiB':>9} {'[B,D,L,N] MiB':>14}")
+    if fused_ok:  # compile (or load from numba's cache) outside the timings
+        warm = make_inputs(1, 2, N, 3, "cpu", True)
+        fused(*warm).sum().backward()
+        with torch.no_grad():
+            fused(*warm)
+    else:
+        print("fused kernels unavailable (numba missing or EVERYGRAPH_DISABLE_JIT set): the fused column is empty")
+    header = (f"{'L':>6} {'mode':>8} {'fused ms':>9} {'recur ms':>9} {'loop ms':>9} {'assoc ms':>9} "
+              f"{'recur/fused':>11} {'loop/fused':>10} {'loop/recur':>10} {'assoc/recur':>11} "
+              f"{'fused MiB':>9} {'recur MiB':>9} {'loop MiB':>9} {'[B,D,L,N] MiB':>14}")
     print(header)
     for L in args.lengths:
         full = B * D * L * N * 4 / 2**20
@@ -162,21 +186,27 @@ def main() -> None:
             x = make_inputs(B, D, N, L, "cpu", backward)
             ctx = torch.enable_grad() if backward else torch.no_grad()
             with ctx:
-                t_ours, m_ours = measure(ours, x, backward, args.repeats, cpu_sync)
+                fns = {"fused": fused, "recurrent": recurrent} if fused_ok else {"recurrent": recurrent}
+                timed = measure_interleaved(fns, x, backward, args.repeats, cpu_sync)
+                t_fused, m_fused = timed.get("fused", (float("nan"), float("nan")))
+                t_rec, m_rec = timed["recurrent"]
                 t_loop, m_loop = measure(loop, x, backward, args.loop_repeats, cpu_sync)
-                t_assoc = m_assoc = float("nan")
+                t_assoc = float("nan")
                 if assoc_error is None and L <= args.assoc_max_length:
                     try:
-                        t_assoc, m_assoc = measure(associative_scan_selective, x, backward, 1, cpu_sync)
+                        t_assoc, _ = measure(associative_scan_selective, x, backward, 1, cpu_sync)
                     except Exception as e:  # noqa: BLE001
                         assoc_error = f"{type(e).__name__}: {str(e)[:200]}"
             mode = "fwd+bwd" if backward else "fwd"
-            print(f"{L:>6} {mode:>8} {t_ours:>9.1f} {t_loop:>9.1f} {t_assoc:>9.1f} {t_loop / t_ours:>9.2f} "
-                  f"{t_assoc / t_ours:>10.2f} {m_ours:>9.1f} {m_loop:>9.1f} {m_assoc:>9.1f} {full:>14.1f}", flush=True)
+            print(f"{L:>6} {mode:>8} {t_fused:>9.1f} {t_rec:>9.1f} {t_loop:>9.1f} {t_assoc:>9.1f} "
+                  f"{t_rec / t_fused:>11.2f} {t_loop / t_fused:>10.2f} {t_loop / t_rec:>10.2f} {t_assoc / t_rec:>11.2f} "
+                  f"{m_fused:>9.1f} {m_rec:>9.1f} {m_loop:>9.1f} {full:>14.1f}", flush=True)
     if assoc_error:
         print(f"associative_scan unavailable or failed: {assoc_error}")
     else:
         print(f"associative_scan: torch's prototype, eager, combine_mode='generic', only up to L={args.assoc_max_length}")
+    print("fused: selective_scan_fused (numba kernels, what selective_scan runs on CPU with numba); "
+          "recur: selective_scan_recurrent (pure PyTorch, the fallback)")
 
     if torch.cuda.is_available():
         print("\nGPU (CUDA):")
