@@ -75,7 +75,7 @@ def split_path(inputs, cuts, kind, execution):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=3, deadline=None)
 @given(data=st.data())
 def test_paths_compose_at_any_split(kind, data):
     length = data.draw(st.integers(1, 12), label="length")
@@ -164,7 +164,7 @@ def scan_grid_in_pieces(leaves, cut, axis, flip, kind, execution):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("axis,flip", [(0, (False, False)), (1, (False, True)), (0, (True, False))])
+@pytest.mark.parametrize("axis,flip", [(0, (True, False)), (1, (False, True))])
 def test_grids_compose_across_a_cut(kind, axis, flip):
     shape = (4, 3)
     inputs = grid_inputs(kind, shape, torch.Generator().manual_seed(3 + axis))

@@ -101,7 +101,8 @@ def assert_same(got, want):
 def executions_for(structure, kind):
     out = []
     for execution, kinds in SUPPORTED_KINDS.items():
-        if execution == "reference" or kind not in kinds:
+        # the Triton kernels have their own tests (here they would run in the slow interpreter)
+        if execution in ("reference", "triton") or kind not in kinds:
             continue
         is_path = isinstance(structure, Lattice) and sum(s > 1 for s in structure.shape) <= 1
         if execution in ("recurrent", "chunked") and not is_path:
@@ -113,13 +114,13 @@ def executions_for(structure, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("shape,flip", [((1,), (False,)), ((2,), (True,)), ((9,), (False,)), ((70,), (True,)),
+@pytest.mark.parametrize("shape,flip", [((1,), (False,)), ((2,), (True,)), ((9,), (False,)), ((66,), (True,)),
                                         ((1, 6), (False, True)), ((3, 4), (False, False)), ((4, 3), (True, True))])
 def test_executions_equal_reference(kind, shape, flip):
     """Every execution that runs the kind, with random boundary gates and initial states."""
     lattice = Lattice(shape, flip)
     gen = torch.Generator().manual_seed(sum(shape) + 10 * KINDS.index(kind))
-    inputs = random_inputs(lattice.to_dag(), kind, gen, B=1 if shape[0] == 70 else 2)
+    inputs = random_inputs(lattice.to_dag(), kind, gen, B=1 if shape[0] == 66 else 2)
     want = run(lattice, inputs, kind, "reference")
     for execution in executions_for(lattice, kind):
         assert_same(run(lattice, inputs, kind, execution), want)
