@@ -421,7 +421,7 @@ class Mamba(nn.Module):
                              "inference_params.key_value_memory_dict): pass Mamba(..., layer_idx=i)")
         cache = inference_params.key_value_memory_dict
         if self.layer_idx not in cache:
-            cache[self.layer_idx] = self.allocate_inference_cache(batch_size, inference_params.max_seqlen)
+            cache[self.layer_idx] = self.allocate_inference_cache(batch_size, getattr(inference_params, "max_seqlen", 0))
         conv_state, ssm_state = cache[self.layer_idx]
         want_conv = (batch_size, self.d_inner, self.d_conv)
         want_ssm = (batch_size, self.d_inner, self.d_state)
