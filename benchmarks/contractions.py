@@ -2,7 +2,7 @@
 
 Three executions of the same polynomials, side by side in one process:
 
-* **compiled**: ``everygraph.contractions.compile`` + ``evaluate`` (shared components and
+* **compiled**: ``everygraph.contractions.compile_plan`` + ``evaluate`` (shared components and
   sub-contractions, batched over graphs); the batch is split into chunks so the estimated peak
   memory stays under ``--memory-gib``.
 * **left-to-right**: what the authors' code does -- one graph and one pattern at a time,
@@ -28,7 +28,7 @@ import time
 import opt_einsum
 import torch
 
-from everygraph.contractions import basis, compile, evaluate
+from everygraph.contractions import basis, compile_plan, evaluate
 from everygraph.contractions.pattern import Pattern
 from everygraph.contractions.plan import _opt_equation, left_to_right_flops
 
@@ -140,7 +140,7 @@ def main() -> None:
     patterns = [p for o in ("invariant", "node", "edge") for p in basis(args.degree, o, "simple")]
     t_basis = time.perf_counter() - start
     start = time.perf_counter()
-    plan = compile(patterns, n_hint=32)
+    plan = compile_plan(patterns, n_hint=32)
     t_compile = time.perf_counter() - start
     print(f"basis: degree {args.degree} simple, {len(patterns)} patterns ({t_basis:.2f} s, cached on disk after the first run)")
     print(f"compile: {plan} in {t_compile:.2f} s")
@@ -168,7 +168,7 @@ def main() -> None:
             f"so the speed-up is at least {(t_ltr - t_heavy) / t_plan:.0f}x"
         )
     connected = [p for p in patterns if p.is_connected]
-    cplan = compile(connected, n_hint=32)
+    cplan = compile_plan(connected, n_hint=32)
     n = 32
     print(
         f"\nconnected patterns only ({len(connected)}), n = {n}: FLOP ratio vs left-to-right "

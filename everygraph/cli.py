@@ -74,7 +74,7 @@ def _expressivity_args(p: argparse.ArgumentParser) -> None:
 
 
 def _expressivity(args: argparse.Namespace) -> int:
-    from everygraph.contractions.expressivity import analyze, get_model
+    from everygraph.contractions import analyze, get_model
 
     try:
         models = [get_model(m) for m in _split(args.models)]
@@ -112,7 +112,7 @@ def _explain_args(p: argparse.ArgumentParser) -> None:
 
 def _explain(args: argparse.Namespace) -> int:
     from everygraph.contractions import Pattern
-    from everygraph.contractions.expressivity import computable, get_model
+    from everygraph.contractions import computable, get_model
 
     try:
         model = get_model(args.model)
@@ -135,7 +135,7 @@ def _draw_verdict(verdict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from everygraph.contractions.draw import draw_pattern
+    from everygraph.contractions import draw_pattern
 
     lines = verdict.explain().splitlines()
     fig = plt.figure(figsize=(11, max(2.6, 0.32 * len(lines) + 0.8)))
@@ -176,7 +176,7 @@ def _basis(args: argparse.Namespace) -> int:
     for p in pats:
         print(f"  {p}")
     if args.draw:
-        from everygraph.contractions.draw import draw_patterns
+        from everygraph.contractions import draw_patterns
 
         draw_patterns(pats, args.draw, suptitle=f"degree {args.degree} {args.output} basis ({args.domain})")
         shown = min(len(pats), 400)

@@ -32,8 +32,7 @@ from torch_geometric.nn import GINConv, global_add_pool  # noqa: E402
 from torch_geometric.utils import from_networkx  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from everygraph.contractions import Pattern, basis, compile, evaluate  # noqa: E402
-from everygraph.contractions.draw import draw_patterns  # noqa: E402
+from everygraph.contractions import Pattern, basis, compile_plan, draw_patterns, evaluate  # noqa: E402
 from everygraph.transforms import AddPolynomialFeatures  # noqa: E402
 
 
@@ -73,7 +72,7 @@ def part_molecule() -> dict:
         "(A^3)_aa": "ab,bc,ca->a",
     }
     patterns = [Pattern.from_string(s) for s in names.values()]
-    out = evaluate(compile(patterns), adj)
+    out = evaluate(compile_plan(patterns), adj)
     inv, node = out["invariant"][0], out["node"][0, :, 0]
     triangles = inv[0].item() / 6
     four_cycles = (inv[1] - 2 * inv[2] + inv[3]).item() / 8

@@ -27,8 +27,7 @@ import os
 import networkx as nx
 import torch
 
-from everygraph.contractions import Pattern, analyze, basis, compile, computable, evaluate
-from everygraph.contractions.draw import draw_patterns
+from everygraph.contractions import Pattern, analyze, basis, compile_plan, computable, draw_patterns, evaluate
 from everygraph.datasets import rook_graph, shrikhande_graph
 
 
@@ -60,7 +59,7 @@ def main() -> None:
     graphs = [nx.cycle_graph(6), nx.disjoint_union(nx.cycle_graph(3), nx.cycle_graph(3))]
     adj = dense(graphs)
     forests = [p for p in basis(4, "invariant", exact=False) if computable(p, "mpnn")]
-    vals = evaluate(compile(forests), adj)
+    vals = evaluate(compile_plan(forests), adj)
     same = bool(torch.allclose(vals[0], vals[1]))
     tri = computable(triangle, "ppgn").replay(adj)
     print(f"C6 vs two triangles: all {len(forests)} forest invariants up to degree 4 equal: {same}; "
@@ -86,7 +85,7 @@ def main() -> None:
     print("\n== 4. Rook 4x4 vs Shrikhande ==")
     adj = dense([rook_graph(), shrikhande_graph()])
     ppgn_inv = [p for p in basis(degree, "invariant", exact=False) if computable(p, "ppgn")]
-    vals = evaluate(compile(ppgn_inv, n_hint=16), adj)
+    vals = evaluate(compile_plan(ppgn_inv, n_hint=16), adj)
     agree = bool(torch.allclose(vals[0], vals[1]))
     k4 = Pattern.from_string("ab,ac,ad,bc,bd,cd->")
     cert = computable(k4, "3fwl")

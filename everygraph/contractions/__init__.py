@@ -1,11 +1,27 @@
-"""everygraph.contractions."""
+"""everygraph.contractions: equivariant graph polynomials as compiled tensor contractions.
+
+One of the two engines, in the layer above :mod:`everygraph.graphlib` (which it uses for
+dense batches); it never imports :mod:`everygraph.sequence`. A basis element of the
+equivariant polynomials is a small multigraph with 0, 1 or 2 special vertices
+(:class:`Pattern`); :func:`basis` enumerates them, :func:`compile_plan` turns many patterns
+into one shared opt_einsum contraction plan, :func:`evaluate` runs it on padded batches, and
+:func:`computable` decides which GNN family computes which pattern, with a certificate.
+"""
 
 from .basis import basis, connected_patterns
+from .draw import draw_pattern, draw_patterns
+from .evaluate import ContractionMemoryError, dense_inputs, evaluate, evaluate_reference
 from .expressivity import Verdict, analyze, computable, get_model, known_models
-from .evaluate import ContractionMemoryError, evaluate, evaluate_reference
-from .schedule import Workspace
+from .features import (
+    NORMALIZATIONS,
+    check_normalize,
+    dense_polynomial_features,
+    polynomial_features,
+    select_patterns,
+)
 from .pattern import Pattern
-from .plan import ContractionPlan, compile
+from .plan import ContractionPlan, compile, compile_plan
+from .schedule import Workspace
 
 __all__: list[str] = [
     "computable",
@@ -16,10 +32,19 @@ __all__: list[str] = [
     "Pattern",
     "basis",
     "connected_patterns",
+    "compile_plan",
     "compile",
     "ContractionPlan",
     "evaluate",
     "evaluate_reference",
+    "dense_inputs",
     "ContractionMemoryError",
     "Workspace",
+    "select_patterns",
+    "polynomial_features",
+    "dense_polynomial_features",
+    "check_normalize",
+    "NORMALIZATIONS",
+    "draw_pattern",
+    "draw_patterns",
 ]

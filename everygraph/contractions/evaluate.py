@@ -15,8 +15,8 @@ one graph at a time, one pattern at a time, operands contracted left to right.
 
 Example:
     >>> import torch
-    >>> from everygraph.contractions import Pattern, compile, evaluate
-    >>> plan = compile([Pattern.from_string("ab,bc,ca->")])
+    >>> from everygraph.contractions import Pattern, compile_plan, evaluate
+    >>> plan = compile_plan([Pattern.from_string("ab,bc,ca->")])
     >>> k4 = torch.ones(1, 4, 4) - torch.eye(4)
     >>> evaluate(plan, k4)  # hom(triangle, K4) = 6 * 4 triangles
     tensor([[24.]])
@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from ..graphlib import to_dense_pairs
 from .pattern import VERTEX_LETTERS, Pattern
 from .plan import ContractionPlan
 from .schedule import Schedule, Workspace, build_schedule
@@ -79,30 +80,18 @@ def dense_inputs(
     """Normalise the accepted inputs to ``(X [B, n, n, c] float, mask [B, n] bool)``.
 
     ``adj`` is ``[B, n, n]`` (one channel), ``[B, n, n, c]``, or a PyG ``Batch``/``Data``
-    (adjacency from ``to_dense_adj``; its ``edge_attr``, if any, densified and appended as
-    channels ``1..``). ``edge_attr`` (dense ``[B, n, n, c']``) is appended after ``adj``'s
+    (densified by :func:`everygraph.graphlib.to_dense_pairs`; its ``edge_attr``, if any,
+    appended as channels ``1..``). ``edge_attr`` (dense ``[B, n, n, c']``) is appended after ``adj``'s
     channels. ``mask`` defaults to all nodes present.
     """
     if hasattr(adj, "edge_index") and not isinstance(adj, torch.Tensor):
-        from torch_geometric.utils import to_dense_adj
-
-        data = adj
-        batch = getattr(data, "batch", None)
-        num_nodes = data.num_nodes
-        if batch is None:
-            batch = torch.zeros(num_nodes, dtype=torch.long, device=data.edge_index.device)
-        counts = torch.bincount(batch, minlength=int(batch.max()) + 1 if num_nodes else 1)
-        n = int(counts.max()) if num_nodes else 0
-        dense = to_dense_adj(data.edge_index, batch, max_num_nodes=n, batch_size=counts.numel())
-        channels = [dense.unsqueeze(-1)]
-        if getattr(data, "edge_attr", None) is not None:
-            ea = data.edge_attr.to(dense.dtype)
-            ea = ea.unsqueeze(-1) if ea.dim() == 1 else ea
-            channels.append(to_dense_adj(data.edge_index, batch, ea, max_num_nodes=n, batch_size=counts.numel()))
-        x = torch.cat(channels, dim=-1)
         if mask is not None:
             raise ValueError("pass mask only with a dense adj; a PyG batch carries its own sizes")
-        mask = torch.arange(n, device=x.device).unsqueeze(0) < counts.unsqueeze(1)
+        data = adj
+        x, mask = to_dense_pairs(
+            None, data.edge_index, getattr(data, "batch", None), getattr(data, "edge_attr", None),
+            num_nodes=data.num_nodes,
+        )
     else:
         if not isinstance(adj, torch.Tensor):
             raise TypeError(f"adj must be a tensor [B, n, n(, c)] or a PyG Batch, got {type(adj).__name__}")
@@ -197,7 +186,7 @@ def evaluate(
     """Evaluate every pattern of ``plan`` on a batch of graphs.
 
     Args:
-        plan: from :func:`~everygraph.contractions.compile`.
+        plan: from :func:`~everygraph.contractions.compile_plan`.
         adj: ``[B, n, n]`` or ``[B, n, n, c]`` dense padded input (adjacency, node features
             on the diagonal, edge features as channels), or a PyG ``Batch``.
         mask: ``[B, n]`` bool, True for real nodes (default: all).
@@ -232,7 +221,7 @@ def evaluate(
         ContractionMemoryError: the estimated peak memory exceeds ``memory_limit``.
     """
     if not isinstance(plan, ContractionPlan):
-        raise TypeError(f"plan must be a ContractionPlan (use compile(patterns)), got {type(plan).__name__}")
+        raise TypeError(f"plan must be a ContractionPlan (use compile_plan(patterns)), got {type(plan).__name__}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if workspace is not None and not isinstance(workspace, Workspace):

@@ -1,6 +1,6 @@
 """Compile many polynomial patterns into one shared contraction plan.
 
-``compile(patterns)`` turns a list of :class:`~everygraph.contractions.Pattern` into a
+``compile_plan(patterns)`` turns a list of :class:`~everygraph.contractions.Pattern` into a
 :class:`ContractionPlan`: a straight-line program of small ``torch.einsum`` steps over the
 batched input, followed by an assembly stage that writes one output channel per pattern.
 
@@ -24,8 +24,8 @@ execution of it, and :func:`~everygraph.contractions.evaluate_reference` is the 
 left-to-right execution it is tested against.
 
 Example:
-    >>> from everygraph.contractions import basis, compile
-    >>> plan = compile(basis(3, "node"))
+    >>> from everygraph.contractions import basis, compile_plan
+    >>> plan = compile_plan(basis(3, "node"))
     >>> plan.num_patterns, plan.flops(32) < plan.flops_left_to_right(32)  # doctest: +SKIP
     (14, True)
 """
@@ -41,7 +41,7 @@ from opt_einsum.helpers import flop_count
 from .canonical import canonical_components, connected_components
 from .pattern import BATCH_LETTER, VERTEX_LETTERS, Pattern
 
-__all__ = ["ContractionPlan", "compile", "clear_path_cache"]
+__all__ = ["ContractionPlan", "compile_plan", "compile", "clear_path_cache"]
 
 _PATH_CACHE: dict[tuple, list[tuple[int, ...]]] = {}
 
@@ -343,7 +343,7 @@ class _Builder:
         return tid, perm
 
 
-def compile(
+def compile_plan(
     patterns: Iterable[Pattern | str],
     n_hint: int = 32,
     optimize: str = "dp",
@@ -363,7 +363,7 @@ def compile(
     pats = [Pattern.from_string(p) if isinstance(p, str) else p for p in patterns]
     for p in pats:
         if not isinstance(p, Pattern):
-            raise TypeError(f"compile expects Pattern objects or strings, got {type(p).__name__}")
+            raise TypeError(f"compile_plan expects Pattern objects or strings, got {type(p).__name__}")
     if int(n_hint) < 1:
         raise ValueError(f"n_hint must be >= 1, got {n_hint}")
     builder = _Builder(int(n_hint), optimize)
@@ -412,3 +412,16 @@ def compile(
     stats = {"distinct_patterns": len(assemblies), "components": len(builder.component_id)}
     return ContractionPlan(pats, builder.sources, steps, assemblies, pattern_slot, int(n_hint), optimize, stats)
 
+
+def compile(patterns: Iterable[Pattern | str], n_hint: int = 32, optimize: str = "dp") -> ContractionPlan:
+    """Deprecated name of :func:`compile_plan` (it shadowed the builtin ``compile``); kept for
+    one more release, warns with a ``DeprecationWarning``."""
+    import warnings
+
+    warnings.warn(
+        "everygraph.contractions.compile is deprecated and will be removed in the next release; "
+        "use everygraph.contractions.compile_plan",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return compile_plan(patterns, n_hint=n_hint, optimize=optimize)

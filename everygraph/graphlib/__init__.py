@@ -1,33 +1,47 @@
-"""everygraph.graphlib: the graph core.
+"""everygraph.graphlib: the graph core, the bottom layer.
 
 Structures (lattices, DAGs, line graphs, orientations, multitree pruning, networkx/PyG
-conversion) and kernels (scatter/segment dispatch, balanced tree reduction). Knows nothing of
-models; imports only torch, PyG and networkx.
+conversion, dense padded pairs) and kernels (scatter/segment dispatch, balanced tree
+reduction), plus the checks and the precision rule every layer above shares. Knows nothing of
+models; imports only torch, PyG, networkx and numpy, never another everygraph subpackage.
 """
 
 from .convert import from_networkx, to_networkx
 from .dag import DAG, LineGraph
-from .errors import CycleError
+from .dense import to_dense_pairs
+from .errors import CycleError, IndexDtypeError
 from .lattice import Lattice, path_graph
 from .multitree import prune_to_multitree
-from .orient import dagify, node_order, undirected_degree
-from .scatter import scatter, scatter_backend_info, segment
+from .orient import NODE_ORDERS, dagify, node_order, undirected_degree
+from .precision import compute_dtype, upcast
+from .scatter import check_index, scatter, scatter_backend_info, segment
 from .tree_reduce import tree_reduce
+from .validation import check_batch, check_edge_index, check_ptr, ptr_from_batch
 
 __all__ = [
     "CycleError",
+    "IndexDtypeError",
     "DAG",
     "LineGraph",
     "Lattice",
     "path_graph",
+    "NODE_ORDERS",
     "dagify",
     "node_order",
     "undirected_degree",
     "prune_to_multitree",
     "from_networkx",
     "to_networkx",
+    "to_dense_pairs",
     "scatter",
     "segment",
     "tree_reduce",
     "scatter_backend_info",
+    "check_index",
+    "check_ptr",
+    "check_edge_index",
+    "check_batch",
+    "ptr_from_batch",
+    "compute_dtype",
+    "upcast",
 ]

@@ -16,3 +16,12 @@ class CycleError(ValueError):
             f"the edges contain a directed cycle: {path}. A DAG is required here: remove one "
             f"of these edges, or orient an undirected graph with everygraph.graphlib.dagify."
         )
+
+
+class IndexDtypeError(TypeError, ValueError):
+    """An index or offset tensor (``edge_index``, ``index``, ``batch``, ``ptr``, ``cu_seqlens``)
+    has a non-integer dtype.
+
+    A ``TypeError``, and also a ``ValueError`` so that code written against APIs that report
+    every bad ``cu_seqlens`` as a ``ValueError`` (``mamba_ssm``, ``flash_attn``) catches it too.
+    """

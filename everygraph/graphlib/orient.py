@@ -13,7 +13,8 @@ from .validation import check_batch, check_edge_index, ptr_from_batch
 Order = Union[str, Tensor]
 Seed = Union[int, torch.Generator, None]
 
-ORDERS = ("index", "degree")
+#: The named node orders of :func:`node_order` and :func:`dagify` (or pass a permutation tensor).
+NODE_ORDERS = ("index", "degree")
 
 
 def _undirected_pairs(edge_index: Tensor) -> tuple[Tensor, Tensor]:
@@ -91,7 +92,7 @@ def node_order(
         primary = undirected_degree(edge_index, num_nodes).double()
         tie = _tie_key(num_nodes, seed, device, batch)
     else:
-        raise ValueError(f"unknown node order {order!r}; valid orders are {ORDERS} or a permutation tensor")
+        raise ValueError(f"unknown node order {order!r}; valid orders are {NODE_ORDERS} or a permutation tensor")
     perm = torch.sort(tie, stable=True).indices
     perm = perm[torch.sort(primary[perm], stable=True).indices]
     if batch is not None:

@@ -49,6 +49,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .errors import IndexDtypeError
+from .validation import check_ptr
+
 __all__ = ["scatter", "segment", "scatter_backend_info", "REDUCES", "DISPATCH"]
 
 REDUCES: tuple[str, ...] = ("sum", "mean", "max", "min", "mul")
@@ -85,9 +88,9 @@ def check_index(
     bound) for a wrong shape, a negative id or an id ``>= dim_size``.
     """
     if not isinstance(index, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of integer segment ids, got {type(index).__name__}")
+        raise IndexDtypeError(f"{name} must be a torch.Tensor of integer segment ids, got {type(index).__name__}")
     if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
-        raise TypeError(f"{name} must have an integer dtype (torch.long), got {index.dtype}")
+        raise IndexDtypeError(f"{name} must have an integer dtype (torch.long), got {index.dtype}")
     if index.dim() != 1 or index.numel() != length:
         where = f" (size of src {list(src_shape)} along dim {dim})" if src_shape is not None else ""
         raise ValueError(
@@ -109,23 +112,6 @@ def check_index(
     if hi >= dim_size:
         raise ValueError(f"{name} contains segment id {hi}, out of range for dim_size={dim_size} (valid: 0..{dim_size - 1})")
     return dim_size
-
-
-def _check_ptr(ptr: Tensor, length: int) -> None:
-    if not isinstance(ptr, Tensor):
-        raise TypeError(f"ptr must be a torch.Tensor of segment offsets, got {type(ptr).__name__}")
-    if ptr.dtype == torch.bool or ptr.is_floating_point() or ptr.is_complex():
-        raise TypeError(f"ptr must have an integer dtype (torch.long), got {ptr.dtype}")
-    if ptr.dim() != 1 or ptr.numel() < 1:
-        raise ValueError(f"ptr must have shape [num_segments + 1] (at least one entry), got {list(ptr.shape)}")
-    if int(ptr[0]) != 0:
-        raise ValueError(f"ptr must start at 0, got ptr[0]={int(ptr[0])}")
-    if int(ptr[-1]) != length:
-        raise ValueError(
-            f"ptr must end at the number of elements of src along the reduced dim ({length}), got ptr[-1]={int(ptr[-1])}"
-        )
-    if ptr.numel() > 1 and bool((ptr[1:] < ptr[:-1]).any()):
-        raise ValueError("ptr must be non-decreasing (segment i holds elements ptr[i]..ptr[i+1]-1)")
 
 
 # ---------------------------------------------------------------------------- kernels
@@ -332,7 +318,7 @@ def segment(src: Tensor, ptr: Tensor, reduce: str = "sum", *, dim: int = 0, back
         raise TypeError(f"src must be a torch.Tensor, got {type(src).__name__}")
     reduce = _check_reduce(reduce)
     dim = _normalise_dim(dim, src.dim())
-    _check_ptr(ptr, src.size(dim))
+    check_ptr(ptr, src.size(dim), length_name="the size of src along the reduced dim")
     num_segments = ptr.numel() - 1
     if backend is None:
         backend = choose_kernel(reduce, src.device.type, True, src.requires_grad)

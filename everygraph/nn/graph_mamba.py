@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graphlib import DAG, dagify, node_order
-from ..graphlib.validation import ptr_from_batch
+from ..graphlib import DAG, dagify, node_order, ptr_from_batch
 from ..sequence import dag_selective_scan
 from .mamba import Mamba
 

@@ -11,18 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..graphlib import compute_dtype, upcast
 from ..sequence import selective_scan
-
-
-_HALF = (torch.float16, torch.bfloat16)
-
-
-def _at_least_float32(t: Tensor) -> Tensor:
-    return t.float() if t.dtype in _HALF else t
-
-
-def _at_least_float32_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _HALF else dtype
 
 
 @dataclass
@@ -230,7 +220,7 @@ class Mamba(nn.Module):
         if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating-point torch.dtype or None, got {dtype!r}")
         factory = {"device": device, "dtype": dtype}
-        full_precision = {"device": device, "dtype": _at_least_float32_dtype(dtype or torch.float32)}
+        full_precision = {"device": device, "dtype": compute_dtype(dtype or torch.float32)}
         self.d_model = d_model
         self.d_state = d_state
         self.d_conv = d_conv
@@ -303,10 +293,11 @@ class Mamba(nn.Module):
         result = super()._apply(fn, recurse)
         for name, (data, grad) in before.items():
             param = self._parameters[name]
-            if param.dtype in _HALF:
-                param.data = data.to(device=param.device, dtype=torch.float32)
+            full = compute_dtype(param.dtype)
+            if full != param.dtype:  # a half-precision cast: keep these in float32
+                param.data = data.to(device=param.device, dtype=full)
                 if grad is not None:
-                    param.grad = grad.to(device=param.device, dtype=torch.float32)
+                    param.grad = grad.to(device=param.device, dtype=full)
         return result
 
     # ----------------------------------------------------------------- the full forward pass
@@ -323,10 +314,10 @@ class Mamba(nn.Module):
         x_dbl = x_proj(x.transpose(1, 2))  # [batch, L, dt_rank + 2N]
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = (dt @ dt_proj.weight.t()).transpose(1, 2)  # bias goes in as delta_bias, as in mamba_ssm
-        A = -torch.exp(_at_least_float32(A_log))
+        A = -torch.exp(upcast(A_log))
         return selective_scan(
-            x, dt, A, B.transpose(1, 2), C.transpose(1, 2), _at_least_float32(D), z=z,
-            delta_bias=_at_least_float32(dt_proj.bias), delta_softplus=True,
+            x, dt, A, B.transpose(1, 2), C.transpose(1, 2), upcast(D), z=z,
+            delta_bias=upcast(dt_proj.bias), delta_softplus=True,
             return_last_state=return_last_state, reverse=reverse, cu_seqlens=cu_seqlens,
         )
 
@@ -410,7 +401,7 @@ class Mamba(nn.Module):
             raise ValueError("a bidirectional Mamba has no decoding cache (its reverse branch reads the future)")
         device = self.out_proj.weight.device
         conv_dtype = self.conv1d.weight.dtype if dtype is None else dtype
-        ssm_dtype = _at_least_float32_dtype(self.dt_proj.weight.dtype) if dtype is None else dtype
+        ssm_dtype = compute_dtype(self.dt_proj.weight.dtype) if dtype is None else dtype
         conv_state = torch.zeros(batch_size, self.d_inner, self.d_conv, device=device, dtype=conv_dtype)
         ssm_state = torch.zeros(batch_size, self.d_inner, self.d_state, device=device, dtype=ssm_dtype)
         return conv_state, ssm_state

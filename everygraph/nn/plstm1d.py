@@ -5,13 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..graphlib import Lattice
-from ..sequence.plstm import plstm_scan
+from ..graphlib import Lattice, compute_dtype
+from ..sequence import plstm_scan
 from .plstm_gates import (
     QKVProjection,
     check_heads,
     check_mode,
-    compute_dtype,
     default_scale,
     head_norm,
     make_head_norm,

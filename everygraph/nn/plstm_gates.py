@@ -32,12 +32,6 @@ def check_heads(dim: int, num_heads: int, name: str = "dim") -> int:
     return dim // num_heads
 
 
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the scan runs in: float32 for half-precision inputs (long sums of products
-    lose too much in 8 mantissa bits), else the input's dtype."""
-    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
-
-
 def transition_gate(pre: Tensor, paper_gates: bool) -> Tensor:
     r"""D-mode transition from its pre-activation ``W x`` (bias not yet added).
 

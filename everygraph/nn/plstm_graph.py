@@ -6,14 +6,12 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import softmax as segment_softmax
 
-from ..graphlib import DAG, dagify, prune_to_multitree
-from ..graphlib.orient import ORDERS
-from ..sequence.plstm import plstm_scan
+from ..graphlib import DAG, NODE_ORDERS, compute_dtype, dagify, prune_to_multitree
+from ..sequence import plstm_scan
 from .plstm_gates import (
     QKVProjection,
     check_heads,
     check_mode,
-    compute_dtype,
     default_scale,
     head_norm,
     make_head_norm,
@@ -108,8 +106,8 @@ class PLSTMGraph(nn.Module):
         super().__init__()
         self.mode = check_mode(mode)
         self.head_dim = check_heads(out_channels, num_heads, "out_channels")
-        if isinstance(order, str) and order not in ORDERS:
-            raise ValueError(f"unknown order {order!r}; valid orders are {', '.join(map(repr, ORDERS))} or a permutation tensor")
+        if isinstance(order, str) and order not in NODE_ORDERS:
+            raise ValueError(f"unknown order {order!r}; valid orders are {', '.join(map(repr, NODE_ORDERS))} or a permutation tensor")
         self.in_channels, self.out_channels, self.num_heads = in_channels, out_channels, num_heads
         self.order, self.bidirectional, self.oriented = order, bidirectional, oriented
         self.edge_dim, self.paper_gates = edge_dim, paper_gates

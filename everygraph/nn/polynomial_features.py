@@ -1,4 +1,5 @@
-"""Equivariant polynomial features of graphs as a layer.
+"""Equivariant polynomial features of graphs as a layer (a thin wrapper around
+:mod:`everygraph.contractions.features`).
 
 Paper: Puny, Lim, Kiani, Maron, Lipman, *Equivariant Polynomials for Graph Neural Networks*,
 ICML 2023, https://arxiv.org/abs/2302.11556.
@@ -30,53 +31,21 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from ..contractions import Pattern, basis, compile, evaluate
-from ..graphlib.validation import ptr_from_batch
+from ..contractions import (
+    Pattern,
+    check_normalize,
+    compile_plan,
+    dense_polynomial_features,
+    polynomial_features,
+    select_patterns,
+)
 
 __all__ = ["PolynomialFeatures", "select_patterns"]
-
-_NORMALIZE = (None, "log", "density")
-
-
-def select_patterns(
-    degree: int,
-    outputs: Sequence[str] = ("invariant", "node", "edge"),
-    select: str | Sequence[Pattern | str] = "all",
-    domain: str = "simple",
-    min_degree: int = 1,
-) -> list[Pattern]:
-    """The patterns a :class:`PolynomialFeatures` layer evaluates.
-
-    ``select="all"``: every basis element of degree ``min_degree..degree`` of each output;
-    ``"not_ppgn"``: only those PPGN / 2-FWL cannot compute (decided by
-    :func:`everygraph.contractions.expressivity.computable`, imported lazily); a list: those
-    patterns (strings are read with :meth:`Pattern.from_string`).
-    """
-    for o in outputs:
-        if o not in ("invariant", "node", "edge"):
-            raise ValueError(f"unknown output {o!r}; valid: invariant, node, edge")
-    if not isinstance(select, str):
-        pats = [Pattern.from_string(p) if isinstance(p, str) else p for p in select]
-        return [p for p in pats if p.output in outputs]
-    if select not in ("all", "not_ppgn"):
-        raise ValueError(f"select must be 'all', 'not_ppgn' or a list of patterns, got {select!r}")
-    pats = [p for o in outputs for d in range(min_degree, degree + 1) for p in basis(d, o, domain)]
-    if select == "not_ppgn":
-        try:  # lazy: the decider lives in its own module and is only needed here
-            from ..contractions.expressivity import computable
-        except ImportError as exc:
-            raise ImportError(
-                "select='not_ppgn' needs the PPGN decider everygraph.contractions.expressivity, "
-                "which could not be imported; pass an explicit list of patterns instead"
-            ) from exc
-
-        pats = [p for p in pats if not computable(p, "ppgn")]
-    return pats
 
 
 class PolynomialFeatures(torch.nn.Module):
@@ -85,7 +54,8 @@ class PolynomialFeatures(torch.nn.Module):
     Args:
         degree: largest pattern degree.
         outputs: which of ``"invariant"``, ``"node"``, ``"edge"`` to compute.
-        select: ``"all"``, ``"not_ppgn"`` or a list of patterns (see :func:`select_patterns`).
+        select: ``"all"``, ``"not_ppgn"`` or a list of patterns (see
+            :func:`~everygraph.contractions.select_patterns`).
         normalize: ``"log"`` (default), ``"density"`` or ``None``.
         domain: basis domain (``"simple"`` for 0/1 adjacencies).
         min_degree: smallest degree (default 1: degree 0 only encodes the graph size).
@@ -105,19 +75,14 @@ class PolynomialFeatures(torch.nn.Module):
         memory_limit: float | None = None,
     ) -> None:
         super().__init__()
-        if normalize not in _NORMALIZE:
-            raise ValueError(f"normalize must be one of {_NORMALIZE}, got {normalize!r}")
         self.degree = degree
         self.outputs = tuple(outputs)
-        self.normalize = normalize
+        self.normalize = check_normalize(normalize)
         self.memory_limit = memory_limit
         self.patterns = select_patterns(degree, self.outputs, select, domain, min_degree)
         if not self.patterns:
             raise ValueError(f"no pattern selected (degree {degree}, outputs {self.outputs}, select {select!r})")
-        self.plan = compile(self.patterns, n_hint=n_hint)
-        # exponent of n in the density normalisation: non-special vertices of each pattern
-        free = [p.num_vertices - len(set(p.special)) for p in self.patterns]
-        self.register_buffer("_free", torch.tensor(free, dtype=torch.float64), persistent=False)
+        self.plan = compile_plan(self.patterns, n_hint=n_hint)
 
     @property
     def num_features(self) -> dict[str, int]:
@@ -131,28 +96,12 @@ class PolynomialFeatures(torch.nn.Module):
     def reset_parameters(self) -> None:
         """Nothing to reset (the features are fixed polynomials); kept for the PyG convention."""
 
-    def _normalize(self, value: Tensor, idx: list[int], sizes: Tensor) -> Tensor:
-        if self.normalize is None:
-            return value
-        if self.normalize == "log":
-            return torch.sign(value) * torch.log1p(value.abs())
-        exponent = self._free[idx].to(value.dtype)
-        scale = sizes.to(value.dtype).clamp(min=1).view(-1, *([1] * (value.dim() - 1))) ** exponent
-        return value / scale
-
     def dense(
         self, adj: Tensor, mask: Tensor | None = None, edge_attr: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Dense form: ``adj [B, n, n(, c)]`` -> ``([B, n, n, k], mask [B, n])`` in pattern order
         (invariants broadcast over real node pairs, node values on the diagonal)."""
-        from ..contractions.evaluate import dense_inputs
-
-        x, mask = dense_inputs(adj, mask, edge_attr)
-        out = evaluate(self.plan, x, mask, as_matrix=True, memory_limit=self.memory_limit)
-        sizes = mask.sum(1)
-        out = self._normalize(out, list(range(len(self.patterns))), sizes)
-        pair = (mask[:, :, None] & mask[:, None, :]).to(out.dtype)
-        return out * pair[..., None], mask
+        return dense_polynomial_features(self.plan, adj, mask, edge_attr, self.normalize, self.memory_limit)
 
     def forward(
         self,
@@ -173,41 +122,16 @@ class PolynomialFeatures(torch.nn.Module):
             ``{"invariant": [B, k_inv], "node": [num_nodes, k_node], "edge": [num_edges, k_edge]}``
             for the requested outputs.
         """
-        from torch_geometric.data import Data
-
-        if num_nodes is None:
-            num_nodes = batch.numel() if batch is not None else (int(edge_index.max()) + 1 if edge_index.numel() else 0)
-        data = Data(edge_index=edge_index, num_nodes=num_nodes)
-        if batch is not None:
-            if batch.numel() != num_nodes:
-                raise ValueError(f"batch has {batch.numel()} entries for {num_nodes} nodes")
-            data.batch = batch
-        if edge_attr is not None:
-            data.edge_attr = edge_attr
-        from ..contractions.evaluate import dense_inputs
-
-        x, mask = dense_inputs(data)
         if as_matrix:
-            return self.dense(x, mask)
-        out = evaluate(self.plan, x, mask, memory_limit=self.memory_limit)
-        if not isinstance(out, dict):
-            out = {self.plan.outputs[0]: out}
-        sizes = mask.sum(1)
-        result: dict[str, Tensor] = {}
-        if batch is None:
-            batch = torch.zeros(num_nodes, dtype=torch.long, device=edge_index.device)
-        # position of each node inside its padded graph
-        ptr = ptr_from_batch(batch, mask.shape[0])
-        local = torch.arange(num_nodes, device=batch.device) - ptr[batch]
-        for o, value in out.items():
-            value = self._normalize(value, self.plan.indices(o), sizes)
-            if o == "node":
-                value = value[batch, local]
-            elif o == "edge":
-                src, dst = edge_index
-                value = value[batch[src], local[src], local[dst]]
-            result[o] = value
-        return result
+            from torch_geometric.data import Data
+
+            if num_nodes is None:
+                num_nodes = batch.numel() if batch is not None else (int(edge_index.max()) + 1 if edge_index.numel() else 0)
+            data = Data(edge_index=edge_index, num_nodes=num_nodes, batch=batch, edge_attr=edge_attr)
+            return self.dense(data)
+        return polynomial_features(
+            self.plan, edge_index, batch, num_nodes, edge_attr, self.normalize, self.memory_limit
+        )
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{o}={k}" for o, k in self.num_features.items())

@@ -35,7 +35,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PPGN", "PPGNBlock", "to_dense_pairs"]
+from ..graphlib import to_dense_pairs
+
+__all__ = ["PPGN", "PPGNBlock"]
 
 
 def _mlp(in_channels: int, out_channels: int, depth: int) -> nn.Sequential:
@@ -55,45 +57,31 @@ def _reset(module: nn.Module) -> None:
             m.reset_parameters()
 
 
-def to_dense_pairs(
+def _ppgn_input(
     x: Tensor | None,
     edge_index: Tensor,
-    batch: Tensor | None = None,
-    edge_attr: Tensor | None = None,
-    dense_features: Tensor | None = None,
+    batch: Tensor | None,
+    edge_attr: Tensor | None,
+    dense_features: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
-    """PyG layout -> dense pairs: ``([B, n, n, 1 + f + e + k], mask [B, n])`` with channel 0 the
-    adjacency, then node features ``x [N, f]`` on the diagonal, dense ``edge_attr [E, e]``, and
-    ``dense_features [B, n, n, k]``."""
-    from torch_geometric.utils import to_dense_adj, to_dense_batch
-
-    num_nodes = x.shape[0] if x is not None else (batch.numel() if batch is not None else int(edge_index.max()) + 1)
-    if batch is None:
-        batch = torch.zeros(num_nodes, dtype=torch.long, device=edge_index.device)
-    counts = torch.bincount(batch)
-    B, n = counts.numel(), int(counts.max())
+    """``([B, n, n, 1 + f + e + k], mask [B, n])``: :func:`~everygraph.graphlib.to_dense_pairs`
+    (adjacency, ``x`` on the diagonal, ``edge_attr``) with ``dense_features [B, n, n, k]``
+    appended."""
     if x is not None and torch.is_floating_point(x):
         dtype = x.dtype
     elif dense_features is not None and torch.is_floating_point(dense_features):
         dtype = dense_features.dtype
     else:
         dtype = torch.get_default_dtype()
-    adj = to_dense_adj(edge_index, batch, max_num_nodes=n, batch_size=B).to(dtype)
-    channels = [adj.unsqueeze(-1)]
-    mask = torch.arange(n, device=edge_index.device)[None, :] < counts[:, None]
-    if x is not None:
-        xd, _ = to_dense_batch(x.to(dtype).view(num_nodes, -1), batch, max_num_nodes=n, batch_size=B)
-        channels.append(torch.diag_embed(xd.transpose(1, 2)).permute(0, 2, 3, 1))
-    if edge_attr is not None:
-        ea = edge_attr.to(dtype).view(edge_attr.shape[0], -1)
-        channels.append(to_dense_adj(edge_index, batch, ea, max_num_nodes=n, batch_size=B))
-    if dense_features is not None:
-        if tuple(dense_features.shape[:3]) != (B, n, n):
-            raise ValueError(
-                f"dense_features must be [B, n, n, k] with [B, n, n] = {(B, n, n)}; got {tuple(dense_features.shape)}"
-            )
-        channels.append(dense_features.to(dtype))
-    return torch.cat(channels, dim=-1), mask
+    pairs, mask = to_dense_pairs(x, edge_index, batch, edge_attr, dtype=dtype)
+    if dense_features is None:
+        return pairs, mask
+    if tuple(dense_features.shape[:3]) != tuple(pairs.shape[:3]):
+        raise ValueError(
+            f"dense_features must be [B, n, n, k] with [B, n, n] = {tuple(pairs.shape[:3])}; "
+            f"got {tuple(dense_features.shape)}"
+        )
+    return torch.cat([pairs, dense_features.to(dtype)], dim=-1), mask
 
 
 class PPGNBlock(nn.Module):
@@ -134,7 +122,7 @@ class PPGN(nn.Module):
 
     Args:
         in_channels: channels of the dense pair input (1 adjacency + node features + edge
-            features + extra dense features; see :func:`to_dense_pairs`).
+            features + extra dense features; see :func:`~everygraph.graphlib.to_dense_pairs`).
         hidden: pair channels inside.
         num_blocks: number of PPGN blocks.
         out_channels: graph-level outputs.
@@ -207,7 +195,7 @@ class PPGN(nn.Module):
         edge_attr: Tensor | None = None,
         dense_features: Tensor | None = None,
     ) -> Tensor:
-        dense, mask = to_dense_pairs(x, edge_index, batch, edge_attr, dense_features)
+        dense, mask = _ppgn_input(x, edge_index, batch, edge_attr, dense_features)
         if dense.shape[-1] != self.in_channels:
             raise ValueError(
                 f"the dense input has {dense.shape[-1]} channels (1 adjacency + node {0 if x is None else x.view(x.shape[0], -1).shape[1]}"

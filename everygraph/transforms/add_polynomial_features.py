@@ -3,8 +3,9 @@
 Paper: Puny et al., *Equivariant Polynomials for Graph Neural Networks*, ICML 2023,
 https://arxiv.org/abs/2302.11556.
 
-The same channels as :class:`everygraph.nn.PolynomialFeatures`, computed once per graph
-(e.g. as a dataset ``pre_transform``) and stored on the ``Data`` object:
+The same channels as :class:`everygraph.nn.PolynomialFeatures` (both call
+:func:`everygraph.contractions.polynomial_features`), computed once per graph (e.g. as a
+dataset ``pre_transform``) and stored on the ``Data`` object:
 
 * ``data.poly_graph``: ``[1, k_inv]`` (concatenates to ``[num_graphs, k_inv]`` in a batch);
 * ``data.poly_node``: ``[num_nodes, k_node]`` (or appended to ``data.x`` with ``cat=True``);
@@ -20,13 +21,13 @@ Example:
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
-from ..nn.polynomial_features import PolynomialFeatures
+from ..contractions import check_normalize, compile_plan, polynomial_features, select_patterns
 
 __all__ = ["AddPolynomialFeatures"]
 
@@ -51,12 +52,17 @@ class AddPolynomialFeatures(BaseTransform):
         min_degree: int = 1,
         cat: bool = False,
     ) -> None:
-        self.features = PolynomialFeatures(degree, outputs, select, normalize, domain, min_degree)
+        self.degree = degree
+        self.normalize = check_normalize(normalize)
+        self.patterns = select_patterns(degree, tuple(outputs), select, domain, min_degree)
+        if not self.patterns:
+            raise ValueError(f"no pattern selected (degree {degree}, outputs {tuple(outputs)}, select {select!r})")
+        self.plan = compile_plan(self.patterns)
         self.cat = cat
 
     def forward(self, data: Data) -> Data:
         data = copy.copy(data)
-        out = self.features(data.edge_index, num_nodes=data.num_nodes)
+        out = polynomial_features(self.plan, data.edge_index, num_nodes=data.num_nodes, normalize=self.normalize)
         dtype = data.x.dtype if getattr(data, "x", None) is not None and torch.is_floating_point(data.x) else None
         if "invariant" in out:
             data.poly_graph = out["invariant"]
@@ -77,4 +83,5 @@ class AddPolynomialFeatures(BaseTransform):
         return data
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.features!r}, cat={self.cat})"
+        sizes = ", ".join(f"{o}={len(self.plan.indices(o))}" for o in self.plan.outputs)
+        return f"{self.__class__.__name__}(degree={self.degree}, {sizes}, normalize={self.normalize!r}, cat={self.cat})"

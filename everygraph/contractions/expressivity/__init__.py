@@ -6,7 +6,17 @@ that compute the basis element, or no + the obstruction); ``analyze`` tabulates 
 
 from .analyze import ExpressivityRow, ExpressivityTable, analyze, is_paper_convention
 from .graph import PatternGraph, as_pattern_graph
-from .models import KFWL, MPNN, PPGN, Model, SubgraphGNN, computable, get_model, known_models
+from . import models as _models
+from .models import (
+    KFWLDecider,
+    Model,
+    MPNNDecider,
+    PPGNDecider,
+    SubgraphGNNDecider,
+    computable,
+    get_model,
+    known_models,
+)
 from .treewidth import elimination_ordering, treewidth, treewidth_upper_bound
 from .verdict import Step, Verdict
 
@@ -18,10 +28,10 @@ __all__ = [
     "PatternGraph",
     "as_pattern_graph",
     "Model",
-    "MPNN",
-    "SubgraphGNN",
-    "PPGN",
-    "KFWL",
+    "MPNNDecider",
+    "SubgraphGNNDecider",
+    "PPGNDecider",
+    "KFWLDecider",
     "computable",
     "get_model",
     "known_models",
@@ -31,3 +41,9 @@ __all__ = [
     "Step",
     "Verdict",
 ]
+
+
+def __getattr__(name: str):
+    if name in _models.DEPRECATED_NAMES:  # MPNN, SubgraphGNN, PPGN, KFWL: warn, then the decider
+        return getattr(_models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,7 @@ where a model computes :math:`P_H` (on 0/1 graphs: the homomorphism count
 ``ppgn``        treewidth :math:`\le 2` with ``ab`` added (PPGN, 2-FWL, edge-based model);
 ``2fwl``        aliases: ``2-fwl``, ``ppgn++`` (PPGN++ is as expressive as PPGN)
 ``kfwl``        treewidth :math:`\le k` with the special vertices joined (``"3fwl"``,
-                ``"kfwl:3"`` or ``KFWL(3)``)
+                ``"kfwl:3"`` or ``KFWLDecider(3)``)
 =============  ==========================================================================
 
 Loops and parallel edges never change the answer (a loop is the diagonal, a node feature;
@@ -41,7 +41,35 @@ from .reduction import Eliminator, reduce_pattern
 from .treewidth import elimination_ordering
 from .verdict import Step, Verdict
 
-__all__ = ["Model", "MPNN", "SubgraphGNN", "PPGN", "KFWL", "get_model", "known_models", "computable"]
+__all__ = [
+    "Model",
+    "MPNNDecider",
+    "SubgraphGNNDecider",
+    "PPGNDecider",
+    "KFWLDecider",
+    "get_model",
+    "known_models",
+    "computable",
+]
+
+#: Former names of the deciders, importable for one more release with a DeprecationWarning
+#: (``PPGN`` is also the name of the layer :class:`everygraph.nn.PPGN`).
+DEPRECATED_NAMES = {"MPNN": "MPNNDecider", "SubgraphGNN": "SubgraphGNNDecider", "PPGN": "PPGNDecider", "KFWL": "KFWLDecider"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in DEPRECATED_NAMES:
+        import warnings
+
+        new = DEPRECATED_NAMES[name]
+        warnings.warn(
+            f"everygraph.contractions.expressivity.{name} is deprecated and will be removed in the next release; "
+            f"use {new} (the name says it is a decider, not a layer)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Model:
@@ -64,7 +92,7 @@ def _cycle_text(p: PatternGraph, g: nx.Graph) -> str:
     return "-".join(p.names[u] for u, _ in cyc)
 
 
-class MPNN(Model):
+class MPNNDecider(Model):
     r"""Message-passing GNN (1-WL): computes exactly the rooted forests.
 
     Node-based operations only: node features :math:`h \in \mathbb{R}^n`, matrix-vector
@@ -75,7 +103,7 @@ class MPNN(Model):
     of :math:`H` is a forest and, for an edge output, :math:`a` and :math:`b` are adjacent or in
     different trees, i.e. :math:`H + ab` is a forest: treewidth :math:`\le 1`
     (Zhang et al. 2024, the MPNN family of rooted forests; Puny et al. 2023,
-    node-based model). This is also ``KFWL(1)``.
+    node-based model). This is also ``KFWLDecider(1)``.
     """
 
     name = "mpnn"
@@ -105,7 +133,7 @@ def _needs_ab(p: PatternGraph) -> bool:
     return nx.is_forest(p.simple_graph(False)) and not nx.is_forest(p.simple_graph(True))
 
 
-class SubgraphGNN(Model):
+class SubgraphGNNDecider(Model):
     r"""Node-marking subgraph GNN (DS-GNN / NGNN-style, one subgraph per marked vertex).
 
     One MPNN runs on each copy of the graph with vertex :math:`m` marked, giving an
@@ -164,7 +192,7 @@ def _subgraph_output(elim: Eliminator, p: PatternGraph, m: int) -> Step:
     return Step("output", tuple(fs), tuple(elim.factors[f] for f in fs), "out", tuple(s), text)
 
 
-class PPGN(Model):
+class PPGNDecider(Model):
     r"""PPGN / 2-FWL (and PPGN++): the edge-based model, treewidth :math:`\le 2`.
 
     Operations on :math:`n \times n` matrices: matrix product, elementwise product, row sums,
@@ -196,7 +224,7 @@ class PPGN(Model):
         return v
 
     def __repr__(self) -> str:
-        return f"PPGN(name={self.name!r})"
+        return f"PPGNDecider(name={self.name!r})"
 
 
 def _minimal_obstruction(g: nx.Graph, k: int) -> nx.Graph:
@@ -214,7 +242,7 @@ def _minimal_obstruction(g: nx.Graph, k: int) -> nx.Graph:
     return h
 
 
-class KFWL(Model):
+class KFWLDecider(Model):
     r"""k-FWL (folklore Weisfeiler-Leman on k-tuples): treewidth :math:`\le k`.
 
     :math:`P_H` is computable iff the treewidth of the underlying simple graph of :math:`H`
@@ -249,16 +277,16 @@ class KFWL(Model):
                        reason=f"an elimination ordering of width {width} <= {self.k}")
 
     def __repr__(self) -> str:
-        return f"KFWL(k={self.k})"
+        return f"KFWLDecider(k={self.k})"
 
 
 _FIXED = {
-    "mpnn": MPNN,
-    "subgraph": SubgraphGNN,
-    "ppgn": lambda: PPGN("ppgn"),
-    "2fwl": lambda: PPGN("2fwl"),
-    "2-fwl": lambda: PPGN("2fwl"),
-    "ppgn++": lambda: PPGN("ppgn++"),
+    "mpnn": MPNNDecider,
+    "subgraph": SubgraphGNNDecider,
+    "ppgn": lambda: PPGNDecider("ppgn"),
+    "2fwl": lambda: PPGNDecider("2fwl"),
+    "2-fwl": lambda: PPGNDecider("2fwl"),
+    "ppgn++": lambda: PPGNDecider("ppgn++"),
 }
 
 
@@ -279,11 +307,11 @@ def get_model(model: Any, k: int | None = None) -> Model:
     if key == "kfwl":
         if k is None:
             raise ValueError("model 'kfwl' needs k: pass k=..., or write e.g. '3fwl' or 'kfwl:3'")
-        return KFWL(k)
+        return KFWLDecider(k)
     m = re.fullmatch(r"(?:kfwl:)?(\d+)-?fwl|kfwl:(\d+)", key)
     if m:
         kk = int(m.group(1) or m.group(2))
-        return PPGN("2fwl") if kk == 2 and k is None else KFWL(kk)
+        return PPGNDecider("2fwl") if kk == 2 and k is None else KFWLDecider(kk)
     raise ValueError(f"unknown model {model!r}; known models: {', '.join(known_models())}")
 
 

@@ -6,8 +6,7 @@ import torch
 from torch import Tensor
 from torch_geometric.nn.aggr import Aggregation
 
-from everygraph.graphlib import tree_reduce
-from everygraph.graphlib.scatter import check_index
+from everygraph.graphlib import check_index, tree_reduce
 
 from .monoid import BinaryOp, CommutativeMonoid, GRUOperator, associativity_loss
 

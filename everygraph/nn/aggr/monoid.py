@@ -35,7 +35,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from everygraph.graphlib.scatter import check_index
+from everygraph.graphlib import check_index
+
 
 __all__ = [
     "GRUOperator",

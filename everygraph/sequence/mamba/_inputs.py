@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...graphlib import check_ptr, compute_dtype
+
 
 @dataclass
 class ScanInputs:
@@ -86,14 +88,6 @@ def check_flag(name: str, value: object) -> None:
         raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__} {value!r}")
 
 
-def compute_dtype(*tensors: Tensor | None) -> torch.dtype:
-    """float64 if any input is float64, else float32 (Mamba computes half inputs in float32
-    and casts back; we keep float64 as float64 so double-precision checks mean something)."""
-    if any(t is not None and t.dtype == torch.float64 for t in tensors):
-        return torch.float64
-    return torch.float32
-
-
 def _check_bc(name: str, M: Tensor, batch: int, channels: int, length: int, state_size: int) -> int:
     """Validate ``B`` or ``C``; return its group count (1 when fixed or ungrouped)."""
     if M.dim() == 2:
@@ -124,26 +118,9 @@ def check_cu_seqlens(cu_seqlens: Tensor | None, length: int) -> Tensor | None:
     """Validate ``cu_seqlens`` and return the ``[L]`` keep mask (0 at each sequence start)."""
     if cu_seqlens is None:
         return None
-    if not isinstance(cu_seqlens, Tensor):
-        raise TypeError(f"cu_seqlens must be a 1-D integer torch.Tensor [num_seqs + 1], got {type(cu_seqlens).__name__}")
-    if cu_seqlens.is_floating_point() or cu_seqlens.is_complex() or cu_seqlens.dtype == torch.bool:
-        raise ValueError(f"cu_seqlens must be a 1-D integer tensor (torch.long or torch.int32), got dtype {cu_seqlens.dtype}")
-    if cu_seqlens.dim() != 1:
-        raise ValueError(f"cu_seqlens must be a 1-D integer tensor [num_seqs + 1], got shape {list(cu_seqlens.shape)}")
-    if cu_seqlens.numel() < 2:
-        raise ValueError(f"cu_seqlens needs at least 2 entries [0, ..., L={length}], got {cu_seqlens.tolist()}")
-    values = cu_seqlens.tolist()
-    if values[0] != 0:
-        raise ValueError(f"cu_seqlens must start at 0, got {values[0]}")
-    if values[-1] != length:
-        raise ValueError(f"cu_seqlens must end at the sequence length L = {length}, got {values[-1]}")
-    steps = cu_seqlens.diff()
-    if bool((steps < 0).any()):
-        bad = int(torch.nonzero(steps < 0)[0])
-        raise ValueError(
-            f"cu_seqlens must be increasing (empty sequences allowed), but entry {bad + 1} = {values[bad + 1]} "
-            f"< entry {bad} = {values[bad]}"
-        )
+    check_ptr(
+        cu_seqlens, length, name="cu_seqlens", length_name="the sequence length L", count_name="num_seqs", min_segments=1
+    )
     keep = torch.ones(length, dtype=torch.bool, device=cu_seqlens.device)
     starts = cu_seqlens[1:-1].long()
     keep[starts[starts < length]] = False

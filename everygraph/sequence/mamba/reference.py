@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...graphlib import compute_dtype
 from ._inputs import (
     assemble_final_states,
     check_cu_seqlens,
     check_flag,
-    compute_dtype,
     final_positions,
     finish,
     prepare,
