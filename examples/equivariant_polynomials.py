@@ -6,7 +6,7 @@ https://arxiv.org/abs/2302.11556.
 1. Enumerate the basis of node-valued polynomials of degree 3 on simple graphs and draw it
    (special vertex red; loops and parallel edges show up in the symmetric domain, drawn too).
 2. Evaluate patterns on a molecule-like graph (naphthalene with a side chain): triangle and
-   4-cycle counts through the note's formulas, checked against networkx.
+   4-cycle counts through the closed forms tr(A^3) / 6 and the 4-cycle formula, checked against networkx.
 3. Learn to count triangles and 4-cycles per graph: a message-passing network (GIN, which
    cannot count cycles) against an MLP on polynomial features up to degree 4; plot the errors.
 

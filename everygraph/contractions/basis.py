@@ -15,7 +15,7 @@ Domains (what the input ``X`` is, hence which multigraphs are distinct polynomia
 In every domain a non-special vertex has at least one edge (an isolated one only multiplies
 by ``n``); special vertices may be isolated. Edge outputs count the ordered pairs ``(a, b)``
 with ``a != b`` and the diagonal ones ``(a, a)`` (see :mod:`.pattern`), which is how the
-note's table counts them.
+basis-size table of Puny et al. (2023) counts them.
 
 How: a pattern is a disjoint union of connected pieces, at most two of them holding the
 special vertices. The connected pieces are generated edge by edge (every connected multigraph

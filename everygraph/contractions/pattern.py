@@ -15,7 +15,7 @@ special vertex it is an invariant scalar, with one a node vector ``[n]``, with a
 
 Conventions fixed here:
 
-* **Edge output with a = b.** The note's table counts edge-valued basis elements as the
+* **Edge output with a = b.** The basis-size table of Puny et al. (2023) counts edge-valued basis elements as the
   patterns with two distinct special vertices *plus* those where the two coincide. A
   coinciding pair is written ``special=(a, a)`` (string ``"ab->aa"``): its value is the
   node polynomial of ``(H, a)`` placed on the diagonal of an ``[n, n]`` matrix

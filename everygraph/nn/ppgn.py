@@ -11,7 +11,7 @@ A PPGN block maps a pair tensor :math:`X \\in \\mathbb{R}^{B \\times n \\times n
 
 where :math:`m_1, m_2` are MLPs applied to every pair :math:`(i, j)` and :math:`\\cdot` is the
 matrix product over the node axis, channel by channel. It computes exactly the 2-FWL
-polynomials (treewidth <= 2 patterns). PPGN++ (``plus=True``, the note's description) feeds
+polynomials (treewidth <= 2 patterns). PPGN++ (``plus=True``, as described by Puny et al., 2023) feeds
 :math:`X` and :math:`X^T` through one MLP first, appends an identity channel before every
 block, divides the matrix product by the graph size (our choice, it keeps activations of
 graphs of different sizes on one scale) and reads out the means over diagonal and off-diagonal
