@@ -3,7 +3,7 @@
 * Each ``examples/<name>.py`` becomes ``tutorials/<name>.md``: its docstring as text, the
   command that runs it, and the whole script, so the site shows the code that the tests run.
 * Markdown pages under ``docs/`` that the nav in ``mkdocs.yml`` does not list are appended to
-  the nav section named ``Engine notes`` (sorted by file name), so a new page needs no edit of
+  the nav section named ``In depth`` (sorted by file name), so a new page needs no edit of
   ``mkdocs.yml`` and a removed page breaks nothing.
 """
 
@@ -17,7 +17,7 @@ from mkdocs.structure.files import File
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-EXTRA_SECTION = "Engine notes"
+EXTRA_SECTION = "In depth"
 
 
 def _escape_brackets(text: str) -> str:

@@ -1,4 +1,9 @@
-"""everygraph.datasets."""
+"""everygraph.datasets: generators of the synthetic tasks of the tutorials.
+
+The arrow-pointing images of the pLSTM paper, the multiset second minimum of the LCM paper,
+and the 4x4 rook / Shrikhande pair of strongly regular graphs. In the layer of
+:mod:`everygraph.nn` and :mod:`everygraph.transforms`, and imports neither.
+"""
 
 from .arrow_pointing import ArrowPointing
 from .second_minimum import SecondMinimum

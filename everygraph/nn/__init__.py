@@ -1,4 +1,12 @@
-"""everygraph.nn."""
+"""everygraph.nn: PyG-style layers (``torch.nn.Module``) around the engines.
+
+The layer above the engines :mod:`everygraph.sequence` and :mod:`everygraph.contractions`
+(and :mod:`everygraph.graphlib`): pLSTM on sequences, grids and graphs, Mamba blocks, LCM
+aggregation, polynomial features and PPGN. Each layer computes its gates or inputs and calls
+one engine function; the same argument conventions as PyG (``x``, ``edge_index``, ``batch``),
+``reset_parameters()`` and a ``__repr__`` with its sizes. Beside :mod:`everygraph.transforms`
+and :mod:`everygraph.datasets`, which it does not import.
+"""
 
 from .aggr import CommutativeMonoid, LCMAggregation, associativity_loss
 from .graph_mamba import GraphMamba

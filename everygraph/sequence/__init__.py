@@ -1,5 +1,8 @@
 """everygraph.sequence: the linear-recurrence engine on DAGs.
 
+One of the two engines, in the layer above :mod:`everygraph.graphlib` (its structures and
+kernels); it never imports :mod:`everygraph.contractions`.
+
 :func:`scan` is the one recurrence (states on edges, a transition kind, boundary states);
 ``reference_scan``, ``wavefront_scan``, ``recurrent_scan``, ``chunked_scan`` and
 ``lattice_scan`` are its executions under their own names; :func:`plstm_scan` (scalar kind)
