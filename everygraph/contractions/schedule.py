@@ -352,7 +352,7 @@ class _Planner:
         return v.permute(0, *[1 + q for q in inverse])
 
     def _step(self, i: int, step, direct) -> None:
-        plan, sched = self.plan, self.schedule
+        sched = self.schedule
         lhs, lo = step.eq.split("->")
         terms = lhs.split(",")
         if step.is_view:  # a leaf: a source seen in another axis order, or its diagonal

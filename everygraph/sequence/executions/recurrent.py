@@ -81,7 +81,6 @@ def recurrent(
     """The recurrence of :func:`~everygraph.sequence.scan` on a path (a lattice with one axis
     longer than 1), kinds ``scalar``, ``diagonal``, ``elementwise``. ``q`` is already scaled."""
     B, N, H, dk = k.shape
-    dv = v.shape[-1]
     layout = lattice_layout(lattice, q.device)
     axis = max(range(lattice.ndim), key=lambda a: lattice.shape[a])
     node = layout.node
