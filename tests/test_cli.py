@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from everygraph.cli import main
-from everygraph.contractions import basis, connected_patterns
+from everygraph.contractions import basis
 
 ROOT = Path(__file__).resolve().parents[1]
 
