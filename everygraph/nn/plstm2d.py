@@ -137,14 +137,29 @@ class PLSTM2d(nn.Module):
         if x.numel() == 0:  # an empty batch or grid: nothing to scan
             return x.new_zeros(x.shape)
         dtype = compute_dtype(x.dtype)
-        q, k, v = (t.to(dtype).reshape(batch, height * width, self.num_heads, self.head_dim) for t in self.qkv(x))
-        h = 0
-        for flip, gates in zip(Lattice.orientations(2), self.gates(x)):
-            lattice = Lattice((height, width), flip)
-            source, transition, mark, direct = lattice_gates(
-                lattice, gates["source"], gates["transition"], gates["mark"], gates["direct"]
-            )
-            h = h + plstm_scan(lattice, q, k, v, source, transition, mark, direct, scale=default_scale(self.head_dim))
+        q, k, v = (t.to(dtype).reshape(batch, height, width, self.num_heads, self.head_dim) for t in self.qkv(x))
+        # The four orientations are the same DAG up to reversed axes: reversing the flipped
+        # axes of every input puts each into the canonical orientation, so all four run as
+        # one scan over a batch of 4 * batch grids (one pass of the scan's loops, not four).
+        flips = Lattice.orientations(2)
+        gates = self.gates(x)
+
+        def canonical(t: Tensor, flip: tuple[bool, ...]) -> Tensor:  # [B, H, W, ...], flips its own inverse
+            axes = [1 + a for a, f in enumerate(flip) if f]
+            return t.flip(axes) if axes else t
+
+        def stacked(name: str | None, t: Tensor | None = None) -> Tensor:
+            return torch.cat([canonical(t if name is None else g[name], f) for f, g in zip(flips, gates)])
+
+        lattice = Lattice((height, width))
+        source, transition, mark, direct = lattice_gates(
+            lattice, stacked("source"), stacked("transition"), stacked("mark"), stacked("direct")
+        )
+        n = height * width
+        q4, k4, v4 = (stacked(None, t).reshape(4 * batch, n, self.num_heads, self.head_dim) for t in (q, k, v))
+        h4 = plstm_scan(lattice, q4, k4, v4, source, transition, mark, direct, scale=default_scale(self.head_dim))
+        h4 = h4.reshape(4, batch, height, width, self.num_heads, self.head_dim)
+        h = sum(canonical(h4[o], f) for o, f in enumerate(flips)).reshape(batch, n, self.num_heads, self.head_dim)
         out = head_norm(h, self.norm).to(x.dtype)
         return self.out_proj(out).reshape(batch, height, width, self.dim)
 

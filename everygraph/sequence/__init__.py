@@ -4,8 +4,8 @@ One of the two engines, in the layer above :mod:`everygraph.graphlib` (its struc
 kernels); it never imports :mod:`everygraph.contractions`.
 
 :func:`scan` is the one recurrence (states on edges, a transition kind, boundary states);
-``reference_scan``, ``wavefront_scan``, ``recurrent_scan``, ``chunked_scan`` and
-``lattice_scan`` are its executions under their own names; :func:`plstm_scan` (scalar kind)
+``reference_scan``, ``wavefront_scan``, ``recurrent_scan``, ``chunked_scan``,
+``lattice_scan`` and ``chunked2d_scan`` are its executions under their own names; :func:`plstm_scan` (scalar kind)
 and :func:`selective_scan` (Mamba-1, elementwise kind on a path) are parameterisations.
 """
 
@@ -17,6 +17,7 @@ from .plstm import lattice_gates, plstm_scan
 from .recurrence import (
     EXECUTIONS,
     SUPPORTED_KINDS,
+    chunked2d_scan,
     chunked_scan,
     default_execution,
     lattice_scan,
@@ -36,6 +37,7 @@ __all__: list[str] = [
     "recurrent_scan",
     "chunked_scan",
     "lattice_scan",
+    "chunked2d_scan",
     "default_execution",
     "Boundary",
     "KINDS",

@@ -19,6 +19,7 @@ from ..graphlib import DAG, Lattice
 from .executions.recurrent import recurrent as _recurrent
 from .executions.reference import reference as _reference
 from .executions.wavefront import wavefront as _wavefront
+from .plstm.chunked2d import plstm_chunked2d
 from .plstm.lattice import plstm_lattice
 from .plstm.layout import lattice_dag, lattice_gates
 from .triton._runtime import require_triton, triton_runs_on
@@ -36,21 +37,30 @@ SUPPORTED_KINDS = {
     "triton": ("scalar", "diagonal", "elementwise"),
 }
 EXECUTIONS = tuple(SUPPORTED_KINDS)
+#: executions without boundary states (no initial_state, return_state or boundary): run when
+#: asked for, picked by default only for calls without them; not in EXECUTIONS, whose members
+#: run every call on their structures
+STATELESS_EXECUTIONS = {"chunked2d": ("scalar",)}
+#: from this grid side on (both axes), the blocked execution beats the anti-diagonal loop on
+#: CPU (benchmarks/plstm.py); below, the loop's fewer operations win
+CHUNKED2D_MIN_SIDE = 16
 
 
 def _is_path(structure: Structure) -> bool:
     return isinstance(structure, Lattice) and sum(size > 1 for size in structure.shape) <= 1
 
 
-def default_execution(structure: Structure, kind: str, device: torch.device | None = None) -> str:
+def default_execution(structure: Structure, kind: str, device: torch.device | None = None, boundary_states: bool = True) -> str:
     """The execution the structure picks: dense paths where the structure and kind allow; on a
-    CUDA ``device`` with ``triton`` installed, the Triton kernels for the kinds they run."""
+    CUDA ``device`` with ``triton`` installed, the Triton kernels for the kinds they run. A
+    call without boundary states (``boundary_states=False``) on a 2D grid of at least
+    ``CHUNKED2D_MIN_SIDE`` a side gets the blocked ``chunked2d`` execution."""
     if device is not None and device.type == "cuda" and kind in SUPPORTED_KINDS["triton"] and triton_runs_on(device):
         return "triton"
     if _is_path(structure):
         return "chunked" if kind == "scalar" else "recurrent" if kind in SUPPORTED_KINDS["recurrent"] else "wavefront"
     if isinstance(structure, Lattice) and structure.ndim == 2 and kind == "scalar":
-        return "lattice"
+        return "chunked2d" if not boundary_states and min(structure.shape) >= CHUNKED2D_MIN_SIDE else "lattice"
     return "wavefront"
 
 
@@ -126,7 +136,9 @@ def scan(
         boundary: gates of the virtual edges (:class:`Boundary`), or None (unit).
         scale: multiplies ``q`` (default :math:`1/\sqrt{d_k}`).
         execution: ``"reference"``, ``"wavefront"``, ``"recurrent"`` (paths),
-            ``"chunked"`` (paths, scalar), ``"lattice"`` (1D/2D lattices, scalar); default:
+            ``"chunked"`` (paths, scalar), ``"lattice"`` (1D/2D lattices, scalar),
+            ``"chunked2d"`` (2D lattices, scalar, no boundary states: blocks of the grid as
+            masked attention, states only on block borders); default:
             picked by the structure and kind (:func:`default_execution`). The result is the same.
 
     Returns:
@@ -143,14 +155,20 @@ def scan(
         raise TypeError(f"structure must be a graphlib.Lattice or graphlib.DAG, got {type(structure).__name__}")
     kind = check_kind(kind)
     if execution is None:
-        execution = default_execution(structure, kind, q.device if isinstance(q, Tensor) else None)
-    if execution not in SUPPORTED_KINDS:
-        raise ValueError(f"unknown execution {execution!r}; valid: {', '.join(EXECUTIONS)}")
-    if kind not in SUPPORTED_KINDS[execution]:
+        has_states = initial_state is not None or return_state or boundary is not None
+        execution = default_execution(structure, kind, q.device if isinstance(q, Tensor) else None, has_states)
+    kinds = SUPPORTED_KINDS.get(execution, STATELESS_EXECUTIONS.get(execution))
+    if kinds is None:
+        raise ValueError(f"unknown execution {execution!r}; valid: {', '.join(EXECUTIONS + tuple(STATELESS_EXECUTIONS))}")
+    if kind not in kinds:
         raise ValueError(
-            f"execution={execution!r} runs the kinds {', '.join(SUPPORTED_KINDS[execution])}, not {kind!r}; "
+            f"execution={execution!r} runs the kinds {', '.join(kinds)}, not {kind!r}; "
             "use 'reference' or 'wavefront'"
         )
+    if execution in STATELESS_EXECUTIONS and (initial_state is not None or return_state or boundary is not None):
+        raise ValueError(f"execution={execution!r} takes no initial_state, return_state or boundary; use 'lattice'")
+    if execution == "chunked2d" and not (isinstance(structure, Lattice) and structure.ndim == 2):
+        raise ValueError(f"execution='chunked2d' needs a 2D Lattice, got {structure!r}")
     if execution in ("recurrent", "chunked") and not _is_path(structure):
         raise ValueError(f"execution={execution!r} needs a path (a Lattice with one axis longer than 1), got {structure!r}")
     if execution == "lattice" and not (isinstance(structure, Lattice) and structure.ndim <= 2):
@@ -158,7 +176,7 @@ def scan(
     dag = lattice_dag(structure) if isinstance(structure, Lattice) else structure
     num_lines = dag.line_graph().node.numel()
     check_inputs(dag, num_lines, kind, q, k, v, source, transition, mark, direct, initial_state, boundary)
-    if execution in ("chunked", "lattice"):
+    if execution in ("chunked", "lattice", "chunked2d"):
         weights = [source, mark] + ([] if boundary is None else [boundary.mark, boundary.source])
         if any(w is not None and w.dim() > 3 for w in weights):
             raise ValueError(f"execution={execution!r} takes scalar source and mark weights [B, E, H]; use 'recurrent' or 'wavefront'")
@@ -171,6 +189,8 @@ def scan(
         h, state = _wavefront(dag, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
     elif execution == "triton":
         h, state = _triton(structure, dag, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
+    elif execution == "chunked2d":
+        h, state = plstm_chunked2d(structure, q, k, v, source, transition, mark, direct)
     elif execution == "recurrent":
         h, state = _recurrent(structure, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
     else:
@@ -366,3 +386,4 @@ wavefront_scan = _execution("wavefront")
 recurrent_scan = _execution("recurrent")
 chunked_scan = _execution("chunked")
 lattice_scan = _execution("lattice")
+chunked2d_scan = _execution("chunked2d")

@@ -10,6 +10,9 @@ Executions, one signature (fla style), chosen by :func:`plstm_scan` from the str
   batch of DAGs; depth = longest path.
 - ``lattice`` (``lattice.py``): dense paths for 1D (chunkwise parallel) and 2D (one batched
   step per anti-diagonal) lattices in any of their :math:`2^d` orientations.
+- ``chunked2d`` (``chunked2d.py``): 2D grids cut into blocks; inside a block, masked
+  attention with the block's path-sum gating matrix; ``dk x dv`` states only on block
+  borders, passed between blocks in anti-diagonal order. No boundary states.
 
 ``layout.py`` maps between the public flat layout (per node / per edge / per line-graph
 edge) and dense per-node gates on a lattice (:func:`lattice_gates`).

@@ -333,7 +333,7 @@ class DiagonalRecurrence(torch.autograd.Function):
         diagonals = ctx.diagonals
         grad_transition = torch.zeros_like(transition)
         grad_source = torch.zeros_like(source)
-        grad_kv = torch.zeros_like(kv)
+        grad_kv = torch.zeros_like(kv) if ctx.needs_input_grad[2] else None  # constant unit sources need none
         grad_injected = torch.zeros_like(incoming) if ctx.has_injected else None
         width = max(hi - lo + 1 for lo, hi in diagonals)
         grad_out = incoming.new_zeros(width, B, H, 2, K)
@@ -362,8 +362,9 @@ class DiagonalRecurrence(torch.autograd.Function):
                 torch.sum(pair[:n], dim=-1, out=grad_transition[block])
                 torch.mul(g, kv[block, ..., None, :], out=buffer[:n])
                 torch.sum(buffer[:n], dim=-1, out=grad_source[block])
-                torch.mul(source[block, ..., 0, None], g[..., 0, :], out=grad_kv[block])
-                grad_kv[block].addcmul_(source[block, ..., 1, None], g[..., 1, :])
+                if grad_kv is not None:
+                    torch.mul(source[block, ..., 0, None], g[..., 0, :], out=grad_kv[block])
+                    grad_kv[block].addcmul_(source[block, ..., 1, None], g[..., 1, :])
                 grad += _apply_2x2(transition[block].transpose(-1, -2), g, buffer[:n])
             following = (grad, lo, hi)
         return grad_transition, grad_source, grad_kv, grad_injected, None

@@ -85,9 +85,11 @@ def plstm_scan(
         execution: ``"reference"``, ``"wavefront"``, ``"lattice"`` (only for a lattice of
             1 or 2 dimensions) or ``"triton"`` (Triton kernels: the chunk kernel on paths
             without boundary states, one kernel per level elsewhere; CUDA tensors, or CPU under
-            ``TRITON_INTERPRET=1``); default: ``triton`` for CUDA tensors when ``triton`` is
-            installed, else ``lattice`` for 1D/2D lattices and ``wavefront`` otherwise.
-            The result is the same.
+            ``TRITON_INTERPRET=1``) or ``"chunked2d"`` (2D lattices without boundary states:
+            blocks of the grid as masked attention); default: ``triton`` for CUDA tensors when
+            ``triton`` is installed, else ``chunked2d`` for 2D grids of at least
+            ``CHUNKED2D_MIN_SIDE`` (16) a side without boundary states, ``lattice`` for other
+            1D/2D lattices and ``wavefront`` otherwise. The result is the same.
 
     Returns:
         ``h`` ``[B, N, H, dv]``, or ``(h, state)`` with ``state`` ``[B, N, H, dk, dv]``.
@@ -107,10 +109,14 @@ def plstm_scan(
     if execution is None:
         if isinstance(q, Tensor) and q.is_cuda and triton_runs_on(q.device):
             execution = "triton"
+        elif isinstance(structure, Lattice) and structure.ndim == 2:
+            from ..recurrence import default_execution  # chunked2d for large grids without boundary states
+
+            execution = default_execution(structure, "scalar", boundary_states=initial_state is not None or return_state)
         else:
             execution = "lattice" if isinstance(structure, Lattice) and structure.ndim <= 2 else "wavefront"
-    if execution not in EXECUTIONS:
-        raise ValueError(f"unknown execution {execution!r}; valid: {', '.join(EXECUTIONS)}")
+    if execution not in EXECUTIONS + ("chunked2d",):
+        raise ValueError(f"unknown execution {execution!r}; valid: {', '.join(EXECUTIONS + ('chunked2d',))}")
     if execution == "lattice" and not (isinstance(structure, Lattice) and structure.ndim <= 2):
         raise ValueError(f"execution='lattice' needs a 1D or 2D Lattice, got {structure!r}")
     from ..recurrence import scan  # the engine; imported late, it imports this package's executions
