@@ -190,7 +190,7 @@ def scan(
     elif execution == "triton":
         h, state = _triton(structure, dag, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
     elif execution == "chunked2d":
-        h, state = plstm_chunked2d(structure, q, k, v, source, transition, mark, direct)
+        h, state = plstm_chunked2d(structure, q, k, v, source, transition, mark, direct), None
     elif execution == "recurrent":
         h, state = _recurrent(structure, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
     else:
@@ -376,7 +376,7 @@ def _execution(name: str):
     run.__name__ = run.__qualname__ = f"{name}_scan"
     run.__doc__ = (
         f""":func:`scan` with ``execution="{name}"`` (same arguments, same result); runs the kinds
-        {', '.join(SUPPORTED_KINDS[name])}."""
+        {', '.join(SUPPORTED_KINDS.get(name) or STATELESS_EXECUTIONS[name])}."""
     )
     return run
 

@@ -109,7 +109,7 @@ def plstm_scan(
     if execution is None:
         if isinstance(q, Tensor) and q.is_cuda and triton_runs_on(q.device):
             execution = "triton"
-        elif isinstance(structure, Lattice) and structure.ndim == 2:
+        elif isinstance(structure, Lattice) and structure.ndim == 2 and 1 not in structure.shape:
             from ..recurrence import default_execution  # chunked2d for large grids without boundary states
 
             execution = default_execution(structure, "scalar", boundary_states=initial_state is not None or return_state)
