@@ -6,6 +6,7 @@ forward+backward, with peak memory.
     python benchmarks/selective_scan.py                  # B=2, D=256, N=16, L = 1k, 4k, 16k
     python benchmarks/selective_scan.py --lengths 1024 --threads 1
     python benchmarks/selective_scan.py --tune           # slab size sweep at L=4k
+    python benchmarks/selective_scan.py --torch-compile 16   # torch.compile of 16-step blocks vs the fused kernel
 
 Times are the median of ``--repeats`` runs (ms; the loop: of ``--loop-repeats``), in one process, the fused kernels and
 the PyTorch recurrence interleaved (fused, recurrent, fused, ...), so ratios hold on a busy machine even when absolute
@@ -100,16 +101,21 @@ def associative_scan_selective(u, delta, A, B, C, delta_softplus=True):
     return (states * C.transpose(1, 2)[:, None]).sum(-1)
 
 
+#: ``--clock cpu`` times with the process's CPU time: on one thread it leaves out the time the
+#: process waited for a core, which dominates wall times on a machine with other work running.
+CLOCK = time.perf_counter
+
+
 def measure_once(fn, args, backward, sync):
     for a in args:
         a.grad = None
     with PeakRSS() as mem:
-        start = time.perf_counter()
+        start = CLOCK()
         out = fn(*args)
         if backward:
             out.sum().backward()
         sync()
-        elapsed = time.perf_counter() - start
+        elapsed = CLOCK() - start
     del out
     return elapsed, mem.extra
 
@@ -128,6 +134,52 @@ def measure_interleaved(fns, args, backward, repeats, sync):
     return {name: (statistics.median(t for t, _ in r) * 1e3, max(m for _, m in r) / 2**20) for name, r in runs.items()}
 
 
+def torch_compile_comparison(block: int, B: int, D: int, N: int, L: int, repeats: int) -> None:
+    """Forward only: ``torch.compile`` of a block of ``block`` recurrence steps (the Python loop
+    unrolled into the graph), called ``L / block`` times, against the fused kernel; CPU time."""
+
+    def steps(h, u, dt, A, Bm, Cm):
+        ys = []
+        for t in range(u.shape[0]):
+            h = torch.exp(dt[t, :, :, None] * A) * h + (dt[t] * u[t])[:, :, None] * Bm[t]
+            ys.append((h * Cm[t]).sum(-1))
+        return h, torch.stack(ys)
+
+    u, delta, A, Bm, Cm = (t.detach() for t in make_inputs(B, D, N, L, "cpu", False))
+    dt = torch.nn.functional.softplus(delta)
+    u_t, dt_t = u.permute(2, 0, 1).contiguous(), dt.permute(2, 0, 1).contiguous()
+    B_t, C_t = Bm.permute(2, 0, 1).contiguous(), Cm.permute(2, 0, 1).contiguous()
+    B_t, C_t = B_t[:, :, None, :], C_t[:, :, None, :]
+
+    def run(fn):
+        h, out = u.new_zeros(B, D, N), []
+        for s in range(0, L, block):
+            h, y = fn(h, u_t[s:s + block], dt_t[s:s + block], A, B_t[s:s + block], C_t[s:s + block])
+            out.append(y)
+        return torch.cat(out).permute(1, 2, 0)
+
+    compiled = torch.compile(steps, dynamic=False)
+    with torch.no_grad():
+        start = time.perf_counter()
+        got = run(compiled)
+        compile_s = time.perf_counter() - start
+        want = selective_scan_fused(u, dt, A, Bm, Cm) if NUMBA_AVAILABLE else run(steps)
+        print(f"torch.compile, {block}-step blocks: compile + first call {compile_s:.1f} s, "
+              f"max |difference| to the fused kernel {(got - want).abs().max().item():.2e}")
+        times = {"compiled blocks": [], "eager blocks": [], "fused": []}
+        for _ in range(repeats):
+            for name, fn in (("compiled blocks", lambda: run(compiled)), ("eager blocks", lambda: run(steps)),
+                             ("fused", lambda: selective_scan_fused(u, dt, A, Bm, Cm))):
+                if name == "fused" and not NUMBA_AVAILABLE:
+                    continue
+                start = time.process_time()
+                fn()
+                times[name].append(time.process_time() - start)
+    for name, ts in times.items():
+        if ts:
+            print(f"  {name:>16}: {statistics.median(ts) * 1e3:8.1f} ms CPU time (median of {len(ts)})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=2)
@@ -140,12 +192,23 @@ def main() -> None:
     parser.add_argument("--assoc-max-length", type=int, default=4096,
                         help="skip associative_scan above this length (it is slow)")
     parser.add_argument("--tune", action="store_true", help="sweep the slab size at L=4096")
+    parser.add_argument("--torch-compile", type=int, default=0, metavar="BLOCK",
+                        help="compare torch.compile of BLOCK-step blocks with the fused kernel at the first length, forward")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall: elapsed time; cpu: process CPU time (use with --threads 1 on a busy machine)")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     B, D, N = args.batch, args.channels, args.state
-    print(f"selective scan, B={B}, D={D}, N={N}, float32, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"selective scan, B={B}, D={D}, N={N}, float32, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"{args.clock} clock")
 
     cpu_sync = lambda: None  # noqa: E731
+
+    if args.torch_compile:
+        torch_compile_comparison(args.torch_compile, B, D, N, args.lengths[0], args.repeats)
+        return
 
     if args.tune:
         x = make_inputs(B, D, N, 4096, "cpu", True)
