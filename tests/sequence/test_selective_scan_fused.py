@@ -221,3 +221,22 @@ def test_fused_without_numba_says_how_to_install(monkeypatch):
     with pytest.raises(RuntimeError, match="numba"):
         fused_cpu.selective_scan_fused(**make_inputs())
 
+
+
+@needs_numba
+def test_kernels_compile_without_a_writable_cache(monkeypatch):
+    """numba refuses cache=True (RuntimeError) when no cache directory is writable; the kernels
+    are then compiled without the on-disk cache instead of failing at import."""
+    real_njit = fused_cpu.njit
+
+    def njit_without_cache_dir(*args, cache=False, **kwargs):
+        if cache:
+            raise RuntimeError("cannot cache function: no locator available")
+        return real_njit(*args, **kwargs)
+
+    monkeypatch.setattr(fused_cpu, "njit", njit_without_cache_dir)
+
+    def twice(x):
+        return 2 * x
+
+    assert fused_cpu._cached_njit()(twice)(21) == 42
