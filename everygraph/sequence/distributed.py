@@ -51,9 +51,9 @@ __all__ = ["selective_scan_context_parallel", "path_scan_context_parallel", "com
 # product of its gates (commuting maps) and fits in one state-shaped tensor.
 _ELEMENTWISE_KINDS = ("scalar", "diagonal", "elementwise")
 
-# Positions per block of the output correction; the block's [batch, D, N, positions] decay
+# Positions per block of the output correction; the block's [positions, batch, D, N] decay
 # tensor is recomputed in the backward pass (checkpointed) so memory stays O(state * block).
-_CORRECTION_BLOCK = 4096
+_CORRECTION_BLOCK = 2048
 
 
 def _group_rank_size(process_group: dist.ProcessGroup | None) -> tuple[int, int]:
@@ -116,20 +116,26 @@ def combine_piece_states(
     return state + pairs[:, :, :0].sum()
 
 
-def _full_c(C: Tensor, batch: int, channels: int, length: int) -> Tensor:
-    """``C`` as ``[batch, D, N, L]`` (a view or repeat, for the correction)."""
-    if C.dim() == 2:  # [D, N]: fixed
-        return C[None, :, :, None].expand(batch, channels, C.shape[1], length)
-    if C.dim() == 3:  # [batch, N, L]: shared by channels
-        return C[:, None].expand(batch, channels, C.shape[1], length)
-    groups = C.shape[1]  # [batch, G, N, L]
-    return C.repeat_interleave(channels // groups, dim=1)
+def _time_major_c(C: Tensor) -> Tensor:
+    """``C`` time-major: ``[L, batch, G, N]`` (``G = 1`` for ``[batch, N, L]``), or fixed ``[D, N]``."""
+    if C.dim() == 2:
+        return C
+    if C.dim() == 3:
+        return C.permute(2, 0, 1).unsqueeze(2)
+    return C.permute(3, 0, 1, 2)
 
 
 def _correction_block(C: Tensor, A: Tensor, log_decay: Tensor, incoming: Tensor) -> Tensor:
-    # C [b, D, N, l], A [D, N], log_decay [b, D, l] (sum of delta up to t), incoming [b, D, N]
-    decay = torch.exp(A[None, :, :, None] * log_decay[:, :, None, :])
-    return (C * decay * incoming[..., None]).sum(2)
+    """``sum_n C[t, n] exp(A[d, n] log_decay[t, b, d]) incoming[b, d, n]`` ``[T, batch, D]``
+    for a block of ``T`` positions; ``C`` time-major ``[T, batch, G, N]`` or fixed ``[D, N]``."""
+    T, batch, channels = log_decay.shape
+    n = A.shape[1]
+    weighted = torch.exp(log_decay[..., None] * A) * incoming  # [T, b, D, N]
+    if C.dim() == 2:
+        return (weighted * C).sum(-1)
+    groups = C.shape[2]
+    out = torch.bmm(weighted.reshape(T * batch * groups, channels // groups, n), C.reshape(T * batch * groups, n, 1))
+    return out.view(T, batch, channels)
 
 
 def selective_scan_context_parallel(
@@ -203,19 +209,20 @@ def selective_scan_context_parallel(
     total_transition = torch.exp(A_[None] * step.sum(-1)[..., None])  # [b, D, N]
     incoming = combine_piece_states(total_transition, final, process_group, reverse)
 
-    batch, channels, length = u.shape
-    C_full = _full_c(C.to(dtype), batch, channels, length)
+    length = u.shape[-1]
+    C_t = _time_major_c(C.to(dtype))
+    log_decay = log_decay.permute(2, 0, 1)  # [L, b, D]
     blocks = []
     # At least one (possibly empty) block: the entering state must enter the graph on every
     # rank, also one with an empty piece, for every rank to join the gather's backward.
     for start in range(0, max(length, 1), _CORRECTION_BLOCK):
         block = slice(start, start + _CORRECTION_BLOCK)
-        args = (C_full[..., block], A_, log_decay[..., block], incoming)
-        if torch.is_grad_enabled():
+        args = (C_t if C_t.dim() == 2 else C_t[block], A_, log_decay[block], incoming)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in args):
             blocks.append(checkpoint(_correction_block, *args, use_reentrant=False))
         else:
             blocks.append(_correction_block(*args))
-    correction = torch.cat(blocks, -1)
+    correction = torch.cat(blocks, 0).permute(1, 2, 0)  # [b, D, L]
     if z is not None:
         correction = correction * F.silu(z.to(dtype))
     out = out + correction.to(out.dtype)
