@@ -138,6 +138,55 @@ def _correction_block(C: Tensor, A: Tensor, log_decay: Tensor, incoming: Tensor)
     return out.view(T, batch, channels)
 
 
+def _correction_by_scan(step: Tensor, A: Tensor, C: Tensor, incoming: Tensor, first: Tensor, reverse: bool) -> Tensor:
+    r"""The correction as a second selective scan with no input but the entering state.
+
+    With the batch folded into the channels, a fixed ``B' = a_0 \odot h^{\mathrm{in}}``
+    ``[batch * D, N]`` (``a_0`` the piece's first decay) and ``u'`` zero except
+    ``u'_0 = 1 / \bar\Delta_0``, the scan's state after the first position is
+    :math:`a_0 \odot h^{\mathrm{in}}` and after position ``t`` :math:`\prod_{s \le t} a_s \odot
+    h^{\mathrm{in}}`: its outputs are the correction, at the cost of one more scan of the
+    piece (the fused kernel where it runs). Needs every first step ``> 0``."""
+    batch, channels, length = step.shape
+    n = A.shape[1]
+    decay0 = torch.exp(first[..., None] * A)  # [b, D, N]
+    B_fixed = (decay0 * incoming).reshape(batch * channels, n)
+    rest = step.new_zeros(batch, channels, length - 1)
+    inject = (1.0 / first)[..., None]
+    u = torch.cat([rest, inject] if reverse else [inject, rest], -1)
+    C = C.to(step.dtype)
+    if C.dim() == 2:  # fixed [D, N]
+        C_folded = C.repeat(batch, 1)
+    elif C.dim() == 3:  # [b, N, L]: one group of D channels per batch entry
+        C_folded = C.unsqueeze(0)
+    else:  # [b, G, N, L]
+        C_folded = C.reshape(1, -1, *C.shape[2:])
+    out = selective_scan(u.reshape(1, batch * channels, length), step.reshape(1, batch * channels, length),
+                         A.repeat(batch, 1), B_fixed, C_folded, reverse=reverse)
+    return out.reshape(batch, channels, length)
+
+
+def _correction_by_blocks(step: Tensor, A: Tensor, C: Tensor, incoming: Tensor, reverse: bool) -> Tensor:
+    """The correction evaluated directly (an exponential per state entry and position), in
+    checkpointed blocks; used when a first step is 0 and the scan form cannot inject the state."""
+    length = step.shape[-1]
+    # the decay from the piece's first scanned position to t (right to left when reversed)
+    log_decay = step.flip(-1).cumsum(-1).flip(-1) if reverse else step.cumsum(-1)
+    C_t = _time_major_c(C.to(step.dtype))
+    log_decay = log_decay.permute(2, 0, 1)  # [L, b, D]
+    blocks = []
+    # At least one (possibly empty) block: the entering state must enter the graph on every
+    # rank, also one with an empty piece, for every rank to join the gather's backward.
+    for start in range(0, max(length, 1), _CORRECTION_BLOCK):
+        block = slice(start, start + _CORRECTION_BLOCK)
+        args = (C_t if C_t.dim() == 2 else C_t[block], A, log_decay[block], incoming)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in args):
+            blocks.append(checkpoint(_correction_block, *args, use_reentrant=False))
+        else:
+            blocks.append(_correction_block(*args))
+    return torch.cat(blocks, 0).permute(1, 2, 0)  # [b, D, L]
+
+
 def selective_scan_context_parallel(
     u: Tensor,
     delta: Tensor,
@@ -202,27 +251,14 @@ def selective_scan_context_parallel(
     if delta_softplus:
         step = F.softplus(step)
     A_ = A.to(dtype)
-    if reverse:  # the piece is read from its end: decay accumulates right to left
-        log_decay = step.flip(-1).cumsum(-1).flip(-1)
-    else:
-        log_decay = step.cumsum(-1)
     total_transition = torch.exp(A_[None] * step.sum(-1)[..., None])  # [b, D, N]
     incoming = combine_piece_states(total_transition, final, process_group, reverse)
 
-    length = u.shape[-1]
-    C_t = _time_major_c(C.to(dtype))
-    log_decay = log_decay.permute(2, 0, 1)  # [L, b, D]
-    blocks = []
-    # At least one (possibly empty) block: the entering state must enter the graph on every
-    # rank, also one with an empty piece, for every rank to join the gather's backward.
-    for start in range(0, max(length, 1), _CORRECTION_BLOCK):
-        block = slice(start, start + _CORRECTION_BLOCK)
-        args = (C_t if C_t.dim() == 2 else C_t[block], A_, log_decay[block], incoming)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in args):
-            blocks.append(checkpoint(_correction_block, *args, use_reentrant=False))
-        else:
-            blocks.append(_correction_block(*args))
-    correction = torch.cat(blocks, 0).permute(1, 2, 0)  # [b, D, L]
+    first = (step[..., -1] if reverse else step[..., 0]) if u.shape[-1] else None
+    if first is not None and bool((first > 0).all()):
+        correction = _correction_by_scan(step, A_, C, incoming, first, reverse)
+    else:
+        correction = _correction_by_blocks(step, A_, C, incoming, reverse)
     if z is not None:
         correction = correction * F.silu(z.to(dtype))
     out = out + correction.to(out.dtype)

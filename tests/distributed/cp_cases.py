@@ -15,15 +15,23 @@ CONFIGS = [
     ("grouped reverse", "bgnl", True, True),
     ("fixed B and C", "dn", True, False),
     ("reverse", "bnl", False, True),
+    # Steps of exactly 0 at every piece start (2 ranks: 0, 7; 3 ranks: 0, 5): the correction
+    # cannot be injected as the input of a second scan and is evaluated directly.
+    ("zero first steps", "bnl", False, False),
+    ("zero first steps reverse", "bgnl", False, True),
 ]
+PIECE_BOUNDARIES = [0, 4, 5, 6, 7, 12]
 
 
-def inputs(layout: str, gated: bool, length: int) -> dict:
+def inputs(layout: str, gated: bool, length: int, zero_steps: bool = False) -> dict:
     gen = torch.Generator().manual_seed(3)
     r = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float64)  # noqa: E731
     bc_shape = {"bnl": (BATCH, STATE, length), "bgnl": (BATCH, GROUPS, STATE, length), "dn": (CHANNELS, STATE)}[layout]
     x = dict(u=r(BATCH, CHANNELS, length), delta=r(BATCH, CHANNELS, length) * 0.5,
              A=-torch.rand(CHANNELS, STATE, generator=gen, dtype=torch.float64) - 0.2, B=r(*bc_shape), C=r(*bc_shape))
+    if zero_steps:  # first (and, reversed, last) positions of the pieces of both splits
+        x["delta"] = x["delta"].abs()
+        x["delta"][..., [p for p in PIECE_BOUNDARIES if p < length]] = 0.0
     if gated:
         x.update(D=r(CHANNELS), z=r(BATCH, CHANNELS, length), delta_bias=r(CHANNELS) * 0.1)
     x["weight"] = r(BATCH, CHANNELS, length)  # loss = sum(out * weight) + sum(last state * last_weight)
@@ -62,7 +70,7 @@ def cp_worker(rank: int, world_size: int, lengths: list[int]) -> dict:
     piece = slice(start, start + lengths[rank])
     results = {}
     for name, layout, gated, reverse in CONFIGS:
-        x = inputs(layout, gated, sum(lengths))
+        x = inputs(layout, gated, sum(lengths), name.startswith("zero"))
         holds_end = rank == (0 if reverse else world_size - 1)
         results[name] = run(x, layout, gated, reverse, piece, holds_end)
     return results
