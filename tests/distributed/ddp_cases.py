@@ -134,6 +134,8 @@ def _ppgn_loss(model: nn.Module, samples: list) -> tuple[Tensor, int]:
 
 CASES: dict[str, Case] = {
     "Mamba": Case(lambda: egnn.Mamba(CHANNELS, d_state=4, d_conv=2, expand=1), _sequences((6, CHANNELS)), _dense_loss),
+    "Mamba2d": Case(lambda: egnn.Mamba2d(CHANNELS, d_state=4, d_conv=3, expand=1), _sequences((3, 3, CHANNELS)),
+                    _dense_loss),
     "GraphMamba": Case(
         lambda: egnn.GraphMamba(CHANNELS, d_state=4, d_conv=2, expand=1),
         graphs,
@@ -154,7 +156,10 @@ CASES: dict[str, Case] = {
                       lambda m, s: _dense_loss(m, [(x, y[..., :CHANNELS]) for x, y in s])),
 }
 # Exported names that are not modules: trained through the cases above.
-NOT_LAYERS = {"associativity_loss": "a loss on LCMAggregation's operator, not a module"}
+NOT_LAYERS = {
+    "associativity_loss": "a loss on LCMAggregation's operator, not a module",
+    "InferenceParams": "Mamba's decoding cache, not a module",
+}
 
 
 def build(name: str) -> nn.Module:
