@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..graphlib import DAG, Lattice
 from .executions.recurrent import recurrent as _recurrent
+from .executions.lattice_elementwise import lattice_elementwise as _lattice_elementwise
 from .executions.reference import reference as _reference
 from .executions.wavefront import wavefront as _wavefront
 from .plstm.chunked2d import plstm_chunked2d
@@ -33,7 +34,7 @@ SUPPORTED_KINDS = {
     "wavefront": KINDS,
     "recurrent": ("scalar", "diagonal", "elementwise"),
     "chunked": ("scalar",),
-    "lattice": ("scalar",),
+    "lattice": ("scalar", "diagonal", "elementwise"),
     "triton": ("scalar", "diagonal", "elementwise"),
 }
 EXECUTIONS = tuple(SUPPORTED_KINDS)
@@ -61,6 +62,8 @@ def default_execution(structure: Structure, kind: str, device: torch.device | No
         return "chunked" if kind == "scalar" else "recurrent" if kind in SUPPORTED_KINDS["recurrent"] else "wavefront"
     if isinstance(structure, Lattice) and structure.ndim == 2 and kind == "scalar":
         return "chunked2d" if not boundary_states and min(structure.shape) >= CHUNKED2D_MIN_SIDE else "lattice"
+    if isinstance(structure, Lattice) and structure.ndim == 2 and kind in SUPPORTED_KINDS["lattice"]:
+        return "lattice"
     return "wavefront"
 
 
@@ -136,7 +139,8 @@ def scan(
         boundary: gates of the virtual edges (:class:`Boundary`), or None (unit).
         scale: multiplies ``q`` (default :math:`1/\sqrt{d_k}`).
         execution: ``"reference"``, ``"wavefront"``, ``"recurrent"`` (paths),
-            ``"chunked"`` (paths, scalar), ``"lattice"`` (1D/2D lattices, scalar),
+            ``"chunked"`` (paths, scalar), ``"lattice"`` (1D/2D lattices; scalar, diagonal,
+            elementwise; on a path it runs ``chunked`` or ``recurrent``),
             ``"chunked2d"`` (2D lattices, scalar, no boundary states: blocks of the grid as
             masked attention, states only on block borders); default:
             picked by the structure and kind (:func:`default_execution`). The result is the same.
@@ -176,9 +180,10 @@ def scan(
     dag = lattice_dag(structure) if isinstance(structure, Lattice) else structure
     num_lines = dag.line_graph().node.numel()
     check_inputs(dag, num_lines, kind, q, k, v, source, transition, mark, direct, initial_state, boundary)
-    if execution in ("chunked", "lattice", "chunked2d"):
-        weights = [source, mark] + ([] if boundary is None else [boundary.mark, boundary.source])
-        if any(w is not None and w.dim() > 3 for w in weights):
+    weights = [source, mark] + ([] if boundary is None else [boundary.mark, boundary.source])
+    scalar_weights = all(w is None or w.dim() <= 3 for w in weights)
+    if execution in ("chunked", "chunked2d"):
+        if not scalar_weights:
             raise ValueError(f"execution={execution!r} takes scalar source and mark weights [B, E, H]; use 'recurrent' or 'wavefront'")
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
@@ -193,8 +198,12 @@ def scan(
         h, state = plstm_chunked2d(structure, q, k, v, source, transition, mark, direct), None
     elif execution == "recurrent":
         h, state = _recurrent(structure, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
-    else:
+    elif kind == "scalar" and scalar_weights:
         h, state = plstm_lattice(structure, q, k, v, source, transition, mark, direct, initial_state, return_state, boundary=boundary)
+    elif _is_path(structure):  # execution="lattice" on a path, decays per state entry
+        h, state = _recurrent(structure, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
+    else:
+        h, state = _lattice_elementwise(structure, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
     return (h, state) if return_state else h
 
 

@@ -17,7 +17,9 @@ from everygraph.sequence import (
     scan,
     selective_scan,
 )
+from everygraph.sequence.executions.lattice_elementwise import ElementwiseDiagonalRecurrence
 from everygraph.sequence.executions.recurrent import LinearRecurrence
+from everygraph.sequence.plstm.lattice import _storage
 from everygraph.sequence.transitions import apply_transition
 
 DT = torch.float64
@@ -132,12 +134,23 @@ def test_executions_equal_reference(kind, shape, flip):
 @pytest.mark.parametrize("kind", ["scalar", "diagonal", "elementwise"])
 def test_elementwise_weights(kind):
     """Source and mark as [dk, dv] weights (Mamba's mark is its own decay)."""
-    lattice = Lattice((11,))
     gen = torch.Generator().manual_seed(7)
-    inputs = random_inputs(lattice.to_dag(), kind, gen, elementwise_weights=True)
-    want = run(lattice, inputs, kind, "reference")
-    for execution in ("wavefront", "recurrent"):
-        assert_same(run(lattice, inputs, kind, execution), want)
+    for lattice, executions in ((Lattice((11,)), ("wavefront", "recurrent", "lattice")),
+                                (Lattice((3, 4), (True, False)), ("wavefront", "lattice"))):
+        inputs = random_inputs(lattice.to_dag(), kind, gen, elementwise_weights=True)
+        want = run(lattice, inputs, kind, "reference")
+        for execution in executions:
+            assert_same(run(lattice, inputs, kind, execution), want)
+
+
+def test_elementwise_diagonal_recurrence_gradcheck():
+    lattice = Lattice((3, 4))
+    storage = _storage(lattice.shape, lattice.flip)
+    gen = torch.Generator().manual_seed(8)
+    N, B, H, K = lattice.num_nodes, 2, 1, 3
+    transition = (torch.rand(N, B, H, 2, 2, K, dtype=DT, generator=gen) - 0.5).requires_grad_()
+    emitted = torch.randn(N, B, H, 2, K, dtype=DT, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t, x: ElementwiseDiagonalRecurrence.apply(t, x, storage.diagonals), (transition, emitted))
 
 
 @st.composite
@@ -230,7 +243,8 @@ def test_default_executions():
     assert default_execution(Lattice((5,)), "elementwise") == "recurrent"
     assert default_execution(Lattice((5,)), "householder") == "wavefront"
     assert default_execution(Lattice((3, 5)), "scalar") == "lattice"
-    assert default_execution(Lattice((3, 5)), "diagonal") == "wavefront"
+    assert default_execution(Lattice((3, 5)), "diagonal") == "lattice"
+    assert default_execution(Lattice((3, 5)), "householder") == "wavefront"
     assert default_execution(Lattice((2, 2, 2)), "scalar") == "wavefront"
 
 
@@ -242,8 +256,8 @@ def test_bad_input():
         scan(lattice, *args, kind="complex")
     with pytest.raises(ValueError, match=r"transition must have shape \[B, L, H\].*got \[2, 22, 2, 3, 2\]"):
         scan(lattice, *args, kind="scalar")
-    with pytest.raises(ValueError, match="execution='lattice' runs the kinds scalar, not 'elementwise'"):
-        scan(lattice, *args, kind="elementwise", execution="lattice")
+    with pytest.raises(ValueError, match="execution='lattice' runs the kinds scalar, diagonal, elementwise, not 'householder'"):
+        scan(lattice, *args, kind="householder", execution="lattice")
     with pytest.raises(ValueError, match="needs a path"):
         scan(lattice, *args, kind="elementwise", execution="recurrent")
     with pytest.raises(ValueError, match=r"boundary.enter must have shape"):
