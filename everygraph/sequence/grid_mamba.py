@@ -76,7 +76,7 @@ def grid_selective_scan(
         u, dt: ``[B, X, Y, D]`` (``dt`` after softplus); A: ``[D, N]``;
         B, C: ``[B, X, Y, N]``; split: ``[B, X, Y, D]`` in ``[0, 1]`` or None.
         flip: the orientation (the lattice's ``flip``).
-        execution: as in :func:`~everygraph.sequence.scan` (default ``lattice``).
+        execution: as in :func:`~everygraph.sequence.scan` (default ``wavefront``; ``lattice`` gives the same result).
 
     Returns:
         ``y`` ``[B, X, Y, D]`` (without Mamba's ``D u`` skip and ``silu(z)`` gate).

@@ -62,8 +62,6 @@ def default_execution(structure: Structure, kind: str, device: torch.device | No
         return "chunked" if kind == "scalar" else "recurrent" if kind in SUPPORTED_KINDS["recurrent"] else "wavefront"
     if isinstance(structure, Lattice) and structure.ndim == 2 and kind == "scalar":
         return "chunked2d" if not boundary_states and min(structure.shape) >= CHUNKED2D_MIN_SIDE else "lattice"
-    if isinstance(structure, Lattice) and structure.ndim == 2 and kind in SUPPORTED_KINDS["lattice"]:
-        return "lattice"
     return "wavefront"
 
 
