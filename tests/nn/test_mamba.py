@@ -196,6 +196,23 @@ def test_half_casts_keep_A_log_and_D_in_float32_unrounded(cast):
     assert block.A_log.grad.dtype == torch.float32 and block.in_proj.weight.grad.dtype == half
 
 
+@pytest.mark.parametrize("swap", [False, True])
+def test_a_checkpoint_loaded_into_a_bfloat16_block_keeps_exact_A_log_and_D(swap):
+    """The usual order: build, cast the model to bfloat16, then load float32 weights. Also with
+    torch's swap-tensors conversion (torch.__future__), where _apply swaps parameter contents."""
+    sd = mamba_ssm_state_dict(d_model=8, d_state=4, dtype=torch.float32)
+    previous = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(swap)
+    try:
+        block = Mamba(d_model=8, d_state=4).to(torch.bfloat16)
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(previous)
+    block.load_state_dict(sd)
+    assert torch.equal(block.A_log.detach(), sd["A_log"]) and torch.equal(block.D.detach(), sd["D"])
+    assert block.in_proj.weight.dtype == torch.bfloat16
+    assert torch.equal(block.in_proj.weight.detach(), sd["in_proj.weight"].bfloat16())
+
+
 def test_double_keeps_more_precision_and_back_to_bfloat16_rounds_to_float32_only():
     block, sd = _loaded()
     block.double()
