@@ -4,7 +4,7 @@ Scans and contractions accumulate many products: in bfloat16 (8 mantissa bits) o
 (11) the rounding error of a sum over thousands of terms swamps the result. So every engine
 computes in float32 when its inputs are half precision, keeps float64 as float64 (a
 double-precision check must mean something), and casts the result back to the input's dtype.
-This is also what ``mamba_ssm`` and the official pLSTM code do for half-precision inputs.
+``mamba_ssm``'s reference scan (``selective_scan_ref``) follows the same rule.
 """
 
 from __future__ import annotations
