@@ -52,6 +52,11 @@ def _tutorial(path: Path) -> tuple[str, str]:
     return title.strip(), "\n".join(lines)
 
 
+def _nav_title(title: str) -> str:
+    """A tutorial's title up to its colon, for the navigation."""
+    return title.split(":")[0].replace("``", "").replace("`", "").rstrip(".")
+
+
 def _nav_pages(nav) -> set[str]:
     found: set[str] = set()
     if isinstance(nav, str):
@@ -78,7 +83,7 @@ def on_config(config):
         return config
     docs_dir = Path(config["docs_dir"])
     listed = _nav_pages(nav)
-    tutorials = [{_tutorial(p)[0]: f"tutorials/{p.stem}.md"} for p in sorted(EXAMPLES.glob("*.py"))]
+    tutorials = [{_nav_title(_tutorial(p)[0]): f"tutorials/{p.stem}.md"} for p in sorted(EXAMPLES.glob("*.py"))]
     extra = [
         {_first_heading(p): p.relative_to(docs_dir).as_posix()}
         for p in sorted(docs_dir.rglob("*.md"))
