@@ -1,34 +1,51 @@
-"""Benchmark: the full degree-6 simple-graph basis (all outputs) on a batch of random graphs.
+"""Benchmark: compiled contraction plans against opt_einsum and torch.einsum, and the FLOP floor.
 
-Three executions of the same polynomials, side by side in one process:
+Default run (one process, one torch thread, interleaved repeats, both dtypes):
 
-* **compiled**: ``everygraph.contractions.compile_plan`` + ``evaluate`` (shared components and
-  sub-contractions, batched over graphs); the batch is split into chunks so the estimated peak
-  memory stays under ``--memory-gib``.
-* **left-to-right**: what the authors' code does -- one graph and one pattern at a time,
-  ``torch.einsum`` with opt_einsum disabled, so operands are contracted left to right (in
-  the canonical edge order of the pattern). Running it in full would take hours (some
-  disconnected patterns build n^6..n^7 intermediates), so it is timed on a stratified sample of
-  patterns whose intermediates fit in memory, on ``--ltr-graphs`` graphs, and extrapolated with
-  a fitted ``time = a + b * flops`` per call to all patterns x all graphs; the output says so.
-* **opt_einsum**: ``opt_einsum.contract`` per pattern, batched over graphs, the path searched
-  on every call (no caching, no sharing between patterns); it keeps its outputs per batch
-  chunk like the plan, so both pay for writing all 2292 output channels.
+* the 604 connected degree-6 simple-graph patterns with 0, 1 or 2 special vertices (30
+  invariant, 114 node, 460 edge), 128 graphs G(32, 0.3);
+* the 174 connected degree-5 patterns (12 + 37 + 125), 64 graphs G(24, 0.3);
 
-Run:  python benchmarks/contractions.py            (n = 16, 32, 64; batch 128)
-      python benchmarks/contractions.py --quick    (a smoke run)
+in float32 and float64, each timed as
+
+* **ours**: ``evaluate(plan, x, out=out)`` on a plan from ``compile`` (compile time printed
+  once; the output and the plan's workspace reused across calls, as a training loop would);
+  **ours, fresh output**: the same without ``out=`` (a new output tensor per call);
+* **opt_einsum cached**: one ``opt_einsum.contract_expression`` per pattern (``dp`` paths,
+  built once), called per pattern on the same operands;
+* **opt_einsum shared**: the same calls inside ``opt_einsum.shared_intermediates()``, which
+  reuses intermediates common to several patterns within the context;
+* **torch.einsum**: one ``torch.einsum`` per pattern, its path found on every call (torch's
+  default opt_einsum strategy);
+* **FLOP floor**: the plan's FLOPs (opt_einsum's count) at this machine's sgemm / dgemm rate,
+  measured in the same run (square ``torch.mm``, 1024 x 1024, interleaved with the rest).
+
+Each row prints the median, min and max over the repeats, the spread (max - min) / median and
+IQR / median, the ratio to ours, and the peak resident memory one call adds (VmHWM after
+resetting it through ``/proc/self/clear_refs``; "n/a" where the kernel forbids that). Every
+method's values are checked against ours.
+
+``--full-basis`` runs the older comparison instead: the whole degree-6 basis (2292 patterns,
+disconnected ones included) against per-pattern opt_einsum without caching and an
+extrapolated left-to-right execution (what the authors' code does).
+
+Run:  python benchmarks/contractions.py              (the comparison above, ~10-30 min)
+      python benchmarks/contractions.py --quick      (a smoke run: degree 4, small batches)
+      python benchmarks/contractions.py --full-basis (n = 16, 32, 64; batch 128)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import statistics
 import time
 
 import opt_einsum
 import torch
 
-from everygraph.contractions import basis, compile_plan, evaluate
+from everygraph.contractions import Workspace, basis, compile, connected_patterns, evaluate
 from everygraph.contractions.pattern import Pattern
 from everygraph.contractions.plan import _opt_equation, left_to_right_flops
 
@@ -120,27 +137,17 @@ def left_to_right_estimate(patterns, x: torch.Tensor, sample: int, graphs: int, 
     return x.shape[0] * (per_graph + heavy_time), sum(1 for s in strata if s), len(heavy), x.shape[0] * heavy_time
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--degree", type=int, default=6)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64])
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--density", type=float, default=0.3)
-    parser.add_argument("--ltr-sample", type=int, default=60, help="patterns timed left to right")
-    parser.add_argument("--ltr-graphs", type=int, default=2, help="graphs timed left to right")
-    parser.add_argument("--memory-gib", type=float, default=1.5)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: fair on a busy shared machine)")
-    parser.add_argument("--quick", action="store_true", help="degree 4, n = 16, batch 16")
-    args = parser.parse_args()
+def full_basis(args) -> None:
+    """The whole basis of one degree (disconnected patterns included) against per-pattern
+    opt_einsum and the extrapolated left-to-right execution."""
     if args.quick:
         args.degree, args.sizes, args.batch, args.ltr_sample = 4, [16], 16, 20
-    torch.set_num_threads(args.threads)
 
     start = time.perf_counter()
     patterns = [p for o in ("invariant", "node", "edge") for p in basis(args.degree, o, "simple")]
     t_basis = time.perf_counter() - start
     start = time.perf_counter()
-    plan = compile_plan(patterns, n_hint=32)
+    plan = compile(patterns, n_hint=32)
     t_compile = time.perf_counter() - start
     print(f"basis: degree {args.degree} simple, {len(patterns)} patterns ({t_basis:.2f} s, cached on disk after the first run)")
     print(f"compile: {plan} in {t_compile:.2f} s")
@@ -168,13 +175,207 @@ def main() -> None:
             f"so the speed-up is at least {(t_ltr - t_heavy) / t_plan:.0f}x"
         )
     connected = [p for p in patterns if p.is_connected]
-    cplan = compile_plan(connected, n_hint=32)
+    cplan = compile(connected, n_hint=32)
     n = 32
     print(
         f"\nconnected patterns only ({len(connected)}), n = {n}: FLOP ratio vs left-to-right "
         f"{cplan.flops_left_to_right(n) / cplan.flops(n):.0f}x, vs per-pattern opt_einsum "
         f"{cplan.flops_per_pattern_optimal(n) / cplan.flops(n):.1f}x"
     )
+
+
+
+# --------------------------------------------------------------------------- the comparison
+def peak_rss_reset() -> bool:
+    """Reset the kernel's peak-RSS counter of this process (False where not permitted)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def peak_memory(fn) -> float | None:
+    """MiB the peak resident set grows by during one call of ``fn`` (None if unmeasurable)."""
+    if not peak_rss_reset():
+        return None
+    before = _status_kib("VmRSS")
+    fn()
+    return (_status_kib("VmHWM") - before) / 1024
+
+
+def connected_case(degree: int) -> list[Pattern]:
+    return [p for o in ("invariant", "node", "edge") for p in connected_patterns(degree, o, "simple")]
+
+
+class Methods:
+    """The executions compared, each a no-argument callable returning its outputs."""
+
+    def __init__(self, patterns: list[Pattern], plan, x: torch.Tensor) -> None:
+        self.patterns, self.plan, self.x = patterns, plan, x
+        B, n = x.shape[0], x.shape[1]
+        self.ones = torch.ones(B, n, dtype=x.dtype)
+        self.equations, self.ops = [], []
+        for p in patterns:
+            eq, _ = _opt_equation(p, n)
+            terms = eq.split("->")[0].split(",")
+            self.equations.append(eq)
+            # the very same operand objects in every pattern: shared_intermediates keys on them
+            self.ops.append([x if len(t) == 3 else self.ones for t in terms])
+        self.expressions = [
+            opt_einsum.contract_expression(eq, *[tuple(o.shape) for o in ops], optimize="dp")
+            for eq, ops in zip(self.equations, self.ops)
+        ]
+        self.fresh_workspace = Workspace()
+        with torch.no_grad():
+            self.out = evaluate(plan, x, memory_limit=float("inf"))
+
+    def ours(self):
+        with torch.no_grad():
+            return evaluate(self.plan, self.x, out=self.out, memory_limit=float("inf"))
+
+    def ours_fresh(self):
+        with torch.no_grad():
+            return evaluate(self.plan, self.x, memory_limit=float("inf"), workspace=self.fresh_workspace)
+
+    def opt_cached(self):
+        return [e(*ops, backend="torch") for e, ops in zip(self.expressions, self.ops)]
+
+    def opt_shared(self):
+        with opt_einsum.shared_intermediates():
+            return [e(*ops, backend="torch") for e, ops in zip(self.expressions, self.ops)]
+
+    def torch_einsum(self):
+        return [torch.einsum(eq, *ops) for eq, ops in zip(self.equations, self.ops)]
+
+    def check(self, values: list[torch.Tensor]) -> float:
+        """Largest relative difference between ``values`` (per pattern) and ours."""
+        out = self.out if isinstance(self.out, dict) else {self.plan.outputs[0]: self.out}
+        worst = 0.0
+        for j, (p, v) in enumerate(zip(self.patterns, values)):
+            ours = out[p.output][..., self.plan.indices(p.output).index(j)]
+            scale = ours.abs().max().clamp(min=1)
+            worst = max(worst, float((ours - v).abs().max() / scale))
+        return worst
+
+
+def gemm_seconds(dtype: torch.dtype, size: int = 1024) -> float:
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
+    start = time.perf_counter()
+    torch.mm(a, b)
+    return time.perf_counter() - start
+
+
+def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, repeats: int, einsum_repeats: int, density: float) -> None:
+    patterns = connected_case(degree)
+    start = time.perf_counter()
+    plan = compile(patterns, n_hint=n)
+    t_compile = time.perf_counter() - start
+    x = random_graphs(batch, n, density, seed=n).to(dtype)
+    m = Methods(patterns, plan, x)
+    flops = plan.flops(n, batch)
+    gemm_size = 1024
+    gemm_flops = 2 * gemm_size**3
+    names = ["ours", "ours_fresh", "opt_cached", "opt_shared", "torch_einsum", "gemm"]
+    calls = {
+        "ours": m.ours,
+        "ours_fresh": m.ours_fresh,
+        "opt_cached": m.opt_cached,
+        "opt_shared": m.opt_shared,
+        "torch_einsum": m.torch_einsum,
+        "gemm": lambda: gemm_seconds(dtype, gemm_size),
+    }
+    diffs = {k: m.check(calls[k]()) for k in ("opt_cached", "opt_shared", "torch_einsum")}  # also warms up
+    fresh = m.ours_fresh()
+    diffs["ours_fresh"] = m.check([
+        (fresh if not isinstance(fresh, dict) else fresh[p.output])[..., plan.indices(p.output).index(j)]
+        for j, p in enumerate(patterns)
+    ])
+    m.ours()
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(repeats):
+        for k in names:
+            if k == "torch_einsum" and r >= einsum_repeats:
+                continue
+            if k == "gemm":
+                times[k].append(gemm_seconds(dtype, gemm_size))
+                continue
+            start = time.perf_counter()
+            calls[k]()
+            times[k].append(time.perf_counter() - start)
+    peaks = {k: peak_memory(calls[k]) for k in names if k != "gemm"}
+    rate = gemm_flops / statistics.median(times["gemm"])
+    floor = [flops / (gemm_flops / t) for t in times["gemm"]]
+    times["floor"] = floor
+    out_mib = sum(v.numel() for v in (m.out.values() if isinstance(m.out, dict) else [m.out])) * x.element_size() / 2**20
+    print(f"\n== {label}: {len(patterns)} connected degree-{degree} patterns, B={batch} G({n}, {density}), "
+          f"{str(dtype).replace('torch.', '')}, {torch.get_num_threads()} thread ==")
+    print(f"compile: {t_compile:.2f} s ({plan}); plan {flops / 1e9:.2f} GFLOP; "
+          f"{'s' if dtype == torch.float32 else 'd'}gemm {rate / 1e9:.1f} GFLOP/s (median); output {out_mib:.0f} MiB")
+    print(f"{'method':<34} {'median s':>9} {'min s':>8} {'max s':>8} {'spread':>7} {'IQR':>6} {'x ours':>7} {'peak MiB':>9} {'max rel diff':>12}")
+    med_ours = statistics.median(times["ours"])
+    titles = {
+        "ours": "ours (evaluate, out= reused)",
+        "ours_fresh": "ours (evaluate, fresh output)",
+        "opt_cached": "opt_einsum contract_expression",
+        "opt_shared": "  ... in shared_intermediates()",
+        "torch_einsum": "torch.einsum (path each call)",
+        "floor": "FLOP floor (plan FLOPs at gemm rate)",
+    }
+    for k in ["ours", "ours_fresh", "opt_cached", "opt_shared", "torch_einsum", "floor"]:
+        v = sorted(times[k])
+        med = statistics.median(v)
+        q = statistics.quantiles(v, n=4) if len(v) >= 2 else [med, med, med]
+        peak = peaks.get(k)
+        peak_s = "n/a" if peak is None else f"{peak:.0f}"
+        diff = diffs.get(k)
+        print(f"{titles[k]:<34} {med:>9.3f} {v[0]:>8.3f} {v[-1]:>8.3f} {100 * (v[-1] - v[0]) / med:>6.0f}% "
+              f"{100 * (q[2] - q[0]) / med:>5.0f}% {med / med_ours:>7.2f} {peak_s:>9} {'' if diff is None else f'{diff:.1e}':>12}")
+    shared = statistics.median(times["opt_shared"])
+    print(f"targets: ours vs shared_intermediates {shared / med_ours:.2f}x (target >= 3); "
+          f"ours / floor {med_ours / statistics.median(floor):.2f}x (target <= 3); "
+          f"ours spread {100 * (max(times['ours']) - min(times['ours'])) / med_ours:.0f}% (target < 20%); "
+          f"faster than every baseline: {all(statistics.median(times[k]) > med_ours for k in ('opt_cached', 'opt_shared', 'torch_einsum'))}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=9, help="interleaved timed calls per method")
+    parser.add_argument("--einsum-repeats", type=int, default=3, help="torch.einsum is slow: fewer calls")
+    parser.add_argument("--density", type=float, default=0.3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: fair on a busy shared machine)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: degree 4 and 3, small batches")
+    parser.add_argument("--full-basis", action="store_true", help="the whole-basis / left-to-right comparison")
+    parser.add_argument("--degree", type=int, default=6, help="--full-basis only")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64], help="--full-basis only")
+    parser.add_argument("--batch", type=int, default=128, help="--full-basis only")
+    parser.add_argument("--ltr-sample", type=int, default=60, help="--full-basis: patterns timed left to right")
+    parser.add_argument("--ltr-graphs", type=int, default=2, help="--full-basis: graphs timed left to right")
+    parser.add_argument("--memory-gib", type=float, default=1.5, help="--full-basis only")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.full_basis:
+        full_basis(args)
+        return
+    print(f"torch {torch.__version__}, opt_einsum {opt_einsum.__version__}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    cases = [("degree 6", 6, 128, 32), ("degree 5", 5, 64, 24)]
+    if args.quick:
+        cases = [("degree 4 (quick)", 4, 16, 12), ("degree 3 (quick)", 3, 8, 10)]
+        args.repeats, args.einsum_repeats = 3, 2
+    for label, degree, batch, n in cases:
+        for dtype in (torch.float32, torch.float64):
+            compare(label, degree, batch, n, dtype, args.repeats, args.einsum_repeats, args.density)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,9 @@ class ContractionPlan:
     n_hint: int
     optimize: str
     stats: dict = field(default_factory=dict)
+    #: tensor ids of ``[B, n, n]`` intermediates known to be symmetric on undirected inputs
+    #: (their sub-pattern has an automorphism swapping its two open vertices, e.g. ``A @ A``)
+    symmetric_tensors: frozenset = frozenset()
 
     @property
     def num_patterns(self) -> int:
@@ -253,6 +256,8 @@ class _Builder:
         self.node_id: dict[tuple, int] = {}
         self.next_tensor = 0
         self.component_id: dict[tuple, tuple[int, tuple[int, ...]]] = {}
+        self.symmetric: set[tuple] = set()
+        self._last_symmetric = False
 
     def _source(self, key: tuple) -> tuple:
         if key not in self.source_id:
@@ -280,6 +285,17 @@ class _Builder:
             [0 if v in open_set else 1 for v in verts],
         )
         axes = [verts[i] for i in order if verts[i] in open_set]
+        self._last_symmetric = False
+        if not comp.directed and len(axes) == 2:
+            # symmetric iff an automorphism swaps the two open vertices: the certificates with
+            # the open vertices told apart agree in both orders
+            edges = [(local[u], local[v], c) for u, v, c in inside]
+            first = [0 if v == axes[0] else 1 if v == axes[1] else 2 for v in verts]
+            swapped = [1 if v == axes[0] else 0 if v == axes[1] else 2 for v in verts]
+            self._last_symmetric = (
+                canonical_components(len(verts), edges, False, first)[0]
+                == canonical_components(len(verts), edges, False, swapped)[0]
+            )
         return ("sub", comp.directed, cert), axes
 
     def _letters(self, vertices: Sequence[int]) -> str:
@@ -290,6 +306,8 @@ class _Builder:
         if key not in self.node_id:
             eq, inputs, is_view = make_inputs(axes)
             tid = self._new_tensor()
+            if self._last_symmetric:
+                self.symmetric.add(tid)
             self.pending.append((tid, eq, tuple(inputs), len(axes), is_view))
             self.node_id[key] = tid
         return self.node_id[key], axes
@@ -410,7 +428,8 @@ def compile_plan(
         for a in assemblies
     ]
     stats = {"distinct_patterns": len(assemblies), "components": len(builder.component_id)}
-    return ContractionPlan(pats, builder.sources, steps, assemblies, pattern_slot, int(n_hint), optimize, stats)
+    symmetric = frozenset(tid(t) for t in builder.symmetric)
+    return ContractionPlan(pats, builder.sources, steps, assemblies, pattern_slot, int(n_hint), optimize, stats, symmetric)
 
 
 def compile(patterns: Iterable[Pattern | str], n_hint: int = 32, optimize: str = "dp") -> ContractionPlan:

@@ -137,8 +137,10 @@ class Schedule:
     def bind(self, sources: list[torch.Tensor], buffers: list[torch.Tensor], slots: list[torch.Tensor]) -> list[Callable]:
         """Closures running the schedule on these storages (bound once, called per batch)."""
 
+        storages = {"buf": buffers, "src": sources, "slot": slots}
+
         def view(r: Ref) -> torch.Tensor:
-            base = {"buf": buffers, "src": sources, "slot": slots}[r.kind][r.index]
+            base = storages[r.kind][r.index]
             return base.as_strided(r.size, r.stride, base.storage_offset() + r.offset)
 
         bound = []
@@ -399,7 +401,7 @@ class _Planner:
             out_ref, O = target(order)
             if swap:
                 ins, in_refs, terms = ins[::-1], in_refs[::-1], terms[::-1]
-            self._emit_bmm(terms, lo, ins, in_refs, O, out_ref, groups)
+            self._emit_bmm(terms, lo, ins, in_refs, O, out_ref, groups, step.out)
             for j, perm in self.extra_targets.get(step.out, []) if direct is not None else []:
                 O2 = self._slot_view(j, perm)
                 options = []
@@ -409,7 +411,7 @@ class _Planner:
                     options.append((copies, swap, groups))
                 copies, swap, groups = min(options, key=lambda o: o[0])
                 args = (terms[::-1], lo, ins[::-1], in_refs[::-1]) if swap else (terms, lo, ins, in_refs)
-                self._emit_bmm(*args, O2, self._ref("slot", j, O2), groups)
+                self._emit_bmm(*args, O2, self._ref("slot", j, O2), groups, step.out)
                 self.extra_filled.add(j)
         elif kind == "mul":
             la, lb = terms
@@ -467,7 +469,28 @@ class _Planner:
                 stride.append(0)
         return Ref(ref.kind, ref.index, tuple(size), tuple(stride), ref.offset)
 
-    def _emit_bmm(self, terms, lo, ins, in_refs, O, out_ref, groups) -> None:
+    def _emit_symmetric_bmm(self, x: Ref, y: Ref, o: Ref) -> None:
+        """``o = x @ y`` for a result known to be symmetric: the upper block rows
+        ``o[:h] = x[:h] @ y`` and the lower-right block ``o[h:, h:] = x[h:] @ y[:, h:]``
+        (3/4 of the FLOPs), then the lower-left block mirrored from the upper-right."""
+        n = o.size[1]
+        h = n // 2
+
+        def rows(r: Ref, start: int, stop: int) -> Ref:
+            return Ref(r.kind, r.index, (r.size[0], stop - start, r.size[2]), r.stride, r.offset + start * r.stride[1])
+
+        def cols(r: Ref, start: int, stop: int) -> Ref:
+            return Ref(r.kind, r.index, (r.size[0], r.size[1], stop - start), r.stride, r.offset + start * r.stride[2])
+
+        ops = self.schedule.ops
+        ops.append(("bmm", rows(x, 0, h), y, rows(o, 0, h)))
+        ops.append(("bmm", rows(x, h, n), cols(y, h, n), cols(rows(o, h, n), h, n)))
+        upper_right = cols(rows(o, 0, h), h, n)
+        mirrored = Ref(o.kind, o.index, (o.size[0], n - h, h), (o.stride[0], o.stride[2], o.stride[1]), upper_right.offset)
+        ops.append(("copy", mirrored, cols(rows(o, h, n), 0, h)))
+        self.schedule.symmetric_steps += 1
+
+    def _emit_bmm(self, terms, lo, ins, in_refs, O, out_ref, groups, step_out: int = -1) -> None:
         sched = self.schedule
         batch, rows, contract, cols = groups
         (la, lb), (A, Bt), (ra, rb) = terms, ins, in_refs
@@ -476,7 +499,11 @@ class _Planner:
         o_groups = [batch, rows, cols]
         merged = _merged_letters(O, lo, o_groups)
         if merged is not None and (merged[1][-1] == 1 or merged[1][-2] == 1):
-            sched.ops.append(("bmm", x_ref, y_ref, Ref(out_ref.kind, out_ref.index, merged[0], merged[1], out_ref.offset)))
+            o_ref = Ref(out_ref.kind, out_ref.index, merged[0], merged[1], out_ref.offset)
+            if self.symmetric and step_out in self.plan.symmetric_tensors and len(batch) == 1 and len(rows) == 1 and len(cols) == 1:
+                self._emit_symmetric_bmm(x_ref, y_ref, o_ref)
+            else:
+                sched.ops.append(("bmm", x_ref, y_ref, o_ref))
             for r in (x_ref, y_ref):
                 if r.kind == "buf" and r.index in self.scratch:
                     self._release(r.index)

@@ -200,3 +200,43 @@ def test_degree_six_connected_sample_equals_reference():
     ref = evaluate_reference(patterns, x)
     for j, p in enumerate(patterns):
         torch.testing.assert_close(got[p.output][..., plan.indices(p.output).index(j)], ref[j], msg=lambda m: f"{p}: {m}")
+
+
+def test_symmetric_products_by_halves_equal_the_plain_schedule():
+    patterns = _mixed_patterns() + basis(4, "edge")[::5] + basis(4, "invariant")
+    plan = compile(patterns)
+    # A @ A, (A @ A) * A, the 2-paths and the square are symmetric; a 3-path a-b-c-d is not
+    tri_edge = compile(["ab,bc->ac"])
+    assert tri_edge.symmetric_tensors
+    x = torch.rand(3, 10, 10, dtype=torch.float64)
+    x = x + x.transpose(1, 2)
+    mask = torch.ones(3, 10, dtype=torch.bool)
+    mask[1, 7:] = False
+    plain = evaluate(plan, x, mask, symmetric=False)
+    halves = evaluate(plan, x, mask, symmetric=True)
+    (schedule,) = [s for k, s in plan._schedules.items() if k[2]]
+    assert schedule.symmetric_steps > 0
+    for o in plan.outputs:
+        torch.testing.assert_close(halves[o], plain[o])
+    ref = _reference(patterns, x, mask)
+    for o in plan.outputs:
+        torch.testing.assert_close(halves[o], ref[o])
+
+
+def test_symmetric_shortcut_not_used_on_directed_patterns():
+    patterns = basis(3, "edge", "general")[::4] + basis(2, "node", "general")
+    plan = compile(patterns)
+    assert not plan.symmetric_tensors
+    x = torch.randn(2, 6, 6, dtype=torch.float64)  # not symmetric
+    halves = evaluate(plan, x, symmetric=True)
+    (schedule,) = [s for k, s in plan._schedules.items() if k[2]]
+    assert schedule.symmetric_steps == 0
+    ref = _reference(patterns, x)
+    for o in plan.outputs:
+        torch.testing.assert_close(halves[o], ref[o])
+    # undirected: the 3-path's ends swap (A^3 is symmetric); a triangle's vertex and a pendant
+    # vertex do not
+    path = compile(["ab,bc,cd->ad"])
+    assert [s.out for s in path.steps if s.num_axes == 2 and not s.is_view][-1] in path.symmetric_tensors
+    pendant = compile(["ab,bc,ca,cd->ad"])
+    assert pendant.assemblies[0].rooted[0][0] not in pendant.symmetric_tensors
