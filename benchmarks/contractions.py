@@ -204,8 +204,23 @@ def _status_kib(field: str) -> int:
     return 0
 
 
+def _release_free_heap() -> None:
+    """Give freed heap memory back to the OS, so that RSS counts live memory only."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_memory(fn) -> float | None:
-    """MiB the peak resident set grows by during one call of ``fn`` (None if unmeasurable)."""
+    """MiB the peak resident set grows by during one call of ``fn`` over the live memory
+    before it (freed heap returned to the OS first; None if unmeasurable)."""
+    import gc
+
+    gc.collect()
+    _release_free_heap()
     if not peak_rss_reset():
         return None
     before = _status_kib("VmRSS")
@@ -313,7 +328,7 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
             start = time.perf_counter()
             calls[k]()
             times[k].append(time.perf_counter() - start)
-    peaks = {k: peak_memory(calls[k]) for k in names if k != "gemm"}
+    peaks = {k: peak_memory(calls[k]) for k in names if k != "gemm"}  # results dropped at once
     rate = gemm_flops / statistics.median(times["gemm"])
     floor = [flops / (gemm_flops / t) for t in times["gemm"]]
     times["floor"] = floor

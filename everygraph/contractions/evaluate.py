@@ -341,7 +341,7 @@ def _evaluate_scheduled(plan, x, mask, results, layout, workspace, symmetric) ->
             sources[i].mul_(0.5)
     bound_key = tuple(s.data_ptr() for s in slots)
     if entry["bound_key"] != bound_key:
-        entry["bound"] = schedule.bind(sources, entry["buffers"], slots)
+        entry["bound"] = schedule.bind(sources, entry["buffers"], slots, entry["bound"])
         entry["bound_key"] = bound_key
     for op in entry["bound"]:
         op()

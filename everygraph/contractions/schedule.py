@@ -129,13 +129,22 @@ class Schedule:
     ops: list[tuple] = field(default_factory=list)  # (kind, refs..., extra)
     buffer_sizes: list[int] = field(default_factory=list)
     symmetric_steps: int = 0
+    _touches_slot: list[bool] | None = None
 
     @property
     def workspace_elements(self) -> int:
         return sum(self.buffer_sizes)
 
-    def bind(self, sources: list[torch.Tensor], buffers: list[torch.Tensor], slots: list[torch.Tensor]) -> list[Callable]:
-        """Closures running the schedule on these storages (bound once, called per batch)."""
+    def bind(
+        self,
+        sources: list[torch.Tensor],
+        buffers: list[torch.Tensor],
+        slots: list[torch.Tensor],
+        previous: list[Callable] | None = None,
+    ) -> list[Callable]:
+        """Closures running the schedule on these storages (bound once, called per batch).
+        With ``previous`` (bound on the same sources and buffers), only the kernels touching
+        an output slot are bound anew."""
 
         storages = {"buf": buffers, "src": sources, "slot": slots}
 
@@ -143,8 +152,17 @@ class Schedule:
             base = storages[r.kind][r.index]
             return base.as_strided(r.size, r.stride, base.storage_offset() + r.offset)
 
+        if self._touches_slot is None:
+            self._touches_slot = [
+                any(isinstance(r, Ref) and r.kind == "slot" for r in op[1:])
+                or (op[0] == "einsum" and any(r.kind == "slot" for r in op[2]))
+                for op in self.ops
+            ]
         bound = []
-        for op in self.ops:
+        for position, op in enumerate(self.ops):
+            if previous is not None and not self._touches_slot[position]:
+                bound.append(previous[position])
+                continue
             kind = op[0]
             if kind == "bmm":
                 _, a, b, o = op
