@@ -316,7 +316,9 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
         (fresh if not isinstance(fresh, dict) else fresh[p.output])[..., plan.indices(p.output).index(j)]
         for j, p in enumerate(patterns)
     ])
+    del fresh
     m.ours()
+    peaks = {k: peak_memory(calls[k]) for k in names if k != "gemm"}  # results dropped at once
     times: dict[str, list[float]] = {k: [] for k in names}
     for r in range(repeats):
         for k in names:
@@ -328,7 +330,6 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
             start = time.perf_counter()
             calls[k]()
             times[k].append(time.perf_counter() - start)
-    peaks = {k: peak_memory(calls[k]) for k in names if k != "gemm"}  # results dropped at once
     rate = gemm_flops / statistics.median(times["gemm"])
     floor = [flops / (gemm_flops / t) for t in times["gemm"]]
     times["floor"] = floor

@@ -153,44 +153,48 @@ class Schedule:
             return base.as_strided(r.size, r.stride, base.storage_offset() + r.offset)
 
         if self._touches_slot is None:
-            self._touches_slot = [
-                any(isinstance(r, Ref) and r.kind == "slot" for r in op[1:])
-                or (op[0] == "einsum" and any(r.kind == "slot" for r in op[2]))
-                for op in self.ops
-            ]
+            self._touches_slot = [any(r.kind == "slot" for r in _refs(op)) for op in self.ops]
         bound = []
         for position, op in enumerate(self.ops):
             if previous is not None and not self._touches_slot[position]:
                 bound.append(previous[position])
-                continue
-            kind = op[0]
-            if kind == "bmm":
-                _, a, b, o = op
-                bound.append(functools.partial(torch.bmm, view(a), view(b), out=view(o)))
-            elif kind == "mul":
-                _, a, b, o = op
-                bound.append(functools.partial(torch.mul, view(a), view(b), out=view(o)))
-            elif kind == "sum":
-                _, a, o, dims = op
-                bound.append(functools.partial(torch.sum, view(a), dims, out=view(o)))
-            elif kind == "copy":
-                _, a, o = op
-                src, dst = view(a), view(o)
-                if dst.device.type == "cpu" and dst.dtype in _NUMPY_DTYPES and not dst.requires_grad:
-                    # numpy's strided copy is an order of magnitude faster on transposes
-                    bound.append(functools.partial(np.copyto, dst.numpy(), src.numpy()))
-                else:
-                    bound.append(functools.partial(dst.copy_, src))
-            elif kind == "fill":
-                _, o, value = op
-                bound.append(functools.partial(view(o).fill_, value))
-            elif kind == "einsum":
-                _, eq, ins, o = op
-                target, operands = view(o), [view(r) for r in ins]
-                bound.append(functools.partial(_einsum_into, eq, operands, target))
-            else:  # pragma: no cover - internal
-                raise AssertionError(kind)
+            else:
+                bound.append(_bind_op(op, view))
         return bound
+
+
+def _refs(op: tuple) -> list[Ref]:
+    refs = [r for r in op[1:] if isinstance(r, Ref)]
+    if op[0] == "einsum":
+        refs += list(op[2])
+    return refs
+
+
+def _bind_op(op: tuple, view: Callable[[Ref], torch.Tensor]) -> Callable:
+    kind = op[0]
+    if kind == "bmm":
+        _, a, b, o = op
+        return functools.partial(torch.bmm, view(a), view(b), out=view(o))
+    if kind == "mul":
+        _, a, b, o = op
+        return functools.partial(torch.mul, view(a), view(b), out=view(o))
+    if kind == "sum":
+        _, a, o, dims = op
+        return functools.partial(torch.sum, view(a), dims, out=view(o))
+    if kind == "copy":
+        _, a, o = op
+        src, dst = view(a), view(o)
+        if dst.device.type == "cpu" and dst.dtype in _NUMPY_DTYPES and not dst.requires_grad:
+            # numpy's strided copy is an order of magnitude faster on transposes
+            return functools.partial(np.copyto, dst.numpy(), src.numpy())
+        return functools.partial(dst.copy_, src)
+    if kind == "fill":
+        _, o, value = op
+        return functools.partial(view(o).fill_, value)
+    if kind == "einsum":
+        _, eq, ins, o = op
+        return functools.partial(_einsum_into, eq, [view(r) for r in ins], view(o))
+    raise AssertionError(kind)  # pragma: no cover - internal
 
 
 _NUMPY_DTYPES = (torch.float32, torch.float64, torch.float16)
