@@ -257,7 +257,7 @@ def evaluate(
         results = _evaluate_autograd(plan, x, mask)
         results = {o: v if layout == "channel_last" else v.movedim(-1, 1) for o, v in results.items()}
     else:
-        _guard_only(plan, B, n, c, out_elements, element, limit, symmetric)
+        _guard_only(plan, B, n, c, out_elements, element, limit, symmetric, out, layout)
         if out is None:
             # channel-first storage: every channel a contiguous block; the result views it
             nodes = {"invariant": 0, "node": 1, "edge": 2}
@@ -291,20 +291,37 @@ def _slot_metas(plan: ContractionPlan, B: int, n: int) -> list[torch.Tensor]:
     return slots
 
 
-def estimate_memory(plan: ContractionPlan, B: int, n: int, num_channels: int | None = None, element_size: int = 4, symmetric: bool = False, output: bool = True) -> int:
+def estimate_memory(
+    plan: ContractionPlan,
+    B: int,
+    n: int,
+    num_channels: int | None = None,
+    element_size: int = 4,
+    symmetric: bool = False,
+    output: bool = True,
+    slots: list[torch.Tensor] | None = None,
+) -> int:
     """Bytes one scheduled :func:`evaluate` call needs: the masked input channels, the
-    workspace (intermediates, planned by liveness) and, with ``output``, the result."""
+    workspace (the buffers its schedule plans by liveness) and, with ``output``, the result.
+    ``slots`` (the output channels' views, any device) selects the schedule for an ``out=``
+    with other strides than the default channel-contiguous output."""
     num_channels = plan.num_channels if num_channels is None else num_channels
-    _, schedule = _get_schedule(plan, _slot_metas(plan, B, n), B, n, symmetric)
+    _, schedule = _get_schedule(plan, _slot_metas(plan, B, n) if slots is None else slots, B, n, symmetric)
     inputs = B * n * n * (num_channels + len(plan.sources) + 2) + B * n
     outputs = sum(math.prod(_output_shape(o, B, n, len(plan.indices(o)), "channel_last")) for o in plan.outputs) if output else 0
     return int((inputs + schedule.workspace_elements + outputs) * element_size)
 
 
-def _guard_only(plan, B, n, c, out_elements, element, limit, symmetric) -> None:
+def _guard_only(plan, B, n, c, out_elements, element, limit, symmetric, out, layout) -> None:
     if limit == float("inf"):
         return
-    estimate = estimate_memory(plan, B, n, c, element, symmetric, output=False) + out_elements * element
+    slots = None
+    if out is not None:
+        slots = [None] * plan.num_patterns
+        for o in plan.outputs:
+            for k, j in enumerate(plan.indices(o)):
+                slots[j] = _channel_view(out[o], k, layout)
+    estimate = estimate_memory(plan, B, n, c, element, symmetric, output=False, slots=slots) + out_elements * element
     _guard(plan, B, n, estimate, limit)
 
 
