@@ -8,7 +8,7 @@ Default run (one process, one torch thread, interleaved repeats, both dtypes):
 
 in float32 and float64, each timed as
 
-* **ours**: ``evaluate(plan, x, out=out)`` on a plan from ``compile`` (compile time printed
+* **ours**: ``evaluate(plan, x, out=out)`` on a plan from ``compile_plan`` (compile time printed
   once; the output and the plan's workspace reused across calls, as a training loop would);
   **ours, fresh output**: the same without ``out=`` (a new output tensor per call);
 * **opt_einsum cached**: one ``opt_einsum.contract_expression`` per pattern (``dp`` paths,
@@ -45,7 +45,7 @@ import time
 import opt_einsum
 import torch
 
-from everygraph.contractions import Workspace, basis, compile, connected_patterns, evaluate
+from everygraph.contractions import Workspace, basis, compile_plan, connected_patterns, evaluate
 from everygraph.contractions.pattern import Pattern
 from everygraph.contractions.plan import _opt_equation, left_to_right_flops
 
@@ -147,7 +147,7 @@ def full_basis(args) -> None:
     patterns = [p for o in ("invariant", "node", "edge") for p in basis(args.degree, o, "simple")]
     t_basis = time.perf_counter() - start
     start = time.perf_counter()
-    plan = compile(patterns, n_hint=32)
+    plan = compile_plan(patterns, n_hint=32)
     t_compile = time.perf_counter() - start
     print(f"basis: degree {args.degree} simple, {len(patterns)} patterns ({t_basis:.2f} s, cached on disk after the first run)")
     print(f"compile: {plan} in {t_compile:.2f} s")
@@ -175,7 +175,7 @@ def full_basis(args) -> None:
             f"so the speed-up is at least {(t_ltr - t_heavy) / t_plan:.0f}x"
         )
     connected = [p for p in patterns if p.is_connected]
-    cplan = compile(connected, n_hint=32)
+    cplan = compile_plan(connected, n_hint=32)
     n = 32
     print(
         f"\nconnected patterns only ({len(connected)}), n = {n}: FLOP ratio vs left-to-right "
@@ -294,7 +294,7 @@ def gemm_seconds(dtype: torch.dtype, size: int = 1024) -> float:
 def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, repeats: int, einsum_repeats: int, density: float) -> None:
     patterns = connected_case(degree)
     start = time.perf_counter()
-    plan = compile(patterns, n_hint=n)
+    plan = compile_plan(patterns, n_hint=n)
     t_compile = time.perf_counter() - start
     x = random_graphs(batch, n, density, seed=n).to(dtype)
     m = Methods(patterns, plan, x)

@@ -15,12 +15,11 @@ from everygraph.contractions import (
     Pattern,
     Workspace,
     basis,
-    compile,
+    compile_plan,
     evaluate,
     evaluate_reference,
 )
 from everygraph.contractions.evaluate import estimate_memory
-
 
 
 def brute_force(p: Pattern, adj: torch.Tensor) -> torch.Tensor:
@@ -65,13 +64,13 @@ def _random_batch(B, n, p=0.5, seed=0, dtype=torch.float64):
 def _reference(patterns, x, mask=None):
     with torch.enable_grad():
         xg = x.clone().requires_grad_(True)  # forces the einsum-per-step execution
-        out = evaluate(compile(patterns), xg, mask)
+        out = evaluate(compile_plan(patterns), xg, mask)
     return {o: v.detach() for o, v in out.items()} if isinstance(out, dict) else out.detach()
 
 
 def test_scheduled_equals_brute_force_homomorphism_counts():
     patterns = _mixed_patterns()
-    plan = compile(patterns)
+    plan = compile_plan(patterns)
     graphs = [nx.gnp_random_graph(5, 0.6, seed=4), nx.complete_graph(4)]
     for g in graphs:
         adj = graph_adj(g)
@@ -89,7 +88,7 @@ def test_scheduled_equals_brute_force_homomorphism_counts():
 @pytest.mark.parametrize("layout", ["channel_last", "channel_first"])
 def test_out_and_layouts_equal_the_einsum_execution(layout):
     patterns = _mixed_patterns()
-    plan = compile(patterns)
+    plan = compile_plan(patterns)
     x = _random_batch(3, 6)
     mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 5 + [0]], dtype=torch.bool)
     ref = _reference(patterns, x, mask)
@@ -110,7 +109,7 @@ def test_out_and_layouts_equal_the_einsum_execution(layout):
 
 def test_workspace_reuse_allocates_nothing():
     patterns = _mixed_patterns()
-    plan = compile(patterns)
+    plan = compile_plan(patterns)
     ws = Workspace()
     x1, x2 = _random_batch(4, 7, seed=1), _random_batch(4, 7, seed=2, p=0.3)
     out = {o: torch.empty(v.shape, dtype=x1.dtype) for o, v in evaluate(plan, x1).items()}
@@ -140,7 +139,7 @@ def test_workspace_reuse_allocates_nothing():
 def test_workspace_and_output_on_the_input_device_and_dtype():
     # the meta device runs the same device-generic code path a GPU takes (no numpy, no CPU
     # assumption): buffers must follow the input's device and dtype
-    plan = compile(_mixed_patterns())
+    plan = compile_plan(_mixed_patterns())
     ws = Workspace()
     x = torch.zeros(2, 5, 5, device="meta", dtype=torch.float64)
     out = evaluate(plan, x, workspace=ws, memory_limit=float("inf"))
@@ -152,7 +151,7 @@ def test_workspace_and_output_on_the_input_device_and_dtype():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_equals_cpu():
     patterns = _mixed_patterns()
-    plan = compile(patterns)
+    plan = compile_plan(patterns)
     x = _random_batch(3, 6)
     want = evaluate(plan, x)
     got = evaluate(plan, x.cuda())
@@ -162,7 +161,7 @@ def test_cuda_equals_cpu():
 
 
 def test_memory_guard_counts_the_workspace():
-    plan = compile(basis(6, "edge")[:40])
+    plan = compile_plan(basis(6, "edge")[:40])
     B, n = 4, 12
     full = estimate_memory(plan, B, n)
     output_only = B * n * n * plan.num_patterns * 4
@@ -174,7 +173,7 @@ def test_memory_guard_counts_the_workspace():
 
 
 def test_bad_out_and_layout():
-    plan = compile(["ab,bc->ac", "ab->"])
+    plan = compile_plan(["ab,bc->ac", "ab->"])
     x = torch.rand(2, 4, 4)
     with pytest.raises(ValueError, match="layout"):
         evaluate(plan, x, layout="nchw")
@@ -183,9 +182,9 @@ def test_bad_out_and_layout():
     with pytest.raises(ValueError, match=r"shape \(2, 4, 4, 1\)"):
         evaluate(plan, x, out={"edge": torch.empty(2, 4, 4, 2), "invariant": torch.empty(2, 1)})
     with pytest.raises(ValueError, match="float64"):
-        evaluate(compile(["ab->"]), x.double(), out=torch.empty(2, 1))
+        evaluate(compile_plan(["ab->"]), x.double(), out=torch.empty(2, 1))
     with pytest.raises(ValueError, match="autograd"):
-        evaluate(compile(["ab->"]), x.requires_grad_(True), out=torch.empty(2, 1))
+        evaluate(compile_plan(["ab->"]), x.requires_grad_(True), out=torch.empty(2, 1))
     with pytest.raises(TypeError, match="Workspace"):
         evaluate(plan, x.detach(), workspace={})
 
@@ -194,7 +193,7 @@ def test_degree_six_connected_sample_equals_reference():
     # a slice of the benchmark's basis, including the 3-axis (n^4) contractions
     patterns = [p for o in ("invariant", "node", "edge") for p in basis(6, o, connected_only=True)[::23]]
     patterns += [p for p in basis(6, "edge", connected_only=True) if p.num_vertices == 4][:6]
-    plan = compile(patterns)
+    plan = compile_plan(patterns)
     x = _random_batch(2, 6, seed=3)
     got = evaluate(plan, x)
     ref = evaluate_reference(patterns, x)
@@ -204,9 +203,9 @@ def test_degree_six_connected_sample_equals_reference():
 
 def test_symmetric_products_by_halves_equal_the_plain_schedule():
     patterns = _mixed_patterns() + basis(4, "edge")[::5] + basis(4, "invariant")
-    plan = compile(patterns)
+    plan = compile_plan(patterns)
     # A @ A, (A @ A) * A, the 2-paths and the square are symmetric; a 3-path a-b-c-d is not
-    tri_edge = compile(["ab,bc->ac"])
+    tri_edge = compile_plan(["ab,bc->ac"])
     assert tri_edge.symmetric_tensors
     x = torch.rand(3, 10, 10, dtype=torch.float64)
     x = x + x.transpose(1, 2)
@@ -225,7 +224,7 @@ def test_symmetric_products_by_halves_equal_the_plain_schedule():
 
 def test_symmetric_shortcut_not_used_on_directed_patterns():
     patterns = basis(3, "edge", "general")[::4] + basis(2, "node", "general")
-    plan = compile(patterns)
+    plan = compile_plan(patterns)
     assert not plan.symmetric_tensors
     x = torch.randn(2, 6, 6, dtype=torch.float64)  # not symmetric
     halves = evaluate(plan, x, symmetric=True)
@@ -236,7 +235,7 @@ def test_symmetric_shortcut_not_used_on_directed_patterns():
         torch.testing.assert_close(halves[o], ref[o])
     # undirected: the 3-path's ends swap (A^3 is symmetric); a triangle's vertex and a pendant
     # vertex do not
-    path = compile(["ab,bc,cd->ad"])
+    path = compile_plan(["ab,bc,cd->ad"])
     assert [s.out for s in path.steps if s.num_axes == 2 and not s.is_view][-1] in path.symmetric_tensors
-    pendant = compile(["ab,bc,ca,cd->ad"])
+    pendant = compile_plan(["ab,bc,ca,cd->ad"])
     assert pendant.assemblies[0].rooted[0][0] not in pendant.symmetric_tensors
