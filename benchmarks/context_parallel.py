@@ -8,10 +8,10 @@ For each world size the script spawns that many processes on 127.0.0.1 (gloo, on
 thread each); rank ``r`` holds positions ``[r L / W, (r + 1) L / W)`` and runs
 ``selective_scan_context_parallel`` (world size 1: plain ``selective_scan``). A time is the
 slowest rank's, between two barriers, median of ``--repeats``. The ratio "1 rank / W ranks"
-is the speed-up; with W ranks on W free cores it approaches W, less the correction pass (one
-``[batch, D, N, L/W]`` exponential and product per rank, vectorised) and the exchange.
-Two processes on a machine with two busy cores share those cores with everything else, so
-the measured speed-up there is a lower bound.
+is the speed-up. Each rank runs two scans of its piece (from zero, then the correction as a
+second scan whose only input is the entering state), so the ideal speed-up on W free cores
+is about W / 2. Two processes on a machine with two busy cores share those cores with
+everything else, so the measured speed-up there is a lower bound.
 
 Communication per rank is counted from the tensors the collectives move (what gloo sends,
 not counting its headers): forward, the ``all_gather`` of the ``(total transition, final

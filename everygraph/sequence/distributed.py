@@ -223,7 +223,10 @@ def selective_scan_context_parallel(
             \,\mathrm{silu}(z_t)
 
     (without the ``silu(z)`` factor when ``z`` is None), since the state at ``t`` is
-    :math:`h^0_t + \prod_{s \le t} \exp(\bar\Delta_s A) \odot h^{\mathrm{in}}`. Communication
+    :math:`h^0_t + \prod_{s \le t} \exp(\bar\Delta_s A) \odot h^{\mathrm{in}}`. The sum is
+    computed as a second selective scan of the piece whose only input is
+    :math:`h^{\mathrm{in}}` (so it runs on the same kernels as the scan itself), or directly
+    when a first step is exactly 0. Communication
     per rank: one ``all_gather`` of ``2 * batch * D * N`` numbers forward, one all-reduce of
     ``world_size`` times as many backward, whatever the length.
 

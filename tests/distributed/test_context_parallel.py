@@ -5,18 +5,15 @@ pLSTM / linear-attention path scan (scalar, diagonal, elementwise transitions)."
 import pytest
 import torch
 
-from cp_cases import CONFIGS, PATH_KINDS, inputs, path_inputs, piece_names, run, run_path, worker
-from spawn import run_on_ranks
+from cp_cases import CONFIGS, PATH_KINDS, inputs, path_inputs, piece_names, run, run_path
+from workers import LENGTHS
 
-# Uneven pieces, and an empty one (its rank passes the state through).
-LENGTHS = {2: [7, 5], 3: [5, 0, 8]}
 TOL = dict(rtol=1e-10, atol=1e-12)
 
 
-@pytest.fixture(scope="module", params=sorted(LENGTHS))
-def world(request):
-    lengths = LENGTHS[request.param]
-    return lengths, run_on_ranks(worker, len(lengths), lengths, timeout=150)
+@pytest.fixture(params=sorted(LENGTHS))
+def world(request, rank_results):
+    return LENGTHS[request.param], [r["context_parallel"] for r in rank_results(request.param)]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c[0] for c in CONFIGS])

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 import everygraph.nn
-from ddp_cases import CASES, NOT_LAYERS, ddp_worker, single_process
-from spawn import run_on_ranks
+from ddp_cases import CASES, NOT_LAYERS, single_process
 
 
 def test_every_exported_layer_has_a_case():
@@ -14,9 +13,9 @@ def test_every_exported_layer_has_a_case():
     assert not missing, f"add a data-parallel case for {sorted(missing)} to tests/distributed/ddp_cases.py"
 
 
-@pytest.fixture(scope="module")
-def ddp_results():
-    return run_on_ranks(ddp_worker, 2, sorted(CASES), timeout=150)
+@pytest.fixture
+def ddp_results(rank_results):
+    return [r["data_parallel"] for r in rank_results(2)]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
