@@ -6,10 +6,12 @@ kernels); it never imports :mod:`everygraph.contractions`.
 :func:`scan` is the one recurrence (states on edges, a transition kind, boundary states);
 ``reference_scan``, ``wavefront_scan``, ``recurrent_scan``, ``chunked_scan``,
 ``lattice_scan`` and ``chunked2d_scan`` are its executions under their own names; :func:`plstm_scan` (scalar kind)
-and :func:`selective_scan` (Mamba-1, elementwise kind on a path) are parameterisations.
+and :func:`selective_scan` (Mamba-1, elementwise kind on a path) and
+:func:`gated_linear_attention` (GLA, diagonal kind) are parameterisations.
 """
 
 from .dag_mamba import dag_selective_scan
+from .gla import gated_linear_attention, gated_linear_attention_chunked, gated_linear_attention_reference
 from .grid_mamba import grid_mamba_gates, grid_selective_scan
 from .distributed import combine_piece_states, path_scan_context_parallel, selective_scan_context_parallel
 from .mamba import selective_scan, selective_scan_recurrent, selective_scan_reference
@@ -54,4 +56,7 @@ __all__: list[str] = [
     "grid_selective_scan",
     "dag_selective_scan",
     "grid_mamba_gates",
+    "gated_linear_attention",
+    "gated_linear_attention_reference",
+    "gated_linear_attention_chunked",
 ]
