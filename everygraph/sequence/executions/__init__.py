@@ -7,6 +7,8 @@ return_state) -> (h, state)`` with ``q`` already scaled. The public names are th
 - ``wavefront.py``: one batched step per topological level, any DAG, every kind.
 - ``recurrent.py``: paths, one in-place step per position with a hand-written adjoint
   (scalar, diagonal, elementwise).
+- ``lattice_elementwise.py``: the 2D anti-diagonal loop for the diagonal and elementwise
+  kinds (and elementwise weights), hand-written adjoint.
 - chunked (paths) and lattice (2D anti-diagonal) for the scalar kind live in
-  ``sequence/plstm/lattice.py``.
+  ``sequence/plstm/lattice.py``; the blocked 2D form in ``sequence/plstm/chunked2d.py``.
 """
