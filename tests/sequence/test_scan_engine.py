@@ -116,7 +116,7 @@ def executions_for(structure, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("shape,flip", [((1,), (False,)), ((2,), (True,)), ((9,), (False,)), ((66,), (True,)),
+@pytest.mark.parametrize("shape,flip", [((1,), (False,)), ((9,), (False,)), ((66,), (True,)),
                                         ((1, 6), (False, True)), ((3, 4), (False, False)), ((4, 3), (True, True))])
 def test_executions_equal_reference(kind, shape, flip):
     """Every execution that runs the kind, with random boundary gates and initial states."""
@@ -144,10 +144,10 @@ def test_elementwise_weights(kind):
 
 
 def test_elementwise_diagonal_recurrence_gradcheck():
-    lattice = Lattice((3, 4))
+    lattice = Lattice((2, 3))
     storage = _storage(lattice.shape, lattice.flip)
     gen = torch.Generator().manual_seed(8)
-    N, B, H, K = lattice.num_nodes, 2, 1, 3
+    N, B, H, K = lattice.num_nodes, 1, 1, 2
     transition = (torch.rand(N, B, H, 2, 2, K, dtype=DT, generator=gen) - 0.5).requires_grad_()
     emitted = torch.randn(N, B, H, 2, K, dtype=DT, generator=gen, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t, x: ElementwiseDiagonalRecurrence.apply(t, x, storage.diagonals), (transition, emitted))
