@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 from everygraph.graphlib import DAG, Lattice, dagify
-from everygraph.sequence import lattice_gates
+from everygraph.sequence import default_execution, lattice_gates
 from everygraph.sequence.plstm import plstm_scan
 from everygraph.sequence.plstm.layout import lattice_dag
 
@@ -282,7 +282,7 @@ def compare_official(args) -> None:
         setting = min(first, key=first.get)
         official = settings[setting]
         mine, previous = leaves(inputs), leaves(inputs)
-        default = "chunked2d" if two_d and min(lattice.shape) >= 16 else "lattice"
+        default = default_execution(lattice, "scalar", boundary_states=False, state_size=dk * dv)
         times = interleaved(
             {
                 "official": step(lambda: official(official_leaves), official_leaves),
@@ -302,8 +302,10 @@ def compare_official(args) -> None:
 
 
 def per_orientation_forward(layer, x: torch.Tensor) -> torch.Tensor:
-    """``PLSTM2d.forward`` as it was: one scan per orientation on ``Lattice(shape, flip)``."""
-    from everygraph.nn.plstm_gates import compute_dtype, default_scale, head_norm
+    """``PLSTM2d.forward`` as it was: one scan per orientation on ``Lattice(shape, flip)``,
+    each by the anti-diagonal ``lattice`` execution (the default then)."""
+    from everygraph.graphlib import compute_dtype
+    from everygraph.nn.plstm_gates import default_scale, head_norm
 
     batch, height, width, _ = x.shape
     dtype = compute_dtype(x.dtype)
@@ -312,7 +314,7 @@ def per_orientation_forward(layer, x: torch.Tensor) -> torch.Tensor:
     for flip, gates in zip(Lattice.orientations(2), layer.gates(x)):
         lattice = Lattice((height, width), flip)
         flat = lattice_gates(lattice, gates["source"], gates["transition"], gates["mark"], gates["direct"])
-        h = h + plstm_scan(lattice, q, k, v, *flat, scale=default_scale(layer.head_dim))
+        h = h + plstm_scan(lattice, q, k, v, *flat, scale=default_scale(layer.head_dim), execution="lattice")
     out = head_norm(h, layer.norm).to(x.dtype)
     return layer.out_proj(out).reshape(batch, height, width, layer.dim)
 
@@ -335,30 +337,40 @@ def compare_tutorial(args) -> None:
     }
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-3) for name, m in models.items()}
 
-    def train_step(name: str, per_orientation: bool = False):
+    import everygraph.sequence.plstm.chunked2d as chunked2d
+    import everygraph.sequence.recurrence as engine
+
+    def train_step(name: str, per_orientation: bool = False, blocks: bool = True):
         def run():
-            original = PLSTM2d.forward
+            original, original_blocks = PLSTM2d.forward, chunked2d.block_shape
             if per_orientation:
                 PLSTM2d.forward = per_orientation_forward
+            if not blocks:  # the dispatch then keeps the anti-diagonal loop
+                engine.block_shape = chunked2d.block_shape = lambda *args: None
             try:
                 loss = torch.nn.functional.cross_entropy(models[name](images), labels)
                 optimizers[name].zero_grad()
                 loss.backward()
                 optimizers[name].step()
             finally:
-                PLSTM2d.forward = original
+                PLSTM2d.forward, engine.block_shape, chunked2d.block_shape = original, original_blocks, original_blocks
 
         return run
 
     times = interleaved(
-        {"pLSTM, orientations batched": train_step("pLSTM"), "pLSTM, one scan per orientation": train_step("pLSTM", True), "ViT": train_step("ViT")},
+        {
+            "pLSTM, batched, default (blocks)": train_step("pLSTM"),
+            "pLSTM, batched, lattice loop": train_step("pLSTM", blocks=False),
+            "pLSTM, per orientation, lattice (before)": train_step("pLSTM", per_orientation=True),
+            "ViT": train_step("ViT"),
+        },
         max(args.repeat, 10),
     )
     vit = times["ViT"]
     print(f"\narrow-pointing training step (batch {batch}, {image} px, {image // patch}x{image // patch} patches, dim {dim}, "
           f"{heads} heads, depth {depth}), {torch.get_num_threads()} thread(s), median of {max(args.repeat, 10)} interleaved steps")
     for name, t in times.items():
-        print(f"{name:>34} {t * 1000:>8.1f} ms  {t / vit:>5.2f}x the ViT step")
+        print(f"{name:>42} {t * 1000:>8.1f} ms  {t / vit:>5.2f}x the ViT step")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ..graphlib import Lattice, compute_dtype
-from ..sequence import lattice_gates, plstm_scan
+from ..sequence import plstm_grid_scan
 from .plstm_gates import (
     QKVProjection,
     angle_gate,
@@ -151,15 +151,11 @@ class PLSTM2d(nn.Module):
         def stacked(name: str | None, t: Tensor | None = None) -> Tensor:
             return torch.cat([canonical(t if name is None else g[name], f) for f, g in zip(flips, gates)])
 
-        lattice = Lattice((height, width))
-        source, transition, mark, direct = lattice_gates(
-            lattice, stacked("source"), stacked("transition"), stacked("mark"), stacked("direct")
-        )
-        n = height * width
-        q4, k4, v4 = (stacked(None, t).reshape(4 * batch, n, self.num_heads, self.head_dim) for t in (q, k, v))
-        h4 = plstm_scan(lattice, q4, k4, v4, source, transition, mark, direct, scale=default_scale(self.head_dim))
-        h4 = h4.reshape(4, batch, height, width, self.num_heads, self.head_dim)
-        h = sum(canonical(h4[o], f) for o, f in enumerate(flips)).reshape(batch, n, self.num_heads, self.head_dim)
+        h4 = plstm_grid_scan(
+            stacked(None, q), stacked(None, k), stacked(None, v), stacked("source"), stacked("transition"),
+            stacked("mark"), stacked("direct"), scale=default_scale(self.head_dim),
+        ).reshape(4, batch, height, width, self.num_heads, self.head_dim)
+        h = sum(canonical(h4[o], f) for o, f in enumerate(flips)).reshape(batch, height * width, self.num_heads, self.head_dim)
         out = head_norm(h, self.norm).to(x.dtype)
         return self.out_proj(out).reshape(batch, height, width, self.dim)
 

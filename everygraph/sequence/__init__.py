@@ -15,7 +15,7 @@ from .gla import gated_linear_attention, gated_linear_attention_chunked, gated_l
 from .grid_mamba import grid_mamba_gates, grid_selective_scan
 from .distributed import combine_piece_states, path_scan_context_parallel, selective_scan_context_parallel
 from .mamba import selective_scan, selective_scan_recurrent, selective_scan_reference
-from .plstm import lattice_gates, plstm_scan
+from .plstm import lattice_gates, plstm_grid_scan, plstm_scan
 from .recurrence import (
     EXECUTIONS,
     SUPPORTED_KINDS,
@@ -46,6 +46,7 @@ __all__: list[str] = [
     "EXECUTIONS",
     "SUPPORTED_KINDS",
     "plstm_scan",
+    "plstm_grid_scan",
     "lattice_gates",
     "selective_scan",
     "selective_scan_context_parallel",

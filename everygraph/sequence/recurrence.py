@@ -20,7 +20,7 @@ from .executions.recurrent import recurrent as _recurrent
 from .executions.lattice_elementwise import lattice_elementwise as _lattice_elementwise
 from .executions.reference import reference as _reference
 from .executions.wavefront import wavefront as _wavefront
-from .plstm.chunked2d import plstm_chunked2d
+from .plstm.chunked2d import block_shape, plstm_chunked2d
 from .plstm.lattice import plstm_lattice
 from .plstm.layout import lattice_dag, lattice_gates
 from .triton._runtime import require_triton, triton_runs_on
@@ -42,26 +42,28 @@ EXECUTIONS = tuple(SUPPORTED_KINDS)
 #: asked for, picked by default only for calls without them; not in EXECUTIONS, whose members
 #: run every call on their structures
 STATELESS_EXECUTIONS = {"chunked2d": ("scalar",)}
-#: from this grid side on (both axes), the blocked execution beats the anti-diagonal loop on
-#: CPU (benchmarks/plstm.py); below, the loop's fewer operations win
-CHUNKED2D_MIN_SIDE = 16
 
 
 def _is_path(structure: Structure) -> bool:
     return isinstance(structure, Lattice) and sum(size > 1 for size in structure.shape) <= 1
 
 
-def default_execution(structure: Structure, kind: str, device: torch.device | None = None, boundary_states: bool = True) -> str:
+def default_execution(
+    structure: Structure, kind: str, device: torch.device | None = None, boundary_states: bool = True, state_size: int | None = None
+) -> str:
     """The execution the structure picks: dense paths where the structure and kind allow; on a
     CUDA ``device`` with ``triton`` installed, the Triton kernels for the kinds they run. A
-    call without boundary states (``boundary_states=False``) on a 2D grid of at least
-    ``CHUNKED2D_MIN_SIDE`` a side gets the blocked ``chunked2d`` execution."""
+    call without boundary states (``boundary_states=False``) on a 2D grid with ``dk * dv =
+    state_size`` gets the blocked ``chunked2d`` execution where it moves less memory than the
+    anti-diagonal loop (:func:`~everygraph.sequence.plstm.chunked2d.block_shape`)."""
     if device is not None and device.type == "cuda" and kind in SUPPORTED_KINDS["triton"] and triton_runs_on(device):
         return "triton"
     if _is_path(structure):
         return "chunked" if kind == "scalar" else "recurrent" if kind in SUPPORTED_KINDS["recurrent"] else "wavefront"
     if isinstance(structure, Lattice) and structure.ndim == 2 and kind == "scalar":
-        return "chunked2d" if not boundary_states and min(structure.shape) >= CHUNKED2D_MIN_SIDE else "lattice"
+        if not boundary_states and state_size is not None and block_shape(*structure.shape, state_size) is not None:
+            return "chunked2d"
+        return "lattice"
     return "wavefront"
 
 
@@ -158,7 +160,8 @@ def scan(
     kind = check_kind(kind)
     if execution is None:
         has_states = initial_state is not None or return_state or boundary is not None
-        execution = default_execution(structure, kind, q.device if isinstance(q, Tensor) else None, has_states)
+        state_size = q.shape[-1] * v.shape[-1] if isinstance(q, Tensor) and isinstance(v, Tensor) and q.dim() and v.dim() else None
+        execution = default_execution(structure, kind, q.device if isinstance(q, Tensor) else None, has_states, state_size)
     kinds = SUPPORTED_KINDS.get(execution, STATELESS_EXECUTIONS.get(execution))
     if kinds is None:
         raise ValueError(f"unknown execution {execution!r}; valid: {', '.join(EXECUTIONS + tuple(STATELESS_EXECUTIONS))}")

@@ -7,8 +7,8 @@ import torch
 from everygraph.graphlib import Lattice
 from everygraph.sequence import plstm_scan
 from everygraph.sequence.plstm.chunked2d import chunked_scan_2d, plstm_chunked2d
-from everygraph.sequence import default_execution, scan
-from everygraph.sequence.recurrence import CHUNKED2D_MIN_SIDE
+from everygraph.sequence import default_execution, lattice_gates, plstm_grid_scan, scan
+from everygraph.sequence.plstm.chunked2d import block_shape
 
 DT = torch.float64
 
@@ -79,14 +79,16 @@ def test_gradcheck():
 
 
 def test_default_dispatch_and_fallback_with_boundary_states():
-    big, small = Lattice((CHUNKED2D_MIN_SIDE, CHUNKED2D_MIN_SIDE + 3)), Lattice((CHUNKED2D_MIN_SIDE - 1, 40))
-    assert default_execution(big, "scalar", boundary_states=False) == "chunked2d"
-    assert default_execution(big, "scalar", boundary_states=True) == "lattice"
-    assert default_execution(small, "scalar", boundary_states=False) == "lattice"
-    assert default_execution(big, "diagonal", boundary_states=False) == "wavefront"
+    big, small = Lattice((16, 19)), Lattice((15, 40))
+    assert block_shape(16, 19, 256) == (4, 4) and block_shape(6, 6, 64) == (6, 6)
+    assert block_shape(15, 40, 256) is None and block_shape(64, 64, 64) is None
+    assert default_execution(big, "scalar", boundary_states=False, state_size=256) == "chunked2d"
+    assert default_execution(big, "scalar", boundary_states=True, state_size=256) == "lattice"
+    assert default_execution(small, "scalar", boundary_states=False, state_size=256) == "lattice"
+    assert default_execution(big, "diagonal", boundary_states=False, state_size=256) == "wavefront"
     # the default result with boundary states (the lattice path) equals the reference
     gen = torch.Generator().manual_seed(3)
-    lattice = Lattice((CHUNKED2D_MIN_SIDE, 3 + CHUNKED2D_MIN_SIDE), (False, True))
+    lattice = Lattice((16, 19), (False, True))
     inputs = random_inputs(lattice, gen, B=1, H=1)
     state0 = torch.randn(1, lattice.num_nodes, 1, 3, 2, dtype=DT, generator=gen)
     h, state = plstm_scan(lattice, *inputs, initial_state=state0, return_state=True)
@@ -106,3 +108,31 @@ def test_bad_input():
     path = Lattice((6,))
     with pytest.raises(ValueError, match="needs a 2D Lattice"):
         plstm_scan(path, *random_inputs(path, gen), execution="chunked2d")
+
+
+@pytest.mark.parametrize("shape,d", [((6, 6), 8), ((5, 7), 2), ((16, 17), 16)])
+def test_grid_scan_equals_plstm_scan(shape, d):
+    """The dense entry point (blocks or the lattice loop, by block_shape) equals the flat one."""
+    gen = torch.Generator().manual_seed(5)
+    B, H = 1, 2
+    dense = [
+        torch.randn(B, *shape, H, d, dtype=DT, generator=gen),
+        torch.randn(B, *shape, H, d, dtype=DT, generator=gen),
+        torch.randn(B, *shape, H, d, dtype=DT, generator=gen),
+        torch.rand(B, *shape, H, 2, dtype=DT, generator=gen),
+        torch.rand(B, *shape, H, 2, 2, dtype=DT, generator=gen) - 0.5,
+        torch.rand(B, *shape, H, 2, dtype=DT, generator=gen),
+        torch.rand(B, *shape, H, dtype=DT, generator=gen),
+    ]
+    lattice = Lattice(shape)
+
+    def flat(q, k, v, s, t, m, dd):
+        h = plstm_scan(lattice, *(x.reshape(B, -1, H, d) for x in (q, k, v)), *lattice_gates(lattice, s, t, m, dd), execution="lattice")
+        return h.reshape(B, *shape, H, d)
+
+    want = outputs_and_grads(flat, dense)
+    got = outputs_and_grads(plstm_grid_scan, dense)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    with pytest.raises(ValueError, match=r"transition must have shape"):
+        plstm_grid_scan(*dense[:4], dense[4][..., 0], *dense[5:])

@@ -19,6 +19,6 @@ edge) and dense per-node gates on a lattice (:func:`lattice_gates`).
 """
 
 from .layout import lattice_gates
-from .scan import EXECUTIONS, plstm_scan
+from .scan import EXECUTIONS, plstm_grid_scan, plstm_scan
 
-__all__ = ["plstm_scan", "lattice_gates", "EXECUTIONS"]
+__all__ = ["plstm_scan", "plstm_grid_scan", "lattice_gates", "EXECUTIONS"]

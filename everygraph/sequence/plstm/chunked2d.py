@@ -40,6 +40,24 @@ from .layout import lattice_layout, take
 BLOCK_SIZE = 4
 
 
+def block_shape(X: int, Y: int, state_size: int) -> tuple[int, int] | None:
+    """The blocks this execution uses on an ``X x Y`` grid with ``dk * dv = state_size``, or
+    None where the anti-diagonal ``lattice`` loop moves less memory (then it is faster).
+
+    Per node and step the loop reads and writes ``2 dk dv`` state entries. One block covering
+    the grid needs ``2 X Y`` unit channels plus ``X Y`` scores and no border states: chosen when
+    that is at most ``2 dk dv`` (small grids, e.g. a 6x6 patch grid at ``dk = dv = 8``).
+    Otherwise blocks of ``BLOCK_SIZE`` (4: 24 unit channels, border states ``2 * 8 * dk dv /
+    16`` per node) pay once the grid has at least 16 nodes a side and ``dk dv >= 256``
+    (measured with ``benchmarks/plstm.py``: 1.3x at 64x64, 2.7x at 256x256, dk = dv = 16).
+    """
+    if 3 * X * Y <= 2 * state_size:
+        return X, Y
+    if min(X, Y) >= 16 and state_size >= 256:
+        return min(BLOCK_SIZE, X), min(BLOCK_SIZE, Y)
+    return None
+
+
 def plstm_chunked2d(
     lattice: Lattice,
     q: Tensor,
@@ -89,7 +107,8 @@ def chunked_scan_2d(
             to the out-edge along axis ``i``.
         mark: ``[B, X, Y, H, 2]``, :math:`M` for the in-edge along each axis.
         direct: ``[B, X, Y, H]``.
-        block_size: side of the blocks (clipped to the grid); default ``BLOCK_SIZE``.
+        block_size: side of the blocks (clipped to the grid); default: :func:`block_shape`,
+            else ``BLOCK_SIZE``.
 
     Returns:
         ``h`` ``[B, X, Y, H, dv]``.
@@ -97,8 +116,10 @@ def chunked_scan_2d(
     B, X, Y, H, dk = q.shape
     dv = v.shape[-1]
     Z = B * H
-    block_size = block_size or BLOCK_SIZE
-    bx, by = min(block_size, X), min(block_size, Y)
+    if block_size is None:
+        bx, by = block_shape(X, Y, dk * dv) or (min(BLOCK_SIZE, X), min(BLOCK_SIZE, Y))
+    else:
+        bx, by = min(block_size, X), min(block_size, Y)
     P, R = -(-X // bx), -(-Y // by)
     nb = Z * P * R
     n = bx * by

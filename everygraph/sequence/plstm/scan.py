@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Union
 
 from torch import Tensor
@@ -87,8 +88,8 @@ def plstm_scan(
             without boundary states, one kernel per level elsewhere; CUDA tensors, or CPU under
             ``TRITON_INTERPRET=1``) or ``"chunked2d"`` (2D lattices without boundary states:
             blocks of the grid as masked attention); default: ``triton`` for CUDA tensors when
-            ``triton`` is installed, else ``chunked2d`` for 2D grids of at least
-            ``CHUNKED2D_MIN_SIDE`` (16) a side without boundary states, ``lattice`` for other
+            ``triton`` is installed, else ``chunked2d`` for 2D grids without boundary states
+            where it moves less memory (``chunked2d.block_shape``), ``lattice`` for other
             1D/2D lattices and ``wavefront`` otherwise. The result is the same.
 
     Returns:
@@ -112,7 +113,10 @@ def plstm_scan(
         elif isinstance(structure, Lattice) and structure.ndim == 2 and 1 not in structure.shape:
             from ..recurrence import default_execution  # chunked2d for large grids without boundary states
 
-            execution = default_execution(structure, "scalar", boundary_states=initial_state is not None or return_state)
+            execution = default_execution(
+                structure, "scalar", boundary_states=initial_state is not None or return_state,
+                state_size=q.shape[-1] * v.shape[-1] if isinstance(q, Tensor) and isinstance(v, Tensor) and q.dim() and v.dim() else None,
+            )
         else:
             execution = "lattice" if isinstance(structure, Lattice) and structure.ndim <= 2 else "wavefront"
     if execution not in EXECUTIONS + ("chunked2d",):
@@ -125,3 +129,66 @@ def plstm_scan(
         structure, q, k, v, source, transition, mark, direct, kind="scalar", initial_state=initial_state,
         return_state=return_state, scale=scale, execution=execution,
     )
+
+
+def plstm_grid_scan(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    source: Tensor,
+    transition: Tensor,
+    mark: Tensor,
+    direct: Tensor,
+    *,
+    scale: float | None = None,
+) -> Tensor:
+    r""":func:`plstm_scan` on an ``X x Y`` grid in its canonical orientation (every edge from
+    ``c`` to ``c + 1``) with dense per-node inputs: no flat layout in between.
+
+    Another orientation is this scan of the inputs with the flipped axes reversed (and the
+    output reversed back), which is how :class:`~everygraph.nn.PLSTM2d` runs its four
+    orientations as one batch. Gates of edges that would leave the grid are ignored. Runs the
+    blocked ``chunked2d`` execution where it moves less memory
+    (:func:`~everygraph.sequence.plstm.chunked2d.block_shape`), else the anti-diagonal
+    ``lattice`` execution; no boundary states.
+
+    Args:
+        q, k: ``[B, X, Y, H, dk]``; v: ``[B, X, Y, H, dv]``.
+        source: ``[B, X, Y, H, 2]``, :math:`S` of the out-edge along axis 0 (down) and 1 (right).
+        transition: ``[B, X, Y, H, 2, 2]``, ``[..., i, j]`` from the in-edge along axis ``j`` to
+            the out-edge along axis ``i``.
+        mark: ``[B, X, Y, H, 2]``; direct: ``[B, X, Y, H]``.
+        scale: multiplies ``q`` (default :math:`1/\sqrt{d_k}`).
+
+    Returns:
+        ``h`` ``[B, X, Y, H, dv]``, equal to ``plstm_scan(Lattice((X, Y)), ...)`` on
+        :func:`lattice_gates` of the same gates.
+
+    Example:
+        >>> B, X, Y, H, d = 2, 5, 6, 1, 4
+        >>> q, k, v = (torch.randn(B, X, Y, H, d) for _ in range(3))
+        >>> h = plstm_grid_scan(q, k, v, torch.rand(B, X, Y, H, 2), torch.rand(B, X, Y, H, 2, 2) / 2,
+        ...                     torch.rand(B, X, Y, H, 2), torch.rand(B, X, Y, H))
+        >>> h.shape
+        torch.Size([2, 5, 6, 1, 4])
+    """
+    from .chunked2d import block_shape, chunked_scan_2d
+    from .layout import lattice_gates
+
+    if not isinstance(q, Tensor) or q.dim() != 5:
+        raise ValueError(f"q must be a tensor of shape [B, X, Y, H, dk], got {list(q.shape) if isinstance(q, Tensor) else type(q).__name__}")
+    B, X, Y, H, dk = q.shape
+    dv = v.shape[-1] if isinstance(v, Tensor) and v.dim() == 5 else -1
+    expected = dict(k=(k, [B, X, Y, H, dk]), v=(v, [B, X, Y, H, dv]), source=(source, [B, X, Y, H, 2]),
+                    transition=(transition, [B, X, Y, H, 2, 2]), mark=(mark, [B, X, Y, H, 2]), direct=(direct, [B, X, Y, H]))
+    for name, (t, shape) in expected.items():
+        if not isinstance(t, Tensor) or list(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape} (q is [B, X, Y, H, dk] = {list(q.shape)}), got {list(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
+    if scale is None:
+        scale = 1.0 / math.sqrt(dk)
+    if not q.is_cuda and q.numel() and block_shape(X, Y, dk * dv) is not None:
+        return chunked_scan_2d(q * scale, k, v, source, transition, mark, direct)
+    lattice = Lattice((X, Y))
+    flat = lattice_gates(lattice, source, transition, mark, direct)
+    h = plstm_scan(lattice, *(t.reshape(B, X * Y, H, -1) for t in (q, k, v)), *flat, scale=scale)
+    return h.reshape(B, X, Y, H, dv)
