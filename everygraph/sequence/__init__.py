@@ -6,11 +6,13 @@ kernels); it never imports :mod:`everygraph.contractions`.
 :func:`scan` is the one recurrence (states on edges, a transition kind, boundary states);
 ``reference_scan``, ``wavefront_scan``, ``recurrent_scan``, ``chunked_scan``,
 ``lattice_scan`` and ``chunked2d_scan`` are its executions under their own names; :func:`plstm_scan` (scalar kind)
-and :func:`selective_scan` (Mamba-1, elementwise kind on a path) and
-:func:`gated_linear_attention` (GLA, diagonal kind) are parameterisations.
+and :func:`selective_scan` (Mamba-1, elementwise kind on a path),
+:func:`gated_linear_attention` (GLA, diagonal kind) and :func:`delta_product`
+(DeltaProduct/DeltaNet, householder kind) are parameterisations.
 """
 
 from .dag_mamba import dag_selective_scan
+from .delta_product import delta_product, delta_product_reference
 from .gla import gated_linear_attention, gated_linear_attention_chunked, gated_linear_attention_reference
 from .grid_mamba import grid_mamba_gates, grid_selective_scan
 from .distributed import combine_piece_states, path_scan_context_parallel, selective_scan_context_parallel
@@ -56,6 +58,8 @@ __all__: list[str] = [
     "selective_scan_recurrent",
     "grid_selective_scan",
     "dag_selective_scan",
+    "delta_product",
+    "delta_product_reference",
     "grid_mamba_gates",
     "gated_linear_attention",
     "gated_linear_attention_reference",
