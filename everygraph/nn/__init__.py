@@ -1,7 +1,7 @@
 """everygraph.nn: PyG-style layers (``torch.nn.Module``) around the engines.
 
 The layer above the engines :mod:`everygraph.sequence` and :mod:`everygraph.contractions`
-(and :mod:`everygraph.graphlib`): pLSTM on sequences, grids and graphs, Mamba blocks, LCM
+(and :mod:`everygraph.graphlib`): pLSTM on sequences, grids and graphs, Mamba blocks, gated linear attention, LCM
 aggregation, polynomial features and PPGN. Each layer computes its gates or inputs and calls
 one engine function; the same argument conventions as PyG (``x``, ``edge_index``, ``batch``),
 ``reset_parameters()`` and a ``__repr__`` with its sizes. Beside :mod:`everygraph.transforms`
@@ -9,6 +9,7 @@ and :mod:`everygraph.datasets`, which it does not import.
 """
 
 from .aggr import CommutativeMonoid, LCMAggregation, associativity_loss
+from .gla import GatedLinearAttention
 from .graph_mamba import GraphMamba
 from .mamba import InferenceParams, Mamba
 from .mamba2d import Mamba2d
@@ -23,6 +24,7 @@ __all__: list[str] = [
     "Mamba2d",
     "InferenceParams",
     "GraphMamba",
+    "GatedLinearAttention",
     "LCMAggregation",
     "CommutativeMonoid",
     "associativity_loss",

@@ -142,6 +142,8 @@ CASES: dict[str, Case] = {
         # An explicit within-graph order: training mode otherwise draws a random order per call.
         _graph_case(lambda m, b: m(b.x, b.edge_index, b.batch, order=torch.arange(b.num_nodes))),
     ),
+    "GatedLinearAttention": Case(lambda: egnn.GatedLinearAttention(CHANNELS, num_heads=2, gate_low_rank_dim=2),
+                                 _sequences((6, CHANNELS)), _dense_loss),
     "LCMAggregation": Case(lambda: _Aggregate(egnn.LCMAggregation(CHANNELS, CHANNELS)), graphs,
                            _graph_case(lambda m, b: m(b.x, b.edge_index))),
     "CommutativeMonoid": Case(lambda: _Pairs(egnn.CommutativeMonoid(nn.Bilinear(CHANNELS, CHANNELS, CHANNELS))),

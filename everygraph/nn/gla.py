@@ -1,0 +1,179 @@
+"""The gated linear attention layer on sequences, grids and DAGs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..graphlib import DAG, Lattice
+from ..sequence import gated_linear_attention
+
+__all__ = ["GatedLinearAttention"]
+
+
+class _HeadRMSNorm(nn.Module):
+    """RMS norm over the last axis with a learned scale, optionally gated by ``silu(g)``."""
+
+    def __init__(self, hidden_size: int, eps: float, elementwise_affine: bool):
+        super().__init__()
+        self.hidden_size, self.eps = hidden_size, eps
+        self.weight = nn.Parameter(torch.ones(hidden_size)) if elementwise_affine else None
+
+    def reset_parameters(self) -> None:
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
+
+    def forward(self, x: Tensor, gate: Tensor | None = None) -> Tensor:
+        out = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.weight is not None:
+            out = out * self.weight
+        return out if gate is None else out * F.silu(gate)
+
+    def extra_repr(self) -> str:
+        return f"{self.hidden_size}, eps={self.eps}"
+
+
+class GatedLinearAttention(nn.Module):
+    r"""Gated linear attention (GLA), from `Gated Linear Attention Transformers with
+    Hardware-Efficient Training <https://arxiv.org/abs/2312.06635>`_ (Yang et al., 2023), on
+    sequences, packed sequences, 2D grids and DAGs.
+
+    Per head, with :math:`q, k, v` linear projections of :math:`x` and the paper's low-rank
+    gate with temperature :math:`\tau` (``gate_logit_normalizer``, 16):
+
+    .. math::
+        \alpha_t = \sigma(x_t W_1 W_2 + b)^{1/\tau}, \qquad
+        S_t = \mathrm{diag}(\alpha_t) S_{t-1} + k_t v_t^\top, \qquad o_t = q_t^\top S_t / \sqrt{d_k},
+
+    then :math:`y_t = W_O\,\big(\mathrm{RMSNorm}(o_t) \odot \mathrm{swish}(x_t W_r)\big)` (norm per
+    head). On a grid or DAG the state of a node decays the sum (``aggregate="sum"``) or mean of
+    its predecessors' states (:func:`~everygraph.sequence.gated_linear_attention`).
+
+    Parameter names and shapes are those of flash-linear-attention's
+    ``fla.layers.gla.GatedLinearAttention`` (``q_proj``, ``k_proj``, ``v_proj``, ``g_proj``,
+    ``gk_proj`` = two linears of rank ``gate_low_rank_dim``, ``o_proj``, and
+    ``g_norm_swish_gate``, or ``g_norm`` when ``fuse_norm=False`` or without output gate), so
+    its state dicts load. Not supported: ``num_kv_heads`` (grouped keys), ``feature_map``,
+    short convolutions, and decoding caches.
+
+    Args:
+        hidden_size: channels of input and output.
+        expand_k, expand_v: key / value width as a fraction of ``hidden_size``.
+        num_heads: heads; must divide both widths.
+        use_output_gate: the swish output gate ``g_proj``.
+        elementwise_affine: a learned scale in the RMS norm.
+        norm_eps: the RMS norm's epsilon.
+        gate_logit_normalizer: the temperature :math:`\tau`.
+        gate_low_rank_dim: rank of the gate projection.
+        clamp_min: lower bound of :math:`\log\alpha`, or None.
+        fuse_norm: name the norm ``g_norm_swish_gate`` (as fla does when the swish gate is fused).
+        aggregate: ``"sum"`` or ``"mean"`` over predecessors on grids and DAGs.
+
+    Shapes:
+        ``forward(x, structure=None, cu_seqlens=None, reverse=False)``: ``x`` ``[B, N, hidden_size]``
+        (or ``[N, hidden_size]``) with ``N`` the sequence length, the lattice's node count
+        (row-major) or the DAG's; ``cu_seqlens`` ``[num_seqs + 1]`` packs sequences along ``N``.
+        Output: the shape of ``x``.
+
+    Example:
+        >>> layer = GatedLinearAttention(64, num_heads=4)
+        >>> layer(torch.randn(2, 100, 64)).shape
+        torch.Size([2, 100, 64])
+    """
+
+    def __init__(
+        self,
+        hidden_size: int = 1024,
+        expand_k: float = 0.5,
+        expand_v: float = 1.0,
+        num_heads: int = 4,
+        *,
+        use_output_gate: bool = True,
+        elementwise_affine: bool = True,
+        norm_eps: float = 1e-5,
+        gate_logit_normalizer: float = 16,
+        gate_low_rank_dim: int = 16,
+        clamp_min: float | None = None,
+        fuse_norm: bool = True,
+        aggregate: str = "sum",
+    ):
+        super().__init__()
+        self.hidden_size, self.num_heads = hidden_size, num_heads
+        self.key_dim, self.value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
+        if num_heads < 1 or self.key_dim % num_heads or self.value_dim % num_heads or self.key_dim == 0:
+            raise ValueError(
+                f"num_heads={num_heads} must divide key_dim={self.key_dim} and value_dim={self.value_dim} "
+                f"(hidden_size={hidden_size}, expand_k={expand_k}, expand_v={expand_v})"
+            )
+        if gate_logit_normalizer <= 0:
+            raise ValueError(f"gate_logit_normalizer must be positive, got {gate_logit_normalizer}")
+        if aggregate not in ("sum", "mean"):
+            raise ValueError(f"aggregate must be 'sum' or 'mean', got {aggregate!r}")
+        self.head_k_dim, self.head_v_dim = self.key_dim // num_heads, self.value_dim // num_heads
+        self.expand_k, self.expand_v = expand_k, expand_v
+        self.use_output_gate, self.gate_logit_normalizer = use_output_gate, gate_logit_normalizer
+        self.gate_low_rank_dim, self.clamp_min, self.aggregate = gate_low_rank_dim, clamp_min, aggregate
+        self.q_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
+        self.k_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
+        self.v_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
+        if use_output_gate:
+            self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
+        self.gk_proj = nn.Sequential(
+            nn.Linear(hidden_size, gate_low_rank_dim, bias=False),
+            nn.Linear(gate_low_rank_dim, self.key_dim, bias=True),
+        )
+        self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
+        self.fused_norm = fuse_norm and use_output_gate
+        norm = _HeadRMSNorm(self.head_v_dim, norm_eps, elementwise_affine)
+        if self.fused_norm:
+            self.g_norm_swish_gate = norm
+        else:
+            self.g_norm = norm
+        self.reset_parameters()
+
+    @property
+    def norm(self) -> _HeadRMSNorm:
+        return self.g_norm_swish_gate if self.fused_norm else self.g_norm
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                module.reset_parameters()
+        self.norm.reset_parameters()
+
+    def log_alpha(self, x: Tensor) -> Tensor:
+        r""":math:`\log\alpha = \log\sigma(x W_1 W_2 + b) / \tau`, ``[..., heads, head_k_dim]``."""
+        log_alpha = F.logsigmoid(self.gk_proj(x)) / self.gate_logit_normalizer
+        if self.clamp_min is not None:
+            log_alpha = log_alpha.clamp_min(self.clamp_min)
+        return log_alpha.unflatten(-1, (self.num_heads, self.head_k_dim))
+
+    def forward(
+        self,
+        x: Tensor,
+        structure: Lattice | DAG | None = None,
+        cu_seqlens: Tensor | None = None,
+        reverse: bool = False,
+    ) -> Tensor:
+        if not isinstance(x, Tensor) or x.dim() not in (2, 3) or x.shape[-1] != self.hidden_size:
+            raise ValueError(f"GatedLinearAttention expects x of shape [B, N, {self.hidden_size}] or [N, {self.hidden_size}], got {getattr(x, 'shape', type(x).__name__)}")
+        unbatched = x.dim() == 2
+        if unbatched:
+            x = x[None]
+        heads = lambda t, d: t.unflatten(-1, (self.num_heads, d))  # noqa: E731
+        q, k = heads(self.q_proj(x), self.head_k_dim), heads(self.k_proj(x), self.head_k_dim)
+        v = heads(self.v_proj(x), self.head_v_dim)
+        o = gated_linear_attention(
+            structure, q, k, v, self.log_alpha(x), cu_seqlens=cu_seqlens, reverse=reverse, aggregate=self.aggregate,
+        )
+        gate = heads(self.g_proj(x), self.head_v_dim) if self.use_output_gate else None
+        out = self.o_proj(self.norm(o, gate).flatten(-2))
+        return out[0] if unbatched else out
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}({self.hidden_size}, num_heads={self.num_heads}, key_dim={self.key_dim}, "
+            f"value_dim={self.value_dim}, gate_low_rank_dim={self.gate_low_rank_dim}, "
+            f"gate_logit_normalizer={self.gate_logit_normalizer}, aggregate={self.aggregate!r})"
+        )
