@@ -1,6 +1,5 @@
 """delta_product: the paper's loop on sequences, a node loop on grids and DAGs, closed forms."""
 
-import math
 
 import networkx as nx
 import pytest

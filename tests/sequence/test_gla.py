@@ -2,7 +2,6 @@
 sequences (packed, reversed), float64 forward and backward; on grids and DAGs against the
 engine's reference execution and a brute-force sum over paths."""
 
-import itertools
 import math
 
 import networkx as nx
