@@ -4,7 +4,6 @@ DAGs run and are batch-independent."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from everygraph.graphlib import DAG, Lattice
 from everygraph.nn import GatedLinearAttention
