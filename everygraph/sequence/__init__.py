@@ -8,7 +8,8 @@ kernels); it never imports :mod:`everygraph.contractions`.
 ``lattice_scan`` and ``chunked2d_scan`` are its executions under their own names; :func:`plstm_scan` (scalar kind)
 and :func:`selective_scan` (Mamba-1, elementwise kind on a path),
 :func:`gated_linear_attention` (GLA, diagonal kind) and :func:`delta_product`
-(DeltaProduct/DeltaNet, householder kind) are parameterisations.
+(DeltaProduct/DeltaNet, householder kind) are parameterisations; :func:`s4d` runs the
+diagonal kind on complex states (or as a convolution).
 """
 
 from .dag_mamba import dag_selective_scan
@@ -18,6 +19,7 @@ from .grid_mamba import grid_mamba_gates, grid_selective_scan
 from .distributed import combine_piece_states, path_scan_context_parallel, selective_scan_context_parallel
 from .mamba import selective_scan, selective_scan_recurrent, selective_scan_reference
 from .plstm import lattice_gates, plstm_grid_scan, plstm_scan
+from .s4d import s4d, s4d_discretize, s4d_kernel
 from .recurrence import (
     EXECUTIONS,
     SUPPORTED_KINDS,
@@ -64,4 +66,7 @@ __all__: list[str] = [
     "gated_linear_attention",
     "gated_linear_attention_reference",
     "gated_linear_attention_chunked",
+    "s4d",
+    "s4d_kernel",
+    "s4d_discretize",
 ]

@@ -38,6 +38,9 @@ SUPPORTED_KINDS = {
     "triton": ("scalar", "diagonal", "elementwise"),
 }
 EXECUTIONS = tuple(SUPPORTED_KINDS)
+#: executions (-> kinds) that also run complex states (diagonal state space models such as S4D
+#: keep complex conjugate pairs of modes); every other one refuses complex inputs
+COMPLEX_EXECUTIONS = {"reference": ("scalar", "diagonal", "elementwise"), "recurrent": ("scalar", "diagonal", "elementwise")}
 #: executions without boundary states (no initial_state, return_state or boundary): run when
 #: asked for, picked by default only for calls without them; not in EXECUTIONS, whose members
 #: run every call on their structures
@@ -181,6 +184,11 @@ def scan(
     dag = lattice_dag(structure) if isinstance(structure, Lattice) else structure
     num_lines = dag.line_graph().node.numel()
     check_inputs(dag, num_lines, kind, q, k, v, source, transition, mark, direct, initial_state, boundary)
+    if q.dtype.is_complex and (execution not in COMPLEX_EXECUTIONS or kind not in COMPLEX_EXECUTIONS[execution]):
+        raise ValueError(
+            f"complex inputs run on the executions {', '.join(COMPLEX_EXECUTIONS)} with the kinds "
+            f"{', '.join(COMPLEX_EXECUTIONS['recurrent'])}, not execution={execution!r} with kind={kind!r}"
+        )
     weights = [source, mark] + ([] if boundary is None else [boundary.mark, boundary.source])
     scalar_weights = all(w is None or w.dim() <= 3 for w in weights)
     if execution in ("chunked", "chunked2d"):
@@ -281,8 +289,9 @@ def check_inputs(dag, num_lines, kind, q, k, v, source, transition, mark, direct
     dtypes = {t.dtype for t in tensors.values()}
     if len(dtypes) != 1:
         raise ValueError(f"all inputs must share one dtype, got { {n: str(t.dtype) for n, t in tensors.items()} }")
-    if not next(iter(dtypes)).is_floating_point:
-        raise ValueError(f"inputs must be floating point, got {next(iter(dtypes))}")
+    dtype = next(iter(dtypes))
+    if not (dtype.is_floating_point or dtype.is_complex):
+        raise ValueError(f"inputs must be floating point (or complex), got {dtype}")
     assert gate_dims(kind) == len(gate)
 
 

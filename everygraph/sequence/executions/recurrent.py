@@ -44,12 +44,13 @@ class LinearRecurrence(torch.autograd.Function):
         a, states = ctx.saved_tensors
         g = grad.clone()
         steps, decays = g.unbind(0), a.unbind(0)
+        # conj(): autograd's convention for complex tensors (a no-op on real ones)
         for t in range(g.shape[0] - 1, 0, -1):
-            steps[t - 1].addcmul_(decays[t], steps[t])
+            steps[t - 1].addcmul_(decays[t].conj(), steps[t])
         grad_a = None
         if ctx.needs_input_grad[0]:
             product = torch.zeros_like(g)
-            product[1:] = g[1:] * states[:-1]
+            product[1:] = g[1:] * states[:-1].conj()
             reduce = [d for d in range(1, g.dim()) if a.shape[d] == 1 and g.shape[d] != 1]
             grad_a = product.sum(reduce, keepdim=True) if reduce else product
         return grad_a, g

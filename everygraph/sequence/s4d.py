@@ -1,0 +1,164 @@
+r"""S4D: the input-independent diagonal state space model, in two executions that agree.
+
+Gu, Gupta, Goel, Ré, *On the Parameterization and Initialization of Diagonal State Space
+Models* (NeurIPS 2022, https://arxiv.org/abs/2206.11893); the linear state space layer of
+Gu et al., *Combining Recurrent, Convolutional, and Continuous-time Models with Linear State
+Space Layers* (NeurIPS 2021, https://arxiv.org/abs/2110.13985).
+
+Per channel :math:`h` a continuous system :math:`x' = A x + B u`, :math:`y = 2\,\mathrm{Re}(C x) + D u`
+with diagonal complex :math:`A \in \mathbb{C}^{n}` (:math:`n = N/2` modes; their conjugates are
+implied by the real part), discretised with step :math:`\Delta = e^{\log \Delta}`:
+
+* ZOH: :math:`\bar A = e^{\Delta A}`, :math:`\bar B = (e^{\Delta A} - 1) / A \cdot B`;
+* bilinear: :math:`\bar A = (1 + \Delta A/2) / (1 - \Delta A/2)`, :math:`\bar B = \Delta / (1 - \Delta A/2) \cdot B`.
+
+Then :math:`x_k = \bar A x_{k-1} + \bar B u_k`, :math:`y_k = 2\,\mathrm{Re}(C x_k) + D u_k`, which
+is the convolution :math:`y = K * u + D u` with the kernel
+:math:`K_l = 2\,\mathrm{Re}\sum_n C_n \bar B_n \bar A_n^l` (a Vandermonde product).
+
+``mode="recurrent"`` runs the recurrence on the scan engine
+(:func:`~everygraph.sequence.path_scan`, ``kind="diagonal"``, complex states, execution
+``"recurrent"``): :math:`O(L\,n)` work in a sequential loop of :math:`L` steps.
+``mode="conv"`` builds :math:`K` (:func:`s4d_kernel`) and applies it with an FFT:
+:math:`O(L\,n)` for the kernel plus :math:`O(L \log L)` per channel, all vectorised.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .recurrence import path_scan
+
+DISCRETIZATIONS = ("zoh", "bilinear")
+MODES = ("conv", "recurrent")
+
+
+def _check(log_dt: Tensor, A: Tensor, B: Tensor, C: Tensor, discretization: str) -> None:
+    for name, t in dict(log_dt=log_dt, A=A, B=B, C=C).items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if discretization not in DISCRETIZATIONS:
+        raise ValueError(f"discretization must be one of {DISCRETIZATIONS}, got {discretization!r}")
+    if log_dt.dim() != 1 or log_dt.is_complex() or not log_dt.is_floating_point():
+        raise ValueError(f"log_dt must be a real floating tensor [H], got {list(log_dt.shape)} {log_dt.dtype}")
+    H = log_dt.shape[0]
+    for name, t in dict(A=A, B=B, C=C).items():
+        if not t.is_complex():
+            raise ValueError(f"{name} must be complex [H, n] (one entry per conjugate pair of modes), got {t.dtype}")
+        if t.dim() != 2 or t.shape[0] != H or t.shape != A.shape:
+            raise ValueError(f"{name} must have shape [H, n] = [{H}, {A.shape[-1] if A.dim() == 2 else 'n'}], got {list(t.shape)}")
+    if A.dtype != B.dtype or A.dtype != C.dtype or A.real.dtype != log_dt.dtype:
+        raise ValueError(
+            f"A, B, C must share one complex dtype matching log_dt's real dtype, got "
+            f"log_dt {log_dt.dtype}, A {A.dtype}, B {B.dtype}, C {C.dtype}"
+        )
+
+
+def s4d_discretize(log_dt: Tensor, A: Tensor, B: Tensor, discretization: str = "zoh") -> tuple[Tensor, Tensor]:
+    r"""The discrete :math:`(\bar A, \bar B)`, each ``[H, n]`` complex, of ``log_dt`` ``[H]``,
+    ``A``, ``B`` ``[H, n]`` by ``"zoh"`` or ``"bilinear"`` (formulas in the module docstring)."""
+    dt = log_dt.exp()[:, None]
+    dtA = dt * A
+    if discretization == "zoh":
+        dA = dtA.exp()
+        return dA, (dA - 1) / A * B
+    if discretization == "bilinear":
+        denominator = 1 - dtA / 2
+        return (1 + dtA / 2) / denominator, dt / denominator * B
+    raise ValueError(f"discretization must be one of {DISCRETIZATIONS}, got {discretization!r}")
+
+
+def s4d_kernel(log_dt: Tensor, A: Tensor, B: Tensor, C: Tensor, length: int, discretization: str = "zoh") -> Tensor:
+    r"""The convolution kernel :math:`K_l = 2\,\mathrm{Re}\sum_n C_n \bar B_n \bar A_n^l`,
+    ``l < length``, by a Vandermonde product :math:`\bar A_n^l = e^{l \log \bar A_n}`.
+
+    Args:
+        log_dt: ``[H]`` real; A, B, C: ``[H, n]`` complex.
+        length: :math:`L \ge 0`.
+        discretization: ``"zoh"`` (default) or ``"bilinear"``.
+
+    Returns:
+        ``K`` ``[H, L]`` real.
+
+    Example:
+        >>> H, n = 2, 4
+        >>> A = torch.complex(-0.5 * torch.ones(H, n), torch.pi * torch.arange(n).float().expand(H, n))
+        >>> K = s4d_kernel(torch.full((H,), -3.0), A, torch.ones(H, n, dtype=torch.cfloat), torch.randn(H, n, dtype=torch.cfloat), 16)
+    """
+    _check(log_dt, A, B, C, discretization)
+    if not isinstance(length, int) or length < 0:
+        raise ValueError(f"length must be an int >= 0, got {length!r}")
+    dA, dB = s4d_discretize(log_dt, A, B, discretization)
+    if discretization == "zoh":
+        log_dA = log_dt.exp()[:, None] * A  # exactly log of exp(dt A), no branch cut
+    else:
+        log_dA = dA.log()  # any branch: exp(l log z) = z^l for integer l
+    steps = torch.arange(length, device=A.device, dtype=log_dt.dtype)
+    vandermonde = (log_dA[..., None] * steps).exp()  # [H, n, L]
+    return 2 * torch.einsum("hn,hnl->hl", C * dB, vandermonde).real
+
+
+def s4d(
+    u: Tensor,
+    log_dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor,
+    *,
+    discretization: str = "zoh",
+    mode: str = "conv",
+) -> Tensor:
+    r"""The S4D state space model on ``u``, by convolution or by the recurrence (same result).
+
+    .. math::
+        x_k = \bar A x_{k-1} + \bar B u_k, \qquad y_k = 2\,\mathrm{Re}(C x_k) + D u_k, \qquad x_{-1} = 0
+
+    Args:
+        u: ``[batch, H, L]`` real.
+        log_dt: ``[H]`` real, :math:`\log \Delta`.
+        A, B, C: ``[H, n]`` complex (one entry per conjugate pair of modes).
+        D: ``[H]`` real skip weight.
+        discretization: ``"zoh"`` (default) or ``"bilinear"``.
+        mode: ``"conv"`` (kernel :func:`s4d_kernel` then an FFT convolution; default) or
+            ``"recurrent"`` (the scan engine's recurrent execution on complex states).
+
+    Returns:
+        ``y`` ``[batch, H, L]`` real.
+    """
+    if not isinstance(u, Tensor) or not isinstance(D, Tensor):
+        raise TypeError(f"u and D must be torch.Tensors, got {type(u).__name__} and {type(D).__name__}")
+    _check(log_dt, A, B, C, discretization)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    H = log_dt.shape[0]
+    if u.dim() != 3 or u.shape[1] != H:
+        raise ValueError(f"u must have shape [batch, H, L] with H = {H}, got {list(u.shape)}")
+    if list(D.shape) != [H]:
+        raise ValueError(f"D must have shape [H] = [{H}], got {list(D.shape)}")
+    if u.dtype != log_dt.dtype or D.dtype != log_dt.dtype:
+        raise ValueError(f"u, D and log_dt must share one real dtype, got u {u.dtype}, D {D.dtype}, log_dt {log_dt.dtype}")
+    batch, _, length = u.shape
+    skip = D[:, None] * u
+    if length == 0:
+        return skip
+    if mode == "conv":
+        K = s4d_kernel(log_dt, A, B, C, length, discretization)
+        n_fft = 2 * length  # zero padding: a linear, not circular, convolution
+        y = torch.fft.irfft(torch.fft.rfft(u, n=n_fft) * torch.fft.rfft(K, n=n_fft), n=n_fft)[..., :length]
+        return y + skip
+    dA, dB = s4d_discretize(log_dt, A, B, discretization)
+    n = A.shape[-1]
+    # path_scan: C_t = T_t C_{t-1} + k_t v_t^T, h_t = q_t^T (M_t C_{t-1}) + D_t (q_t . k_t) v_t;
+    # with T = M = dA, q = C, k = dB, v = u, D = 1 this is h_t = C x_t.
+    grid = (batch, length, H)
+    q = C.expand(*grid, n)
+    k = dB.expand(*grid, n)
+    v = u.transpose(1, 2).to(A.dtype)[..., None]  # [batch, L, H, 1]
+    transition = dA.expand(*grid, n)
+    mark = dA[..., None].expand(*grid, n, 1)
+    ones = u.new_ones(grid).to(A.dtype)
+    h, _ = path_scan(q, k, v, ones, transition, mark, ones, kind="diagonal", scale=1.0, execution="recurrent")
+    return 2 * h[..., 0].real.transpose(1, 2) + skip
+
