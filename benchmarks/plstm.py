@@ -282,7 +282,7 @@ def compare_official(args) -> None:
         setting = min(first, key=first.get)
         official = settings[setting]
         mine, previous = leaves(inputs), leaves(inputs)
-        default = default_execution(lattice, "scalar", boundary_states=False, state_size=dk * dv)
+        default = default_execution(lattice, "scalar", boundary_states=False, state_size=dk * dv) if two_d else "lattice"
         times = interleaved(
             {
                 "official": step(lambda: official(official_leaves), official_leaves),
