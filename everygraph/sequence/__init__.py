@@ -7,14 +7,15 @@ kernels); it never imports :mod:`everygraph.contractions`.
 ``reference_scan``, ``wavefront_scan``, ``recurrent_scan``, ``chunked_scan``,
 ``lattice_scan`` and ``chunked2d_scan`` are its executions under their own names; :func:`plstm_scan` (scalar kind)
 and :func:`selective_scan` (Mamba-1, elementwise kind on a path),
-:func:`gated_linear_attention` (GLA, diagonal kind) and :func:`delta_product`
-(DeltaProduct/DeltaNet, householder kind) are parameterisations; :func:`s4d` runs the
-diagonal kind on complex states (or as a convolution).
+:func:`gated_linear_attention` (GLA, diagonal kind), :func:`lightnet_scan` (LightNet's additive
+recurrence, diagonal kind) and :func:`delta_product` (DeltaProduct/DeltaNet, householder kind)
+are parameterisations; :func:`s4d` runs the diagonal kind on complex states (or as a convolution).
 """
 
 from .dag_mamba import dag_selective_scan
 from .delta_product import delta_product, delta_product_reference
 from .gla import gated_linear_attention, gated_linear_attention_chunked, gated_linear_attention_reference
+from .lightnet import lightnet_log_normalizer, lightnet_scan, lightnet_scan_reference
 from .grid_mamba import grid_mamba_gates, grid_selective_scan
 from .distributed import combine_piece_states, path_scan_context_parallel, selective_scan_context_parallel
 from .mamba import selective_scan, selective_scan_recurrent, selective_scan_reference
@@ -69,4 +70,7 @@ __all__: list[str] = [
     "s4d",
     "s4d_kernel",
     "s4d_discretize",
+    "lightnet_scan",
+    "lightnet_scan_reference",
+    "lightnet_log_normalizer",
 ]

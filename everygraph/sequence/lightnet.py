@@ -1,0 +1,201 @@
+r"""LightNet's additive linear recurrence on paths, grids and DAGs: a ``diagonal``-kind
+parameterisation of :func:`~everygraph.sequence.scan`, and its paper-equation reference.
+
+From `You Only Scan Once: Efficient Multi-dimension Sequential Modeling with LightNet
+<https://arxiv.org/abs/2405.21022>`_ (Qin et al., 2024). On a sequence, per head and per key
+channel, the state is an *additive* (undecayed) sum normalised by the running sum of the
+exponentiated keys:
+
+.. math::
+    U_t = U_{t-1} + e^{k_t} v_t^\top, \qquad \delta_t = \delta_{t-1} + e^{k_t}, \qquad
+    o_t = \tilde q_t^\top \big(U_t / \delta_t\big)
+
+(the division is per key channel). With :math:`S_t = U_t / \delta_t` this is a multiplicative
+recurrence with the data-dependent decay :math:`\lambda_t = \delta_{t-1} / \delta_t` and the
+key tied to it, :math:`e^{k_t}/\delta_t = 1 - \lambda_t`:
+:math:`S_t = \mathrm{diag}(\lambda_t) S_{t-1} + \mathrm{diag}(1 - \lambda_t)\, \mathbf 1 v_t^\top`.
+The decays telescope, :math:`\prod_{r=s+1}^t \lambda_r = \delta_s/\delta_t`, so the weight of
+position :math:`s` at :math:`t` is :math:`e^{k_s} / \sum_{r \le t} e^{k_r}`: a softmax over the
+prefix, independent of the order in which the prefix was scanned. That order independence is
+why one scan suffices for multi-dimensional data in the paper.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Union
+
+import torch
+from torch import Tensor
+
+from ..graphlib import DAG, Lattice
+from .plstm.layout import lattice_dag
+from .recurrence import SUPPORTED_KINDS, scan
+
+Structure = Union[Lattice, DAG, None]
+
+__all__ = ["lightnet_scan", "lightnet_scan_reference", "lightnet_log_normalizer"]
+
+
+def _dag_of(structure: Structure, num_nodes: int) -> tuple[Lattice | DAG, DAG]:
+    if structure is None:
+        structure = Lattice((num_nodes,))
+    if isinstance(structure, Lattice):
+        return structure, lattice_dag(structure)
+    return structure, structure
+
+
+def _check(structure: Structure, q: Tensor, k: Tensor, v: Tensor) -> None:
+    if structure is not None and not isinstance(structure, (Lattice, DAG)):
+        raise TypeError(f"structure must be None, a graphlib.Lattice or a graphlib.DAG, got {type(structure).__name__}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor) or t.dim() != 4:
+            raise ValueError(f"{name} must be a 4-D tensor ([B, N, H, d]), got {getattr(t, 'shape', type(t).__name__)}")
+    B, N, H, dk = q.shape
+    if list(k.shape) != [B, N, H, dk]:
+        raise ValueError(f"k must have the shape of q [B, N, H, dk] = {[B, N, H, dk]}, got {list(k.shape)}")
+    if list(v.shape[:3]) != [B, N, H]:
+        raise ValueError(f"v must have shape [B, N, H, dv] = {[B, N, H]} + [dv], got {list(v.shape)}")
+    if structure is not None and structure.num_nodes != N:
+        raise ValueError(f"q has N={N} nodes but the structure has {structure.num_nodes}")
+
+
+def lightnet_log_normalizer(dag: DAG, k: Tensor) -> Tensor:
+    r""":math:`\log \delta_n` with :math:`\delta_n = e^{k_n} + \sum_{m \to n} \delta_m` (one
+    term per edge, so a sum over paths), computed in log space one topological level at a
+    time: on a 2D grid :math:`\delta` counts binomially many paths and overflows float32
+    beyond about 64 pixels a side, its logarithm does not.
+
+    Args:
+        dag: the structure.
+        k: ``[B, N, H, dk]`` keys (the exponents).
+
+    Returns:
+        ``[B, N, H, dk]``.
+    """
+    src, dst = dag.edge_index.to(k.device)
+    log_delta = k
+    levels = dag.levels.to(k.device)
+    edge_level = levels[dst]
+    for level in range(1, dag.num_levels):
+        edges = (edge_level == level).nonzero().flatten()
+        if edges.numel() == 0:
+            continue
+        nodes, slot = torch.unique(dst[edges], return_inverse=True)
+        incoming = log_delta[:, src[edges]]  # [B, e, H, dk], predecessors are final
+        own = log_delta[:, nodes]
+        # a max shift per node keeps every exponential <= 1; it cancels, so no gradient flows
+        index = slot.view(1, -1, 1, 1).expand_as(incoming)
+        peak = own.detach().scatter_reduce(1, index, incoming.detach(), "amax", include_self=True)
+        total = (own - peak).exp().index_add(1, slot, (incoming - peak[:, slot]).exp())
+        log_delta = log_delta.index_copy(1, nodes, peak + total.log())
+    return log_delta
+
+
+def lightnet_scan(
+    structure: Structure,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    scale: float | None = None,
+    execution: str | None = None,
+) -> Tensor:
+    r"""LightNet's additive recurrence on a sequence, a grid or any DAG.
+
+    On a DAG, per head and key channel, every edge :math:`m \to n` adds its tail's sums:
+
+    .. math::
+        U_n = e^{k_n} v_n^\top + \sum_{m \to n} U_m, \qquad
+        \delta_n = e^{k_n} + \sum_{m \to n} \delta_m, \qquad
+        o_n = \tilde q_n^\top \big(U_n / \delta_n\big),
+
+    so :math:`o_n = \sum_m \big(\sum_d \tilde q_{nd}\, w_{nmd}\big) v_m` with per-channel
+    weights :math:`w_{nmd} = P(m, n)\, e^{k_{md}} / \sum_{m'} P(m', n)\, e^{k_{m'd}}`,
+    :math:`P(m, n)` the number of paths from :math:`m` to :math:`n` (1 for :math:`m = n`):
+    a normalised path sum, whose weights over the ancestors of every node sum to 1. On a path
+    it is the paper's recurrence.
+
+    In the engine's terms (:func:`~everygraph.sequence.scan`, ``kind="diagonal"``): the state
+    on edge :math:`m \to n` is :math:`S_m = U_m / \delta_m` (bounded, unlike :math:`U`); the
+    transition through node :math:`m` from an in-edge :math:`p \to m` is
+    :math:`\delta_p / \delta_m` (the paper's :math:`\lambda`); the key is
+    :math:`\tilde k_n = e^{k_n} / \delta_n` (:math:`1 - \lambda` on a path); sources 1; the
+    mark of edge :math:`m \to n` is :math:`\delta_m / \delta_n` per key channel (an
+    elementwise mark, broadcast over ``dv``); direct 1. :math:`\log\delta` comes from
+    :func:`lightnet_log_normalizer`.
+
+    Args:
+        structure: None (a sequence along ``N``), a :class:`~everygraph.graphlib.Lattice`
+            (nodes row-major) or a :class:`~everygraph.graphlib.DAG`.
+        q, k: ``[B, N, H, dk]`` (``k`` is the exponent: the weights are :math:`e^{k}`);
+            v: ``[B, N, H, dv]``.
+        scale: multiplies ``q`` (default :math:`1/\sqrt{d_k}`).
+        execution: any execution of :func:`~everygraph.sequence.scan` that runs the diagonal
+            kind (default: the engine's choice).
+
+    Returns:
+        ``o`` ``[B, N, H, dv]``.
+
+    Example:
+        >>> from everygraph.graphlib import Lattice
+        >>> q, k, v = torch.randn(2, 12, 4, 8), torch.randn(2, 12, 4, 8), torch.randn(2, 12, 4, 8)
+        >>> lightnet_scan(Lattice((3, 4)), q, k, v).shape
+        torch.Size([2, 12, 4, 8])
+    """
+    _check(structure, q, k, v)
+    if execution is not None and "diagonal" not in SUPPORTED_KINDS.get(execution, ()):
+        valid = [e for e, kinds in SUPPORTED_KINDS.items() if "diagonal" in kinds]
+        raise ValueError(f"execution must be one of {valid}, got {execution!r}")
+    B, N, H, dk = q.shape
+    dv = v.shape[-1]
+    scale = 1.0 / math.sqrt(dk) if scale is None else scale
+    if N == 0:
+        return v.new_zeros(B, 0, H, dv)
+    structure, dag = _dag_of(structure, N)
+    log_delta = lightnet_log_normalizer(dag, k)
+    src, dst = dag.edge_index.to(q.device)
+    lines = dag.line_graph()
+    e_in = lines.edge_index[0].to(q.device)
+    through = lines.node.to(q.device)
+    transition = (log_delta[:, src[e_in]] - log_delta[:, through]).exp()  # [B, L, H, dk]
+    mark = (log_delta[:, src] - log_delta[:, dst]).exp()[..., None].expand(B, dag.num_edges, H, dk, dv)
+    key = (k - log_delta).exp()
+    return scan(
+        structure, q, key, v, q.new_ones(B, dag.num_edges, H), transition, mark, q.new_ones(B, N, H),
+        kind="diagonal", scale=scale, execution=execution,
+    )
+
+
+def lightnet_scan_reference(structure: Structure, q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = None) -> Tensor:
+    r"""The paper's additive equations, one node at a time in topological order (the readable
+    spec): :math:`U_n = e^{k_n} v_n^\top + \sum_{m \to n} U_m`,
+    :math:`\delta_n = e^{k_n} + \sum_{m \to n} \delta_m`, :math:`o_n = \tilde q_n^\top (U_n/\delta_n)`.
+    No log-space care: for small float64 tests.
+
+    Args:
+        structure: None (a sequence), a :class:`~everygraph.graphlib.Lattice` or a :class:`~everygraph.graphlib.DAG`.
+        q, k: ``[B, N, H, dk]``; v: ``[B, N, H, dv]``.
+
+    Returns:
+        ``o`` ``[B, N, H, dv]``.
+    """
+    _check(structure, q, k, v)
+    B, N, H, dk = q.shape
+    scale = 1.0 / math.sqrt(dk) if scale is None else scale
+    if N == 0:
+        return v.new_zeros(B, 0, H, v.shape[-1])
+    _, dag = _dag_of(structure, N)
+    src, dst = dag.edge_index.tolist()
+    preds: list[list[int]] = [[] for _ in range(N)]
+    for a, b in zip(src, dst):
+        preds[b].append(a)
+    U: list[Tensor | None] = [None] * N
+    delta: list[Tensor | None] = [None] * N
+    out: list[Tensor | None] = [None] * N
+    for n in dag.order.tolist():
+        weight = k[:, n].exp()  # [B, H, dk]
+        U[n] = weight[..., None] * v[:, n, :, None, :] + sum((U[m] for m in preds[n]), torch.zeros_like(weight[..., None] * v[:, n, :, None, :]))
+        delta[n] = weight + sum((delta[m] for m in preds[n]), torch.zeros_like(weight))
+        out[n] = torch.einsum("bhd,bhdv->bhv", scale * q[:, n] / delta[n], U[n])
+    return torch.stack(out, dim=1)
