@@ -9,6 +9,7 @@ and :mod:`everygraph.datasets`, which it does not import.
 """
 
 from .aggr import CommutativeMonoid, LCMAggregation, associativity_loss
+from .delta_product import DeltaProduct
 from .gla import GatedLinearAttention
 from .graph_mamba import GraphMamba
 from .mamba import InferenceParams, Mamba
@@ -20,6 +21,7 @@ from .polynomial_features import PolynomialFeatures
 from .ppgn import PPGN, PPGNBlock
 
 __all__: list[str] = [
+    "DeltaProduct",
     "Mamba",
     "Mamba2d",
     "InferenceParams",

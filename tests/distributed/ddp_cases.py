@@ -133,6 +133,8 @@ def _ppgn_loss(model: nn.Module, samples: list) -> tuple[Tensor, int]:
 
 
 CASES: dict[str, Case] = {
+    "DeltaProduct": Case(lambda: egnn.DeltaProduct(CHANNELS, num_heads=2, num_householder=2), _sequences((5, CHANNELS)),
+                         _dense_loss),
     "Mamba": Case(lambda: egnn.Mamba(CHANNELS, d_state=4, d_conv=2, expand=1), _sequences((6, CHANNELS)), _dense_loss),
     "Mamba2d": Case(lambda: egnn.Mamba2d(CHANNELS, d_state=4, d_conv=3, expand=1), _sequences((3, 3, CHANNELS)),
                     _dense_loss),
