@@ -2,7 +2,7 @@
 
 The layer above the engines :mod:`everygraph.sequence` and :mod:`everygraph.contractions`
 (and :mod:`everygraph.graphlib`): pLSTM on sequences, grids and graphs, Mamba blocks, gated linear attention, LCM
-aggregation, polynomial features and PPGN. Each layer computes its gates or inputs and calls
+aggregation, polynomial features, PPGN and S4D. Each layer computes its gates or inputs and calls
 one engine function; the same argument conventions as PyG (``x``, ``edge_index``, ``batch``),
 ``reset_parameters()`` and a ``__repr__`` with its sizes. Beside :mod:`everygraph.transforms`
 and :mod:`everygraph.datasets`, which it does not import.
@@ -19,6 +19,7 @@ from .plstm2d import PLSTM2d
 from .plstm_graph import PLSTMGraph
 from .polynomial_features import PolynomialFeatures
 from .ppgn import PPGN, PPGNBlock
+from .s4d import S4D
 
 __all__: list[str] = [
     "DeltaProduct",
@@ -36,4 +37,5 @@ __all__: list[str] = [
     "PolynomialFeatures",
     "PPGN",
     "PPGNBlock",
+    "S4D",
 ]

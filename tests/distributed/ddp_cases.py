@@ -150,6 +150,7 @@ CASES: dict[str, Case] = {
                            _graph_case(lambda m, b: m(b.x, b.edge_index))),
     "CommutativeMonoid": Case(lambda: _Pairs(egnn.CommutativeMonoid(nn.Bilinear(CHANNELS, CHANNELS, CHANNELS))),
                               _sequences((2, CHANNELS)), lambda m, s: _dense_loss(m, [(a, b[0]) for a, b in s])),
+    "S4D": Case(lambda: egnn.S4D(CHANNELS, d_state=4, transposed=False), _sequences((6, CHANNELS)), _dense_loss),
     "PLSTM1d": Case(lambda: egnn.PLSTM1d(CHANNELS), _sequences((5, CHANNELS)), _dense_loss),
     "PLSTM2d": Case(lambda: egnn.PLSTM2d(CHANNELS), _sequences((3, 3, CHANNELS)), _dense_loss),
     "PLSTMGraph": Case(lambda: egnn.PLSTMGraph(CHANNELS, CHANNELS), graphs,

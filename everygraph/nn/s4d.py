@@ -1,0 +1,156 @@
+"""S4D: a diagonal state space layer (the standalone S4D block of the S4 authors)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..sequence import s4d, s4d_kernel
+
+__all__ = ["S4D", "S4DKernel", "s4d_init_A"]
+
+INITS = ("lin", "inv")
+
+
+def s4d_init_A(H: int, n: int, init: str = "lin") -> tuple[Tensor, Tensor]:
+    r"""The S4D paper's initialisations of the diagonal :math:`A`, as ``(log_A_real, A_imag)``
+    ``[H, n]`` with :math:`A_j = -e^{\log A_{re}} + i A_{im}`, :math:`N = 2n`:
+
+    * ``"lin"`` (S4D-Lin): :math:`A_j = -\tfrac12 + i \pi j`;
+    * ``"inv"`` (S4D-Inv): :math:`A_j = -\tfrac12 + i \tfrac{N}{\pi}\big(\tfrac{N}{2j+1} - 1\big)`.
+    """
+    j = torch.arange(n, dtype=torch.float64)
+    if init == "lin":
+        imag = math.pi * j
+    elif init == "inv":
+        N = 2 * n
+        imag = N / math.pi * (N / (2 * j + 1) - 1)
+    else:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    return torch.full((H, n), math.log(0.5)), imag.float().expand(H, n).clone()
+
+
+class S4DKernel(nn.Module):
+    r"""The parameters of :math:`H` diagonal state space models of :math:`n = N/2` complex modes
+    (``B = 1``, folded into ``C``), and their convolution kernel ``[H, L]``
+    (:func:`~everygraph.sequence.s4d_kernel`).
+
+    Parameters (names and shapes of the S4 authors' standalone ``S4DKernel``): ``log_dt``
+    ``[H]``, ``C`` ``[H, n, 2]`` (the real view of a complex ``[H, n]``), ``log_A_real``
+    ``[H, n]``, ``A_imag`` ``[H, n]``.
+    """
+
+    def __init__(self, d_model: int, N: int = 64, dt_min: float = 1e-3, dt_max: float = 1e-1, init: str = "lin",
+                 discretization: str = "zoh"):
+        super().__init__()
+        if N < 2 or N % 2:
+            raise ValueError(f"N (the state size, conjugate pairs of modes) must be an even number >= 2, got {N}")
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        self.H, self.N, self.dt_min, self.dt_max, self.init, self.discretization = d_model, N, dt_min, dt_max, init, discretization
+        self.log_dt = nn.Parameter(torch.empty(d_model))
+        self.C = nn.Parameter(torch.empty(d_model, N // 2, 2))
+        self.log_A_real = nn.Parameter(torch.empty(d_model, N // 2))
+        self.A_imag = nn.Parameter(torch.empty(d_model, N // 2))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """S4D: ``log_dt`` uniform in ``[log dt_min, log dt_max]``, ``C`` standard complex
+        normal, ``A`` by ``init`` (:func:`s4d_init_A`)."""
+        with torch.no_grad():
+            self.log_dt.uniform_(math.log(self.dt_min), math.log(self.dt_max))
+            self.C.normal_(0.0, math.sqrt(0.5))  # real and imaginary parts: a standard complex normal
+            log_A_real, A_imag = s4d_init_A(self.H, self.N // 2, self.init)
+            self.log_A_real.copy_(log_A_real)
+            self.A_imag.copy_(A_imag)
+
+    def ssm(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(log_dt, A, B, C)``: ``[H]`` real and three ``[H, n]`` complex."""
+        A = torch.complex(-self.log_A_real.exp(), self.A_imag)
+        C = torch.view_as_complex(self.C.contiguous())
+        return self.log_dt, A, torch.ones_like(A), C
+
+    def forward(self, L: int) -> Tensor:
+        """The kernel ``[H, L]``."""
+        return s4d_kernel(*self.ssm(), L, self.discretization)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(d_model={self.H}, N={self.N}, init={self.init!r}, discretization={self.discretization!r})"
+
+
+class S4D(nn.Module):
+    r"""S4D layer: a diagonal state space model per channel, GELU, dropout, and a position-wise
+    GLU output mixing.
+
+    From `On the Parameterization and Initialization of Diagonal State Space Models
+    <https://arxiv.org/abs/2206.11893>`_ (Gu et al., 2022). Per channel :math:`h`:
+
+    .. math::
+        x_k = \bar A x_{k-1} + \bar B u_k,\quad y_k = 2\,\mathrm{Re}(C x_k) + D u_k,\qquad
+        \bar A = e^{\Delta A}\ (\text{ZOH})
+
+    then :math:`\mathrm{GLU}(W\,\mathrm{dropout}(\mathrm{GELU}(y)) + b)`. Initialisation: S4D-Lin
+    (:math:`A_j = -\frac12 + i\pi j`, default) or S4D-Inv (``init="inv"``),
+    :math:`\log\Delta \sim U[\log 10^{-3}, \log 10^{-1}]`, ``C`` standard complex normal,
+    ``D`` standard normal. ``mode="conv"`` (default) computes the kernel and convolves with an
+    FFT; ``mode="recurrent"`` runs the recurrence on the scan engine (same result).
+
+    Parameter names match the S4 authors' standalone ``S4D`` module (``D``, ``kernel.log_dt``,
+    ``kernel.C``, ``kernel.log_A_real``, ``kernel.A_imag``, ``output_linear.0.weight``,
+    ``output_linear.0.bias``), so its state dicts load.
+
+    Args:
+        d_model: channels :math:`H`.
+        d_state: state size :math:`N` (:math:`N/2` complex modes).
+        dropout: dropout of whole channels after the activation.
+        transposed: inputs ``[B, H, L]`` (True, default) or ``[B, L, H]``.
+        dt_min, dt_max, init, discretization: of :class:`S4DKernel`.
+        mode: ``"conv"`` or ``"recurrent"``.
+
+    Shapes:
+        input ``u`` ``[B, H, L]`` (``transposed``) or ``[B, L, H]``; output the same.
+
+    Example:
+        >>> layer = S4D(16, d_state=8)
+        >>> layer(torch.randn(2, 16, 100)).shape
+        torch.Size([2, 16, 100])
+    """
+
+    def __init__(self, d_model: int, d_state: int = 64, dropout: float = 0.0, transposed: bool = True, *,
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, init: str = "lin", discretization: str = "zoh",
+                 mode: str = "conv"):
+        super().__init__()
+        if mode not in ("conv", "recurrent"):
+            raise ValueError(f"mode must be 'conv' or 'recurrent', got {mode!r}")
+        self.h, self.n, self.transposed, self.mode = d_model, d_state, transposed, mode
+        self.D = nn.Parameter(torch.empty(d_model))
+        self.kernel = S4DKernel(d_model, N=d_state, dt_min=dt_min, dt_max=dt_max, init=init, discretization=discretization)
+        self.activation = nn.GELU()
+        self.dropout = nn.Dropout1d(dropout) if dropout > 0.0 else nn.Identity()
+        self.output_linear = nn.Sequential(nn.Conv1d(d_model, 2 * d_model, kernel_size=1), nn.GLU(dim=-2))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.D.normal_()
+        self.kernel.reset_parameters()
+        self.output_linear[0].reset_parameters()
+
+    def forward(self, u: Tensor) -> Tensor:
+        if not isinstance(u, Tensor) or u.dim() != 3:
+            raise ValueError(f"u must be a tensor [B, H, L] (or [B, L, H] with transposed=False), got {getattr(u, 'shape', type(u).__name__)}")
+        if not self.transposed:
+            u = u.transpose(-1, -2)
+        if u.shape[1] != self.h:
+            raise ValueError(f"u must have {self.h} channels (d_model), got shape {list(u.shape)} (transposed={self.transposed})")
+        y = s4d(u, *self.kernel.ssm(), self.D, discretization=self.kernel.discretization, mode=self.mode)
+        y = self.output_linear(self.dropout(self.activation(y)))
+        return y if self.transposed else y.transpose(-1, -2)
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}(d_model={self.h}, d_state={self.n}, init={self.kernel.init!r}, "
+                f"discretization={self.kernel.discretization!r}, mode={self.mode!r}, transposed={self.transposed})")
