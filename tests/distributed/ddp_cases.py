@@ -146,6 +146,7 @@ CASES: dict[str, Case] = {
     ),
     "GatedLinearAttention": Case(lambda: egnn.GatedLinearAttention(CHANNELS, num_heads=2, gate_low_rank_dim=2),
                                  _sequences((6, CHANNELS)), _dense_loss),
+    "LightNet": Case(lambda: egnn.LightNet(CHANNELS, num_heads=2), _sequences((6, CHANNELS)), _dense_loss),
     "LCMAggregation": Case(lambda: _Aggregate(egnn.LCMAggregation(CHANNELS, CHANNELS)), graphs,
                            _graph_case(lambda m, b: m(b.x, b.edge_index))),
     "CommutativeMonoid": Case(lambda: _Pairs(egnn.CommutativeMonoid(nn.Bilinear(CHANNELS, CHANNELS, CHANNELS))),
