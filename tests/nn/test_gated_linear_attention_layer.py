@@ -98,6 +98,10 @@ def test_grid_and_dag_run_with_gradients_and_batch_independence():
     assert out.shape == grid.shape and torch.isfinite(grid.grad).all()
     # the first pixel has no predecessor: it equals the one-token sequence
     torch.testing.assert_close(out[:, 0], layer(grid[:, :1])[:, 0])
+    # a grid of one row is the sequence (engine on a 2D lattice vs the chunkwise form)
+    row = grid[:, :4].detach()
+    torch.testing.assert_close(layer(row, Lattice((1, 4))), layer(row))
+    torch.testing.assert_close(layer(row, Lattice((4, 1)), reverse=True), layer(row, reverse=True))
     a = DAG(torch.tensor([[0, 0, 1, 2], [1, 2, 3, 3]]), 4)
     b = DAG(torch.tensor([[0, 1], [2, 2]]), 3)
     both = DAG(torch.tensor([[0, 0, 1, 2, 4, 5], [1, 2, 3, 3, 6, 6]]), 7)
