@@ -184,9 +184,12 @@ def delta_product_reference(
     r"""The paper's recurrence on a sequence, a plain loop over tokens and their ``n_h`` steps.
 
     Args:
-        q: ``[B, L, H, dk]``; k: ``[B, L, H, n_h, dk]``; v: ``[B, L, H, n_h, dv]``;
-        beta: ``[B, L, H, n_h]``; gate: ``[B, L, H]`` or None; initial_state:
-        ``[B, H, dk, dv]`` or None (zeros).
+        q: ``[B, L, H, dk]``.
+        k: ``[B, L, H, n_h, dk]``.
+        v: ``[B, L, H, n_h, dv]``.
+        beta: ``[B, L, H, n_h]``.
+        gate: ``[B, L, H]`` or None.
+        initial_state: ``[B, H, dk, dv]`` or None (zeros).
 
     Returns:
         ``o`` ``[B, L, H, dv]`` and the final state ``[B, H, dk, dv]``.
