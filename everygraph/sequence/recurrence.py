@@ -115,6 +115,10 @@ def scan(
     * ``transition``: ``[B, L, H, *gate]``, ``gate`` = ``()``, ``(dk,)``, ``(dk, dv)`` or
       ``(r, dk + 2)`` by kind, for line-graph edge ``(e_in, e_out)`` through node ``n``.
 
+    **Dtypes.** One floating dtype for all tensors; complex too for the ``reference`` and
+    ``recurrent`` executions with the scalar, diagonal and elementwise kinds
+    (``COMPLEX_EXECUTIONS``; :func:`~everygraph.sequence.s4d` runs on them).
+
     **Boundary states.** Every node has one virtual in-edge, carrying
     ``initial_state[:, n]``, and one virtual out-edge, whose state ``return_state`` returns.
     They are gated like real edges by ``boundary`` (a :class:`Boundary`: ``mark``,
