@@ -20,7 +20,7 @@ from torch import Tensor
 from ..graphlib import DAG, Lattice
 from .executions.recurrent import LinearRecurrence
 from .plstm.layout import lattice_dag
-from .recurrence import SUPPORTED_KINDS, scan
+from .recurrence import SUPPORTED_KINDS, path_scan, scan
 
 Structure = Union[Lattice, DAG, None]
 
@@ -105,7 +105,9 @@ def gated_linear_attention_chunked(
     scale: float | None = None,
     cu_seqlens: Tensor | None = None,
     chunk_size: int = CHUNK_SIZE,
-) -> Tensor:
+    initial_state: Tensor | None = None,
+    return_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     r"""The chunkwise form on sequences: exact, in log space, with every exponent a decay
     between two positions (no rescaling of ``q`` and ``k`` by growing factors).
 
@@ -128,18 +130,28 @@ def gated_linear_attention_chunked(
         scale: multiplies ``q`` (default :math:`1/\sqrt{d_k}`).
         cu_seqlens: ``[num_seqs + 1]`` or None.
         chunk_size: positions per chunk.
+        initial_state: ``[B, H, dk, dv]`` the state before position 0 (None: zeros); not with
+            ``cu_seqlens``.
+        return_state: also return the state after the last position, ``[B, H, dk, dv]``.
 
     Returns:
-        ``o`` ``[B, L, H, dv]``.
+        ``o`` ``[B, L, H, dv]``, or ``(o, state)``.
     """
     B, L, H, dk = q.shape
     dv = v.shape[-1]
     scale = 1.0 / math.sqrt(dk) if scale is None else scale
+    if (initial_state is not None or return_state) and cu_seqlens is not None:
+        raise ValueError("initial_state and return_state take one sequence; they do not combine with cu_seqlens")
+    if initial_state is not None and list(initial_state.shape) != [B, H, dk, dv]:
+        raise ValueError(f"initial_state must have shape [B, H, dk, dv] = {[B, H, dk, dv]}, got {list(initial_state.shape)}")
     if L == 0:
-        return v.new_zeros(B, 0, H, dv)
+        final = initial_state if initial_state is not None else q.new_zeros(B, H, dk, dv)
+        return (v.new_zeros(B, 0, H, dv), final) if return_state else v.new_zeros(B, 0, H, dv)
     C = chunk_size
     pad = (-L) % C
     starts = _starts(cu_seqlens, L, q.device)
+    if initial_state is not None:  # position 0 continues the given state
+        starts[0] = False
     if pad:  # padded positions: k = 0, alpha = 1, outputs dropped
         q, k, v, log_alpha = (torch.nn.functional.pad(t, (0, 0, 0, 0, 0, pad)) for t in (q, k, v, log_alpha))
         starts = torch.nn.functional.pad(starts, (0, pad))
@@ -159,19 +171,25 @@ def gated_linear_attention_chunked(
     diff = (b[..., :, None, :] - b[..., None, :, :]).masked_fill(~pairs[..., None], -math.inf)
     scores = torch.einsum("bhntd,bhnsd,bhntsd->bhnts", q, k, diff.exp())
     out = scores @ v  # [B, H, n, C, dv]
-    if n > 1:
+    final = None
+    if n > 1 or initial_state is not None or return_state:
         b_last = b[..., -1:, :]  # [B, H, n, 1, dk]
         keeps = (seen == seen[:, -1:]).to(k.dtype)[..., None]  # s in the chunk's last sequence
         weighted = k * (b_last - b).exp() * keeps
         emitted = weighted.transpose(-1, -2) @ v  # [B, H, n, dk, dv]
         carry = b_last.squeeze(-2).exp() * (seen[:, -1] == 0).to(k.dtype)[:, None]  # [B, H, n, dk]
+        first = torch.zeros_like(emitted[:, :, :1]) if initial_state is None else initial_state[:, :, None]
+        if initial_state is not None:  # the state before position 0 enters chunk 0's carry
+            emitted = torch.cat([emitted[:, :, :1] + carry[:, :, :1, :, None] * first, emitted[:, :, 1:]], dim=2)
         leaving = LinearRecurrence.apply(
             carry.permute(2, 0, 1, 3)[..., None].contiguous(), emitted.permute(2, 0, 1, 3, 4).contiguous()
         ).permute(1, 2, 0, 3, 4)  # state leaving each chunk
-        entering = torch.cat([torch.zeros_like(leaving[:, :, :1]), leaving[:, :, :-1]], dim=2)
+        entering = torch.cat([first, leaving[:, :, :-1]], dim=2)
+        final = leaving[:, :, -1]
         reads = (seen == 0).to(q.dtype)[..., None]  # [n, C, 1]
         out = out + (q * b.exp() * reads) @ entering
-    return out.permute(0, 2, 3, 1, 4).reshape(B, n * C, H, dv)[:, :L]
+    out = out.permute(0, 2, 3, 1, 4).reshape(B, n * C, H, dv)[:, :L]
+    return (out, final) if return_state else out
 
 
 def gated_linear_attention(
@@ -187,7 +205,9 @@ def gated_linear_attention(
     aggregate: str = "sum",
     scale: float | None = None,
     execution: str | None = None,
-) -> Tensor:
+    initial_state: Tensor | None = None,
+    return_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     r"""Gated linear attention on a sequence, a grid or any DAG.
 
     **Sequences** (``structure`` None or a 1D :class:`~everygraph.graphlib.Lattice`), per head:
@@ -236,9 +256,13 @@ def gated_linear_attention(
             default on CPU) or any execution of :func:`~everygraph.sequence.scan` that runs the
             diagonal kind (``"reference"``, ``"wavefront"``, ``"recurrent"``, ``"lattice"``,
             ``"triton"``); default: chunked on sequences on CPU, else the engine's choice.
+        initial_state: ``[B, H, dk, dv]``, :math:`S_{-1}` of a single sequence (None: zeros;
+            sequences without ``cu_seqlens`` only).
+        return_state: also return :math:`S_{L-1}` ``[B, H, dk, dv]`` (same restriction); with
+            ``reverse`` both states belong to the right-to-left scan.
 
     Returns:
-        ``o`` ``[B, N, H, dv]``.
+        ``o`` ``[B, N, H, dv]``, or ``(o, state)``.
 
     Example:
         >>> q, k = torch.randn(2, 50, 4, 16), torch.randn(2, 50, 4, 16)
@@ -273,6 +297,11 @@ def gated_linear_attention(
         raise ValueError(f"execution must be one of {valid}, got {execution!r}")
     if execution == "chunked" and not sequence:
         raise ValueError(f"execution='chunked' runs on sequences (structure None or a 1D Lattice), got {structure!r}")
+    has_state = initial_state is not None or return_state
+    if has_state and (not sequence or cu_seqlens is not None):
+        raise ValueError("initial_state and return_state take one sequence (structure None or a 1D Lattice, no cu_seqlens)")
+    if initial_state is not None and list(initial_state.shape) != [B, H, dk, v.shape[-1]]:
+        raise ValueError(f"initial_state must have shape [B, H, dk, dv] = {[B, H, dk, v.shape[-1]]}, got {list(initial_state.shape)}")
     scale = 1.0 / math.sqrt(dk) if scale is None else scale
 
     if sequence:
@@ -284,14 +313,22 @@ def gated_linear_attention(
             execution = "chunked" if q.device.type == "cpu" else None
         if execution == "chunked" and not bool(torch.isfinite(log_gate).all()):
             execution = "recurrent"
+        state = None
         if execution == "chunked":
-            out = gated_linear_attention_chunked(q, k, v, log_gate, scale=scale, cu_seqlens=cu_seqlens)
+            out = gated_linear_attention_chunked(
+                q, k, v, log_gate, scale=scale, cu_seqlens=cu_seqlens, initial_state=initial_state, return_state=return_state,
+            )
+            if return_state:
+                out, state = out
+        elif has_state:
+            out, state = _engine_piece(q, k, v, gate.exp() if log_alpha is not None else gate, scale, execution, initial_state)
         else:
             decay = gate.exp() if log_alpha is not None else gate
             starts = _starts(cu_seqlens, N, q.device)
             decay = decay.masked_fill(starts[None, :, None, None], 0.0)  # no state crosses a start
             out = _engine(Lattice((N,)) if N else None, q, k, v, decay, scale, execution)
-        return out[:, index] if reverse else out
+        out = out[:, index] if reverse else out
+        return (out, state) if return_state else out
 
     if isinstance(structure, Lattice):
         dag = lattice_dag(structure)
@@ -323,3 +360,16 @@ def _engine(structure, q: Tensor, k: Tensor, v: Tensor, decay: Tensor, scale: fl
         kind="diagonal", scale=scale, execution=execution,
     )
     return h + current
+
+
+def _engine_piece(q: Tensor, k: Tensor, v: Tensor, decay: Tensor, scale: float, execution: str | None, initial_state: Tensor | None) -> tuple[Tensor, Tensor]:
+    """One sequence with entering and leaving states, by :func:`path_scan` (the same gates as
+    :func:`_engine`: the entering state is read with the query of position 0, which already
+    carries its decay, and passed on with position 0's transition)."""
+    B, L, H, _ = q.shape
+    ones = q.new_ones(B, L, H)
+    h, state = path_scan(
+        q * decay, k, v, ones, decay, ones, q.new_zeros(B, L, H), kind="diagonal", state=initial_state, scale=scale,
+        execution=execution,
+    )
+    return h + scale * (q * k).sum(-1, keepdim=True) * v, state

@@ -203,3 +203,42 @@ def test_zero_alpha_falls_back_from_chunked():
     alpha[:, 4] = 0.0  # an exact reset
     expected = gated_linear_attention_reference(**x, log_alpha=alpha.log())
     torch.testing.assert_close(gated_linear_attention(None, **x, alpha=alpha, execution="chunked"), expected)
+
+
+def loop_with_state(q, k, v, log_alpha, S, scale):
+    outs = []
+    for t in range(q.shape[1]):
+        S = log_alpha[:, t].exp()[..., None] * S + k[:, t, :, :, None] * v[:, t, :, None, :]
+        outs.append(torch.einsum("bhd,bhdv->bhv", scale * q[:, t], S))
+    return torch.stack(outs, 1), S
+
+
+@pytest.mark.parametrize("execution", ["chunked", "recurrent", "wavefront"])
+@pytest.mark.parametrize("length", [1, 21])
+def test_states_in_and_out_equal_the_loop_and_compose(execution, length):
+    x = inputs(2, length, 2, 3, 4, seed=9)
+    x["initial_state"] = torch.randn(2, 2, 3, 4, dtype=DT, generator=torch.Generator().manual_seed(1))
+    scale = 1 / math.sqrt(3)
+    expected = loop_with_state(*(x[n] for n in ("q", "k", "v", "log_alpha", "initial_state")), scale)
+    run = lambda **t: torch.cat([o.flatten() for o in gated_linear_attention(None, **t, return_state=True, execution=execution)])  # noqa: E731
+    torch.testing.assert_close(run(**x), torch.cat([o.flatten() for o in expected]))
+    reference = lambda **t: torch.cat([o.flatten() for o in loop_with_state(*(t[n] for n in ("q", "k", "v", "log_alpha", "initial_state")), scale)])  # noqa: E731
+    assert_same(grads(run, x), grads(reference, x))
+    # two pieces with the state carried over equal one scan
+    if length > 1:
+        first = {n: t[:, :8] if n != "initial_state" else t for n, t in x.items()}
+        o1, s1 = gated_linear_attention(None, **first, return_state=True, execution=execution)
+        second = {n: t[:, 8:] for n, t in x.items() if n != "initial_state"}
+        o2, s2 = gated_linear_attention(None, **second, initial_state=s1, return_state=True, execution=execution)
+        torch.testing.assert_close(torch.cat([o1, o2], 1), expected[0])
+        torch.testing.assert_close(s2, expected[1])
+
+
+def test_states_are_refused_where_undefined():
+    x = inputs(1, 6, 1, 2, 2)
+    with pytest.raises(ValueError, match="take one sequence"):
+        gated_linear_attention(None, **x, cu_seqlens=torch.tensor([0, 3, 6]), return_state=True)
+    with pytest.raises(ValueError, match="take one sequence"):
+        gated_linear_attention(Lattice((2, 3)), **x, return_state=True)
+    with pytest.raises(ValueError, match="initial_state must have shape"):
+        gated_linear_attention(None, **x, initial_state=torch.zeros(1, 1, 2, 3, dtype=DT))
