@@ -147,6 +147,8 @@ def main() -> None:
     ax.axhline(1.0 / classes, color="grey", linestyle="--", label="chance")
     ax.set(xscale="log", xlabel="test length", ylabel="per-token accuracy", ylim=(0, 1.02),
            title=f"{args.task}: one layer, trained at length {args.train_length}")
+    ax.set_xticks(args.test_lengths, [str(n) for n in args.test_lengths])
+    ax.minorticks_off()
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / f"state_tracking_{args.task}.png", dpi=120)
