@@ -160,10 +160,10 @@ def delta_product(
     node_factor = per_slot(factor, readout_factor)  # [B, N * slots, H, dk + 2]
     node_beta = per_slot(beta_steps, q.new_zeros(B, N, 1, H))
 
-    src, dst = expanded.edge_index
+    src, dst = expanded.edge_index.to(q.device)
     source = node_beta[:, src]
     mark = (dst % slots == n_h).to(q.dtype)[None, :, None].expand(B, -1, H)
-    transition = node_factor[:, expanded.line_graph().node, :, None, :]  # [B, L, H, 1, dk + 2]
+    transition = node_factor[:, expanded.line_graph().node.to(q.device), :, None, :]  # [B, L, H, 1, dk + 2]
     direct = q.new_zeros(B, N * slots, H)
     h = scan(expanded, q_x, k_x, v_x, source, transition, mark, direct, kind="householder", scale=scale,
              execution=execution or "wavefront")
