@@ -14,7 +14,9 @@ from .evaluate import ContractionMemoryError, dense_inputs, evaluate, evaluate_r
 from .expressivity import Verdict, analyze, computable, get_model, known_models
 from .features import (
     NORMALIZATIONS,
+    check_graph_inputs,
     check_normalize,
+    check_outputs,
     dense_polynomial_features,
     polynomial_features,
     select_patterns,
@@ -44,6 +46,8 @@ __all__: list[str] = [
     "polynomial_features",
     "dense_polynomial_features",
     "check_normalize",
+    "check_outputs",
+    "check_graph_inputs",
     "NORMALIZATIONS",
     "draw_pattern",
     "draw_patterns",

@@ -42,6 +42,7 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 
+from ..graphlib import check_size
 from .pattern import Pattern
 
 __all__ = ["basis", "connected_patterns", "cache_dir", "DOMAINS", "OUTPUTS", "BASIS_CACHE_VERSION"]
@@ -127,6 +128,7 @@ def _rooted(domain: str, k: int, num_special: int) -> tuple[Pattern, ...]:
 def connected_patterns(degree: int, output: str, domain: str = "simple") -> list[Pattern]:
     """Connected basis elements of exactly ``degree`` (edge outputs: ``a != b`` only)."""
     _check(domain, output)
+    degree = check_size(degree, "degree", 0)
     return list(_rooted(domain, degree, OUTPUTS.index(output)))
 
 
@@ -254,9 +256,7 @@ def basis(
         list of canonical :class:`Pattern` (special vertices are ``a`` and ``b``).
     """
     _check(domain, output)
-    if int(degree) != degree or degree < 0:
-        raise ValueError(f"degree must be a non-negative integer, got {degree!r}")
-    degree = int(degree)
+    degree = check_size(degree, "degree", 0)
     degrees = [degree] if exact else range(degree + 1)
     result: list[Pattern] = []
     for d in degrees:

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from ..graphlib import to_dense_pairs
+from ..graphlib import check_tensor, to_dense_pairs
 from .pattern import VERTEX_LETTERS, Pattern
 from .plan import ContractionPlan
 from .schedule import Schedule, Workspace, build_schedule
@@ -104,15 +104,24 @@ def dense_inputs(
             raise ValueError(
                 f"adj must be square per graph, [B, n, n] or [B, n, n, c]; got shape {tuple(adj.shape)}"
             )
+        if not torch.is_floating_point(adj):
+            # an integer or bool adjacency would be cast (and a complex one cannot be ordered
+            # or normalised): the caller chooses the floating dtype
+            raise TypeError(f"adj must be a floating point tensor, got dtype {adj.dtype}; convert it with adj.float()")
         x = adj if adj.dim() == 4 else adj.unsqueeze(-1)
-        if not torch.is_floating_point(x):
-            x = x.to(torch.get_default_dtype())
         B, n = x.shape[0], x.shape[1]
         if mask is None:
             mask = torch.ones(B, n, dtype=torch.bool, device=x.device)
-        elif tuple(mask.shape) != (B, n):
-            raise ValueError(f"mask must have shape [B, n] = {(B, n)} for adj of shape {tuple(adj.shape)}; got {tuple(mask.shape)}")
-        mask = mask.to(device=x.device).bool()
+        else:
+            check_tensor(mask, "mask", "bool", shape="[B, n]")
+            if tuple(mask.shape) != (B, n):
+                raise ValueError(f"mask must have shape [B, n] = {(B, n)} for adj of shape {tuple(adj.shape)}; got {tuple(mask.shape)}")
+        mask = mask.to(device=x.device)
+        if not bool(mask.all()):
+            # The padded part is excluded by selection, not by multiplying with a zero mask:
+            # a NaN or inf there (0 * nan = nan) must not reach the real graphs' values.
+            pair = mask[:, :, None, None] & mask[:, None, :, None]
+            x = torch.where(pair, x, x.new_zeros(()))
     if edge_attr is not None:
         if not isinstance(edge_attr, torch.Tensor):
             raise TypeError("edge_attr must be a dense tensor [B, n, n, c]")

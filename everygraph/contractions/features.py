@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..graphlib import ptr_from_batch
+from ..graphlib import check_batch, check_edge_index, check_size, check_tensor, ptr_from_batch
 from .basis import basis
 from .evaluate import dense_inputs, evaluate
 from .pattern import Pattern
@@ -41,6 +41,40 @@ __all__ = ["NORMALIZATIONS", "select_patterns", "polynomial_features", "dense_po
 NORMALIZATIONS = (None, "log", "density")
 
 OUTPUTS = ("invariant", "node", "edge")
+
+
+def check_outputs(outputs: object) -> tuple[str, ...]:
+    """``outputs`` as a tuple of output types; a bare string is refused (it would be read
+    letter by letter)."""
+    if isinstance(outputs, str):
+        raise TypeError(f"outputs must be a sequence of output types such as ({outputs!r},), got the string {outputs!r}")
+    if not hasattr(outputs, "__iter__"):
+        raise TypeError(f"outputs must be a sequence of 'invariant', 'node', 'edge', got {type(outputs).__name__}")
+    outputs = tuple(outputs)
+    for o in outputs:
+        if o not in OUTPUTS:
+            raise ValueError(f"outputs must hold 'invariant', 'node' or 'edge', got {o!r}")
+    return outputs
+
+
+def check_graph_inputs(
+    edge_index: Tensor, batch: Tensor | None, num_nodes: int | None, edge_attr: Tensor | None
+) -> int:
+    """Validate a PyG batch (``edge_index``, sorted ``batch``, ``num_nodes``, ``edge_attr``
+    ``[num_edges, c]``) and return ``num_nodes``."""
+    check_tensor(edge_index, "edge_index", "index")
+    if num_nodes is not None:
+        num_nodes = check_size(num_nodes, "num_nodes", 0)
+    elif batch is not None:
+        check_tensor(batch, "batch", "index", 1, shape="[num_nodes]")
+        num_nodes = batch.numel()
+    num_nodes = check_edge_index(edge_index, num_nodes)
+    check_batch(batch, num_nodes)
+    if edge_attr is not None:
+        check_tensor(edge_attr, "edge_attr", "float", shape="[num_edges, channels]")
+        if edge_attr.shape[0] != edge_index.shape[1]:
+            raise ValueError(f"edge_attr must have one row per edge ({edge_index.shape[1]}), got shape {list(edge_attr.shape)}")
+    return num_nodes
 
 
 def select_patterns(
@@ -62,9 +96,11 @@ def select_patterns(
         domain: basis domain (``"simple"`` for 0/1 adjacencies).
         min_degree: smallest degree.
     """
-    for o in outputs:
-        if o not in OUTPUTS:
-            raise ValueError(f"unknown output {o!r}; valid: invariant, node, edge")
+    outputs = check_outputs(outputs)
+    degree = check_size(degree, "degree", 0)
+    min_degree = check_size(min_degree, "min_degree", 0)
+    if not isinstance(select, str) and not hasattr(select, "__iter__"):
+        raise TypeError(f"select must be 'all', 'not_ppgn' or a list of patterns, got {type(select).__name__}")
     if not isinstance(select, str):
         pats = [Pattern.from_string(p) if isinstance(p, str) else p for p in select]
         return [p for p in pats if p.output in outputs]
@@ -151,8 +187,7 @@ def polynomial_features(
     from torch_geometric.data import Data
 
     check_normalize(normalize)
-    if num_nodes is None:
-        num_nodes = batch.numel() if batch is not None else (int(edge_index.max()) + 1 if edge_index.numel() else 0)
+    num_nodes = check_graph_inputs(edge_index, batch, num_nodes, edge_attr)
     data = Data(edge_index=edge_index, num_nodes=num_nodes)
     if batch is not None:
         if batch.numel() != num_nodes:

@@ -46,6 +46,9 @@ from functools import cached_property
 from typing import Any, Iterable, Sequence
 
 import networkx as nx
+import numpy as np
+
+from ..graphlib import check_size
 
 from .canonical import canonical_components, connected_components
 
@@ -63,6 +66,15 @@ def _pattern_string_error(text: str, pos: int, message: str) -> ValueError:
     caret = " " * pos + "^"
     return ValueError(f"invalid pattern string: {message} at position {pos}\n  {text}\n  {caret}")
 
+
+
+def _vertex(value: object, name: str) -> int:
+    """A vertex id: a non-negative integer (a fraction such as 1.5 is refused, not truncated)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must hold non-negative integer vertex ids, got {value!r}")
+    if int(value) < 0:
+        raise ValueError(f"{name} must hold non-negative integer vertex ids, got {value!r}")
+    return int(value)
 
 class Pattern:
     """A multigraph with 0, 1 or 2 special vertices naming one equivariant polynomial.
@@ -89,16 +101,19 @@ class Pattern:
         directed: bool = False,
         channels: Sequence[int] | None = None,
     ) -> None:
+        if isinstance(edges, (str, bytes)) or not hasattr(edges, "__iter__"):
+            raise TypeError(f"edges must be a sequence of vertex pairs (u, v); for an einsum string use "
+                            f"Pattern.from_string, got {edges!r}")
         edge_list = []
         for e in edges:
+            if isinstance(e, (str, bytes)) or not hasattr(e, "__iter__") or len(tuple(e)) != 2:
+                raise ValueError(f"edges must hold pairs (u, v), got {e!r}")
             e = tuple(e)
-            if len(e) != 2:
-                raise ValueError(f"each edge must be a pair (u, v), got {e!r}")
-            u, v = int(e[0]), int(e[1])
-            if u < 0 or v < 0:
-                raise ValueError(f"vertex ids must be non-negative, got edge {e!r}")
+            u, v = (_vertex(x, "edges") for x in e)
             edge_list.append((u, v))
-        special = tuple(int(s) for s in special)
+        if isinstance(special, (str, bytes)) or not hasattr(special, "__iter__"):
+            raise TypeError(f"special must be a sequence of vertex ids, got {special!r}")
+        special = tuple(_vertex(s, "special") for s in special)
         if len(special) > 2:
             raise ValueError(
                 f"a pattern has at most two special vertices (node or edge output), got {len(special)}: {special}"
@@ -108,11 +123,11 @@ class Pattern:
         named = [x for e in edge_list for x in e] + list(special)
         if num_vertices is None:
             num_vertices = max(named) + 1 if named else 0
-        num_vertices = int(num_vertices)
+        num_vertices = check_size(num_vertices, "num_vertices", 0)
         for x in named:
             if x >= num_vertices:
                 what = "special vertex" if x in special else "edge endpoint"
-                raise ValueError(f"{what} {x} is not in the graph (vertices 0..{num_vertices - 1})")
+                raise ValueError(f"{what} {x} is not in the graph: num_vertices={num_vertices} (vertices 0..{num_vertices - 1})")
         if len(VERTEX_LETTERS) < num_vertices:
             raise ValueError(f"patterns have at most {len(VERTEX_LETTERS)} vertices, got {num_vertices}")
         if channels is None:

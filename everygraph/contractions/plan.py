@@ -38,11 +38,14 @@ from typing import Iterable, Sequence
 import opt_einsum
 from opt_einsum.helpers import flop_count
 
+from ..graphlib import check_choice, check_size
 from .canonical import canonical_components, connected_components
 from .pattern import BATCH_LETTER, VERTEX_LETTERS, Pattern
 
 __all__ = ["ContractionPlan", "compile_plan", "compile", "clear_path_cache"]
 
+# opt_einsum's path strategies
+OPTIMIZE = tuple(opt_einsum.paths._PATH_OPTIONS)
 _PATH_CACHE: dict[tuple, list[tuple[int, ...]]] = {}
 
 
@@ -378,13 +381,21 @@ def compile_plan(
     Returns:
         the plan; output channel ``j`` of :func:`evaluate` is ``patterns[j]``.
     """
-    pats = [Pattern.from_string(p) if isinstance(p, str) else p for p in patterns]
-    for p in pats:
+    if isinstance(patterns, (str, Pattern)) or not hasattr(patterns, "__iter__"):
+        raise TypeError(f"patterns must be a list of Pattern objects or pattern strings, got {patterns!r}")
+    pats = []
+    for j, p in enumerate(patterns):
+        if isinstance(p, str):
+            try:
+                p = Pattern.from_string(p)
+            except ValueError as exc:
+                raise ValueError(f"patterns[{j}] is not a valid pattern: {exc}") from exc
         if not isinstance(p, Pattern):
-            raise TypeError(f"compile_plan expects Pattern objects or strings, got {type(p).__name__}")
-    if int(n_hint) < 1:
-        raise ValueError(f"n_hint must be >= 1, got {n_hint}")
-    builder = _Builder(int(n_hint), optimize)
+            raise TypeError(f"patterns must hold Pattern objects or strings, got patterns[{j}] of type {type(p).__name__}")
+        pats.append(p)
+    n_hint = check_size(n_hint, "n_hint", 1)
+    check_choice(optimize, "optimize", OPTIMIZE)
+    builder = _Builder(n_hint, optimize)
     slot_of: dict[tuple, int] = {}
     assemblies: list[Assembly] = []
     pattern_slot = []

@@ -6,8 +6,11 @@ import math
 
 import numpy as np
 import torch
+
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from ..graphlib import check_size
 
 __all__ = ["ArrowPointing"]
 
@@ -100,6 +103,8 @@ class ArrowPointing(Dataset):
     ):
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
             raise ValueError(f"num_samples must be a non-negative int, got {num_samples!r}")
+        image_size = check_size(image_size, "image_size", 1)
+        channels = check_size(channels, "channels", 1)
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels!r}")
         for name, (low, high) in (("arrow_length", arrow_length), ("arrow_width", arrow_width), ("disk_radius", disk_radius)):

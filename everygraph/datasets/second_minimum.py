@@ -3,8 +3,11 @@ r"""The multiset second-minimum task (learnable commutative monoids, Ong & Velic
 from __future__ import annotations
 
 import torch
+
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from ..graphlib import check_size
 
 __all__ = ["SecondMinimum"]
 
@@ -54,6 +57,11 @@ class SecondMinimum(Dataset):
     """
 
     def __init__(self, num_sets: int, min_size: int = 2, max_size: int = 16, num_values: int = 10, seed: int = 0):
+        num_sets = check_size(num_sets, "num_sets", 0)
+        min_size = check_size(min_size, "min_size", 0)
+        max_size = check_size(max_size, "max_size", 0)
+        num_values = check_size(num_values, "num_values", 0)
+        seed = check_size(seed, "seed", 0)
         if min_size < 2:
             raise ValueError(f"min_size must be >= 2 (a second minimum needs two elements), got {min_size}")
         if max_size < min_size:

@@ -18,14 +18,15 @@ import itertools
 
 import networkx as nx
 
+from ..graphlib import check_size
+
 __all__ = ["rook_graph", "shrikhande_graph"]
 
 
 def rook_graph(size: int = 4) -> nx.Graph:
     """The ``size x size`` rook's graph (``K_size x K_size``): cells of a board, adjacent when
     they share a row or a column. Node ``size * row + column``."""
-    if size < 1:
-        raise ValueError(f"rook_graph needs size >= 1, got {size}")
+    size = check_size(size, "size", 1)
     g = nx.Graph()
     g.add_nodes_from(range(size * size))
     cells = [(i, j) for i in range(size) for j in range(size)]

@@ -16,7 +16,17 @@ from .orient import NODE_ORDERS, dagify, node_order, undirected_degree
 from .precision import compute_dtype, upcast
 from .scatter import check_index, scatter, scatter_backend_info, segment
 from .tree_reduce import tree_reduce
-from .validation import check_batch, check_edge_index, check_ptr, ptr_from_batch
+from .validation import (
+    check_batch,
+    check_callable,
+    check_choice,
+    check_edge_index,
+    check_flag,
+    check_ptr,
+    check_size,
+    check_tensor,
+    ptr_from_batch,
+)
 
 __all__ = [
     "CycleError",
@@ -44,4 +54,9 @@ __all__ = [
     "ptr_from_batch",
     "compute_dtype",
     "upcast",
+    "check_callable",
+    "check_choice",
+    "check_flag",
+    "check_size",
+    "check_tensor",
 ]

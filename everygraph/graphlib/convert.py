@@ -19,6 +19,8 @@ def to_networkx(data, *, undirected: bool = False) -> nx.Graph:
     repeats); ``undirected=True`` keeps one edge per unordered pair (the attributes of its
     first occurrence) in a ``Graph``.
     """
+    if isinstance(data, torch.Tensor) or not hasattr(data, "edge_index") or not hasattr(data, "num_nodes"):
+        raise TypeError(f"data must be a PyG Data object (with edge_index and num_nodes), got {type(data).__name__}")
     num_nodes = data.num_nodes
     edge_index = data.edge_index if getattr(data, "edge_index", None) is not None else torch.empty(2, 0, dtype=torch.long)
     node_attrs, edge_attrs, graph_attrs = {}, {}, {}
@@ -60,6 +62,8 @@ def from_networkx(graph: nx.Graph):
     others are kept as lists. Python floats become ``torch.get_default_dtype()`` tensors;
     attributes stored as tensors keep their dtype.
     """
+    if not isinstance(graph, nx.Graph):
+        raise TypeError(f"graph must be a networkx graph, got {type(graph).__name__}")
     from torch_geometric.data import Data
 
     index = {v: i for i, v in enumerate(graph.nodes)}

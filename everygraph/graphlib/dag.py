@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .errors import CycleError
-from .validation import check_batch, check_edge_index, ptr_from_batch
+from .validation import check_batch, check_edge_index, check_ptr, ptr_from_batch
 
 
 class LineGraph(NamedTuple):
@@ -115,9 +115,12 @@ class DAG:
         num_nodes = check_edge_index(edge_index, num_nodes)
         batch = check_batch(batch, num_nodes)
         if ptr is not None:
+            check_ptr(ptr, num_nodes, length_name="num_nodes", count_name="num_graphs")
             ptr = ptr.long()
-            if ptr.dim() != 1 or ptr.numel() < 1 or int(ptr[0]) != 0 or int(ptr[-1]) != num_nodes:
-                raise ValueError(f"ptr must be [num_graphs + 1] offsets from 0 to num_nodes={num_nodes}, got {ptr.tolist()}")
+            if batch is not None:
+                implied = ptr_from_batch(batch, ptr.numel() - 1)
+                if implied.numel() != ptr.numel() or not torch.equal(implied.to(ptr.device), ptr):
+                    raise ValueError(f"ptr {ptr.tolist()[:12]} disagrees with batch, whose offsets are {implied.tolist()[:12]}")
         elif batch is not None:
             ptr = ptr_from_batch(batch)
         if batch is None and ptr is not None:

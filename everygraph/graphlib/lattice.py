@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .dag import DAG
+from .validation import check_size
 
 
 class Lattice:
@@ -39,12 +40,19 @@ class Lattice:
     """
 
     def __init__(self, shape: Sequence[int], flip: Sequence[bool] | None = None):
-        shape = tuple(shape) if not isinstance(shape, int) else (shape,)
+        if isinstance(shape, int) and not isinstance(shape, bool):
+            shape = (shape,)
+        if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+            raise TypeError(f"shape must be a sequence of positive integer sizes, e.g. (16,) or (8, 8), got {shape!r}")
+        shape = tuple(shape)
         if len(shape) == 0:
             raise ValueError("Lattice needs at least one axis, got shape=()")
         for size in shape:
             if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
                 raise ValueError(f"Lattice sizes must be positive integers, got shape={shape}")
+        if flip is not None and (isinstance(flip, (str, bytes)) or not hasattr(flip, "__iter__")
+                                 or not all(isinstance(f, (bool, int)) for f in flip)):
+            raise TypeError(f"flip must be a sequence of bools, one per axis, got {flip!r}")
         flip = tuple(bool(f) for f in flip) if flip is not None else (False,) * len(shape)
         if len(flip) != len(shape):
             raise ValueError(f"flip must give one flag per axis: shape={shape} has {len(shape)} axes, flip={flip} has {len(flip)}")
@@ -147,4 +155,4 @@ class Lattice:
 
 def path_graph(length: int) -> Lattice:
     """The path graph ``0 -> 1 -> ... -> length-1``: a sequence, ``Lattice((length,))``."""
-    return Lattice((length,))
+    return Lattice((check_size(length, "length", 1),))

@@ -33,6 +33,8 @@ def prune_to_multitree(dag: DAG) -> Tensor:
     Returns:
         ``[num_line_edges]`` boolean mask over ``dag.line_graph().edge_index`` columns.
     """
+    if not isinstance(dag, DAG):
+        raise TypeError(f"dag must be an everygraph.graphlib.DAG (build one with DAG(edge_index) or dagify), got {type(dag).__name__}")
     line = dag.line_graph()
     e_in, e_out = line.edge_index.tolist()
     node_level = dag.levels[line.node].tolist()

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .dag import DAG
-from .validation import check_batch, check_edge_index, ptr_from_batch
+from .validation import check_batch, check_edge_index, check_size, ptr_from_batch
 
 Order = Union[str, Tensor]
 Seed = Union[int, torch.Generator, None]
@@ -27,6 +27,7 @@ def _undirected_pairs(edge_index: Tensor) -> tuple[Tensor, Tensor]:
 def undirected_degree(edge_index: Tensor, num_nodes: int) -> Tensor:
     """``[num_nodes]`` number of distinct neighbours, whether each edge is given once or twice
     (self-loops ignored)."""
+    num_nodes = check_edge_index(edge_index, check_size(num_nodes, "num_nodes", 0))
     lo, hi = _undirected_pairs(edge_index)
     keep = lo != hi
     key = torch.unique(lo[keep] * num_nodes + hi[keep])
@@ -39,7 +40,9 @@ def _tie_key(num_nodes: int, seed: Seed, device: torch.device, batch: Tensor | N
     so that a graph's order does not depend on what else is in the batch."""
     if seed is None:
         return torch.arange(num_nodes, device=device, dtype=torch.float64)
-    generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
+    if not isinstance(seed, torch.Generator):
+        seed = check_size(seed, "seed", 0)
+    generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
     if batch is None:
         return torch.rand(num_nodes, generator=generator, dtype=torch.float64).to(device)
     local = torch.arange(num_nodes, device=device) - ptr_from_batch(batch)[batch]

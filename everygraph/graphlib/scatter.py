@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from .errors import IndexDtypeError
-from .validation import check_ptr
+from .validation import check_callable, check_ptr, check_size
 
 __all__ = ["scatter", "segment", "scatter_backend_info", "REDUCES", "DISPATCH"]
 
@@ -63,6 +63,8 @@ _HAS_TORCH_SCATTER = importlib.util.find_spec("torch_scatter") is not None
 
 
 def _check_reduce(reduce: str) -> str:
+    if not isinstance(reduce, str):
+        raise TypeError(f"reduce must be one of {', '.join(repr(r) for r in REDUCES)}, got {type(reduce).__name__} {reduce!r}")
     if reduce == "add":  # torch_scatter / PyG alias
         reduce = "sum"
     if reduce not in REDUCES:
@@ -98,9 +100,7 @@ def check_index(
             f"{list(index.shape)}"
         )
     if dim_size is not None:
-        dim_size = int(dim_size)
-        if dim_size < 0:
-            raise ValueError(f"dim_size must be non-negative, got {dim_size}")
+        dim_size = check_size(dim_size, "dim_size", 0)
     if index.numel() == 0:
         return 0 if dim_size is None else dim_size
     lo, hi = torch.aminmax(index)
@@ -279,6 +279,8 @@ def scatter(
     if not isinstance(src, Tensor):
         raise TypeError(f"src must be a torch.Tensor, got {type(src).__name__}")
     reduce = _check_reduce(reduce)
+    if src.is_complex() and reduce in ("max", "min"):
+        raise TypeError(f"src is complex ({src.dtype}): reduce={reduce!r} needs an ordered (real) dtype")
     dim = _normalise_dim(dim, src.dim())
     dim_size = check_index(index, src.size(dim), dim_size, src_shape=src.shape, dim=dim)
     if backend is None:
@@ -317,6 +319,8 @@ def segment(src: Tensor, ptr: Tensor, reduce: str = "sum", *, dim: int = 0, back
     if not isinstance(src, Tensor):
         raise TypeError(f"src must be a torch.Tensor, got {type(src).__name__}")
     reduce = _check_reduce(reduce)
+    if src.is_complex() and reduce in ("max", "min"):
+        raise TypeError(f"src is complex ({src.dtype}): reduce={reduce!r} needs an ordered (real) dtype")
     dim = _normalise_dim(dim, src.dim())
     check_ptr(ptr, src.size(dim), length_name="the size of src along the reduced dim")
     num_segments = ptr.numel() - 1

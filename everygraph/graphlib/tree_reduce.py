@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 
 from .scatter import check_index
+from .validation import check_callable
 
 __all__ = ["tree_reduce", "tree_reduce_reference", "num_tree_rounds"]
 
@@ -112,6 +113,7 @@ def tree_reduce(
     Returns:
         ``[dim_size, *F]``.
     """
+    check_callable(combine, "combine", "a callable combine(a, b)")
     dim_size, identity = _check_inputs(x, index, dim_size, identity)
     out = _fill_identity(dim_size, x, identity)
     if x.size(0) == 0:

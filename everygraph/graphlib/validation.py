@@ -18,9 +18,7 @@ def check_edge_index(edge_index: Tensor, num_nodes: int | None, name: str = "edg
         raise ValueError(f"{name} must have shape [2, num_edges], got {list(edge_index.shape)}")
     if num_nodes is None:
         num_nodes = int(edge_index.max()) + 1 if edge_index.numel() else 0
-    num_nodes = int(num_nodes)
-    if num_nodes < 0:
-        raise ValueError(f"num_nodes must be non-negative, got {num_nodes}")
+    num_nodes = check_size(num_nodes, "num_nodes", 0)
     if edge_index.numel():
         lo, hi = int(edge_index.min()), int(edge_index.max())
         if lo < 0:
@@ -37,7 +35,7 @@ def check_batch(batch: Tensor | None, num_nodes: int) -> Tensor | None:
     """Validate a PyG ``batch`` vector ``[num_nodes]`` (sorted graph ids)."""
     if batch is None:
         return None
-    if not isinstance(batch, Tensor) or batch.is_floating_point() or batch.dtype == torch.bool:
+    if not isinstance(batch, Tensor) or batch.is_floating_point() or batch.is_complex() or batch.dtype == torch.bool:
         raise IndexDtypeError(f"batch must be an integer tensor of shape [num_nodes], got {getattr(batch, 'dtype', type(batch))}")
     if batch.dim() != 1 or batch.numel() != num_nodes:
         raise ValueError(f"batch must have shape [{num_nodes}] (one graph id per node), got {list(batch.shape)}")
@@ -48,6 +46,7 @@ def check_batch(batch: Tensor | None, num_nodes: int) -> Tensor | None:
 
 def ptr_from_batch(batch: Tensor, num_graphs: int | None = None) -> Tensor:
     """``ptr`` ``[num_graphs + 1]``: node offsets of each graph of a sorted ``batch`` vector."""
+    check_tensor(batch, "batch", "index", 1, shape="[num_nodes]")
     if num_graphs is None:
         num_graphs = int(batch.max()) + 1 if batch.numel() else 0
     counts = torch.bincount(batch, minlength=num_graphs)
@@ -105,3 +104,76 @@ def check_ptr(
             f"{name} must be increasing (non-decreasing: an empty segment repeats an offset), but entry "
             f"{bad + 1} = {int(ptr[bad + 1])} < entry {bad} = {int(ptr[bad])}"
         )
+# -------------------------------------------------------------- arguments of public entry points
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"a {value.dtype} tensor of shape {list(value.shape)}"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def check_size(value: object, name: str, minimum: int = 1) -> int:
+    """``value`` as an ``int >= minimum``; ``TypeError`` for a non-integer (floats that are
+    whole numbers are refused too: ``2.0`` nodes is a bug, not a size) or a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
+        isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point() and not value.is_complex()
+        and value.dtype != torch.bool
+    ):
+        import numpy as np
+
+        if not isinstance(value, np.integer):
+            raise TypeError(f"{name} must be an integer with {name} >= {minimum}, got {_describe(value)}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer with {name} >= {minimum}, got {value}")
+    return value
+
+
+def check_choice(value: object, name: str, choices: tuple | list) -> object:
+    """``value`` if it is one of ``choices`` (compared with ``==``), else ``ValueError``."""
+    if not isinstance(value, (str, type(None), int, float)) or isinstance(value, bool) and True not in choices:
+        raise TypeError(f"{name} must be one of {list(choices)}, got {_describe(value)}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_flag(value: object, name: str) -> bool:
+    """``value`` if it is a bool, else ``TypeError`` (a string such as ``'no'`` would be truthy)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {_describe(value)}")
+    return value
+
+
+def check_callable(value: object, name: str, what: str = "a callable") -> object:
+    if not callable(value):
+        raise TypeError(f"{name} must be {what}, got {_describe(value)}")
+    return value
+
+
+def check_tensor(
+    value: object,
+    name: str,
+    kind: str = "float",
+    ndim: int | tuple[int, ...] | None = None,
+    shape: str = "",
+) -> Tensor:
+    """``value`` if it is a tensor of the right kind of dtype (``"float"``: floating point;
+    ``"index"``: integer, not bool; ``"bool"``: bool; ``"any"``) and, when given, number of
+    axes; ``TypeError``/``ValueError`` naming ``name``, the expected and the given otherwise.
+    ``shape`` (e.g. ``"[B, L, D]"``) only improves the message."""
+    expected = f"a {kind} tensor" + (f" of shape {shape}" if shape else "")
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be {expected}, got {_describe(value)}")
+    if kind == "float" and not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor{' ' + shape if shape else ''}, got dtype {value.dtype}")
+    if kind == "index" and (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
+        raise TypeError(f"{name} must be an integer tensor (torch.long){' ' + shape if shape else ''}, got dtype {value.dtype}")
+    if kind == "bool" and value.dtype != torch.bool:
+        raise TypeError(f"{name} must be a bool tensor{' ' + shape if shape else ''}, got dtype {value.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if value.dim() not in allowed:
+            axes = " or ".join(str(a) for a in allowed)
+            raise ValueError(f"{name} must have {axes} axes{' (' + shape + ')' if shape else ''}, got shape {list(value.shape)}")
+    return value

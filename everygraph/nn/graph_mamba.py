@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graphlib import DAG, dagify, node_order, ptr_from_batch
+from ..graphlib import DAG, check_batch, check_edge_index, check_size, check_tensor, dagify, node_order, ptr_from_batch
 from ..sequence import dag_selective_scan
 from .mamba import Mamba
 
@@ -165,8 +165,12 @@ class GraphMamba(nn.Module):
         self.scan = scan
         if order not in ("degree", "index"):
             raise ValueError(f"order must be 'degree' or 'index' (or a permutation passed to forward), got {order!r}")
-        if eval_orders < 1:
-            raise ValueError(f"eval_orders must be >= 1, got {eval_orders}")
+        channels = check_size(channels, "channels", 1)
+        eval_orders = check_size(eval_orders, "eval_orders", 1)
+        if isinstance(local, str) and local != "gin":
+            raise ValueError(f"local must be 'gin', None or a module local(x, edge_index), got {local!r}")
+        if not isinstance(local, str) and local is not None and not callable(local):
+            raise TypeError(f"local must be 'gin', None or a module local(x, edge_index), got {type(local).__name__}")
         self.channels = channels
         self.order = order
         self.eval_orders = eval_orders
@@ -202,6 +206,11 @@ class GraphMamba(nn.Module):
         return out
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, order: Order | None = None) -> Tensor:
+        check_tensor(x, "x", "float", 2, shape=f"[num_nodes, {self.channels}]")
+        check_edge_index(edge_index, x.shape[0])
+        if batch is not None:
+            check_tensor(batch, "batch", "index", 1, shape=f"[num_nodes] = [{x.shape[0]}]")
+            check_batch(batch, x.shape[0])
         if x.dim() != 2 or x.shape[1] != self.channels:
             raise ValueError(f"x must have shape [num_nodes, channels={self.channels}], got {list(x.shape)}")
         num_nodes = x.shape[0]

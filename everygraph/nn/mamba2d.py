@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graphlib import Lattice
+from ..graphlib import Lattice, check_size, check_tensor
 from ..sequence import grid_selective_scan
 
 __all__ = ["Mamba2d"]
@@ -70,6 +70,10 @@ class Mamba2d(nn.Module):
         dt_max: float = 0.1,
         stable: bool = True,
     ) -> None:
+        d_model = check_size(d_model, "d_model", 1)
+        d_state = check_size(d_state, "d_state", 1)
+        d_conv = check_size(d_conv, "d_conv", 1)
+        expand = check_size(expand, "expand", 1)
         super().__init__()
         if d_conv < 1 or d_conv % 2 == 0:
             raise ValueError(f"d_conv must be a positive odd number (a centred 2D convolution), got {d_conv}")
@@ -112,6 +116,7 @@ class Mamba2d(nn.Module):
         self.D.fill_(1.0)
 
     def forward(self, x: Tensor) -> Tensor:
+        check_tensor(x, "x", "float", 4, shape=f"[batch, height, width, {self.d_model}]")
         if x.dim() != 4 or x.shape[-1] != self.d_model:
             raise ValueError(f"Mamba2d expects x of shape [batch, height, width, d_model={self.d_model}] (channels last), got {list(x.shape)}")
         if x.numel() == 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..graphlib import Lattice, compute_dtype
+from ..graphlib import Lattice, check_size, check_tensor, compute_dtype
 from ..sequence import plstm_scan
 from .plstm_gates import (
     QKVProjection,
@@ -58,6 +58,8 @@ class PLSTM1d(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int = 1, mode: str = "D", *, paper_gates: bool = False, norm: bool = True):
+        dim = check_size(dim, "dim", 1)
+        num_heads = check_size(num_heads, "num_heads", 1)
         super().__init__()
         self.mode = check_mode(mode)
         self.head_dim = check_heads(dim, num_heads)
@@ -99,6 +101,7 @@ class PLSTM1d(nn.Module):
         return gates
 
     def forward(self, x: Tensor) -> Tensor:
+        check_tensor(x, "x", "float")
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"PLSTM1d expects x of shape [B, L, dim={self.dim}], got {list(x.shape)}")
         length = x.shape[1]

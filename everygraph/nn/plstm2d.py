@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..graphlib import Lattice, compute_dtype
+from ..graphlib import Lattice, check_size, check_tensor, compute_dtype
 from ..sequence import plstm_grid_scan
 from .plstm_gates import (
     QKVProjection,
@@ -75,6 +75,8 @@ class PLSTM2d(nn.Module):
     num_orientations = 4
 
     def __init__(self, dim: int, num_heads: int = 1, mode: str = "P", *, paper_gates: bool = False, norm: bool = True):
+        dim = check_size(dim, "dim", 1)
+        num_heads = check_size(num_heads, "num_heads", 1)
         super().__init__()
         self.mode = check_mode(mode)
         self.head_dim = check_heads(dim, num_heads)
@@ -131,6 +133,7 @@ class PLSTM2d(nn.Module):
         return out
 
     def forward(self, x: Tensor) -> Tensor:
+        check_tensor(x, "x", "float")
         if x.dim() != 4 or x.shape[-1] != self.dim:
             raise ValueError(f"PLSTM2d expects x of shape [B, H, W, dim={self.dim}] (channels last), got {list(x.shape)}")
         batch, height, width, _ = x.shape

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import softmax as segment_softmax
 
-from ..graphlib import DAG, NODE_ORDERS, compute_dtype, dagify, prune_to_multitree
+from ..graphlib import DAG, NODE_ORDERS, check_edge_index, check_size, check_tensor, compute_dtype, dagify, prune_to_multitree
 from ..sequence import plstm_scan
 from .plstm_gates import (
     QKVProjection,
@@ -103,6 +103,13 @@ class PLSTMGraph(nn.Module):
         paper_gates: bool = False,
         norm: bool = True,
     ):
+        in_channels = check_size(in_channels, "in_channels", 1)
+        out_channels = check_size(out_channels, "out_channels", 1)
+        num_heads = check_size(num_heads, "num_heads", 1)
+        if edge_dim is not None:
+            edge_dim = check_size(edge_dim, "edge_dim", 1)
+        if not isinstance(order, (str, torch.Tensor)):
+            raise TypeError(f"order must be one of {list(NODE_ORDERS)} or a permutation tensor, got {type(order).__name__}")
         super().__init__()
         self.mode = check_mode(mode)
         self.head_dim = check_heads(out_channels, num_heads, "out_channels")
@@ -185,6 +192,13 @@ class PLSTMGraph(nn.Module):
     def forward(
         self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, edge_attr: Tensor | None = None
     ) -> Tensor:
+        check_tensor(x, "x", "float", 2, shape="[num_nodes, in_channels]")
+        check_edge_index(edge_index, x.shape[0])
+        if edge_attr is not None:
+            check_tensor(edge_attr, "edge_attr", "float", 2, shape="[num_edges, edge_dim]")
+            if edge_attr.shape[0] != edge_index.shape[1] or (self.edge_dim is not None and edge_attr.shape[1] != self.edge_dim):
+                raise ValueError(f"edge_attr must have shape [num_edges, edge_dim] = [{edge_index.shape[1]}, {self.edge_dim}], "
+                                 f"got {list(edge_attr.shape)}")
         if x.dim() != 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"x must be [num_nodes, in_channels={self.in_channels}], got {list(x.shape)}")
         if edge_index.dim() != 2 or edge_index.shape[0] != 2:

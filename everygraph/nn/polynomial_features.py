@@ -38,7 +38,9 @@ from torch import Tensor
 
 from ..contractions import (
     Pattern,
+    check_graph_inputs,
     check_normalize,
+    check_outputs,
     compile_plan,
     dense_polynomial_features,
     polynomial_features,
@@ -57,7 +59,9 @@ class PolynomialFeatures(torch.nn.Module):
         select: ``"all"``, ``"not_ppgn"`` or a list of patterns (see
             :func:`~everygraph.contractions.select_patterns`).
         normalize: ``"log"`` (default), ``"density"`` or ``None``.
-        domain: basis domain (``"simple"`` for 0/1 adjacencies).
+        domain: basis domain (``"simple"`` for 0/1 adjacencies without loops: ``forward``
+            refuses an ``edge_index`` with self loops or a repeated edge there, which would
+            otherwise count twice or land on the diagonal; ``"general"`` takes any multigraph).
         min_degree: smallest degree (default 1: degree 0 only encodes the graph size).
         n_hint: graph size the contraction paths are optimised for.
         memory_limit: forwarded to :func:`everygraph.contractions.evaluate`.
@@ -75,8 +79,10 @@ class PolynomialFeatures(torch.nn.Module):
         memory_limit: float | None = None,
     ) -> None:
         super().__init__()
-        self.degree = degree
-        self.outputs = tuple(outputs)
+        self.degree = degree = check_size(degree, "degree", 0)
+        min_degree = check_size(min_degree, "min_degree", 0)
+        self.outputs = check_outputs(outputs)
+        self.domain = domain
         self.normalize = check_normalize(normalize)
         self.memory_limit = memory_limit
         self.patterns = select_patterns(degree, self.outputs, select, domain, min_degree)
@@ -122,6 +128,18 @@ class PolynomialFeatures(torch.nn.Module):
             ``{"invariant": [B, k_inv], "node": [num_nodes, k_node], "edge": [num_edges, k_edge]}``
             for the requested outputs.
         """
+        num_nodes = check_graph_inputs(edge_index, batch, num_nodes, edge_attr)
+        if self.domain == "simple" and edge_index.numel():
+            # The simple basis is exact only for 0/1 adjacencies without loops: a repeated edge
+            # would count twice and a self loop would sit on the diagonal, silently.
+            if bool((edge_index[0] == edge_index[1]).any()):
+                raise ValueError("edge_index has self loops, which the 'simple' domain (simple graphs) does not "
+                                 "allow: remove them (torch_geometric.utils.remove_self_loops) or use domain='general'")
+            keys = edge_index[0] * max(num_nodes, 1) + edge_index[1]
+            if torch.unique(keys).numel() != keys.numel():
+                raise ValueError("edge_index lists an edge more than once, which the 'simple' domain (0/1 "
+                                 "adjacency) would count twice: coalesce it (torch_geometric.utils.coalesce) or "
+                                 "use domain='general'")
         if as_matrix:
             from torch_geometric.data import Data
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..graphlib import to_dense_pairs
+from ..graphlib import check_batch, check_edge_index, check_size, check_tensor, to_dense_pairs
 
 __all__ = ["PPGN", "PPGNBlock"]
 
@@ -95,6 +95,9 @@ class PPGNBlock(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, depth: int = 2, normalize: bool = False) -> None:
+        in_channels = check_size(in_channels, "in_channels", 1)
+        out_channels = check_size(out_channels, "out_channels", 1)
+        depth = check_size(depth, "depth", 1)
         super().__init__()
         self.in_channels, self.out_channels, self.normalize = in_channels, out_channels, normalize
         self.mlp1 = _mlp(in_channels, out_channels, depth)
@@ -105,6 +108,10 @@ class PPGNBlock(nn.Module):
         _reset(self)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        check_tensor(x, "x", "float", 4, shape=f"[B, n, n, {self.in_channels}]")
+        check_tensor(mask, "mask", "any", 2, shape="[B, n]")
+        if x.shape[1] != x.shape[2] or tuple(mask.shape) != tuple(x.shape[:2]):
+            raise ValueError(f"x must be [B, n, n, channels] and mask [B, n]; got x {list(x.shape)} and mask {list(mask.shape)}")
         pair = (mask[:, :, None] & mask[:, None, :]).to(x.dtype)[..., None]
         m1 = self.mlp1(x) * pair
         m2 = self.mlp2(x) * pair
@@ -143,6 +150,11 @@ class PPGN(nn.Module):
         depth: int = 2,
         plus: bool = True,
     ) -> None:
+        in_channels = check_size(in_channels, "in_channels", 1)
+        hidden = check_size(hidden, "hidden", 1)
+        num_blocks = check_size(num_blocks, "num_blocks", 0)
+        out_channels = check_size(out_channels, "out_channels", 1)
+        depth = check_size(depth, "depth", 1)
         super().__init__()
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
@@ -195,6 +207,18 @@ class PPGN(nn.Module):
         edge_attr: Tensor | None = None,
         dense_features: Tensor | None = None,
     ) -> Tensor:
+        if x is not None:
+            check_tensor(x, "x", "float", (1, 2), shape="[num_nodes, node_channels]")
+        check_tensor(edge_index, "edge_index", "index")
+        num_nodes = x.shape[0] if x is not None else (batch.numel() if isinstance(batch, Tensor) else None)
+        num_nodes = check_edge_index(edge_index, num_nodes)
+        check_batch(batch, num_nodes)
+        if edge_attr is not None:
+            check_tensor(edge_attr, "edge_attr", "float", shape="[num_edges, edge_channels]")
+            if edge_attr.shape[0] != edge_index.shape[1]:
+                raise ValueError(f"edge_attr must have one row per edge ({edge_index.shape[1]}), got shape {list(edge_attr.shape)}")
+        if dense_features is not None:
+            check_tensor(dense_features, "dense_features", "float", 4, shape="[B, n, n, k]")
         dense, mask = _ppgn_input(x, edge_index, batch, edge_attr, dense_features)
         if dense.shape[-1] != self.in_channels:
             raise ValueError(

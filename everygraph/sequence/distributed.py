@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from ..graphlib import check_tensor
 from .mamba import selective_scan
 from .recurrence import path_scan
 from .transitions import apply_transition, check_kind
@@ -99,6 +100,11 @@ def combine_piece_states(
     Returns:
         ``[*S]`` the state entering this rank's piece (zeros for the first piece).
     """
+    check_tensor(total_transition, "total_transition", "float")
+    check_tensor(final_state, "final_state", "float")
+    if total_transition.shape != final_state.shape:
+        raise ValueError(f"total_transition and final_state must have one shape, got {list(total_transition.shape)} and "
+                         f"{list(final_state.shape)}")
     if total_transition.shape != final_state.shape:
         raise ValueError(
             f"total_transition {list(total_transition.shape)} and final_state {list(final_state.shape)} must have one shape"
@@ -241,6 +247,8 @@ def selective_scan_context_parallel(
     Returns:
         ``out`` ``[batch, D, L_r]``, or ``(out, state)``.
     """
+    for name, value in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
+        check_tensor(value, name, "float")
     _, world_size = _group_rank_size(process_group)
     out, final = selective_scan(
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state=True, reverse=reverse
@@ -308,6 +316,9 @@ def path_scan_context_parallel(
     Returns:
         ``h`` ``[B, L_r, H, dv]`` and the state leaving this rank's piece ``[B, H, dk, dv]``.
     """
+    for name, value in (("q", q), ("k", k), ("v", v), ("source", source), ("transition", transition), ("mark", mark),
+                        ("direct", direct)):
+        check_tensor(value, name, "float")
     if check_kind(kind) not in _ELEMENTWISE_KINDS:
         raise ValueError(f"path_scan_context_parallel supports kinds {', '.join(_ELEMENTWISE_KINDS)}, got {kind!r}")
     _, world_size = _group_rank_size(process_group)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..graphlib import Lattice
+from ..graphlib import Lattice, check_tensor
 from .plstm.layout import lattice_gates
 from .recurrence import scan
 
@@ -31,6 +31,10 @@ def grid_mamba_gates(dt: Tensor, A: Tensor, split: Tensor | None) -> tuple[Tenso
         ``source [B, X, Y, 1, 2, N, D]``, ``transition [B, X, Y, 1, 2, 2, N, D]``,
         ``mark [B, X, Y, 1, 2, N, D]``.
     """
+    check_tensor(dt, "dt", "float", 4, shape="[B, X, Y, D]")
+    check_tensor(A, "A", "float", 2, shape="[D, N]")
+    if split is not None:
+        check_tensor(split, "split", "float", 4, shape="[B, X, Y, D]")
     decay = torch.exp(dt[..., None, :] * A.t())  # [B, X, Y, N, D]
     N = A.shape[1]
     if split is None:
@@ -81,6 +85,9 @@ def grid_selective_scan(
     Returns:
         ``y`` ``[B, X, Y, D]`` (without Mamba's ``D u`` skip and ``silu(z)`` gate).
     """
+    for name, value in (("u", u), ("dt", dt), ("B", B), ("C", C)):
+        check_tensor(value, name, "float", 4, shape="[B, X, Y, *]")
+    check_tensor(A, "A", "float", 2, shape="[D, N]")
     batch, X, Y, channels = u.shape
     if dt.shape != u.shape or (split is not None and split.shape != u.shape):
         raise ValueError(f"dt and split must have the shape of u {list(u.shape)}, got {list(dt.shape)}, "

@@ -15,7 +15,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from ..graphlib import DAG, Lattice
+from ..graphlib import DAG, Lattice, check_tensor
 from .executions.recurrent import recurrent as _recurrent
 from .executions.lattice_elementwise import lattice_elementwise as _lattice_elementwise
 from .executions.reference import reference as _reference
@@ -59,6 +59,9 @@ def default_execution(
     call without boundary states (``boundary_states=False``) on a 2D grid with ``dk * dv =
     state_size`` gets the blocked ``chunked2d`` execution where it moves less memory than the
     anti-diagonal loop (:func:`~everygraph.sequence.plstm.chunked2d.block_shape`)."""
+    check_kind(kind)
+    if not isinstance(structure, (DAG, Lattice)):
+        raise TypeError(f"structure must be an everygraph.graphlib.DAG or Lattice, got {type(structure).__name__}")
     if device is not None and device.type == "cuda" and kind in SUPPORTED_KINDS["triton"] and triton_runs_on(device):
         return "triton"
     if _is_path(structure):
@@ -340,6 +343,9 @@ def path_scan(
     Returns:
         ``h`` ``[B, L, H, dv]`` and the leaving state ``[B, H, dk, dv]``.
     """
+    for name, value in (("q", q), ("k", k), ("v", v), ("source", source), ("transition", transition), ("mark", mark),
+                        ("direct", direct)):
+        check_tensor(value, name, "float")
     if q.dim() != 4:
         raise ValueError(f"q must have shape [B, L, H, dk], got {list(q.shape)}")
     B, length, H, dk = q.shape

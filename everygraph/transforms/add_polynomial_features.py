@@ -61,6 +61,8 @@ class AddPolynomialFeatures(BaseTransform):
         self.cat = cat
 
     def forward(self, data: Data) -> Data:
+        if isinstance(data, torch.Tensor) or not hasattr(data, "edge_index") or not hasattr(data, "num_nodes"):
+            raise TypeError(f"data must be a PyG Data object (with edge_index and num_nodes), got {type(data).__name__}")
         data = copy.copy(data)
         out = polynomial_features(self.plan, data.edge_index, num_nodes=data.num_nodes, normalize=self.normalize)
         dtype = data.x.dtype if getattr(data, "x", None) is not None and torch.is_floating_point(data.x) else None

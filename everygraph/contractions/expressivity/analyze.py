@@ -25,6 +25,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
+from ...graphlib import check_size
+from ..pattern import Pattern
 from .models import get_model
 
 __all__ = ["ExpressivityRow", "ExpressivityTable", "analyze", "OUTPUTS", "is_paper_convention"]
@@ -34,6 +36,13 @@ OUTPUTS = ("invariant", "node", "edge")
 
 def is_paper_convention(pattern: Any) -> bool:
     """Connected, and the special vertices are distinct (no diagonal edge output)."""
+    if isinstance(pattern, str):
+        try:
+            pattern = Pattern.from_string(pattern)
+        except ValueError as exc:
+            raise ValueError(f"pattern is not a valid pattern string: {exc}") from exc
+    if not hasattr(pattern, "special") or not hasattr(pattern, "is_connected"):
+        raise TypeError(f"pattern must be a Pattern or a pattern string, got {type(pattern).__name__}")
     special = tuple(pattern.special)
     return bool(pattern.is_connected) and len(set(special)) == len(special)
 
@@ -195,10 +204,13 @@ def analyze(
         An :class:`ExpressivityTable` (``.format()``, ``.missing(model, ...)``, ``.to_json()``,
         ``.plot(path)``).
     """
+    if isinstance(outputs, str) or not hasattr(outputs, "__iter__"):
+        raise TypeError(f"outputs must be a sequence of output types such as ({outputs!r},), got {outputs!r}")
+    degree = check_size(degree, "degree", 0)
     outputs = list(outputs)
     for o in outputs:
         if o not in OUTPUTS:
-            raise ValueError(f"unknown output {o!r}; choose from {', '.join(OUTPUTS)}")
+            raise ValueError(f"outputs must hold {', '.join(OUTPUTS)}; got {o!r}")
     if domain not in ("simple", "symmetric", "general"):
         raise ValueError(f"unknown domain {domain!r}; choose from simple, symmetric, general")
     if not isinstance(degree, int) or degree < 0:

@@ -109,7 +109,7 @@ def as_pattern_graph(pattern: Any) -> PatternGraph:
         directed = bool(getattr(pattern, "directed", False))
         return PatternGraph(n, edges, special, _default_names(n), pattern, directed, channels)
     raise TypeError(
-        f"expected a Pattern, an einsum-like string such as 'ab,bc,ca->' or a (num_vertices, edges, special) "
+        f"pattern must be a Pattern, an einsum-like string such as 'ab,bc,ca->' or a (num_vertices, edges, special) "
         f"triple, got {type(pattern).__name__}"
     )
 

@@ -253,7 +253,7 @@ class KFWLDecider(Model):
     """
 
     def __init__(self, k: int) -> None:
-        if not isinstance(k, int) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k-FWL needs an integer k >= 1, got {k!r}")
         self.k = k
         self.name = f"{k}fwl"

@@ -40,8 +40,14 @@ from networkx.algorithms.approximation import treewidth_min_degree, treewidth_mi
 __all__ = ["treewidth", "elimination_ordering", "treewidth_upper_bound"]
 
 
+def _check_graph(graph: object) -> None:
+    if not isinstance(graph, nx.Graph):
+        raise TypeError(f"graph must be a networkx graph, got {type(graph).__name__}")
+
+
 def treewidth_upper_bound(graph: nx.Graph) -> int:
     """The better of networkx's min-degree and min-fill-in heuristic widths (an upper bound)."""
+    _check_graph(graph)
     if graph.number_of_nodes() == 0:
         return -1
     return min(treewidth_min_degree(graph)[0], treewidth_min_fill_in(graph)[0])
@@ -49,6 +55,7 @@ def treewidth_upper_bound(graph: nx.Graph) -> int:
 
 def treewidth(graph: nx.Graph) -> int:
     """Exact treewidth of a small simple graph (``-1`` for the empty graph, ``0`` without edges)."""
+    _check_graph(graph)
     return elimination_ordering(graph)[0]
 
 
@@ -60,6 +67,7 @@ def elimination_ordering(graph: nx.Graph, keep: Iterable = ()) -> tuple[int, lis
     is the least such value, at least ``len(keep) - 1`` (``keep`` should be a clique; it is
     eliminated last). With ``keep=()`` the width is the treewidth of ``graph``.
     """
+    _check_graph(graph)
     keep = set(keep)
     if graph.number_of_nodes() == 0:
         return -1, []

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch_geometric.nn.aggr import Aggregation
 
-from everygraph.graphlib import check_index, tree_reduce
+from everygraph.graphlib import check_flag, check_index, check_size, check_tensor, tree_reduce
 
 from .monoid import BinaryOp, CommutativeMonoid, GRUOperator, associativity_loss
 
@@ -87,6 +87,31 @@ class LCMAggregation(Aggregation):
         shuffle: bool = False,
     ):
         super().__init__()
+        # -1 (as in PyG's lazy layers): in_channels is read from the first input, and
+        # out_channels = -1 means "as in_channels"; the parameters are created on that call.
+        in_channels = -1 if in_channels == -1 and not isinstance(in_channels, bool) else check_size(in_channels, "in_channels", 1)
+        out_channels = -1 if out_channels == -1 and not isinstance(out_channels, bool) else check_size(out_channels, "out_channels", 1)
+        check_flag(project, "project")
+        check_flag(shuffle, "shuffle")
+        if isinstance(operator, str) and operator != "gru":
+            raise ValueError(f"unknown operator {operator!r}; pass 'gru' or a module/callable g(a, b)")
+        if not isinstance(operator, str) and not callable(operator):
+            raise TypeError(f"operator must be 'gru' or a callable g(a, b), got {type(operator).__name__}")
+        if not isinstance(identity, str):
+            raise TypeError(f"identity must be 'learned' or 'zeros', got {type(identity).__name__}")
+        if -1 in (in_channels, out_channels):
+            self.in_channels, self.out_channels = in_channels, out_channels
+            self.project, self.shuffle, self.identity_mode = project, shuffle, identity
+            if identity not in ("learned", "zeros"):
+                raise ValueError(f"unknown identity {identity!r}; valid options are 'learned', 'zeros'")
+            self.__dict__["_lazy_operator"] = operator  # not registered: _build wraps it
+            self.lin, self.op = None, None
+            self.register_buffer("identity", None)
+            return
+        self._build(in_channels, out_channels, project, operator, identity, shuffle)
+
+    def _build(self, in_channels: int, out_channels: int, project: bool, operator, identity: str, shuffle: bool) -> None:
+        self._buffers.pop("identity", None)
         if in_channels != out_channels and not project:
             raise ValueError(
                 f"in_channels ({in_channels}) != out_channels ({out_channels}) needs project=True "
@@ -114,6 +139,8 @@ class LCMAggregation(Aggregation):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        if self.op is None:  # lazy sizes, not created yet
+            return
         if self.lin is not None:
             self.lin.reset_parameters()
         self.op.reset_parameters()
@@ -125,8 +152,14 @@ class LCMAggregation(Aggregation):
     ) -> tuple[Tensor, Tensor, int]:
         """Validate; return ``x`` projected and moved to ``[E, *, F_out]``, ``index``, ``dim_size``."""
         if not isinstance(x, Tensor) or x.dim() < 2:
-            raise ValueError(f"x must be a tensor of shape [*, num_elements, {self.in_channels}], got "
-                             f"{list(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+            raise TypeError(f"x must be a floating point tensor of shape [*, num_elements, {self.in_channels}], got "
+                            f"{list(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+        check_tensor(x, "x", "float")
+        if self.op is None:  # lazy sizes: create the parameters for this input's width
+            width = x.size(-1)
+            out = width if self.out_channels == -1 else self.out_channels
+            self._build(width, out, self.project, self._lazy_operator, self.identity_mode, self.shuffle)
+            self.to(device=x.device)
         if x.size(-1) != self.in_channels:
             raise ValueError(f"x has {x.size(-1)} channels (shape {list(x.shape)}), expected in_channels="
                              f"{self.in_channels}")
@@ -137,7 +170,7 @@ class LCMAggregation(Aggregation):
             if ptr is None:
                 index = torch.zeros(x.size(dim), dtype=torch.long, device=x.device)
             else:
-                ptr = ptr.view(-1)
+                check_tensor(ptr, "ptr", "index", 1, shape="[num_segments + 1]")
                 counts = ptr[1:] - ptr[:-1]
                 if ptr.numel() < 1 or int(ptr[0]) != 0 or int(ptr[-1]) != x.size(dim) or bool((counts < 0).any()):
                     raise ValueError(f"ptr must be non-decreasing offsets from 0 to {x.size(dim)} (size of x "
@@ -149,6 +182,14 @@ class LCMAggregation(Aggregation):
         if self.lin is not None:
             h = self.lin(h).relu()
         return h, index, dim_size
+
+    def __call__(self, x: Tensor, *args, **kwargs) -> Tensor:
+        # PyG's Aggregation.__call__ reads x.dim() before forward runs: check the type first
+        check_tensor(x, "x", "float")
+        for name in ("index", "ptr"):
+            if kwargs.get(name) is not None:
+                check_tensor(kwargs[name], name, "index", 1)
+        return super().__call__(x, *args, **kwargs)
 
     def forward(
         self,
@@ -199,7 +240,8 @@ class LCMAggregation(Aggregation):
         return associativity_loss(self.op, h, index, num_triples, dim_size, generator)
 
     def __repr__(self) -> str:
-        op = "gru" if isinstance(self.op.g, GRUOperator) else repr(self.op.g)
+        g = self.op.g if self.op is not None else self.__dict__.get("_lazy_operator")
+        op = "gru" if g == "gru" or isinstance(g, GRUOperator) else repr(g)
         return (
             f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, project={self.project}, "
             f"operator={op}, identity={self.identity_mode!r}, shuffle={self.shuffle})"

@@ -35,7 +35,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from everygraph.graphlib import check_index
+from everygraph.graphlib import check_callable, check_flag, check_index, check_size, check_tensor
 
 
 __all__ = [
@@ -61,7 +61,7 @@ class GRUOperator(torch.nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.channels = channels
+        self.channels = channels = check_size(channels, "channels", 1)
         self.cell = torch.nn.GRUCell(channels, channels)
 
     def reset_parameters(self) -> None:
@@ -92,6 +92,8 @@ class CommutativeMonoid(torch.nn.Module):
 
     def __init__(self, g: BinaryOp, symmetrise: bool = True):
         super().__init__()
+        check_callable(g, "g", "a module or callable g(a, b)")
+        check_flag(symmetrise, "symmetrise")
         self.g = g
         self.symmetrise = symmetrise
 
@@ -118,9 +120,20 @@ class CommutativeMonoid(torch.nn.Module):
         return f"{self.__class__.__name__}({self.g!r}, symmetrise={self.symmetrise})"
 
 
+def _check_operands(op: object, **operands: Tensor) -> None:
+    check_callable(op, "op", "a binary operator op(a, b)")
+    shape = None
+    for name, value in operands.items():
+        check_tensor(value, name, "any")
+        if shape is not None and value.shape != shape:
+            raise ValueError(f"a, b (and c) must have the same shape, got {name} of shape {list(value.shape)} and {list(shape)}")
+        shape = value.shape
+
+
 @torch.no_grad()
 def check_commutative(op: BinaryOp, a: Tensor, b: Tensor) -> float:
     """Measured commutativity error ``max |op(a, b) - op(b, a)|`` on sample rows ``[*, F]``."""
+    _check_operands(op, a=a, b=b)
     if a.numel() == 0:
         return 0.0
     return float((op(a, b) - op(b, a)).abs().max())
@@ -129,6 +142,7 @@ def check_commutative(op: BinaryOp, a: Tensor, b: Tensor) -> float:
 @torch.no_grad()
 def check_associative(op: BinaryOp, a: Tensor, b: Tensor, c: Tensor) -> float:
     """Measured associativity error ``max |op(op(a, b), c) - op(a, op(b, c))|`` on sample rows."""
+    _check_operands(op, a=a, b=b, c=c)
     if a.numel() == 0:
         return 0.0
     return float((op(op(a, b), c) - op(a, op(b, c))).abs().max())
@@ -184,10 +198,12 @@ def associativity_loss(
         a scalar tensor (0 when there are no elements), differentiable w.r.t. ``op``'s
         parameters and ``x``.
     """
+    check_callable(op, "op", "a binary operator op(a, b)")
+    check_tensor(x, "x", "float", 2, shape="[num_elements, channels]")
     if index is None:
         index = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
     check_index(index, x.size(0), dim_size, src_shape=x.shape, dim=0)
-    num_triples = x.size(0) if num_triples is None else int(num_triples)
+    num_triples = x.size(0) if num_triples is None else check_size(num_triples, "num_triples", 1)
     if x.size(0) == 0 or num_triples == 0:
         return x.sum() * 0.0
     i, j, k = sample_segment_triples(index, num_triples, dim_size, generator)

@@ -184,9 +184,15 @@ def chunked_scan_1d(
     out_carry, out_src = W[..., c, 0], W[..., c, 1:]  # decay over the whole chunk; per step
 
     scores = torch.einsum("bhnid,bhnsd->bhnis", q, k)
-    attention = scores * (M[..., :, None] * W_src * S[..., None, :])
+    # Future positions of a chunk are removed by selection, not by a zero factor: a NaN or
+    # inf there (0 * nan = nan) must not reach earlier outputs; a causal scan never looks ahead.
+    causal = rows[:c, None] >= rows[None, :c]
+    attention = torch.where(causal, scores * (M[..., :, None] * W_src * S[..., None, :]), 0.0)
     attention = attention + torch.diag_embed(D * scores.diagonal(dim1=-2, dim2=-1))
-    h = attention @ v
+    if bool(torch.isfinite(v).all()):
+        h = attention @ v
+    else:  # the exact zeros of future weights would still meet a non-finite v in a matmul
+        h = torch.where(causal[..., None], attention[..., None] * v.unsqueeze(-3), 0.0).sum(-2)
 
     local = torch.einsum("bhnsd,bhnsv->bhndv", k * (out_src * S)[..., None], v)  # state a chunk emits
     if C0 is not None:

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ...graphlib import DAG, Lattice
+from ...graphlib import DAG, Lattice, check_tensor
 
 
 class LatticeLayout(NamedTuple):
@@ -142,6 +142,11 @@ def lattice_gates(
     """
     from ..transitions import Boundary
 
+    if not isinstance(lattice, Lattice):
+        raise TypeError(f"lattice must be an everygraph.graphlib.Lattice, got {type(lattice).__name__}")
+    for name, value in (("source", source), ("transition", transition), ("mark", mark), ("direct", direct)):
+        if value is not None:
+            check_tensor(value, name, "float")
     ndim, shape = lattice.ndim, list(lattice.shape)
     batch = source.shape[0] if source.dim() > 0 else 0
     heads = source.shape[len(shape) + 1] if source.dim() > len(shape) + 1 else 0
