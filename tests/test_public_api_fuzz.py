@@ -29,6 +29,7 @@ from everygraph.contractions import expressivity
 from everygraph.nn import aggr
 
 F64 = torch.float64
+_TMP = __import__("pathlib").Path(__import__("tempfile").mkdtemp(prefix="everygraph-fuzz-"))
 
 SUBPACKAGES = [
     "everygraph.graphlib",
@@ -109,14 +110,18 @@ DAG_EDGES = _t([0, 1], [1, 2])
 BATCH = _t(0, 0, 1)
 
 
-def scan_inputs(kind_args: dict | None = None) -> dict:
-    """Valid flat inputs of the scalar-kind scan on the path 0 -> 1 -> 2 (B = H = 1, dk = dv = 2)."""
+def scan_inputs(shape: tuple[int, ...] = (3,)) -> dict:
+    """Valid flat inputs of the scalar-kind scan on a lattice (the path 0 -> 1 -> 2 by default;
+    B = H = 1, dk = dv = 2)."""
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.rand(*s, generator=g, dtype=F64)  # noqa: E731
+    lattice = graphlib.Lattice(shape)
+    dag = lattice.to_dag()
+    n, e, t = dag.num_nodes, dag.num_edges, dag.line_graph().edge_index.shape[1]
     return dict(
-        structure=graphlib.Lattice((3,)),
-        q=r(1, 3, 1, 2), k=r(1, 3, 1, 2), v=r(1, 3, 1, 2),
-        source=r(1, 2, 1), transition=r(1, 1, 1), mark=r(1, 2, 1), direct=r(1, 3, 1),
+        structure=lattice,
+        q=r(1, n, 1, 2), k=r(1, n, 1, 2), v=r(1, n, 1, 2),
+        source=r(1, e, 1), transition=r(1, t, 1), mark=r(1, e, 1), direct=r(1, n, 1),
     )
 
 
@@ -134,6 +139,13 @@ def grid_inputs() -> dict:
     g = torch.Generator().manual_seed(3)
     r = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
     return dict(u=r(1, 2, 3, 2), dt=r(1, 2, 3, 2), A=-r(2, 2), B=r(1, 2, 3, 2), C=r(1, 2, 3, 2), split=None)
+
+
+def dag_mamba_inputs() -> dict:
+    """Valid inputs of the selective scan on the DAG 0 -> 1 -> 2 (D = 2 channels, N = 2)."""
+    g = torch.Generator().manual_seed(4)
+    r = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
+    return dict(dag=graphlib.DAG(DAG_EDGES, 3), u=r(3, 2), dt=r(3, 2), A=-r(2, 2), B=r(3, 2), C=r(3, 2))
 
 
 SCAN_KINDS = dict(structure="structure", q="real", k="real", v="real", source="real", transition="real", mark="real", direct="real")
@@ -198,10 +210,23 @@ ENTRIES: list[Entry] = [
     Entry("check_edge_index", graphlib.check_edge_index, lambda: dict(edge_index=EDGES, num_nodes=3),
           dict(edge_index="index", num_nodes="size")),
     Entry("check_batch", graphlib.check_batch, lambda: dict(batch=BATCH, num_nodes=3), dict(batch="index")),
-    Entry("check_ptr", graphlib.check_ptr, lambda: dict(ptr=_t(0, 2, 3), total=3, batch=BATCH), dict(ptr="index"),
-          extra=[("ptr that disagrees with batch", "ptr", _t(0, 1, 3))]),
+    Entry("check_ptr", graphlib.check_ptr, lambda: dict(ptr=_t(0, 2, 3), length=3), dict(ptr="index"),
+          extra=[("ptr not ending at the length", "ptr", _t(0, 1, 2))]),
     Entry("ptr_from_batch", graphlib.ptr_from_batch, lambda: dict(batch=BATCH), dict(batch="index")),
+    Entry("IndexDtypeError", graphlib.IndexDtypeError, lambda: dict()),
+    Entry("to_dense_pairs", graphlib.to_dense_pairs, lambda: dict(x=torch.rand(3, 2), edge_index=EDGES, batch=BATCH),
+          dict(x="real", edge_index="index", batch="index"),
+          extra=[("an out-of-range edge", "edge_index", _t([0], [3])), ("an unsorted batch", "batch", _t(1, 0, 0))]),
+    Entry("check_index", graphlib.check_index, lambda: dict(index=_t(0, 1, 1), length=3, dim_size=2),
+          dict(index="index", dim_size="size"), extra=[("an index out of range", "index", _t(0, 1, 2))]),
+    Entry("compute_dtype", graphlib.compute_dtype, lambda: dict()),
+    Entry("upcast", graphlib.upcast, lambda: dict(t=torch.rand(2).half()), dict(t="tensor")),
     # ---------------------------------------------------------------- sequence
+    Entry("chunked2d_scan", sequence.chunked2d_scan, lambda: scan_inputs((2, 2)), dict(SCAN_KINDS, structure="structure")),
+    Entry("selective_scan_recurrent", sequence.selective_scan_recurrent, mamba_inputs,
+          dict(u="real", delta="real", A="real", B="real", C="real")),
+    Entry("dag_selective_scan", sequence.dag_selective_scan, dag_mamba_inputs,
+          dict(dag="structure", u="real", dt="real", A="real", B="real", C="real")),
     Entry("plstm_scan", sequence.plstm_scan, scan_inputs, SCAN_KINDS),
     Entry("scan", sequence.scan, scan_inputs, SCAN_KINDS, extra=[("an unknown kind", "kind", "no-such-kind")]),
     Entry("reference_scan", sequence.reference_scan, scan_inputs, SCAN_KINDS),
@@ -253,6 +278,26 @@ ENTRIES: list[Entry] = [
                  ("a non-square adjacency", "adj", torch.zeros(1, 3, 4))]),
     Entry("evaluate_reference", lambda **kw: contractions.evaluate_reference([contractions.Pattern.from_string("ab,bc->ac")], **kw),
           lambda: dict(adj=adjacency()), dict(adj="real")),
+    Entry("compile_plan", contractions.compile_plan, lambda: dict(patterns=["ab,bc->ac"]),
+          dict(n_hint="count", optimize="option"), extra=[("a string where a list is due", "patterns", "ab,bc->ac")]),
+    Entry("dense_inputs", contractions.dense_inputs, lambda: dict(adj=adjacency(), mask=torch.ones(1, 3, dtype=torch.bool)),
+          dict(adj="real"), extra=[("a float mask", "mask", torch.ones(1, 3))]),
+    Entry("select_patterns", contractions.select_patterns, lambda: dict(degree=2, outputs=("node",)),
+          dict(degree="size", outputs="outputs"), extra=[("a number", "select", 3)]),
+    Entry("polynomial_features", lambda **kw: contractions.polynomial_features(contractions.compile_plan(["ab->a"]), **kw),
+          lambda: dict(edge_index=EDGES, batch=_t(0, 0, 1)), dict(edge_index="index", batch="index", num_nodes="size"),
+          extra=[("an unsorted batch", "batch", _t(1, 0, 0)), ("an unknown normalize", "normalize", "max")]),
+    Entry("dense_polynomial_features",
+          lambda **kw: contractions.dense_polynomial_features(contractions.compile_plan(["ab->a"]), **kw),
+          lambda: dict(adj=adjacency()), dict(adj="real")),
+    Entry("check_normalize", contractions.check_normalize, lambda: dict(normalize="log"), dict(normalize="option")),
+    Entry("check_outputs", contractions.check_outputs, lambda: dict(outputs=("node",)), dict(outputs="outputs")),
+    Entry("check_graph_inputs", contractions.check_graph_inputs,
+          lambda: dict(edge_index=EDGES, batch=BATCH, num_nodes=None, edge_attr=None), dict(edge_index="index", batch="index")),
+    Entry("draw_pattern", lambda **kw: contractions.draw_pattern(**kw) and None, lambda: dict(pattern="ab,bc->a"),
+          dict(pattern="pattern")),
+    Entry("draw_patterns", contractions.draw_patterns, lambda: dict(patterns=["ab->a"], path=str(_TMP / "p.png")),
+          extra=[("a number", "patterns", 3)]),
     Entry("ContractionPlan", lambda **kw: contractions.compile(**kw).flops(3), lambda: dict(patterns=["ab->ab"])),
     Entry("ContractionMemoryError", contractions.ContractionMemoryError, lambda: dict()),
     # ---------------------------------------------------------------- expressivity
@@ -273,13 +318,18 @@ ENTRIES: list[Entry] = [
     Entry("MPNN", lambda **kw: contractions.computable("ab->", expressivity.MPNN(**kw)), lambda: dict()),
     Entry("SubgraphGNN", lambda **kw: contractions.computable("ab->", expressivity.SubgraphGNN(**kw)), lambda: dict()),
     Entry("PPGN", lambda **kw: contractions.computable("ab->", expressivity.PPGN(**kw)), lambda: dict()),
+    Entry("MPNNDecider", lambda **kw: contractions.computable("ab->", expressivity.MPNNDecider(**kw)), lambda: dict()),
+    Entry("SubgraphGNNDecider", lambda **kw: contractions.computable("ab->", expressivity.SubgraphGNNDecider(**kw)), lambda: dict()),
+    Entry("PPGNDecider", lambda **kw: contractions.computable("ab->", expressivity.PPGNDecider(**kw)), lambda: dict()),
+    Entry("KFWLDecider", lambda **kw: contractions.computable("ab->", expressivity.KFWLDecider(**kw)), lambda: dict(k=3),
+          dict(k="count")),
     Entry("KFWL", lambda **kw: contractions.computable("ab->", expressivity.KFWL(**kw)), lambda: dict(k=3), dict(k="count")),
     Entry("treewidth", expressivity.treewidth, lambda: dict(graph=nx.cycle_graph(4)), dict(graph="graph")),
     Entry("treewidth_upper_bound", expressivity.treewidth_upper_bound, lambda: dict(graph=nx.cycle_graph(4)), dict(graph="graph")),
     Entry("elimination_ordering", expressivity.elimination_ordering, lambda: dict(graph=nx.cycle_graph(4)), dict(graph="graph")),
     Entry("Step", lambda **kw: contractions.computable("ab,bc->", "ppgn").steps, lambda: dict()),
     # ---------------------------------------------------------------- nn
-    Entry("Mamba", nn.Mamba, lambda: dict(d_model=4, d_state=2), dict(d_model="count", d_state="count", d_conv="count", expand="count")),
+    Entry("Mamba", nn.Mamba, lambda: dict(d_model=4, d_state=2), dict(d_model="size", d_state="size", d_conv="count")),
     Entry("Mamba.forward", module_call(lambda: nn.Mamba(4, d_state=2)), lambda: dict(hidden_states=torch.rand(1, 5, 4)),
           dict(hidden_states="real"), extra=[("a float cu_seqlens", "cu_seqlens", torch.tensor([0.0, 5.0]))]),
     Entry("GraphMamba", nn.GraphMamba, lambda: dict(channels=4, d_state=2),
@@ -306,6 +356,7 @@ ENTRIES: list[Entry] = [
           dict(op="callable", a="tensor", b="tensor", c="tensor")),
     Entry("check_commutative", aggr.check_commutative, lambda: dict(op=torch.add, a=torch.rand(2), b=torch.rand(2)),
           dict(op="callable", a="tensor", b="tensor")),
+    Entry("InferenceParams", nn.InferenceParams, lambda: dict(max_seqlen=4, max_batch_size=2)),
     Entry("Mamba2d", nn.Mamba2d, lambda: dict(d_model=4, d_state=2), dict(d_model="count", d_state="count", d_conv="count", expand="count")),
     Entry("Mamba2d.forward", module_call(lambda: nn.Mamba2d(4, d_state=2)), lambda: dict(x=torch.rand(1, 3, 2, 4)), dict(x="real")),
     Entry("PLSTM1d", nn.PLSTM1d, lambda: dict(dim=4), dict(dim="count", num_heads="count", mode="option")),
@@ -346,7 +397,7 @@ ENTRIES: list[Entry] = [
     Entry("shrikhande_graph", datasets.shrikhande_graph, lambda: dict()),
 ]
 
-CONSTANTS = {"EXECUTIONS", "KINDS", "SUPPORTED_KINDS"}  # data, not entry points
+CONSTANTS = {"EXECUTIONS", "KINDS", "SUPPORTED_KINDS", "NODE_ORDERS", "NORMALIZATIONS"}  # data, not entry points
 
 
 def test_every_public_name_is_fuzzed():

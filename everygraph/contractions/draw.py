@@ -105,6 +105,8 @@ def draw_patterns(patterns: Sequence[Any], path: str, ncols: int = 8, titles: Op
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if isinstance(patterns, str) or not hasattr(patterns, "__iter__"):
+        raise TypeError(f"patterns must be a sequence of patterns, got {type(patterns).__name__}")
     patterns = list(patterns)[:max_patterns]
     n = max(1, len(patterns))
     ncols = max(1, min(ncols, n))

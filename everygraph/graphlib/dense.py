@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .validation import check_batch, check_edge_index
+from .validation import check_batch, check_edge_index, check_tensor
 
 __all__ = ["to_dense_pairs"]
 
@@ -42,6 +42,8 @@ def to_dense_pairs(
     Returns:
         ``(pairs [B, n, n, c], mask [B, n] bool)`` with ``B`` graphs (``batch.max() + 1``).
     """
+    if x is not None:
+        check_tensor(x, "x", "float", shape="[num_nodes, channels]")
     from torch_geometric.utils import to_dense_adj, to_dense_batch
 
     if num_nodes is None:

@@ -37,4 +37,6 @@ def compute_dtype(*inputs: Tensor | torch.dtype | None) -> torch.dtype:
 def upcast(t: Tensor) -> Tensor:
     """``t`` in its compute dtype (:func:`compute_dtype`): half precision becomes float32,
     float32 and float64 are returned unchanged (no copy)."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"t must be a torch.Tensor, got {type(t).__name__}")
     return t.to(compute_dtype(t))

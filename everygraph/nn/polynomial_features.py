@@ -36,6 +36,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..graphlib import check_size
 from ..contractions import (
     Pattern,
     check_graph_inputs,

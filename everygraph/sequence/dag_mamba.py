@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..graphlib import DAG
+from ..graphlib import DAG, check_tensor
 from .recurrence import scan
 
 
@@ -44,6 +44,11 @@ def dag_selective_scan(
     Returns:
         ``y`` ``[num_nodes, D]``.
     """
+    if not isinstance(dag, DAG):
+        raise TypeError(f"dag must be an everygraph.graphlib.DAG, got {type(dag).__name__}")
+    for name, value in (("u", u), ("dt", dt), ("B", B), ("C", C)):
+        check_tensor(value, name, "float", 2, shape="[num_nodes, *]")
+    check_tensor(A, "A", "float", 2, shape="[D, N]")
     num_nodes, channels = u.shape
     if dt.shape != u.shape:
         raise ValueError(f"dt must have the shape of u {list(u.shape)}, got {list(dt.shape)}")

@@ -27,7 +27,7 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
-from ..contractions import check_normalize, compile_plan, polynomial_features, select_patterns
+from ..contractions import check_normalize, check_outputs, compile_plan, polynomial_features, select_patterns
 
 __all__ = ["AddPolynomialFeatures"]
 
@@ -54,7 +54,8 @@ class AddPolynomialFeatures(BaseTransform):
     ) -> None:
         self.degree = degree
         self.normalize = check_normalize(normalize)
-        self.patterns = select_patterns(degree, tuple(outputs), select, domain, min_degree)
+        outputs = check_outputs(outputs)
+        self.patterns = select_patterns(degree, outputs, select, domain, min_degree)
         if not self.patterns:
             raise ValueError(f"no pattern selected (degree {degree}, outputs {tuple(outputs)}, select {select!r})")
         self.plan = compile_plan(self.patterns)
