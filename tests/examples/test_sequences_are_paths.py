@@ -1,6 +1,7 @@
 """The sequences-are-paths tutorial runs end to end in --quick mode and writes its plot and results."""
 
 import json
+import math
 
 
 def test_quick_run(run_example, tmp_path):
@@ -18,3 +19,9 @@ def test_quick_run(run_example, tmp_path):
         assert len(r["curve"]["step"]) == len(r["curve"]["accuracy"]) == 3
         row = f"| {name} | {r['parameters']} | {r['final_accuracy']:.3f} | {r['final_loss']:.3f} |"
         assert row in result.stdout
+        # every model has learned something in the quick run: its cross-entropy is below the
+        # uniform guess over the 10 tokens (ln 10 = 2.30; seeds 0-2 gave 2.08-2.14)
+        assert r["final_loss"] < math.log(10) - 0.05, name
+    # pLSTM-1d learns the selective copy fastest: seeds 0-2 of the quick run reach 0.32-0.40
+    # accuracy, against a chance level of 0.125
+    assert results["pLSTM-1d"]["final_accuracy"] > 0.25
