@@ -148,6 +148,29 @@ def dag_mamba_inputs() -> dict:
     return dict(dag=graphlib.DAG(DAG_EDGES, 3), u=r(3, 2), dt=r(3, 2), A=-r(2, 2), B=r(3, 2), C=r(3, 2))
 
 
+def grid_scan_inputs() -> dict:
+    """Valid dense inputs of the 2D pLSTM scan: B = H = 1, a 2 x 3 grid, dk = dv = 2."""
+    g = torch.Generator().manual_seed(5)
+    r = lambda *s: torch.rand(*s, generator=g, dtype=F64)  # noqa: E731
+    return dict(q=r(1, 2, 3, 1, 2), k=r(1, 2, 3, 1, 2), v=r(1, 2, 3, 1, 2), source=r(1, 2, 3, 1, 2),
+                transition=r(1, 2, 3, 1, 2, 2) * 0.5, mark=r(1, 2, 3, 1, 2), direct=r(1, 2, 3, 1))
+
+
+def delta_inputs() -> dict:
+    """Valid DeltaProduct inputs on a path of 3 nodes: B = H = 1, n_h = 2, dk = dv = 2."""
+    g = torch.Generator().manual_seed(6)
+    r = lambda *s: torch.rand(*s, generator=g, dtype=F64)  # noqa: E731
+    k = torch.nn.functional.normalize(r(1, 3, 1, 2, 2), dim=-1)
+    return dict(q=r(1, 3, 1, 2), k=k, v=r(1, 3, 1, 2, 2), beta=r(1, 3, 1, 2))
+
+
+def gla_inputs() -> dict:
+    """Valid gated-linear-attention inputs on 3 positions: B = H = 1, dk = dv = 2."""
+    g = torch.Generator().manual_seed(7)
+    r = lambda *s: torch.rand(*s, generator=g, dtype=F64)  # noqa: E731
+    return dict(q=r(1, 3, 1, 2), k=r(1, 3, 1, 2), v=r(1, 3, 1, 2), log_alpha=-r(1, 3, 1, 2))
+
+
 SCAN_KINDS = dict(structure="structure", q="real", k="real", v="real", source="real", transition="real", mark="real", direct="real")
 
 
@@ -222,6 +245,18 @@ ENTRIES: list[Entry] = [
     Entry("compute_dtype", graphlib.compute_dtype, lambda: dict()),
     Entry("upcast", graphlib.upcast, lambda: dict(t=torch.rand(2).half()), dict(t="tensor")),
     # ---------------------------------------------------------------- sequence
+    Entry("plstm_grid_scan", sequence.plstm_grid_scan, grid_scan_inputs,
+          dict(q="real", k="real", v="real", source="real", transition="real", mark="real", direct="real")),
+    Entry("delta_product", sequence.delta_product, lambda: dict(structure=graphlib.Lattice((3,)), **delta_inputs()),
+          dict(structure="structure", q="real", k="real", v="real", beta="real")),
+    Entry("delta_product_reference", sequence.delta_product_reference, delta_inputs,
+          dict(q="real", k="real", v="real", beta="real")),
+    Entry("gated_linear_attention", sequence.gated_linear_attention, lambda: dict(structure=graphlib.Lattice((3,)), **gla_inputs()),
+          dict(structure="structure", q="real", k="real", v="real", log_alpha="real")),
+    Entry("gated_linear_attention_reference", sequence.gated_linear_attention_reference, gla_inputs,
+          dict(q="real", k="real", v="real", log_alpha="real")),
+    Entry("gated_linear_attention_chunked", sequence.gated_linear_attention_chunked, gla_inputs,
+          dict(q="real", k="real", v="real", log_alpha="real")),
     Entry("chunked2d_scan", sequence.chunked2d_scan, lambda: scan_inputs((2, 2)), dict(SCAN_KINDS, structure="structure")),
     Entry("selective_scan_recurrent", sequence.selective_scan_recurrent, mamba_inputs,
           dict(u="real", delta="real", A="real", B="real", C="real")),

@@ -37,7 +37,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from ..graphlib import DAG, Lattice
+from ..graphlib import DAG, Lattice, check_tensor
 from .plstm.layout import lattice_dag
 from .recurrence import scan
 
@@ -194,6 +194,10 @@ def delta_product_reference(
     Returns:
         ``o`` ``[B, L, H, dv]`` and the final state ``[B, H, dk, dv]``.
     """
+    for name, value, ndim in (("q", q, 4), ("k", k, 5), ("v", v, 5), ("beta", beta, 4)):
+        check_tensor(value, name, "float", ndim)
+    if len({q.dtype, k.dtype, v.dtype, beta.dtype}) > 1:
+        raise TypeError(f"q, k, v and beta must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}, {beta.dtype}")
     B, length, H, dk = q.shape
     n_h, dv = k.shape[3], v.shape[-1]
     scale = 1.0 / math.sqrt(dk) if scale is None else scale

@@ -17,7 +17,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from ..graphlib import DAG, Lattice
+from ..graphlib import DAG, Lattice, check_tensor
 from .executions.recurrent import LinearRecurrence
 from .plstm.layout import lattice_dag
 from .recurrence import SUPPORTED_KINDS, path_scan, scan
@@ -68,6 +68,16 @@ def _check_cu_seqlens(cu_seqlens: Tensor, length: int) -> None:
         raise ValueError(f"cu_seqlens must rise from 0 to the sequence length {length}, got {values}")
 
 
+
+def _check_gla_inputs(q: Tensor, k: Tensor, v: Tensor, log_alpha: Tensor | None, alpha: Tensor | None = None) -> None:
+    """Floating point ``[B, L, H, d]`` tensors, one dtype (refused, not cast)."""
+    for name, value in (("q", q), ("k", k), ("v", v), ("log_alpha", log_alpha), ("alpha", alpha)):
+        if value is not None or name in ("q", "k", "v"):
+            check_tensor(value, name, "float", 4, shape="[B, L, H, d]")
+    dtypes = {name: t.dtype for name, t in (("q", q), ("k", k), ("v", v), ("log_alpha", log_alpha), ("alpha", alpha)) if t is not None}
+    if len(set(dtypes.values())) > 1:
+        raise TypeError(f"q, k, v and log_alpha/alpha must share one dtype, got {dtypes}")
+
 def gated_linear_attention_reference(
     q: Tensor, k: Tensor, v: Tensor, log_alpha: Tensor, *, scale: float | None = None, cu_seqlens: Tensor | None = None
 ) -> Tensor:
@@ -83,6 +93,7 @@ def gated_linear_attention_reference(
     Returns:
         ``o`` ``[B, L, H, dv]``.
     """
+    _check_gla_inputs(q, k, v, log_alpha)
     B, L, H, dk = q.shape
     scale = 1.0 / math.sqrt(dk) if scale is None else scale
     starts = _starts(cu_seqlens, L, q.device).tolist()
@@ -137,6 +148,7 @@ def gated_linear_attention_chunked(
     Returns:
         ``o`` ``[B, L, H, dv]``, or ``(o, state)``.
     """
+    _check_gla_inputs(q, k, v, log_alpha)
     B, L, H, dk = q.shape
     dv = v.shape[-1]
     scale = 1.0 / math.sqrt(dk) if scale is None else scale
@@ -270,6 +282,9 @@ def gated_linear_attention(
         >>> gated_linear_attention(None, q, k, v, log_alpha).shape
         torch.Size([2, 50, 4, 32])
     """
+    if not isinstance(structure, (DAG, Lattice)):
+        raise TypeError(f"structure must be an everygraph.graphlib.DAG or Lattice, got {type(structure).__name__}")
+    _check_gla_inputs(q, k, v, log_alpha, alpha)
     if structure is not None and not isinstance(structure, (Lattice, DAG)):
         raise TypeError(f"structure must be None, a graphlib.Lattice or a graphlib.DAG, got {type(structure).__name__}")
     if (log_alpha is None) == (alpha is None):
