@@ -252,7 +252,7 @@ ENTRIES: list[Entry] = [
     Entry("delta_product_reference", sequence.delta_product_reference, delta_inputs,
           dict(q="real", k="real", v="real", beta="real")),
     Entry("gated_linear_attention", sequence.gated_linear_attention, lambda: dict(structure=graphlib.Lattice((3,)), **gla_inputs()),
-          dict(structure="structure", q="real", k="real", v="real", log_alpha="real")),
+          dict(q="real", k="real", v="real", log_alpha="real"), extra=[("a string", "structure", "abc")]),
     Entry("gated_linear_attention_reference", sequence.gated_linear_attention_reference, gla_inputs,
           dict(q="real", k="real", v="real", log_alpha="real")),
     Entry("gated_linear_attention_chunked", sequence.gated_linear_attention_chunked, gla_inputs,

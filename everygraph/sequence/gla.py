@@ -282,8 +282,8 @@ def gated_linear_attention(
         >>> gated_linear_attention(None, q, k, v, log_alpha).shape
         torch.Size([2, 50, 4, 32])
     """
-    if not isinstance(structure, (DAG, Lattice)):
-        raise TypeError(f"structure must be an everygraph.graphlib.DAG or Lattice, got {type(structure).__name__}")
+    if structure is not None and not isinstance(structure, (DAG, Lattice)):
+        raise TypeError(f"structure must be None, an everygraph.graphlib.DAG or Lattice, got {type(structure).__name__}")
     _check_gla_inputs(q, k, v, log_alpha, alpha)
     if structure is not None and not isinstance(structure, (Lattice, DAG)):
         raise TypeError(f"structure must be None, a graphlib.Lattice or a graphlib.DAG, got {type(structure).__name__}")
