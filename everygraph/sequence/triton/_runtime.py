@@ -42,3 +42,10 @@ def require_triton(device: torch.device) -> None:
         raise RuntimeError(
             f'execution="triton" runs on CUDA tensors (or on CPU under TRITON_INTERPRET=1), got a tensor on {device}'
         )
+
+
+def autotune_configs(configs: list) -> list:
+    """The ``triton.Config`` list for ``@triton.autotune``: all of them on a GPU (benchmarked
+    once per key), the first under the interpreter, which has no GPU timer and ignores
+    ``num_warps`` and ``num_stages``."""
+    return configs[:1] if interpreting() else configs

@@ -35,6 +35,14 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ._runtime import autotune_configs
+
+#: Launch configurations tried once per shape on a GPU: one program per (batch, head) holds a
+#: [dk, dv] state and [BT, BT] score tiles; tl.dot tiles of 16-64 favour 4-8 warps on Hopper.
+_CHUNK_CONFIGS = autotune_configs(
+    [triton.Config({}, num_warps=w, num_stages=s) for w in (4, 8, 2) for s in (2, 3, 1)]
+)
+
 #: Positions per chunk (a power of two, at least 16 for ``tl.dot``).
 CHUNK = 32
 
@@ -85,6 +93,7 @@ def _load_chunk(q_ptr, k_ptr, v_ptr, S_ptr, T_ptr, M_ptr, D_ptr, base_qk, base_v
     return Q, K, V, S, T, M, D, mt, mk, mv
 
 
+@triton.autotune(configs=_CHUNK_CONFIGS, key=["L", "dk", "dv"])
 @triton.jit
 def _chunk_scan_fwd_kernel(
     q_ptr, k_ptr, v_ptr, S_ptr, T_ptr, M_ptr, D_ptr, h_ptr, saved_ptr,
@@ -118,6 +127,7 @@ def _chunk_scan_fwd_kernel(
         C = pc * C + tl.dot(tl.trans(K * (Wc * S)[:, None]), V)
 
 
+@triton.autotune(configs=_CHUNK_CONFIGS, key=["L", "dk", "dv"])
 @triton.jit
 def _chunk_scan_bwd_kernel(
     q_ptr, k_ptr, v_ptr, S_ptr, T_ptr, M_ptr, D_ptr, saved_ptr, dh_ptr,
@@ -315,6 +325,7 @@ def _diag_decays(G, BT: tl.constexpr):
     return W3, tl.exp(G_ex), tl.exp(G_all[None, :] - G_in), tl.exp(G_all)
 
 
+@triton.autotune(configs=_CHUNK_CONFIGS, key=["L", "dk", "dv"])
 @triton.jit
 def _chunk_diag_fwd_kernel(
     q_ptr, k_ptr, v_ptr, g_ptr, S_ptr, M_ptr, D_ptr, h_ptr, saved_ptr,
@@ -347,6 +358,7 @@ def _chunk_diag_fwd_kernel(
         C = pc[:, None] * C + tl.dot(tl.trans(K * Wc * S[:, None]), V)
 
 
+@triton.autotune(configs=_CHUNK_CONFIGS, key=["L", "dk", "dv"])
 @triton.jit
 def _chunk_diag_bwd_kernel(
     q_ptr, k_ptr, v_ptr, g_ptr, S_ptr, M_ptr, D_ptr, saved_ptr, dh_ptr,

@@ -43,10 +43,20 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ._runtime import autotune_configs
+
+#: Launch configurations tried once per (D, N, L) shape on a GPU. A program holds a
+#: [BLOCK_D, N] state (64 x 16 fp32: 1024 values over 32 * num_warps threads); Hopper-class
+#: GPUs favour 4-8 warps and 2-3 stages for the streamed loads of delta, u, B and C.
+_SCAN_CONFIGS = autotune_configs(
+    [triton.Config({}, num_warps=w, num_stages=s) for w in (4, 8, 2) for s in (2, 3, 1)]
+)
+
 #: Positions per chunk: the forward pass keeps one state per chunk for the backward pass.
 CHUNK = 64
 
 
+@triton.autotune(configs=_SCAN_CONFIGS, key=["D", "N", "L"])
 @triton.jit
 def _selective_scan_fwd_kernel(
     dt_ptr, u_ptr, A_ptr, B_ptr, C_ptr, keep_ptr, end_ptr,
@@ -99,6 +109,7 @@ def _selective_scan_fwd_kernel(
             tl.store(last_ptr + (pid_b * num_slots + tl.maximum(slot, 0)) * D * N + dn, h, mask=mask_dn & (dn * 0 + slot >= 0))
 
 
+@triton.autotune(configs=_SCAN_CONFIGS, key=["D", "N", "L"])
 @triton.jit
 def _selective_scan_bwd_kernel(
     dt_ptr, u_ptr, A_ptr, B_ptr, C_ptr, keep_ptr, end_ptr, saved_ptr,

@@ -30,8 +30,16 @@ import triton.language as tl
 from torch import Tensor
 
 from ...graphlib import DAG
+from ._runtime import autotune_configs
+
+#: Launch configurations tried once per state size on a GPU: BLOCK_K values of one program's
+#: slice of a state (coalesced loads of in-edge states), warps to cover it.
+_STEP_CONFIGS = autotune_configs(
+    [triton.Config({"BLOCK_K": b}, num_warps=w) for b, w in ((256, 4), (1024, 8), (128, 4), (512, 4), (64, 2))]
+)
 
 
+@triton.autotune(configs=_STEP_CONFIGS, key=["K", "WK"])
 @triton.jit
 def _wavefront_step_kernel(
     states_ptr, base_ptr, weight_ptr, rowptr_ptr, col_ptr, entry_ptr,
@@ -121,12 +129,9 @@ def _launch(states: Tensor, base: Tensor, weight: Tensor, csr: tuple[Tensor, Ten
         return
     width = weight.shape[-1]
     kind = 0 if width == 1 else (1 if width != K else 2)
-    BLOCK_K = min(1024, triton.next_power_of_2(K))
     rowptr, col, entry = csr
-    _wavefront_step_kernel[(hi - lo, BH, triton.cdiv(K, BLOCK_K))](
-        states, base, weight, rowptr, col, entry, lo, BH, K, dv, width,
-        WEIGHT_WIDTH=kind, BLOCK_K=BLOCK_K,
-    )
+    grid = lambda meta: (hi - lo, BH, triton.cdiv(K, meta["BLOCK_K"]))  # noqa: E731
+    _wavefront_step_kernel[grid](states, base, weight, rowptr, col, entry, lo, BH, K, dv, width, WEIGHT_WIDTH=kind)
 
 
 class WavefrontStates(torch.autograd.Function):
