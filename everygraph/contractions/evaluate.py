@@ -116,8 +116,7 @@ def dense_inputs(
             check_tensor(mask, "mask", "bool", shape="[B, n]")
             if tuple(mask.shape) != (B, n):
                 raise ValueError(f"mask must have shape [B, n] = {(B, n)} for adj of shape {tuple(adj.shape)}; got {tuple(mask.shape)}")
-        mask = mask.to(device=x.device)
-        if not bool(mask.all()):
+            mask = mask.to(device=x.device)
             # The padded part is excluded by selection, not by multiplying with a zero mask:
             # a NaN or inf there (0 * nan = nan) must not reach the real graphs' values.
             pair = mask[:, :, None, None] & mask[:, None, :, None]
