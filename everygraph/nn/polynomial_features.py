@@ -61,8 +61,8 @@ class PolynomialFeatures(torch.nn.Module):
             :func:`~everygraph.contractions.select_patterns`).
         normalize: ``"log"`` (default), ``"density"`` or ``None``.
         domain: basis domain (``"simple"`` for 0/1 adjacencies without loops: ``forward``
-            refuses an ``edge_index`` with self loops or a repeated edge there, which would
-            otherwise count twice or land on the diagonal; ``"general"`` takes any multigraph).
+            warns when ``edge_index`` has self loops or a repeated edge, which then land on
+            the diagonal or count twice; ``"general"`` is exact for any multigraph).
         min_degree: smallest degree (default 1: degree 0 only encodes the graph size).
         n_hint: graph size the contraction paths are optimised for.
         memory_limit: forwarded to :func:`everygraph.contractions.evaluate`.
@@ -131,16 +131,19 @@ class PolynomialFeatures(torch.nn.Module):
         """
         num_nodes = check_graph_inputs(edge_index, batch, num_nodes, edge_attr)
         if self.domain == "simple" and edge_index.numel():
-            # The simple basis is exact only for 0/1 adjacencies without loops: a repeated edge
-            # would count twice and a self loop would sit on the diagonal, silently.
+            # The simple basis assumes 0/1 adjacencies without loops: a repeated edge counts as
+            # an edge of weight 2 and a self loop sits on the diagonal. Say so, not silently.
+            import warnings
+
             if bool((edge_index[0] == edge_index[1]).any()):
-                raise ValueError("edge_index has self loops, which the 'simple' domain (simple graphs) does not "
-                                 "allow: remove them (torch_geometric.utils.remove_self_loops) or use domain='general'")
+                warnings.warn("edge_index has self loops, which the 'simple' domain (simple graphs) assumes absent: "
+                              "they enter the adjacency's diagonal. Remove them (torch_geometric.utils."
+                              "remove_self_loops) or use domain='general'", UserWarning, stacklevel=2)
             keys = edge_index[0] * max(num_nodes, 1) + edge_index[1]
             if torch.unique(keys).numel() != keys.numel():
-                raise ValueError("edge_index lists an edge more than once, which the 'simple' domain (0/1 "
-                                 "adjacency) would count twice: coalesce it (torch_geometric.utils.coalesce) or "
-                                 "use domain='general'")
+                warnings.warn("edge_index lists an edge more than once, which the 'simple' domain (0/1 adjacency) "
+                              "counts as an edge of weight 2: coalesce it (torch_geometric.utils.coalesce) or use "
+                              "domain='general'", UserWarning, stacklevel=2)
         if as_matrix:
             from torch_geometric.data import Data
 
