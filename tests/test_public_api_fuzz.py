@@ -13,7 +13,6 @@ give a silently wrong result.
 from __future__ import annotations
 
 import importlib
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 

@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from .errors import IndexDtypeError
-from .validation import check_callable, check_ptr, check_size
+from .validation import check_ptr, check_size
 
 __all__ = ["scatter", "segment", "scatter_backend_info", "REDUCES", "DISPATCH"]
 
