@@ -159,7 +159,8 @@ def check_tensor(
     shape: str = "",
 ) -> Tensor:
     """``value`` if it is a tensor of the right kind of dtype (``"float"``: floating point;
-    ``"index"``: integer, not bool; ``"bool"``: bool; ``"any"``) and, when given, number of
+    ``"inexact"``: floating point or complex; ``"index"``: integer, not bool; ``"bool"``: bool;
+    ``"any"``) and, when given, number of
     axes; ``TypeError``/``ValueError`` naming ``name``, the expected and the given otherwise.
     ``shape`` (e.g. ``"[B, L, D]"``) only improves the message."""
     expected = f"a {kind} tensor" + (f" of shape {shape}" if shape else "")
@@ -167,6 +168,8 @@ def check_tensor(
         raise TypeError(f"{name} must be {expected}, got {_describe(value)}")
     if kind == "float" and not value.is_floating_point():
         raise TypeError(f"{name} must be a floating point tensor{' ' + shape if shape else ''}, got dtype {value.dtype}")
+    if kind == "inexact" and not (value.is_floating_point() or value.is_complex()):
+        raise TypeError(f"{name} must be a floating point or complex tensor{' ' + shape if shape else ''}, got dtype {value.dtype}")
     if kind == "index" and (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
         raise TypeError(f"{name} must be an integer tensor (torch.long){' ' + shape if shape else ''}, got dtype {value.dtype}")
     if kind == "bool" and value.dtype != torch.bool:

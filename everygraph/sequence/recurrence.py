@@ -345,7 +345,7 @@ def path_scan(
     """
     for name, value in (("q", q), ("k", k), ("v", v), ("source", source), ("transition", transition), ("mark", mark),
                         ("direct", direct)):
-        check_tensor(value, name, "float")
+        check_tensor(value, name, "inexact")  # complex states: see COMPLEX_EXECUTIONS
     if q.dim() != 4:
         raise ValueError(f"q must have shape [B, L, H, dk], got {list(q.shape)}")
     B, length, H, dk = q.shape

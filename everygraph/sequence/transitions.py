@@ -56,15 +56,21 @@ def gate_shape(kind: str, dk: int, dv: int, gate: Tensor | None = None) -> list[
     return [factors, dk + 2]
 
 
+def decay_multiplier(kind: str, gate: Tensor) -> Tensor:
+    """A ``scalar``, ``diagonal`` or ``elementwise`` gate ``[..., *gate_shape]`` as a multiplier
+    that broadcasts against states ``[..., dk, dv]``."""
+    if kind == "scalar":
+        return gate[..., None, None]
+    if kind == "diagonal":
+        return gate[..., :, None]
+    return gate
+
+
 def apply_transition(kind: str, gate: Tensor, state: Tensor) -> Tensor:
     r"""The map :math:`T(C)` of one kind, batched: ``gate`` ``[..., *gate_shape]``,
     ``state`` ``[..., dk, dv]`` (leading dimensions broadcast)."""
-    if kind == "scalar":
-        return gate[..., None, None] * state
-    if kind == "diagonal":
-        return gate[..., :, None] * state
-    if kind == "elementwise":
-        return gate * state
+    if kind != "householder":
+        return decay_multiplier(kind, gate) * state
     dk = state.shape[-2]
     for i in range(gate.shape[-2]):
         w, beta, gamma = gate[..., i, :dk], gate[..., i, dk], gate[..., i, dk + 1]

@@ -15,7 +15,7 @@ from torch import Tensor
 from ...graphlib import Lattice
 from ..plstm.lattice import _storage
 from ..plstm.layout import take
-from ..transitions import Boundary, apply_transition, apply_weight
+from ..transitions import Boundary, apply_transition, apply_weight, decay_multiplier
 
 
 class ElementwiseDiagonalRecurrence(torch.autograd.Function):
@@ -77,15 +77,6 @@ class ElementwiseDiagonalRecurrence(torch.autograd.Function):
         return grad_transition, grad_emitted, None
 
 
-def _as_decay(kind: str, gate: Tensor) -> Tensor:
-    """A scalar/diagonal/elementwise gate ``[..., *gate]`` as a multiplier of ``[..., dk, dv]``."""
-    if kind == "scalar":
-        return gate[..., None, None]
-    if kind == "diagonal":
-        return gate[..., :, None]
-    return gate
-
-
 def lattice_elementwise(
     lattice: Lattice,
     q: Tensor,
@@ -125,7 +116,7 @@ def lattice_elementwise(
         else:
             enter = take(gates.enter, storage.out_edge).movedim(2, 3)  # [B, N, H, 2, *gate]
             emitted = emitted + apply_transition(kind, enter, C0[:, :, :, None])
-    T = _as_decay(kind, take(transition, storage.line).movedim(4, 2))  # [B, N, H, 2(out), 2(in), dk|1, dv|1]
+    T = decay_multiplier(kind, take(transition, storage.line).movedim(4, 2))  # [B, N, H, 2(out), 2(in), dk|1, dv|1]
     T = T.expand(B, N, H, 2, 2, dk, dv).reshape(B, N, H, 2, 2, dk * dv)
     incoming = ElementwiseDiagonalRecurrence.apply(
         T.movedim(1, 0).contiguous(), emitted.reshape(B, N, H, 2, dk * dv).movedim(1, 0).contiguous(), storage.diagonals,

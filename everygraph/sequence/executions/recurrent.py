@@ -22,7 +22,7 @@ from torch.autograd.function import once_differentiable
 
 from ...graphlib import Lattice
 from ..plstm.layout import lattice_layout, take
-from ..transitions import Boundary, apply_transition, apply_weight
+from ..transitions import Boundary, apply_transition, apply_weight, decay_multiplier
 
 
 class LinearRecurrence(torch.autograd.Function):
@@ -56,15 +56,6 @@ class LinearRecurrence(torch.autograd.Function):
         return grad_a, g
 
 
-def _as_decay(kind: str, gate: Tensor) -> Tensor:
-    """A scalar/diagonal/elementwise gate ``[..., *gate]`` as a multiplier of ``[..., dk, dv]``."""
-    if kind == "scalar":
-        return gate[..., None, None]
-    if kind == "diagonal":
-        return gate[..., :, None]
-    return gate
-
-
 def recurrent(
     lattice: Lattice,
     q: Tensor,
@@ -93,7 +84,7 @@ def recurrent(
 
     qs, ks, vs = steps(q[:, node]), steps(k[:, node]), steps(v[:, node])
     kv = ks[..., :, None] * vs[..., None, :]  # [L, B, H, dk, dv]
-    a = _as_decay(kind, steps(take(transition, line)))
+    a = decay_multiplier(kind, steps(take(transition, line)))
     X = apply_weight(steps(take(source, out_edge)), kv)
     C0 = steps(initial_state[:, node]) if initial_state is not None else None
     if C0 is not None:

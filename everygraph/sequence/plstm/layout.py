@@ -146,7 +146,13 @@ def lattice_gates(
         raise TypeError(f"lattice must be an everygraph.graphlib.Lattice, got {type(lattice).__name__}")
     for name, value in (("source", source), ("transition", transition), ("mark", mark), ("direct", direct)):
         if value is not None:
-            check_tensor(value, name, "float")
+            check_tensor(value, name, "inexact")  # complex: the engine's COMPLEX_EXECUTIONS
+    given = {name: value for name, value in (("source", source), ("transition", transition), ("mark", mark),
+                                             ("direct", direct)) if value is not None}
+    complex_names = [name for name, value in given.items() if value.is_complex()]
+    if complex_names and len(complex_names) != len(given):
+        raise TypeError(f"{complex_names[0]} is complex but {', '.join(n for n in given if n not in complex_names)} "
+                        "are real; give every gate one dtype")
     ndim, shape = lattice.ndim, list(lattice.shape)
     batch = source.shape[0] if source.dim() > 0 else 0
     heads = source.shape[len(shape) + 1] if source.dim() > len(shape) + 1 else 0

@@ -75,6 +75,15 @@ def _decays(T, BT: tl.constexpr):
 
 
 @triton.jit
+def _head_offsets(pid, L, H, dk, dv):
+    """Where program ``pid`` (batch * H + head) starts in ``[B, L, H, dk]``, ``[B, L, H, dv]``
+    and ``[B, L, H]`` tensors."""
+    b = pid // H
+    head = pid % H
+    return b * L * H * dk + head * dk, b * L * H * dv + head * dv, b * L * H + head
+
+
+@triton.jit
 def _load_chunk(q_ptr, k_ptr, v_ptr, S_ptr, T_ptr, M_ptr, D_ptr, base_qk, base_v, base_g, t0, L, H, dk, dv,
                 BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr):
     t = t0 + tl.arange(0, BT)
@@ -101,11 +110,7 @@ def _chunk_scan_fwd_kernel(
     SAVE: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
 ):
     pid = tl.program_id(0)  # batch * H + head
-    b = pid // H
-    head = pid % H
-    base_qk = b * L * H * dk + head * dk
-    base_v = b * L * H * dv + head * dv
-    base_g = b * L * H + head
+    base_qk, base_v, base_g = _head_offsets(pid, L, H, dk, dv)
     kk = tl.arange(0, BK)
     vv = tl.arange(0, BV)
     kv = kk[:, None] * BV + vv[None, :]
@@ -135,12 +140,8 @@ def _chunk_scan_bwd_kernel(
     L, H, dk, dv, num_chunks,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    b = pid // H
-    head = pid % H
-    base_qk = b * L * H * dk + head * dk
-    base_v = b * L * H * dv + head * dv
-    base_g = b * L * H + head
+    pid = tl.program_id(0)  # batch * H + head
+    base_qk, base_v, base_g = _head_offsets(pid, L, H, dk, dv)
     kk = tl.arange(0, BK)
     vv = tl.arange(0, BV)
     kv = kk[:, None] * BV + vv[None, :]
@@ -332,12 +333,8 @@ def _chunk_diag_fwd_kernel(
     L, H, dk, dv, num_chunks,
     SAVE: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    b = pid // H
-    head = pid % H
-    base_qk = b * L * H * dk + head * dk
-    base_v = b * L * H * dv + head * dv
-    base_g = b * L * H + head
+    pid = tl.program_id(0)  # batch * H + head
+    base_qk, base_v, base_g = _head_offsets(pid, L, H, dk, dv)
     kk = tl.arange(0, BK)
     vv = tl.arange(0, BV)
     kv = kk[:, None] * BV + vv[None, :]
@@ -366,12 +363,8 @@ def _chunk_diag_bwd_kernel(
     L, H, dk, dv, num_chunks,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    b = pid // H
-    head = pid % H
-    base_qk = b * L * H * dk + head * dk
-    base_v = b * L * H * dv + head * dv
-    base_g = b * L * H + head
+    pid = tl.program_id(0)  # batch * H + head
+    base_qk, base_v, base_g = _head_offsets(pid, L, H, dk, dv)
     kk = tl.arange(0, BK)
     vv = tl.arange(0, BV)
     kv = kk[:, None] * BV + vv[None, :]

@@ -56,6 +56,25 @@ _SCAN_CONFIGS = autotune_configs(
 CHUNK = 64
 
 
+@triton.jit
+def _step_inputs(dt_ptr, u_ptr, B_ptr, keep_ptr, A, Bf, row, t, L, D, d, n, local, mask_d, mask_n, B_base, s_tB,
+                 B_FIXED: tl.constexpr, HAS_KEEP: tl.constexpr):
+    """Position ``t``'s step size, input, ``B`` row and decay for the program's channels, and
+    the masks of valid channels and states (all false past the end of the sequence)."""
+    m = mask_d & (local * 0 + t < L)
+    valid_n = mask_n & (n * 0 + t < L)
+    dt = tl.load(dt_ptr + row + t * D + d, mask=m, other=0.0)
+    u = tl.load(u_ptr + row + t * D + d, mask=m, other=0.0)
+    if B_FIXED:
+        Bt = Bf
+    else:
+        Bt = tl.load(B_ptr + B_base + t * s_tB + n, mask=valid_n, other=0.0)[None, :]
+    a = tl.exp(dt[:, None] * A)
+    if HAS_KEEP:
+        a = a * tl.load(keep_ptr + t)
+    return dt, u, Bt, a, m, valid_n
+
+
 @triton.autotune(configs=_SCAN_CONFIGS, key=["D", "N", "L"])
 @triton.jit
 def _selective_scan_fwd_kernel(
@@ -77,8 +96,10 @@ def _selective_scan_fwd_kernel(
     mask_dn = mask_d[:, None] & mask_n[None, :]
     dn = d[:, None] * N + n[None, :]
     A = tl.load(A_ptr + dn, mask=mask_dn, other=0.0)
+    Bf = A  # unused unless B is fixed
     if B_FIXED:
         Bf = tl.load(B_ptr + dn, mask=mask_dn, other=0.0)
+    B_base = pid_b * s_bB + pid_g * s_gB
     if C_FIXED:
         Cf = tl.load(C_ptr + dn, mask=mask_dn, other=0.0)
     h = tl.zeros([BLOCK_D, BLOCK_N], dtype=A.dtype)
@@ -88,21 +109,12 @@ def _selective_scan_fwd_kernel(
             tl.store(saved_ptr + (pid_b * num_chunks + c) * D * N + dn, h, mask=mask_dn)
         for i in range(CHUNK):
             t = c * CHUNK + i
-            m = mask_d & (local * 0 + t < L)
-            valid_n = mask_n & (n * 0 + t < L)
-            dt = tl.load(dt_ptr + row + t * D + d, mask=m, other=0.0)
-            u = tl.load(u_ptr + row + t * D + d, mask=m, other=0.0)
-            if B_FIXED:
-                Bt = Bf
-            else:
-                Bt = tl.load(B_ptr + pid_b * s_bB + pid_g * s_gB + t * s_tB + n, mask=valid_n, other=0.0)[None, :]
+            dt, u, Bt, a, m, valid_n = _step_inputs(dt_ptr, u_ptr, B_ptr, keep_ptr, A, Bf, row, t, L, D, d, n, local,
+                                                    mask_d, mask_n, B_base, s_tB, B_FIXED, HAS_KEEP)
             if C_FIXED:
                 Ct = Cf
             else:
                 Ct = tl.load(C_ptr + pid_b * s_bC + pid_g * s_gC + t * s_tC + n, mask=valid_n, other=0.0)[None, :]
-            a = tl.exp(dt[:, None] * A)
-            if HAS_KEEP:
-                a = a * tl.load(keep_ptr + t)
             h = a * h + (dt * u)[:, None] * Bt
             tl.store(y_ptr + row + t * D + d, tl.sum(h * Ct, axis=1), mask=m)
             slot = tl.load(end_ptr + t)
@@ -134,9 +146,11 @@ def _selective_scan_bwd_kernel(
     tile = tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + n[None, :]  # position in a scratch slab
     scratch = scratch_ptr + program * CHUNK * BLOCK_D * BLOCK_N
     A = tl.load(A_ptr + dn, mask=mask_dn, other=0.0)
+    Bf = A  # unused unless B is fixed
     if B_FIXED:
         Bf = tl.load(B_ptr + dn, mask=mask_dn, other=0.0)
         dB_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=A.dtype)
+    B_base = pid_b * s_bB + pid_g * s_gB
     if C_FIXED:
         Cf = tl.load(C_ptr + dn, mask=mask_dn, other=0.0)
         dC_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=A.dtype)
@@ -151,31 +165,16 @@ def _selective_scan_bwd_kernel(
         h = h0
         for i in range(CHUNK):  # recompute the chunk's states
             t = c * CHUNK + i
-            m = mask_d & (local * 0 + t < L)
-            valid_n = mask_n & (n * 0 + t < L)
-            dt = tl.load(dt_ptr + row + t * D + d, mask=m, other=0.0)
-            u = tl.load(u_ptr + row + t * D + d, mask=m, other=0.0)
-            if B_FIXED:
-                Bt = Bf
-            else:
-                Bt = tl.load(B_ptr + pid_b * s_bB + pid_g * s_gB + t * s_tB + n, mask=valid_n, other=0.0)[None, :]
-            a = tl.exp(dt[:, None] * A)
-            if HAS_KEEP:
-                a = a * tl.load(keep_ptr + t)
+            dt, u, Bt, a, m, valid_n = _step_inputs(dt_ptr, u_ptr, B_ptr, keep_ptr, A, Bf, row, t, L, D, d, n, local,
+                                                    mask_d, mask_n, B_base, s_tB, B_FIXED, HAS_KEEP)
             h = a * h + (dt * u)[:, None] * Bt
             tl.store(scratch + i * BLOCK_D * BLOCK_N + tile, h)
         for ii in range(CHUNK):  # the adjoint recurrence, backwards through the chunk
             i = CHUNK - 1 - ii
             t = c * CHUNK + i
-            m = mask_d & (local * 0 + t < L)
-            valid_n = mask_n & (n * 0 + t < L)
-            dt = tl.load(dt_ptr + row + t * D + d, mask=m, other=0.0)
-            u = tl.load(u_ptr + row + t * D + d, mask=m, other=0.0)
+            dt, u, Bt, a, m, valid_n = _step_inputs(dt_ptr, u_ptr, B_ptr, keep_ptr, A, Bf, row, t, L, D, d, n, local,
+                                                    mask_d, mask_n, B_base, s_tB, B_FIXED, HAS_KEEP)
             dy = tl.load(dy_ptr + row + t * D + d, mask=m, other=0.0)
-            if B_FIXED:
-                Bt = Bf
-            else:
-                Bt = tl.load(B_ptr + pid_b * s_bB + pid_g * s_gB + t * s_tB + n, mask=valid_n, other=0.0)[None, :]
             if C_FIXED:
                 Ct = Cf
             else:
@@ -183,9 +182,6 @@ def _selective_scan_bwd_kernel(
             h_t = tl.load(scratch + i * BLOCK_D * BLOCK_N + tile, mask=mask_dn & (dn * 0 + t < L), other=0.0)
             previous = tl.load(scratch + tl.maximum(i - 1, 0) * BLOCK_D * BLOCK_N + tile, mask=mask_dn & (dn * 0 + i > 0), other=0.0)
             h_prev = tl.where(i > 0, previous, h0)
-            a = tl.exp(dt[:, None] * A)
-            if HAS_KEEP:
-                a = a * tl.load(keep_ptr + t)
             g = Ct * dy[:, None] + carry
             if HAS_DLAST:
                 slot = tl.load(end_ptr + t)
