@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ...graphlib import Lattice
-from ..plstm.lattice import _storage
+from ..plstm.lattice import _storage, receive_from_previous_diagonal, return_to_previous_diagonal
 from ..plstm.layout import take
 from ..transitions import Boundary, apply_transition, apply_weight, decay_multiplier
 
@@ -38,11 +38,7 @@ class ElementwiseDiagonalRecurrence(torch.autograd.Function):
         for lo, hi in diagonals:
             n = hi - lo + 1
             if previous is not None:
-                out, plo, phi = previous
-                a, b = max(lo, plo), min(hi, phi)  # same row, axis-1 edge
-                incoming[offset + a - lo:offset + b - lo + 1, :, :, 1] = out[a - plo:b - plo + 1, :, :, 1]
-                a, b = max(lo, plo + 1), min(hi, phi + 1)  # row above, axis-0 edge
-                incoming[offset + a - lo:offset + b - lo + 1, :, :, 0] = out[a - 1 - plo:b - plo, :, :, 0]
+                receive_from_previous_diagonal(incoming[offset:offset + n], lo, hi, *previous)
             block = slice(offset, offset + n)
             out = (transition[block] * incoming[block, :, :, None]).sum(-2) + emitted[block]
             previous, offset = (out, lo, hi), offset + n
@@ -66,10 +62,7 @@ class ElementwiseDiagonalRecurrence(torch.autograd.Function):
             if following is not None:  # this diagonal's outputs feed the next one
                 g_next, nlo, nhi = following
                 g = torch.zeros_like(grad)
-                a, b = max(lo, nlo), min(hi, nhi)
-                g[a - lo:b - lo + 1, :, :, 1] = g_next[a - nlo:b - nlo + 1, :, :, 1]
-                a, b = max(lo, nlo - 1), min(hi, nhi - 1)
-                g[a - lo:b - lo + 1, :, :, 0] = g_next[a + 1 - nlo:b + 2 - nlo, :, :, 0]
+                return_to_previous_diagonal(g, lo, hi, g_next, nlo, nhi)
                 grad_emitted[block] = g
                 grad_transition[block] = g[:, :, :, :, None] * incoming[block, :, :, None]
                 grad = grad + (transition[block] * g[:, :, :, :, None]).sum(-3)

@@ -290,6 +290,26 @@ def diagonal_scan_2d(
     return h, final
 
 
+def receive_from_previous_diagonal(incoming: Tensor, lo: int, hi: int, out: Tensor, plo: int, phi: int) -> None:
+    """Write the out-edge states ``out`` of the previous anti-diagonal (rows ``plo..phi``) into
+    the in-edges ``incoming`` ``[n, B, H, 2(in), ...]`` of this one (rows ``lo..hi``): node
+    ``(x, d - x)`` reads axis 1 from row ``x`` and axis 0 from row ``x - 1`` (shifted slices)."""
+    a, b = max(lo, plo), min(hi, phi)  # same row, axis-1 edge
+    incoming[a - lo:b - lo + 1, :, :, 1] = out[a - plo:b - plo + 1, :, :, 1]
+    a, b = max(lo, plo + 1), min(hi, phi + 1)  # row above, axis-0 edge
+    incoming[a - lo:b - lo + 1, :, :, 0] = out[a - 1 - plo:b - plo, :, :, 0]
+
+
+def return_to_previous_diagonal(grad_out: Tensor, lo: int, hi: int, grad_next: Tensor, nlo: int, nhi: int) -> None:
+    """The transpose of :func:`receive_from_previous_diagonal`: the gradients ``grad_next`` of
+    the next diagonal's in-edges (rows ``nlo..nhi``) into ``grad_out`` (zeroed), the gradients
+    of this diagonal's out-edges (rows ``lo..hi``)."""
+    a, b = max(lo, nlo), min(hi, nhi)
+    grad_out[a - lo:b - lo + 1, :, :, 1] = grad_next[a - nlo:b - nlo + 1, :, :, 1]
+    a, b = max(lo, nlo - 1), min(hi, nhi - 1)
+    grad_out[a - lo:b - lo + 1, :, :, 0] = grad_next[a + 1 - nlo:b + 2 - nlo, :, :, 0]
+
+
 class DiagonalRecurrence(torch.autograd.Function):
     r"""The linear recurrence between anti-diagonals, with a hand-written adjoint.
 
@@ -317,11 +337,7 @@ class DiagonalRecurrence(torch.autograd.Function):
         for lo, hi in diagonals:
             n = hi - lo + 1
             if previous is not None:
-                out, plo, phi = previous
-                a, b = max(lo, plo), min(hi, phi)  # same row, axis-1 edge
-                incoming[offset + a - lo:offset + b - lo + 1, :, :, 1] = out[a - plo:b - plo + 1, :, :, 1]
-                a, b = max(lo, plo + 1), min(hi, phi + 1)  # row above, axis-0 edge
-                incoming[offset + a - lo:offset + b - lo + 1, :, :, 0] = out[a - 1 - plo:b - plo, :, :, 0]
+                receive_from_previous_diagonal(incoming[offset:offset + n], lo, hi, *previous)
             block = slice(offset, offset + n)
             out = _apply_2x2(transition[block], incoming[block], buffer[:n])
             out.addcmul_(source[block, ..., None], kv[block, ..., None, :])
@@ -358,10 +374,7 @@ class DiagonalRecurrence(torch.autograd.Function):
                 g_next, nlo, nhi = following
                 g = grad_out[:n]
                 g.zero_()
-                a, b = max(lo, nlo), min(hi, nhi)
-                g[a - lo:b - lo + 1, :, :, 1] = g_next[a - nlo:b - nlo + 1, :, :, 1]
-                a, b = max(lo, nlo - 1), min(hi, nhi - 1)
-                g[a - lo:b - lo + 1, :, :, 0] = g_next[a + 1 - nlo:b + 2 - nlo, :, :, 0]
+                return_to_previous_diagonal(g, lo, hi, g_next, nlo, nhi)
                 if grad_injected is not None:
                     grad_injected[block] = g
                 torch.mul(g[..., :, None, :], incoming[block, ..., None, :, :], out=pair[:n])
