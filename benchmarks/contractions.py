@@ -384,7 +384,7 @@ def main() -> None:
         full_basis(args)
         return
     print(f"torch {torch.__version__}, opt_einsum {opt_einsum.__version__}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     cases = [("degree 6", 6, 128, 32), ("degree 5", 5, 64, 24)]
     if args.quick:
         cases = [("degree 4 (quick)", 4, 16, 12), ("degree 3 (quick)", 3, 8, 10)]
