@@ -252,6 +252,9 @@ ENTRIES: list[Entry] = [
           dict(q="real", k="real", v="real", beta="real")),
     Entry("gated_linear_attention", sequence.gated_linear_attention, lambda: dict(structure=graphlib.Lattice((3,)), **gla_inputs()),
           dict(q="real", k="real", v="real", log_alpha="real"), extra=[("a string", "structure", "abc")]),
+    Entry("lightnet_step", sequence.lightnet_step, lambda: dict(
+        **{name: t[:, 0] for name, t in gla_inputs().items() if name != "log_alpha"},
+        state=(torch.zeros(1, 1, 2, 2, dtype=F64), torch.zeros(1, 1, 2, dtype=F64))), dict(q="real", k="real", v="real")),
     Entry("gated_linear_attention_reference", sequence.gated_linear_attention_reference, gla_inputs,
           dict(q="real", k="real", v="real", log_alpha="real")),
     Entry("gated_linear_attention_chunked", sequence.gated_linear_attention_chunked, gla_inputs,

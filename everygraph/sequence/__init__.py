@@ -15,7 +15,7 @@ are parameterisations; :func:`s4d` runs the diagonal kind on complex states (or 
 from .dag_mamba import dag_selective_scan
 from .delta_product import delta_product, delta_product_reference
 from .gla import gated_linear_attention, gated_linear_attention_chunked, gated_linear_attention_reference
-from .lightnet import lightnet_log_normalizer, lightnet_scan, lightnet_scan_reference
+from .lightnet import lightnet_log_normalizer, lightnet_scan, lightnet_scan_reference, lightnet_step
 from .grid_mamba import grid_mamba_gates, grid_selective_scan
 from .distributed import combine_piece_states, path_scan_context_parallel, selective_scan_context_parallel
 from .mamba import selective_scan, selective_scan_recurrent, selective_scan_reference
@@ -73,4 +73,5 @@ __all__: list[str] = [
     "lightnet_scan",
     "lightnet_scan_reference",
     "lightnet_log_normalizer",
+    "lightnet_step",
 ]

@@ -28,13 +28,13 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from ..graphlib import DAG, Lattice
+from ..graphlib import DAG, Lattice, check_tensor
 from .plstm.layout import lattice_dag
-from .recurrence import SUPPORTED_KINDS, scan
+from .recurrence import SUPPORTED_KINDS, path_scan, scan
 
 Structure = Union[Lattice, DAG, None]
 
-__all__ = ["lightnet_scan", "lightnet_scan_reference", "lightnet_log_normalizer"]
+__all__ = ["lightnet_scan", "lightnet_scan_reference", "lightnet_log_normalizer", "lightnet_step"]
 
 
 def _dag_of(structure: Structure, num_nodes: int) -> tuple[Lattice | DAG, DAG]:
@@ -100,7 +100,9 @@ def lightnet_scan(
     *,
     scale: float | None = None,
     execution: str | None = None,
-) -> Tensor:
+    initial_state: tuple[Tensor, Tensor] | None = None,
+    return_state: bool = False,
+) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
     r"""LightNet's additive recurrence on a sequence, a grid or any DAG.
 
     On a DAG, per head and key channel, every edge :math:`m \to n` adds its tail's sums:
@@ -133,9 +135,15 @@ def lightnet_scan(
         scale: multiplies ``q`` (default :math:`1/\sqrt{d_k}`).
         execution: any execution of :func:`~everygraph.sequence.scan` that runs the diagonal
             kind (default: the engine's choice).
+        initial_state: on a sequence only (``structure`` None or an unflipped 1D lattice), the
+            state before position 0 as ``(S [B, H, dk, dv], log_delta [B, H, dk])``: the
+            normalised sum :math:`U/\delta` and :math:`\log\delta` of the positions already
+            seen (``log_delta = -inf``: none). None: nothing seen.
+        return_state: also return that pair after the last position (sequences only); passing
+            it as ``initial_state`` of the next piece continues the scan exactly.
 
     Returns:
-        ``o`` ``[B, N, H, dv]``.
+        ``o`` ``[B, N, H, dv]``, or ``(o, (S, log_delta))``.
 
     Example:
         >>> from everygraph.graphlib import Lattice
@@ -150,6 +158,12 @@ def lightnet_scan(
     B, N, H, dk = q.shape
     dv = v.shape[-1]
     scale = 1.0 / math.sqrt(dk) if scale is None else scale
+    if initial_state is not None or return_state:
+        if not (structure is None or (isinstance(structure, Lattice) and structure.ndim == 1 and not structure.flip[0])):
+            raise ValueError("initial_state and return_state take a sequence (structure None or an unflipped 1D Lattice), "
+                             f"got {structure!r}")
+        h, state = _sequence_piece(q, k, v, scale, execution, initial_state)
+        return (h, state) if return_state else h
     if N == 0:
         return v.new_zeros(B, 0, H, dv)
     structure, dag = _dag_of(structure, N)
@@ -165,6 +179,67 @@ def lightnet_scan(
         structure, q, key, v, q.new_ones(B, dag.num_edges, H), transition, mark, q.new_ones(B, N, H),
         kind="diagonal", scale=scale, execution=execution,
     )
+
+
+def _check_state(state: tuple[Tensor, Tensor], B: int, H: int, dk: int, dv: int) -> tuple[Tensor, Tensor]:
+    if not (isinstance(state, (tuple, list)) and len(state) == 2 and all(isinstance(t, Tensor) for t in state)):
+        raise TypeError(f"the state must be a pair of tensors (S [B, H, dk, dv], log_delta [B, H, dk]), got {type(state).__name__}")
+    S, log_delta = state
+    if list(S.shape) != [B, H, dk, dv] or list(log_delta.shape) != [B, H, dk]:
+        raise ValueError(f"the state must be (S {[B, H, dk, dv]}, log_delta {[B, H, dk]}), "
+                         f"got ({list(S.shape)}, {list(log_delta.shape)})")
+    return S, log_delta
+
+
+def _sequence_piece(q: Tensor, k: Tensor, v: Tensor, scale: float, execution: str | None,
+                    initial_state: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    r"""One sequence with entering and leaving states, on :func:`path_scan` (same gates as on a
+    path: transition and mark :math:`\delta_{t-1}/\delta_t`, key :math:`e^{k_t}/\delta_t`)."""
+    B, N, H, dk = q.shape
+    dv = v.shape[-1]
+    if initial_state is None:
+        S0, log_delta0 = q.new_zeros(B, H, dk, dv), q.new_full((B, H, dk), float("-inf"))
+    else:
+        S0, log_delta0 = _check_state(initial_state, B, H, dk, dv)
+    if N == 0:
+        return v.new_zeros(B, 0, H, dv), (S0, log_delta0)
+    log_delta = torch.logaddexp(log_delta0[:, None], k.logcumsumexp(dim=1))  # [B, N, H, dk]
+    previous = torch.cat([log_delta0[:, None], log_delta[:, :-1]], dim=1)
+    # exp(-inf - finite) = 0: nothing seen before, nothing carried (and no NaN gradient)
+    decay = (previous - log_delta).exp()
+    key = (k - log_delta).exp()
+    ones = q.new_ones(B, N, H)
+    mark = decay[..., None].expand(B, N, H, dk, dv)
+    h, S = path_scan(q, key, v, ones, decay, mark, ones, kind="diagonal", state=S0, scale=scale, execution=execution)
+    return h, (S, log_delta[:, -1])
+
+
+def lightnet_step(
+    q: Tensor, k: Tensor, v: Tensor, state: tuple[Tensor, Tensor], *, scale: float | None = None
+) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    r"""One position of LightNet's recurrence on a sequence, for decoding:
+    :math:`\log\delta' = \log(\delta + e^{k})`, :math:`S' = (\delta/\delta') S + (e^{k}/\delta')\,\mathbf 1 v^\top`
+    (per key channel), :math:`o = \tilde q^\top S'`.
+
+    Args:
+        q, k: ``[B, H, dk]``; v: ``[B, H, dv]``.
+        state: ``(S [B, H, dk, dv], log_delta [B, H, dk])`` as :func:`lightnet_scan` returns it
+            (``log_delta = -inf`` before the first position).
+        scale: multiplies ``q`` (default :math:`1/\sqrt{d_k}`).
+
+    Returns:
+        ``o`` ``[B, H, dv]`` and the new state pair (new tensors).
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(t, name, "float", 3, shape="[B, H, d]")
+    B, H, dk = q.shape
+    if list(k.shape) != [B, H, dk] or list(v.shape[:2]) != [B, H]:
+        raise ValueError(f"k must have the shape of q {[B, H, dk]} and v [B, H, dv], got {list(k.shape)} and {list(v.shape)}")
+    S, log_delta = _check_state(state, B, H, dk, v.shape[-1])
+    scale = 1.0 / math.sqrt(dk) if scale is None else scale
+    new_log_delta = torch.logaddexp(log_delta, k)
+    S = (log_delta - new_log_delta).exp()[..., None] * S + (k - new_log_delta).exp()[..., None] * v[:, :, None, :]
+    return torch.einsum("bhd,bhdv->bhv", scale * q, S), (S, new_log_delta)
 
 
 def lightnet_scan_reference(structure: Structure, q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = None) -> Tensor:
