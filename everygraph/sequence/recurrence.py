@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..graphlib import DAG, Lattice, check_tensor
+from .executions.chunked_diagonal import chunked_diagonal as _chunked_diagonal
 from .executions.recurrent import recurrent as _recurrent
 from .executions.lattice_elementwise import lattice_elementwise as _lattice_elementwise
 from .executions.reference import reference as _reference
@@ -32,8 +33,8 @@ Structure = Union[Lattice, DAG]
 SUPPORTED_KINDS = {
     "reference": KINDS,
     "wavefront": KINDS,
-    "recurrent": ("scalar", "diagonal", "elementwise"),
-    "chunked": ("scalar",),
+    "recurrent": KINDS,
+    "chunked": ("scalar", "diagonal"),
     "lattice": ("scalar", "diagonal", "elementwise"),
     "triton": ("scalar", "diagonal", "elementwise"),
 }
@@ -149,7 +150,7 @@ def scan(
         boundary: gates of the virtual edges (:class:`Boundary`), or None (unit).
         scale: multiplies ``q`` (default :math:`1/\sqrt{d_k}`).
         execution: ``"reference"``, ``"wavefront"``, ``"recurrent"`` (paths),
-            ``"chunked"`` (paths, scalar), ``"lattice"`` (1D/2D lattices; scalar, diagonal,
+            ``"chunked"`` (paths; scalar, diagonal), ``"lattice"`` (1D/2D lattices; scalar, diagonal,
             elementwise; on a path it runs ``chunked`` or ``recurrent``),
             ``"chunked2d"`` (2D lattices, scalar, no boundary states: blocks of the grid as
             masked attention, states only on block borders); default:
@@ -212,6 +213,8 @@ def scan(
         h, state = _triton(structure, dag, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
     elif execution == "chunked2d":
         h, state = plstm_chunked2d(structure, q, k, v, source, transition, mark, direct), None
+    elif execution == "chunked" and kind == "diagonal":
+        h, state = _chunked_diagonal(structure, q, k, v, source, transition, mark, direct, initial_state, boundary, return_state)
     elif execution == "recurrent":
         h, state = _recurrent(structure, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
     elif kind == "scalar" and scalar_weights:

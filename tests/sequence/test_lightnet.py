@@ -209,7 +209,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(TypeError, match="structure must be"):
         lightnet_scan("grid", q, k, v)
     with pytest.raises(ValueError, match="execution must be one of"):
-        lightnet_scan(None, q, k, v, execution="chunked")
+        lightnet_scan(None, q, k, v, execution="chunked2d")  # scalar kind only
     with pytest.raises(ValueError, match="q must be a 4-D"):
         lightnet_scan(None, q[0], k, v)
 

@@ -18,7 +18,7 @@ from everygraph.sequence import (
     selective_scan,
 )
 from everygraph.sequence.executions.lattice_elementwise import ElementwiseDiagonalRecurrence
-from everygraph.sequence.executions.recurrent import LinearRecurrence
+from everygraph.sequence.executions.recurrent import HouseholderRecurrence, LinearRecurrence
 from everygraph.sequence.plstm.lattice import _storage
 from everygraph.sequence.transitions import apply_transition
 
@@ -197,6 +197,30 @@ def test_linear_recurrence_gradcheck():
         assert torch.autograd.gradcheck(LinearRecurrence.apply, (a, X))
 
 
+def test_householder_recurrence_gradcheck():
+    """The hand-written adjoint of the householder loop, gates and emitted states."""
+    gen = torch.Generator().manual_seed(12)
+    for factors in (1, 3):
+        gate = random_gate("householder", (5, 2), 3, 2, gen, factors=factors).requires_grad_()
+        X = torch.randn(5, 2, 3, 2, dtype=DT, generator=gen, requires_grad=True)
+        assert torch.autograd.gradcheck(HouseholderRecurrence.apply, (gate, X))
+
+
+def test_chunked_diagonal_does_not_look_ahead():
+    """A NaN or inf at step t leaves the outputs of earlier steps finite and equal to the
+    reference's (future entries are selected away, not multiplied by zero)."""
+    lattice, t, kind = Lattice((21,)), 13, "diagonal"
+    inputs = random_inputs(lattice.to_dag(), kind, torch.Generator().manual_seed(13), boundary=False)
+    args = [inputs[n] for n in NAMES]
+    want = scan(lattice, *args, kind=kind, execution="reference")
+    for name in ("q", "k", "v", "transition", "direct"):
+        for bad in (float("nan"), float("inf")):
+            corrupt = dict(zip(NAMES, (a.clone() for a in args)))
+            corrupt[name][:, t] = bad
+            h = scan(lattice, *[corrupt[n] for n in NAMES], kind=kind, execution="chunked")
+            torch.testing.assert_close(h[:, :t], want[:, :t], rtol=1e-9, atol=1e-10, msg=f"{name} = {bad}")
+
+
 def test_plstm_scan_is_the_scalar_kind_with_unit_boundary():
     gen = torch.Generator().manual_seed(3)
     for structure in (Lattice((5, 4), (True, False)), Lattice((30,))):
@@ -241,7 +265,7 @@ def test_selective_scan_is_the_elementwise_kind_on_a_path():
 def test_default_executions():
     assert default_execution(Lattice((5,)), "scalar") == "chunked"
     assert default_execution(Lattice((5,)), "elementwise") == "recurrent"
-    assert default_execution(Lattice((5,)), "householder") == "wavefront"
+    assert default_execution(Lattice((5,)), "householder") == "recurrent"  # 2x the wavefront, fwd+bwd
     assert default_execution(Lattice((3, 5)), "scalar") == "lattice"
     assert default_execution(Lattice((3, 5)), "diagonal") == "wavefront"  # lattice: no measured gain
     assert default_execution(Lattice((2, 2, 2)), "scalar") == "wavefront"

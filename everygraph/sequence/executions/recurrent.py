@@ -1,12 +1,16 @@
 r"""The recurrent execution on paths: one in-place step per position, hand-written adjoint.
 
 On a path the state of the out-edge of step :math:`t` is
-:math:`C_t = a_t \odot C_{t-1} + X_t`, with :math:`a_t` the transition through step ``t``
-(a scalar, a diagonal or an elementwise decay broadcast to ``[dk, dv]``) and :math:`X_t` what
-step ``t`` emits (source term plus injected boundary state). Everything but this loop is
-vectorised over all steps. :class:`LinearRecurrence` runs the loop time-major, in place, and
-its backward runs the transposed loop :math:`G_{t-1} \mathrel{+}= a_t \odot G_t` without
-autograd's per-step graph (checked with ``gradcheck``).
+:math:`C_t = T_t(C_{t-1}) + X_t`, with :math:`T_t` the transition through step ``t`` and
+:math:`X_t` what step ``t`` emits (source term plus injected boundary state). Everything but
+this loop is vectorised over all steps. For the ``scalar``, ``diagonal`` and ``elementwise``
+kinds :math:`T_t(C) = a_t \odot C` (a decay broadcast to ``[dk, dv]``):
+:class:`LinearRecurrence` runs the loop time-major, in place, and its backward runs the
+transposed loop :math:`G_{t-1} \mathrel{+}= a_t \odot G_t` without autograd's per-step graph.
+For ``householder``, :math:`T_t = F_{r-1} \cdots F_0` with symmetric factors
+:math:`F_i = \gamma_i (I - \beta_i w_i w_i^\top)`: :class:`HouseholderRecurrence` runs the
+loop and the transposed loop (the factors in reverse order), then forms the gates' gradients
+for all steps at once. Both are checked with ``gradcheck``.
 
 Mamba's own parameterisation (:math:`a_t = e^{\Delta_t A}` formed on the fly, never stored)
 is :func:`~everygraph.sequence.selective_scan`'s specialised recurrent execution,
@@ -56,6 +60,73 @@ class LinearRecurrence(torch.autograd.Function):
         return grad_a, g
 
 
+class HouseholderRecurrence(torch.autograd.Function):
+    r""":math:`C_t = F^t_{r-1} \cdots F^t_0\, C_{t-1} + X_t` (:math:`C_{-1} = 0`) on time-major
+    tensors: ``gate`` ``[L, ..., r, dk + 2]`` (rows :math:`(w_i, \beta_i, \gamma_i)`, see
+    :mod:`~everygraph.sequence.transitions`), ``X`` ``[L, ..., dk, dv]``; returns all ``C``."""
+
+    @staticmethod
+    def forward(ctx, gate: Tensor, X: Tensor) -> Tensor:  # noqa: D102
+        states = X.clone()
+        steps, gates = states.unbind(0), gate.unbind(0)
+        for t in range(1, states.shape[0]):
+            steps[t].add_(apply_transition("householder", gates[t], steps[t - 1]))
+        ctx.save_for_backward(gate, states)
+        return states
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):  # noqa: D102
+        gate, states = ctx.saved_tensors
+        g = grad.clone()
+        steps, gates = g.unbind(0), gate.unbind(0)
+        for t in range(g.shape[0] - 1, 0, -1):  # the transposed map: the same factors, last first
+            steps[t - 1].add_(_householder_transposed(gates[t], steps[t]))
+        grad_gate = None
+        if ctx.needs_input_grad[0]:
+            previous = torch.cat([torch.zeros_like(states[:1]), states[:-1]], dim=0)
+            grad_gate = _householder_gate_grad(gate, previous, g)
+        return grad_gate, g
+
+
+def _householder_factor(gate: Tensor, i: int, dk: int) -> tuple[Tensor, Tensor, Tensor]:
+    return gate[..., i, :dk], gate[..., i, dk, None, None], gate[..., i, dk + 1, None, None]
+
+
+def _householder_transposed(gate: Tensor, grad: Tensor) -> Tensor:
+    r""":math:`F_0 \cdots F_{r-1}\, G` (each factor is symmetric)."""
+    dk = grad.shape[-2]
+    for i in range(gate.shape[-2] - 1, -1, -1):
+        w, beta, gamma = _householder_factor(gate, i, dk)
+        grad = gamma * (grad - beta * w[..., :, None] * torch.einsum("...k,...kv->...v", w, grad)[..., None, :])
+    return grad
+
+
+def _householder_gate_grad(gate: Tensor, entering: Tensor, grad: Tensor) -> Tensor:
+    r"""Gradient of :math:`\langle G, F_{r-1} \cdots F_0 Y_0 \rangle` in every factor's
+    :math:`(w, \beta, \gamma)`, all steps at once: with :math:`Y_{i+1} = F_i Y_i`,
+    :math:`p = w^\top Y_i`, :math:`G_i` the gradient at :math:`Y_{i+1}` and
+    :math:`s = w^\top G_i`: :math:`\bar\gamma = \langle G_i, Y_i - \beta w p^\top\rangle`,
+    :math:`\bar\beta = -\gamma\, s \cdot p`, :math:`\bar w = -\gamma\beta (G_i p + Y_i s)`."""
+    dk, factors = entering.shape[-2], gate.shape[-2]
+    inputs = [entering]
+    for i in range(factors - 1):
+        inputs.append(apply_transition("householder", gate[..., i : i + 1, :], inputs[-1]))
+    grads = []
+    for i in range(factors - 1, -1, -1):
+        w, beta, gamma = _householder_factor(gate, i, dk)
+        Y = inputs[i]
+        p = torch.einsum("...k,...kv->...v", w, Y)
+        s = torch.einsum("...k,...kv->...v", w, grad)
+        projected = w[..., :, None] * p[..., None, :]
+        d_gamma = (grad * (Y - beta * projected)).sum((-2, -1))
+        d_beta = -gamma[..., 0, 0] * (s * p).sum(-1)
+        d_w = -(gamma * beta)[..., 0] * (torch.einsum("...kv,...v->...k", grad, p) + torch.einsum("...kv,...v->...k", Y, s))
+        grads.append(torch.cat([d_w, d_beta[..., None], d_gamma[..., None]], dim=-1))
+        grad = gamma * (grad - beta * w[..., :, None] * s[..., None, :])
+    return torch.stack(grads[::-1], dim=-2)
+
+
 def recurrent(
     lattice: Lattice,
     q: Tensor,
@@ -71,7 +142,7 @@ def recurrent(
     return_state: bool,
 ) -> tuple[Tensor, Tensor | None]:
     """The recurrence of :func:`~everygraph.sequence.scan` on a path (a lattice with one axis
-    longer than 1), kinds ``scalar``, ``diagonal``, ``elementwise``. ``q`` is already scaled."""
+    longer than 1), every kind. ``q`` is already scaled."""
     B, N, H, dk = k.shape
     layout = lattice_layout(lattice, q.device)
     axis = max(range(lattice.ndim), key=lambda a: lattice.shape[a])
@@ -84,7 +155,6 @@ def recurrent(
 
     qs, ks, vs = steps(q[:, node]), steps(k[:, node]), steps(v[:, node])
     kv = ks[..., :, None] * vs[..., None, :]  # [L, B, H, dk, dv]
-    a = decay_multiplier(kind, steps(take(transition, line)))
     X = apply_weight(steps(take(source, out_edge)), kv)
     C0 = steps(initial_state[:, node]) if initial_state is not None else None
     if C0 is not None:
@@ -93,7 +163,11 @@ def recurrent(
             X = X + exists * C0
         else:
             X = X + apply_transition(kind, steps(take(gates.enter, out_edge)), C0)
-    states = LinearRecurrence.apply(a.contiguous(), X.contiguous())  # out-edge state of each step
+    gate = steps(take(transition, line))
+    if kind == "householder":
+        states = HouseholderRecurrence.apply(gate.contiguous(), X.contiguous())  # out-edge state of each step
+    else:
+        states = LinearRecurrence.apply(decay_multiplier(kind, gate).contiguous(), X.contiguous())
     incoming = torch.cat([torch.zeros_like(states[:1]), states[:-1]], dim=0)  # in-edge state
     read = apply_weight(steps(take(mark, in_edge)), incoming)
     if C0 is not None:
