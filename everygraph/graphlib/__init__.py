@@ -22,6 +22,7 @@ from .validation import (
     check_choice,
     check_edge_index,
     check_flag,
+    check_number,
     check_ptr,
     check_size,
     check_tensor,
@@ -57,6 +58,7 @@ __all__ = [
     "check_callable",
     "check_choice",
     "check_flag",
+    "check_number",
     "check_size",
     "check_tensor",
 ]

@@ -129,6 +129,27 @@ def check_size(value: object, name: str, minimum: int = 1) -> int:
     return value
 
 
+def check_number(
+    value: object, name: str, *, minimum: float | None = None, maximum: float | None = None, strict: bool = False
+) -> float:
+    """``value`` as a float within ``[minimum, maximum]`` (open bounds if ``strict``);
+    ``TypeError`` for a non-number (a string, a bool, a tensor of several entries),
+    ``ValueError`` for NaN or a value out of range."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {_describe(value)}")
+    value = float(value)
+    too_low = minimum is not None and (value <= minimum if strict else value < minimum)
+    too_high = maximum is not None and (value >= maximum if strict else value > maximum)
+    if value != value or too_low or too_high:
+        low = "-inf" if minimum is None else minimum
+        high = "inf" if maximum is None else maximum
+        interval = f"({low}, {high})" if strict else f"[{low}, {high}]"
+        raise ValueError(f"{name} must be a number in {interval}, got {value}")
+    return value
+
+
 def check_choice(value: object, name: str, choices: tuple | list) -> object:
     """``value`` if it is one of ``choices`` (compared with ``==``), else ``ValueError``."""
     if not isinstance(value, (str, type(None), int, float)) or isinstance(value, bool) and True not in choices:

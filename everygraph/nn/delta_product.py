@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graphlib import DAG, Lattice
+from ..graphlib import DAG, Lattice, check_flag, check_number, check_size, check_tensor
 from ..sequence import delta_product
 from .mamba import causal_conv1d
 
@@ -46,11 +46,12 @@ class ShortConvolution(nn.Conv1d):
 
 def _packed_paths(cu_seqlens: Tensor, length: int) -> DAG:
     """Disjoint paths ``a -> a+1 -> ... -> b-1``, one per packed sequence ``[a, b)``."""
+    check_tensor(cu_seqlens, "cu_seqlens", "index", 1, shape="[num_seqs + 1]")
     cu_seqlens = cu_seqlens.long().cpu()
     if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2 or int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != length \
             or bool((cu_seqlens.diff() < 0).any()):
         raise ValueError(f"cu_seqlens must be non-decreasing offsets from 0 to L={length}, got {cu_seqlens.tolist()}")
-    src = torch.arange(length - 1)
+    src = torch.arange(max(length - 1, 0))
     starts = torch.zeros(length + 1, dtype=torch.bool)
     starts[cu_seqlens] = True
     src = src[~starts[1:length]]
@@ -129,13 +130,18 @@ class DeltaProduct(nn.Module):
         norm_eps: float = 1e-5,
     ):
         super().__init__()
-        for name, value in dict(hidden_size=hidden_size, num_heads=num_heads, num_householder=num_householder,
-                                conv_size=conv_size).items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        hidden_size, num_heads = check_size(hidden_size, "hidden_size"), check_size(num_heads, "num_heads")
+        num_householder, conv_size = check_size(num_householder, "num_householder"), check_size(conv_size, "conv_size")
+        for name, value in dict(allow_neg_eigval=allow_neg_eigval, use_forget_gate=use_forget_gate,
+                                use_output_gate=use_output_gate, use_short_conv=use_short_conv, conv_bias=conv_bias).items():
+            check_flag(value, name)
+        expand_v = check_number(expand_v, "expand_v", minimum=0.0, strict=True)
+        norm_eps = check_number(norm_eps, "norm_eps", minimum=0.0)
+        if head_dim is not None:
+            head_dim = check_size(head_dim, "head_dim")
         if head_dim is None:
             if hidden_size % num_heads:
-                raise ValueError(f"hidden_size={hidden_size} must be a multiple of num_heads={num_heads} when head_dim is None")
+                raise ValueError(f"num_heads={num_heads} must divide hidden_size={hidden_size} when head_dim is None")
             head_dim = hidden_size // num_heads
         head_v_dim = head_dim * expand_v
         if not float(head_v_dim).is_integer() or head_v_dim < 1:
@@ -185,14 +191,16 @@ class DeltaProduct(nn.Module):
 
     def _structure(self, x: Tensor, structure: Lattice | DAG | None, cu_seqlens: Tensor | None) -> tuple[Tensor, Lattice | DAG, tuple]:
         """``x`` as ``[B, N, hidden_size]``, the structure, and the shape to restore."""
-        if x.shape[-1] != self.hidden_size:
+        check_tensor(x, "x", "float", shape=f"[B, N, {self.hidden_size}]")
+        if x.dim() < 2 or x.shape[-1] != self.hidden_size:
             raise ValueError(f"x must end in hidden_size={self.hidden_size} channels, got {list(x.shape)}")
         shape = tuple(x.shape)
         if structure is None:
             if x.dim() != 3:
                 raise ValueError(f"x must have shape [B, L, {self.hidden_size}] without a structure, got {list(x.shape)}")
-            if cu_seqlens is None:
-                return x, Lattice((x.shape[1],)), shape
+            if cu_seqlens is None:  # a sequence is a path (zero positions: the empty DAG, as a Lattice has no size 0)
+                structure = Lattice((x.shape[1],)) if x.shape[1] else DAG(torch.zeros(2, 0, dtype=torch.long), 0)
+                return x, structure, shape
             if x.shape[0] != 1:
                 raise ValueError(f"with cu_seqlens x must have batch size 1 (sequences packed along L), got {list(x.shape)}")
             return x, _packed_paths(cu_seqlens, x.shape[1]), shape
@@ -203,23 +211,24 @@ class DeltaProduct(nn.Module):
                 return x.flatten(1, -2), structure, shape
             if x.dim() == 3 and x.shape[1] == structure.num_nodes:
                 return x, structure, shape
-            raise ValueError(f"x must have shape [B, *{list(structure.shape)}, C] or [B, {structure.num_nodes}, C] for {structure!r}, got {list(x.shape)}")
+            raise ValueError(f"x must have shape [B, *{list(structure.shape)}, C] or [B, {structure.num_nodes}, C] for the structure {structure!r}, got {list(x.shape)}")
         if isinstance(structure, DAG):
             if x.dim() == 2:
                 x = x[None]
             if x.dim() != 3 or x.shape[1] != structure.num_nodes:
-                raise ValueError(f"x must have shape [N, C] or [B, N, C] with N={structure.num_nodes} for {structure!r}, got {list(shape)}")
+                raise ValueError(f"x must have shape [N, C] or [B, N, C] with N={structure.num_nodes} for the structure {structure!r}, got {list(shape)}")
             return x, structure, shape
         raise TypeError(f"structure must be a graphlib.Lattice, a graphlib.DAG or None, got {type(structure).__name__}")
 
     def forward(self, x: Tensor, structure: Lattice | DAG | None = None, *, cu_seqlens: Tensor | None = None,
                 reverse: bool = False) -> Tensor:
+        check_flag(reverse, "reverse")
         x, structure, shape = self._structure(x, structure, cu_seqlens)
         B, N, _ = x.shape
         H, n_h, dk, dv = self.num_heads, self.num_householder, self.head_k_dim, self.head_v_dim
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if self.use_short_conv:
-            is_sequence = isinstance(structure, DAG) and cu_seqlens is not None or (
+            is_sequence = isinstance(structure, DAG) and (cu_seqlens is not None or N == 0) or (
                 isinstance(structure, Lattice) and structure.ndim == 1)
             if not is_sequence:
                 raise ValueError("use_short_conv needs sequences (no structure, or a 1D Lattice); grids and DAGs have no causal window")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graphlib import DAG, Lattice
+from ..graphlib import DAG, Lattice, check_choice, check_flag, check_number, check_size, check_tensor
 from ..sequence import gated_linear_attention
 
 __all__ = ["GatedLinearAttention"]
@@ -99,9 +99,20 @@ class GatedLinearAttention(nn.Module):
         aggregate: str = "sum",
     ):
         super().__init__()
+        hidden_size, num_heads = check_size(hidden_size, "hidden_size"), check_size(num_heads, "num_heads")
+        gate_low_rank_dim = check_size(gate_low_rank_dim, "gate_low_rank_dim")
+        expand_k = check_number(expand_k, "expand_k", minimum=0.0, strict=True)
+        expand_v = check_number(expand_v, "expand_v", minimum=0.0, strict=True)
+        norm_eps = check_number(norm_eps, "norm_eps", minimum=0.0)
+        gate_logit_normalizer = check_number(gate_logit_normalizer, "gate_logit_normalizer", minimum=0.0, strict=True)
+        if clamp_min is not None:
+            clamp_min = check_number(clamp_min, "clamp_min")
+        for name, value in dict(use_output_gate=use_output_gate, elementwise_affine=elementwise_affine, fuse_norm=fuse_norm).items():
+            check_flag(value, name)
+        check_choice(aggregate, "aggregate", ("sum", "mean"))
         self.hidden_size, self.num_heads = hidden_size, num_heads
         self.key_dim, self.value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
-        if num_heads < 1 or self.key_dim % num_heads or self.value_dim % num_heads or self.key_dim == 0:
+        if self.key_dim % num_heads or self.value_dim % num_heads or self.key_dim == 0 or self.value_dim == 0:
             raise ValueError(
                 f"num_heads={num_heads} must divide key_dim={self.key_dim} and value_dim={self.value_dim} "
                 f"(hidden_size={hidden_size}, expand_k={expand_k}, expand_v={expand_v})"
@@ -156,7 +167,9 @@ class GatedLinearAttention(nn.Module):
         cu_seqlens: Tensor | None = None,
         reverse: bool = False,
     ) -> Tensor:
-        if not isinstance(x, Tensor) or x.dim() not in (2, 3) or x.shape[-1] != self.hidden_size:
+        check_tensor(x, "x", "float", (2, 3), shape=f"[B, N, {self.hidden_size}] or [N, {self.hidden_size}]")
+        check_flag(reverse, "reverse")
+        if x.shape[-1] != self.hidden_size:
             raise ValueError(f"GatedLinearAttention expects x of shape [B, N, {self.hidden_size}] or [N, {self.hidden_size}], got {getattr(x, 'shape', type(x).__name__)}")
         unbatched = x.dim() == 2
         if unbatched:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..graphlib import DAG, Lattice
+from ..graphlib import DAG, Lattice, check_flag, check_number, check_size, check_tensor
 from ..sequence import lightnet_scan, lightnet_step
 from ._decoding import decoding_cache
 
@@ -82,15 +82,15 @@ class LightNet(nn.Module):
         layer_idx: int | None = None,
     ):
         super().__init__()
-        for name, value in dict(hidden_size=hidden_size, num_heads=num_heads, gate_low_rank_dim=gate_low_rank_dim).items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        hidden_size, num_heads = check_size(hidden_size, "hidden_size"), check_size(num_heads, "num_heads")
+        gate_low_rank_dim = check_size(gate_low_rank_dim, "gate_low_rank_dim")
+        norm_eps = check_number(norm_eps, "norm_eps", minimum=0.0)
+        check_flag(elementwise_affine, "elementwise_affine")
         if hidden_size % num_heads:
             raise ValueError(f"num_heads={num_heads} must divide hidden_size={hidden_size}")
         if expand_ratio is None:
             expand_ratio = hidden_size // num_heads
-        if isinstance(expand_ratio, bool) or not isinstance(expand_ratio, int) or expand_ratio < 1:
-            raise ValueError(f"expand_ratio (key width per head) must be an int >= 1, got {expand_ratio!r}")
+        expand_ratio = check_size(expand_ratio, "expand_ratio")  # the key width per head
         self.hidden_size, self.num_heads, self.expand_ratio, self.norm_eps = hidden_size, num_heads, expand_ratio, norm_eps
         self.gate_low_rank_dim, self.layer_idx = gate_low_rank_dim, layer_idx
         self.key_dim = num_heads * expand_ratio
@@ -121,7 +121,8 @@ class LightNet(nn.Module):
         return self.o_proj(self.g_norm(o.flatten(-2)) * F.silu(self.g_proj(x)))
 
     def _check_x(self, x: Any) -> None:
-        if not isinstance(x, Tensor) or x.dim() not in (2, 3) or x.shape[-1] != self.hidden_size:
+        check_tensor(x, "x", "float", shape=f"[B, N, {self.hidden_size}] or [N, {self.hidden_size}]")
+        if x.dim() not in (2, 3) or x.shape[-1] != self.hidden_size:
             raise ValueError(
                 f"LightNet expects x of shape [B, N, {self.hidden_size}] or [N, {self.hidden_size}], "
                 f"got {getattr(x, 'shape', type(x).__name__)}"

@@ -7,11 +7,13 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..graphlib import check_choice, check_flag, check_number, check_size, check_tensor
 from ..sequence import s4d, s4d_kernel
 
 __all__ = ["S4D", "S4DKernel", "s4d_init_A"]
 
 INITS = ("lin", "inv")
+DISCRETIZATIONS = ("zoh", "bilinear")
 
 
 def s4d_init_A(H: int, n: int, init: str = "lin") -> tuple[Tensor, Tensor]:
@@ -45,12 +47,15 @@ class S4DKernel(nn.Module):
     def __init__(self, d_model: int, N: int = 64, dt_min: float = 1e-3, dt_max: float = 1e-1, init: str = "lin",
                  discretization: str = "zoh"):
         super().__init__()
-        if N < 2 or N % 2:
+        d_model, N = check_size(d_model, "d_model"), check_size(N, "N", 2)
+        if N % 2:
             raise ValueError(f"N (the state size, conjugate pairs of modes) must be an even number >= 2, got {N}")
-        if not 0 < dt_min <= dt_max:
-            raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
-        if init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        dt_max = check_number(dt_max, "dt_max", minimum=0.0, strict=True)
+        dt_min = check_number(dt_min, "dt_min", minimum=0.0, maximum=dt_max, strict=False)
+        if dt_min == 0:
+            raise ValueError(f"dt_min must be a number in (0, dt_max={dt_max}], got {dt_min}")
+        check_choice(init, "init", INITS)
+        check_choice(discretization, "discretization", DISCRETIZATIONS)
         self.H, self.N, self.dt_min, self.dt_max, self.init, self.discretization = d_model, N, dt_min, dt_max, init, discretization
         self.log_dt = nn.Parameter(torch.empty(d_model))
         self.C = nn.Parameter(torch.empty(d_model, N // 2, 2))
@@ -124,8 +129,13 @@ class S4D(nn.Module):
                  dt_min: float = 1e-3, dt_max: float = 1e-1, init: str = "lin", discretization: str = "zoh",
                  mode: str = "conv"):
         super().__init__()
-        if mode not in ("conv", "recurrent"):
-            raise ValueError(f"mode must be 'conv' or 'recurrent', got {mode!r}")
+        d_model = check_size(d_model, "d_model")
+        d_state = check_size(d_state, "d_state", 2)
+        if d_state % 2:
+            raise ValueError(f"d_state (the state size, conjugate pairs of modes) must be an even number >= 2, got {d_state}")
+        dropout = check_number(dropout, "dropout", minimum=0.0, maximum=1.0)
+        check_flag(transposed, "transposed")
+        check_choice(mode, "mode", ("conv", "recurrent"))
         self.h, self.n, self.transposed, self.mode = d_model, d_state, transposed, mode
         self.D = nn.Parameter(torch.empty(d_model))
         self.kernel = S4DKernel(d_model, N=d_state, dt_min=dt_min, dt_max=dt_max, init=init, discretization=discretization)
@@ -141,13 +151,14 @@ class S4D(nn.Module):
         self.output_linear[0].reset_parameters()
 
     def forward(self, u: Tensor) -> Tensor:
-        if not isinstance(u, Tensor) or u.dim() != 3:
-            raise ValueError(f"u must be a tensor [B, H, L] (or [B, L, H] with transposed=False), got {getattr(u, 'shape', type(u).__name__)}")
+        check_tensor(u, "u", "float", 3, shape="[B, H, L] (or [B, L, H] with transposed=False)")
         if not self.transposed:
             u = u.transpose(-1, -2)
         if u.shape[1] != self.h:
             raise ValueError(f"u must have {self.h} channels (d_model), got shape {list(u.shape)} (transposed={self.transposed})")
         y = s4d(u, *self.kernel.ssm(), self.D, discretization=self.kernel.discretization, mode=self.mode)
+        if y.shape[-1] == 0:  # nn.Conv1d refuses zero positions; the mixing is position-wise, so nothing to do
+            return y if self.transposed else y.transpose(-1, -2)
         y = self.output_linear(self.dropout(self.activation(y)))
         return y if self.transposed else y.transpose(-1, -2)
 

@@ -28,7 +28,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from ..graphlib import DAG, Lattice, check_tensor
+from ..graphlib import DAG, Lattice, check_number, check_tensor
 from .plstm.layout import lattice_dag
 from .recurrence import SUPPORTED_KINDS, path_scan, scan
 
@@ -45,19 +45,27 @@ def _dag_of(structure: Structure, num_nodes: int) -> tuple[Lattice | DAG, DAG]:
     return structure, structure
 
 
-def _check(structure: Structure, q: Tensor, k: Tensor, v: Tensor) -> None:
+def _check(structure: Structure, q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> None:
+    """Floating point ``[B, N, H, d]`` tensors of one dtype (refused, not cast), a known
+    structure of ``N`` nodes, a number or None as ``scale``."""
     if structure is not None and not isinstance(structure, (Lattice, DAG)):
         raise TypeError(f"structure must be None, a graphlib.Lattice or a graphlib.DAG, got {type(structure).__name__}")
     for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, Tensor) or t.dim() != 4:
-            raise ValueError(f"{name} must be a 4-D tensor ([B, N, H, d]), got {getattr(t, 'shape', type(t).__name__)}")
+        check_tensor(t, name, "float", shape="[B, N, H, d]")
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be a 4-D tensor ([B, N, H, d]), got shape {list(t.shape)}")
     B, N, H, dk = q.shape
     if list(k.shape) != [B, N, H, dk]:
         raise ValueError(f"k must have the shape of q [B, N, H, dk] = {[B, N, H, dk]}, got {list(k.shape)}")
     if list(v.shape[:3]) != [B, N, H]:
         raise ValueError(f"v must have shape [B, N, H, dv] = {[B, N, H]} + [dv], got {list(v.shape)}")
+    for name, t in (("k", k), ("v", v)):
+        if t.dtype != q.dtype:
+            raise TypeError(f"{name} must have q's dtype {q.dtype}, got {t.dtype}")
     if structure is not None and structure.num_nodes != N:
         raise ValueError(f"q has N={N} nodes but the structure has {structure.num_nodes}")
+    if scale is not None:
+        check_number(scale, "scale")
 
 
 def lightnet_log_normalizer(dag: DAG, k: Tensor) -> Tensor:
@@ -73,6 +81,11 @@ def lightnet_log_normalizer(dag: DAG, k: Tensor) -> Tensor:
     Returns:
         ``[B, N, H, dk]``.
     """
+    if not isinstance(dag, DAG):
+        raise TypeError(f"dag must be a graphlib.DAG, got {type(dag).__name__}")
+    check_tensor(k, "k", "float", 4, shape="[B, N, H, dk]")
+    if k.shape[1] != dag.num_nodes:
+        raise ValueError(f"k must have N = dag.num_nodes = {dag.num_nodes} nodes along axis 1, got shape {list(k.shape)}")
     src, dst = dag.edge_index.to(k.device)
     log_delta = k
     levels = dag.levels.to(k.device)
@@ -151,7 +164,7 @@ def lightnet_scan(
         >>> lightnet_scan(Lattice((3, 4)), q, k, v).shape
         torch.Size([2, 12, 4, 8])
     """
-    _check(structure, q, k, v)
+    _check(structure, q, k, v, scale)
     if execution is not None and "diagonal" not in SUPPORTED_KINDS.get(execution, ()):
         valid = [e for e, kinds in SUPPORTED_KINDS.items() if "diagonal" in kinds]
         raise ValueError(f"execution must be one of {valid}, got {execution!r}")
@@ -255,7 +268,7 @@ def lightnet_scan_reference(structure: Structure, q: Tensor, k: Tensor, v: Tenso
     Returns:
         ``o`` ``[B, N, H, dv]``.
     """
-    _check(structure, q, k, v)
+    _check(structure, q, k, v, scale)
     B, N, H, dk = q.shape
     scale = 1.0 / math.sqrt(dk) if scale is None else scale
     if N == 0:

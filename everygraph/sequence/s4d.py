@@ -28,36 +28,39 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..graphlib import check_choice, check_size, check_tensor
 from .recurrence import path_scan
 
 DISCRETIZATIONS = ("zoh", "bilinear")
 MODES = ("conv", "recurrent")
 
 
-def _check(log_dt: Tensor, A: Tensor, B: Tensor, C: Tensor, discretization: str) -> None:
-    for name, t in dict(log_dt=log_dt, A=A, B=B, C=C).items():
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if discretization not in DISCRETIZATIONS:
-        raise ValueError(f"discretization must be one of {DISCRETIZATIONS}, got {discretization!r}")
-    if log_dt.dim() != 1 or log_dt.is_complex() or not log_dt.is_floating_point():
-        raise ValueError(f"log_dt must be a real floating tensor [H], got {list(log_dt.shape)} {log_dt.dtype}")
-    H = log_dt.shape[0]
-    for name, t in dict(A=A, B=B, C=C).items():
+def _check(log_dt: Tensor, A: Tensor, B: Tensor, C: Tensor | None, discretization: str) -> None:
+    """Refuse (not cast) what the discretisation cannot take: ``log_dt`` real ``[H]``, the
+    others complex ``[H, n]`` of its complex dtype, ``discretization`` known."""
+    check_tensor(log_dt, "log_dt", "float", 1, shape="[H]")
+    matrices = dict(A=A, B=B) if C is None else dict(A=A, B=B, C=C)
+    for name, t in matrices.items():
+        check_tensor(t, name, "inexact", 2, shape="[H, n]")
         if not t.is_complex():
-            raise ValueError(f"{name} must be complex [H, n] (one entry per conjugate pair of modes), got {t.dtype}")
-        if t.dim() != 2 or t.shape[0] != H or t.shape != A.shape:
-            raise ValueError(f"{name} must have shape [H, n] = [{H}, {A.shape[-1] if A.dim() == 2 else 'n'}], got {list(t.shape)}")
-    if A.dtype != B.dtype or A.dtype != C.dtype or A.real.dtype != log_dt.dtype:
-        raise ValueError(
-            f"A, B, C must share one complex dtype matching log_dt's real dtype, got "
-            f"log_dt {log_dt.dtype}, A {A.dtype}, B {B.dtype}, C {C.dtype}"
-        )
+            raise ValueError(f"{name} must be complex [H, n] (one entry per conjugate pair of modes), got dtype {t.dtype}")
+    check_choice(discretization, "discretization", DISCRETIZATIONS)
+    H = log_dt.shape[0]
+    for name, t in matrices.items():
+        if t.shape[0] != H or t.shape != A.shape:
+            raise ValueError(f"{name} must have shape [H, n] = [{H}, {A.shape[-1]}] (H from log_dt, n from A), got {list(t.shape)}")
+    for name, t in matrices.items():
+        if t.dtype != A.dtype or A.real.dtype != log_dt.dtype:
+            raise ValueError(
+                f"{name} must have the complex dtype of A matching log_dt's real dtype, got "
+                f"log_dt {log_dt.dtype}, A {A.dtype}, {name} {t.dtype}"
+            )
 
 
 def s4d_discretize(log_dt: Tensor, A: Tensor, B: Tensor, discretization: str = "zoh") -> tuple[Tensor, Tensor]:
     r"""The discrete :math:`(\bar A, \bar B)`, each ``[H, n]`` complex, of ``log_dt`` ``[H]``,
     ``A``, ``B`` ``[H, n]`` by ``"zoh"`` or ``"bilinear"`` (formulas in the module docstring)."""
+    _check(log_dt, A, B, None, discretization)
     dt = log_dt.exp()[:, None]
     dtA = dt * A
     if discretization == "zoh":
@@ -87,8 +90,7 @@ def s4d_kernel(log_dt: Tensor, A: Tensor, B: Tensor, C: Tensor, length: int, dis
         >>> K = s4d_kernel(torch.full((H,), -3.0), A, torch.ones(H, n, dtype=torch.cfloat), torch.randn(H, n, dtype=torch.cfloat), 16)
     """
     _check(log_dt, A, B, C, discretization)
-    if not isinstance(length, int) or length < 0:
-        raise ValueError(f"length must be an int >= 0, got {length!r}")
+    length = check_size(length, "length", 0)
     dA, dB = s4d_discretize(log_dt, A, B, discretization)
     if discretization == "zoh":
         log_dA = log_dt.exp()[:, None] * A  # exactly log of exp(dt A), no branch cut
@@ -127,21 +129,21 @@ def s4d(
     Returns:
         ``y`` ``[batch, H, L]`` real.
     """
-    if not isinstance(u, Tensor) or not isinstance(D, Tensor):
-        raise TypeError(f"u and D must be torch.Tensors, got {type(u).__name__} and {type(D).__name__}")
+    check_tensor(u, "u", "float", 3, shape="[batch, H, L]")
+    check_tensor(D, "D", "float", 1, shape="[H]")
     _check(log_dt, A, B, C, discretization)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    check_choice(mode, "mode", MODES)
     H = log_dt.shape[0]
-    if u.dim() != 3 or u.shape[1] != H:
-        raise ValueError(f"u must have shape [batch, H, L] with H = {H}, got {list(u.shape)}")
+    if u.shape[1] != H:
+        raise ValueError(f"u must have shape [batch, H, L] with H = {H} (from log_dt), got {list(u.shape)}")
     if list(D.shape) != [H]:
         raise ValueError(f"D must have shape [H] = [{H}], got {list(D.shape)}")
-    if u.dtype != log_dt.dtype or D.dtype != log_dt.dtype:
-        raise ValueError(f"u, D and log_dt must share one real dtype, got u {u.dtype}, D {D.dtype}, log_dt {log_dt.dtype}")
+    for name, t in (("u", u), ("D", D)):
+        if t.dtype != log_dt.dtype:
+            raise ValueError(f"{name} must have log_dt's real dtype {log_dt.dtype}, got {t.dtype}")
     batch, _, length = u.shape
     skip = D[:, None] * u
-    if length == 0:
+    if u.numel() == 0:  # no batch, channel or position: nothing to convolve (an empty FFT is an error)
         return skip
     if mode == "conv":
         K = s4d_kernel(log_dt, A, B, C, length, discretization)
