@@ -1,11 +1,14 @@
-"""Benchmark: ``delta_product`` on a path (the scan engine's wavefront execution on the chain of
-sub-nodes) against the paper's loop ``delta_product_reference``, forward and forward+backward.
+"""Benchmark: ``delta_product`` on a sequence (one path with inline read-out nodes, the scan
+engine's recurrent execution) against the same sequence given as a DAG (sub-node chains with
+read-out leaves, the wavefront execution: the route every sequence took before) and the
+paper's loop ``delta_product_reference``, forward and forward+backward.
 
     python benchmarks/delta_product.py                  # B=4, H=2, dk=dv=16, n_h = 1, 2, 3, L = 64, 256
     python benchmarks/delta_product.py --quick
 
-Times are medians (ms) of ``--repeats`` runs, the two interleaved, one thread. The ratio is
-engine / loop (above 1: the engine is slower). Before timing, the outputs are compared.
+Times are medians (ms) of ``--repeats`` runs, the three interleaved, one thread. Ratios are
+the sequence route's time over the others' (below 1: the sequence route is faster). Before
+timing, the outputs are compared.
 """
 
 from __future__ import annotations
@@ -52,25 +55,29 @@ def main() -> None:
     if args.quick:
         args.lengths, args.householder, args.repeats = [16], [2], 2
     torch.set_num_threads(args.threads)
-    print("| L | n_h | pass | engine ms | loop ms | engine / loop |")
-    print("|---|---|---|---|---|---|")
+    print("| L | n_h | pass | sequence ms | DAG ms | loop ms | sequence / DAG | sequence / loop |")
+    print("|---|---|---|---|---|---|---|---|")
     for L in args.lengths:
         for n_h in args.householder:
             q, k, v, beta, gate = inputs(args.batch, L, args.heads, n_h, args.dim, False)
             engine = delta_product(Lattice((L,)), q, k, v, beta, gate=gate)
             loop, _ = delta_product_reference(q, k, v, beta, gate=gate)
             assert torch.allclose(engine, loop, atol=1e-4, rtol=1e-4), (engine - loop).abs().max()
+            dag = Lattice((L,)).to_dag()
             for backward in (False, True):
                 xs = inputs(args.batch, L, args.heads, n_h, args.dim, backward)
                 run_engine = lambda: delta_product(Lattice((L,)), *xs[:4], gate=xs[4])  # noqa: E731
+                run_dag = lambda: delta_product(dag, *xs[:4], gate=xs[4])  # noqa: E731
                 run_loop = lambda: delta_product_reference(*xs[:4], gate=xs[4])[0]  # noqa: E731
-                run_engine(), run_loop()  # warm-up (builds the expanded DAG and its plan once)
-                times = {"engine": [], "loop": []}
+                run_engine(), run_dag(), run_loop()  # warm-up (builds the expanded DAG and its plan once)
+                times = {"engine": [], "dag": [], "loop": []}
                 for _ in range(args.repeats):
                     times["engine"].append(timed(run_engine, backward))
+                    times["dag"].append(timed(run_dag, backward))
                     times["loop"].append(timed(run_loop, backward))
-                e, lo = statistics.median(times["engine"]), statistics.median(times["loop"])
-                print(f"| {L} | {n_h} | {'fwd+bwd' if backward else 'fwd'} | {e:.1f} | {lo:.1f} | {e / lo:.2f} |", flush=True)
+                e, d, lo = (statistics.median(times[name]) for name in ("engine", "dag", "loop"))
+                print(f"| {L} | {n_h} | {'fwd+bwd' if backward else 'fwd'} | {e:.1f} | {d:.1f} | {lo:.1f} | {e / d:.2f} | {e / lo:.2f} |",
+                      flush=True)
 
 
 if __name__ == "__main__":

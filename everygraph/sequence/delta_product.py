@@ -27,6 +27,12 @@ before the node's transition, so :math:`H_n = \prod_j P_{n,j} \sum_{p \to n} H_p
 (the gate :math:`\gamma_n` and the factors are linear, so transforming each in-edge state and
 summing is the same). The chain multiplies the depth of the structure by ``n_h``; the
 ``wavefront`` execution runs one level of the chain per step.
+
+On a sequence (a 1D :class:`~everygraph.graphlib.Lattice`) no read-out node is needed: the
+state of token ``t`` enters sub-node ``(t + 1, 0)`` on its in-edge, which that sub-node reads
+with ``q_t`` (one final identity node reads the last token's). The expanded structure is a
+path of ``L * n_h + 1`` sub-nodes and runs on the ``recurrent`` execution (the householder
+loop with its hand-written adjoint).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import torch
 from torch import Tensor
 
 from ..graphlib import DAG, Lattice, check_tensor
-from .plstm.layout import lattice_dag
+from .plstm.layout import lattice_dag, lattice_gates
 from .recurrence import scan
 
 Structure = Union[Lattice, DAG]
@@ -121,7 +127,8 @@ def delta_product(
         gate: ``[B, N, H]`` multiplicative decay :math:`\gamma` (e.g. ``exp(g)``), or None.
         scale: multiplies ``q`` (default :math:`1/\sqrt{d_k}`).
         reverse: run against the edges (a sequence from its end).
-        execution: the :func:`scan` execution (``"wavefront"`` by default, or ``"reference"``).
+        execution: the :func:`scan` execution (default: ``"recurrent"`` on a sequence,
+            ``"wavefront"`` on other structures; or ``"reference"``).
 
     Returns:
         ``o`` ``[B, N, H, dv]``.
@@ -139,7 +146,6 @@ def delta_product(
     B, N, H, dk = q.shape
     dv = v.shape[-1]
     slots = n_h + 1
-    expanded = _expanded_dag(dag, n_h, reverse)
     if scale is None:
         scale = 1.0 / math.sqrt(dk)
 
@@ -157,9 +163,12 @@ def delta_product(
         gamma = torch.cat([gate[:, :, None], gamma[:, :, 1:]], dim=2)
     factor = torch.cat([k_steps, beta_steps[..., None], gamma[..., None]], dim=-1)  # [B, N, n_h, H, dk + 2]
     readout_factor = torch.cat([q.new_zeros(B, N, 1, H, dk + 1), q.new_ones(B, N, 1, H, 1)], dim=-1)
+    if isinstance(structure, Lattice) and structure.ndim == 1:
+        return _on_path(q, k_steps, v.transpose(2, 3), factor, beta_steps, scale, structure.flip[0] != reverse, execution)
     node_factor = per_slot(factor, readout_factor)  # [B, N * slots, H, dk + 2]
     node_beta = per_slot(beta_steps, q.new_zeros(B, N, 1, H))
 
+    expanded = _expanded_dag(dag, n_h, reverse)
     src, dst = expanded.edge_index.to(q.device)
     source = node_beta[:, src]
     mark = (dst % slots == n_h).to(q.dtype)[None, :, None].expand(B, -1, H)
@@ -168,6 +177,38 @@ def delta_product(
     h = scan(expanded, q_x, k_x, v_x, source, transition, mark, direct, kind="householder", scale=scale,
              execution=execution or "wavefront")
     return h.unflatten(1, (N, slots))[:, :, n_h]
+
+
+def _on_path(q: Tensor, k: Tensor, v: Tensor, factor: Tensor, beta: Tensor, scale: float, backwards: bool,
+             execution: str | None) -> Tensor:
+    """The expanded sequence as one path of ``N * n_h + 1`` sub-nodes: ``q`` ``[B, N, H, dk]``,
+    the steps ``k``, ``v``, ``factor``, ``beta`` ``[B, N, n_h, H, ...]`` in token order;
+    ``backwards`` runs it from the last token. Token ``t``'s state leaves its last sub-node on
+    the in-edge of the next sub-node, which reads it with ``q_t`` (one final node, the
+    identity, reads the last token's)."""
+    if backwards:  # token order reversed, each token's own steps kept in order
+        q, k, v, factor, beta = (x.flip(1) for x in (q, k, v, factor, beta))
+    B, N, n_h, H, dk = k.shape
+    length = N * n_h + 1
+
+    def steps(x: Tensor, last: Tensor) -> Tensor:  # [B, N, n_h, H, ...] + the final node [B, 1, H, ...]
+        return torch.cat([x.flatten(1, 2), last], dim=1)
+
+    k_x, v_x = steps(k, k.new_zeros(B, 1, H, dk)), steps(v, v.new_zeros(B, 1, H, v.shape[-1]))
+    identity = torch.cat([q.new_zeros(B, 1, H, dk + 1), q.new_ones(B, 1, H, 1)], dim=-1)
+    factor_x, beta_x = steps(factor, identity), steps(beta, beta.new_zeros(B, 1, H))
+    # token t's query on sub-node (t + 1) * n_h
+    q_x = torch.cat([q.new_zeros(B, 1, H, dk), torch.stack([torch.zeros_like(q)] * (n_h - 1) + [q], dim=2).flatten(1, 2)], dim=1)
+    reads = torch.arange(length, device=q.device) % n_h == 0
+    reads[0] = False
+    mark = reads.to(q.dtype)[None, :, None, None].expand(B, length, H, 1)
+    path = Lattice((length,))
+    source, transition, mark, direct = lattice_gates(
+        path, beta_x[..., None], factor_x[:, :, :, None, None, None, :], mark, q.new_zeros(B, length, H)
+    )
+    h = scan(path, q_x, k_x, v_x, source, transition, mark, direct, kind="householder", scale=scale, execution=execution)
+    h = h[:, n_h::n_h]
+    return h.flip(1) if backwards else h
 
 
 def delta_product_reference(
