@@ -1,7 +1,7 @@
 """everygraph.graphlib: the graph core, the bottom layer.
 
 Structures (lattices, DAGs, line graphs, orientations, multitree pruning, networkx/PyG
-conversion, dense padded pairs) and kernels (scatter/segment dispatch, balanced tree
+conversion, dense padded pairs, seeded random walks and their tokens, random-walk encodings) and kernels (scatter/segment dispatch, balanced tree
 reduction), plus the checks and the precision rule every layer above shares. Knows nothing of
 models; imports only torch, PyG, networkx and numpy, never another everygraph subpackage.
 """
@@ -14,8 +14,10 @@ from .lattice import Lattice, path_graph
 from .multitree import prune_to_multitree
 from .orient import NODE_ORDERS, dagify, node_order, undirected_degree
 from .precision import compute_dtype, upcast
+from .random_walk import WalkTokens, random_walk_tokens, random_walks
 from .scatter import check_index, scatter, scatter_backend_info, segment
 from .tree_reduce import tree_reduce
+from .walk_encoding import random_walk_encoding
 from .validation import (
     check_batch,
     check_callable,
@@ -44,6 +46,10 @@ __all__ = [
     "from_networkx",
     "to_networkx",
     "to_dense_pairs",
+    "random_walks",
+    "random_walk_tokens",
+    "WalkTokens",
+    "random_walk_encoding",
     "scatter",
     "segment",
     "tree_reduce",

@@ -1,7 +1,7 @@
 """everygraph.nn: PyG-style layers (``torch.nn.Module``) around the engines.
 
 The layer above the engines :mod:`everygraph.sequence` and :mod:`everygraph.contractions`
-(and :mod:`everygraph.graphlib`): pLSTM on sequences, grids and graphs, Mamba blocks, gated linear attention, LightNet, LCM
+(and :mod:`everygraph.graphlib`): pLSTM on sequences, grids and graphs, Mamba blocks, Graph Mamba (Graph-Mamba and GMN), gated linear attention, LightNet, LCM
 aggregation, polynomial features, PPGN and S4D. Each layer computes its gates or inputs and calls
 one engine function; the same argument conventions as PyG (``x``, ``edge_index``, ``batch``),
 ``reset_parameters()`` and a ``__repr__`` with its sizes. Beside :mod:`everygraph.transforms`
@@ -11,6 +11,7 @@ and :mod:`everygraph.datasets`, which it does not import.
 from .aggr import CommutativeMonoid, LCMAggregation, associativity_loss
 from .delta_product import DeltaProduct
 from .gla import GatedLinearAttention
+from .gmn import GMN
 from .graph_mamba import GraphMamba
 from .lightnet import LightNet
 from .mamba import InferenceParams, Mamba
@@ -28,6 +29,7 @@ __all__: list[str] = [
     "Mamba2d",
     "InferenceParams",
     "GraphMamba",
+    "GMN",
     "GatedLinearAttention",
     "LightNet",
     "LCMAggregation",

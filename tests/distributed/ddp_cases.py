@@ -144,6 +144,12 @@ CASES: dict[str, Case] = {
         # An explicit within-graph order: training mode otherwise draws a random order per call.
         _graph_case(lambda m, b: m(b.x, b.edge_index, b.batch, order=torch.arange(b.num_nodes))),
     ),
+    "GMN": Case(
+        lambda: egnn.GMN(CHANNELS, walk_length=2, tokens_per_length=2, d_state=4, d_conv=2, expand=1, rwse_steps=2),
+        graphs,
+        # the walks are keyed by each node's index inside its own graph: the same on every rank
+        _graph_case(lambda m, b: m(b.x, b.edge_index, b.batch)),
+    ),
     "GatedLinearAttention": Case(lambda: egnn.GatedLinearAttention(CHANNELS, num_heads=2, gate_low_rank_dim=2),
                                  _sequences((6, CHANNELS)), _dense_loss),
     "LightNet": Case(lambda: egnn.LightNet(CHANNELS, num_heads=2), _sequences((6, CHANNELS)), _dense_loss),
