@@ -164,14 +164,29 @@ class Schedule:
 
 
 def _refs(op: tuple) -> list[Ref]:
+    if op[0] == "chunked":
+        return [r for inner in op[1] for r in _refs(inner)]
     refs = [r for r in op[1:] if isinstance(r, Ref)]
     if op[0] == "einsum":
         refs += list(op[2])
     return refs
 
 
+def _run_all(kernels: tuple[Callable, ...]) -> None:
+    for kernel in kernels:
+        kernel()
+
+
 def _bind_op(op: tuple, view: Callable[[Ref], torch.Tensor]) -> Callable:
     kind = op[0]
+    if kind == "chunked":
+        _, run, bounds, shrunk = op
+        kernels = []
+        for start, stop in bounds:
+            for inner in run:
+                sliced = (inner[0], *(_slice_batch(r, start, stop, shrunk) if isinstance(r, Ref) else r for r in inner[1:]))
+                kernels.append(_bind_op(sliced, view))
+        return functools.partial(_run_all, tuple(kernels))
     if kind == "bmm":
         _, a, b, o = op
         return functools.partial(torch.bmm, view(a), view(b), out=view(o))
@@ -204,6 +219,124 @@ def _einsum_into(eq: str, operands: list[torch.Tensor], target: torch.Tensor) ->
     target.copy_(torch.einsum(eq, *operands))
 
 
+# ----------------------------------------------------------------------------- locality
+#: Graphs per chunk when a run of kernels on ``[B, n, n, n]`` tensors executes graph by graph
+#: chunk: a chunk's 3-axis intermediates (about this many bytes each) stay in cache between
+#: the kernel that writes them and the one that reads them.
+CHUNK_BYTES = 1 << 18
+
+
+def _locality_order(steps: list) -> list:
+    """``steps`` re-ordered so that every step reading a 3-axis (``[B, n, n, n]``) tensor runs
+    right after the last of its inputs is produced: chains on such tensors become runs of
+    consecutive kernels that :func:`_chunk_large_runs` executes graph chunk by graph chunk."""
+    axes = {s.out: s.num_axes for s in steps if not s.is_view}
+    order: list = []
+    moved: set[int] = set()
+    for step in steps:
+        if step.is_view or not any(axes.get(t, 0) >= 3 for t in step.inputs):
+            order.append(step)
+            continue
+        producers = {s.out: k for k, s in enumerate(order)}
+        position = max((producers[t] + 1 for t in step.inputs if t in producers), default=0)
+        while position < len(order) and id(order[position]) in moved:
+            position += 1  # after the consumers already attached to the same producer
+        order.insert(position, step)
+        moved.add(id(step))
+    return order
+
+
+def _last_use(steps: list, assemblies: list) -> dict[int, int]:
+    """Tensor id -> index (in ``steps``) of its last reader; ``len(steps)`` for assembly."""
+    last: dict[int, int] = {}
+    for i, step in enumerate(steps):
+        for t in step.inputs:
+            last[t] = i
+    for a in assemblies:
+        for t in [*a.scalars, *(t for t, _ in a.rooted)]:
+            last[t] = len(steps)
+    return last
+
+
+def _slice_batch(r: Ref, start: int, stop: int, shrunk: frozenset[int] = frozenset()) -> Ref:
+    """``r`` restricted to graphs ``start:stop``; a buffer in ``shrunk`` holds one chunk only,
+    so every chunk's view starts at its beginning."""
+    shift = 0 if r.kind == "buf" and r.index in shrunk else start * r.stride[0]
+    return Ref(r.kind, r.index, (stop - start, *r.size[1:]), r.stride, r.offset + shift)
+
+
+def _chunk_large_runs(ops: list[tuple], B: int, large: int, buffer_sizes: list[int]) -> list[tuple]:
+    """Each maximal run of consecutive kernels touching a tensor of ``>= large`` elements
+    (and whose operands all have the batch as their first axis) becomes one ``("chunked",
+    ops, bounds, shrunk)`` op: the run executed for graphs ``bounds[0]``, then ``bounds[1]``,
+    ... so that what one kernel writes is read from cache by the next. A buffer used only
+    inside such runs, always written before it is read within a run, and stored graph by
+    graph, needs to hold one chunk only: its size in ``buffer_sizes`` is cut to that and its
+    index is in ``shrunk``."""
+
+    def refs(op):
+        return [r for r in op[1:] if isinstance(r, Ref)]
+
+    def large_op(op):
+        return op[0] != "einsum" and any(math.prod(r.size) >= large for r in refs(op))
+
+    def batch_first(op):
+        return op[0] in ("bmm", "mul", "sum", "copy") and all(len(r.size) and r.size[0] == B for r in refs(op))
+
+    result: list[tuple] = []
+    run: list[tuple] = []
+
+    def flush():
+        if len(run) > 1 and all(batch_first(op) for op in run):
+            per_graph = max(math.prod(r.size[1:]) for op in run for r in refs(op))
+            step = max(1, min(B, CHUNK_BYTES // (4 * per_graph)))
+            bounds = tuple((g, min(B, g + step)) for g in range(0, B, step))
+            result.append(("chunked", tuple(run), bounds))
+        else:
+            result.extend(run)
+        run.clear()
+
+    for op in ops:
+        if large_op(op):
+            run.append(op)
+        else:
+            flush()
+            result.append(op)
+    flush()
+
+    # which buffers can hold a single chunk
+    candidate: dict[int, int] = {}  # buffer -> graphs per chunk it must hold
+    excluded: set[int] = set()
+    for op in result:
+        if op[0] != "chunked":
+            excluded.update(r.index for r in _refs(op) if r.kind == "buf")
+            continue
+        _, run_ops, bounds = op
+        graphs = bounds[0][1] - bounds[0][0]
+        written: set[int] = set()
+        for inner in run_ops:
+            *inputs, output = [r for r in _refs(inner)]
+            if inner[0] == "sum":
+                inputs, output = [inner[1]], inner[2]
+            for r in inputs:
+                if r.kind == "buf" and r.index not in written:
+                    excluded.add(r.index)  # read before this run writes it
+            for r in (*inputs, output):
+                if r.kind != "buf":
+                    continue
+                per = buffer_sizes[r.index] // B
+                extent = r.offset + sum((size - 1) * stride for size, stride in zip(r.size[1:], r.stride[1:]))
+                if buffer_sizes[r.index] % B or r.stride[0] != per or extent >= per:
+                    excluded.add(r.index)  # not stored graph by graph
+                candidate[r.index] = max(candidate.get(r.index, 0), graphs)
+            if output.kind == "buf":
+                written.add(output.index)
+    shrunk = frozenset(b for b in candidate if b not in excluded)
+    for b in shrunk:
+        buffer_sizes[b] = buffer_sizes[b] // B * candidate[b]
+    return [(*op, shrunk) if op[0] == "chunked" else op for op in result]
+
+
 class _Planner:
     """Plans storages on meta tensors; every tensor is known by its canonical-order view."""
 
@@ -216,9 +349,10 @@ class _Planner:
         self.views: dict[int, tuple[str, int, torch.Tensor]] = {}  # tensor id -> (kind, index, meta view)
         self.slot_views = slot_views
         self.scratch: set[int] = set()
-        self.last_use = plan._last_use()
+        self.steps = _locality_order(plan.steps)
+        self.last_use = _last_use(self.steps, plan.assemblies)
         self.consumers: dict[int, list[int]] = {}
-        for i, step in enumerate(plan.steps):
+        for i, step in enumerate(self.steps):
             for t in step.inputs:
                 self.consumers.setdefault(t, []).append(i)
 
@@ -285,7 +419,7 @@ class _Planner:
         """Elements the consumers of ``tid`` would copy if it were stored as ``meta``."""
         total = 0
         for i in self.consumers.get(tid, []):
-            step = self.plan.steps[i]
+            step = self.steps[i]
             if step.is_view or len(step.inputs) != 2:
                 continue
             lhs, rhs = step.eq.split("->")
@@ -333,12 +467,13 @@ class _Planner:
             shape = (self.B, self.n) if s[0] == "mask" else (self.B, self.n, self.n)
             self.views[i] = ("src", i, _meta(shape, torch.empty(shape, device="meta").stride()))
         direct = self._direct_targets()
-        for i, step in enumerate(plan.steps):
+        for i, step in enumerate(self.steps):
             self._step(i, step, direct.get(step.out))
             for t in set(step.inputs):
                 if self.last_use.get(t) == i and t in self.views and self.views[t][0] == "buf":
                     self._release(self.views[t][1])
         self._assemble(direct)
+        sched.ops = _chunk_large_runs(sched.ops, self.B, self.B * self.n**3, sched.buffer_sizes)
         return sched
 
     def _direct_targets(self) -> dict[int, tuple[int, tuple[int, ...]]]:
@@ -469,6 +604,12 @@ class _Planner:
         else:
             out_ref, O = target(list(range(len(lo))))
             sched.ops.append(("einsum", step.eq, tuple(in_refs), out_ref))
+        if direct is not None and kind != "bmm":
+            # other patterns reading this result in another axis order: copied now, while
+            # the result is still in cache (at the end of the schedule it is not)
+            for j, perm in self.extra_targets.get(step.out, []):
+                sched.ops.append(("copy", out_ref, self._ref("slot", j, self._slot_view(j, perm))))
+                self.extra_filled.add(j)
 
     def _new_buffer_view_meta(self, shape, order):
         stride = [0] * len(shape)
@@ -524,6 +665,10 @@ class _Planner:
             o_ref = Ref(out_ref.kind, out_ref.index, merged[0], merged[1], out_ref.offset)
             if self.symmetric and step_out in self.plan.symmetric_tensors and len(batch) == 1 and len(rows) == 1 and len(cols) == 1:
                 self._emit_symmetric_bmm(x_ref, y_ref, o_ref)
+            elif o_ref.stride[-1] != 1 and o_ref.size[-1] != 1:
+                # a column-major result: BLAS writes only row-major blocks (torch.bmm would
+                # compute into a temporary and copy), so compute its transpose, y^T x^T
+                sched.ops.append(("bmm", _transposed(y_ref), _transposed(x_ref), _transposed(o_ref)))
             else:
                 sched.ops.append(("bmm", x_ref, y_ref, o_ref))
             for r in (x_ref, y_ref):
@@ -629,6 +774,11 @@ class _Planner:
             sched.ops.append(("copy", spread(r, letters), tref))
         if scalar_ref is not None:
             sched.ops.append(("mul", tref, spread(scalar_ref, "z"), tref))
+
+
+def _transposed(r: Ref) -> Ref:
+    """The batch of matrices ``r`` with its two matrix axes swapped (a view, no copy)."""
+    return Ref(r.kind, r.index, (*r.size[:-2], r.size[-1], r.size[-2]), (*r.stride[:-2], r.stride[-1], r.stride[-2]), r.offset)
 
 
 def _merged_letters(t: torch.Tensor, letters: str, groups: list[list[str]]):
