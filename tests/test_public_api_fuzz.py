@@ -280,6 +280,10 @@ ENTRIES: list[Entry] = [
     Entry("to_dense_pairs", graphlib.to_dense_pairs, lambda: dict(x=torch.rand(3, 2), edge_index=EDGES, batch=BATCH),
           dict(x="real", edge_index="index", batch="index"),
           extra=[("an out-of-range edge", "edge_index", _t([0], [3])), ("an unsorted batch", "batch", _t(1, 0, 0))]),
+    Entry("to_simple_graph", graphlib.to_simple_graph,
+          lambda: dict(edge_index=torch.cat([EDGES, _t([1], [1])], 1), num_nodes=3, edge_attr=torch.rand(5, 2)),
+          dict(edge_index="index", num_nodes="size", edge_attr="tensor"),
+          extra=[("edge_attr of the wrong length", "edge_attr", torch.rand(4, 2)), ("too few nodes", "num_nodes", 1)]),
     Entry("check_index", graphlib.check_index, lambda: dict(index=_t(0, 1, 1), length=3, dim_size=2),
           dict(index="index", dim_size="size"), extra=[("an index out of range", "index", _t(0, 1, 2))]),
     Entry("compute_dtype", graphlib.compute_dtype, lambda: dict()),
@@ -383,7 +387,8 @@ ENTRIES: list[Entry] = [
           dict(degree="size", outputs="outputs"), extra=[("a number", "select", 3)]),
     Entry("polynomial_features", lambda **kw: contractions.polynomial_features(contractions.compile_plan(["ab->a"]), **kw),
           lambda: dict(edge_index=EDGES, batch=_t(0, 0, 1)), dict(edge_index="index", batch="index", num_nodes="size"),
-          extra=[("an unsorted batch", "batch", _t(1, 0, 0)), ("an unknown normalize", "normalize", "max")]),
+          extra=[("an unsorted batch", "batch", _t(1, 0, 0)), ("an unknown normalize", "normalize", "max"),
+                 ("a string", "coalesce", "yes"), ("None", "coalesce", None)]),
     Entry("dense_polynomial_features",
           lambda **kw: contractions.dense_polynomial_features(contractions.compile_plan(["ab->a"]), **kw),
           lambda: dict(adj=adjacency()), dict(adj="real")),
@@ -726,13 +731,18 @@ def test_nan_in_the_padded_part_stays_out_of_the_real_graph():
     torch.testing.assert_close(reference[0], clean["invariant"][:, 0])
 
 
-def test_simple_domain_warns_about_repeated_edges_and_self_loops():
+def test_simple_domain_reads_repeated_edges_once_and_drops_self_loops():
+    """No warning and no double count: a multigraph on the simple domain has its simple
+    graph's values; the general domain keeps multiplicities (the networkx/einsum reference is
+    in tests/nn/test_polynomial_features.py)."""
+    import warnings
+
     feats = nn.PolynomialFeatures(2, outputs=("node",))
-    with pytest.warns(UserWarning, match="more than once"):
-        feats(torch.cat([EDGES, EDGES[:, :1]], dim=1))
-    with pytest.warns(UserWarning, match="self loops"):
-        feats(torch.cat([EDGES, _t([1], [1])], dim=1))
-    # the general domain takes a multigraph: a doubled edge counts twice there
+    clean = feats(EDGES)["node"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(feats(torch.cat([EDGES, EDGES[:, :1]], dim=1))["node"], clean)
+        torch.testing.assert_close(feats(torch.cat([EDGES, _t([1], [1])], dim=1))["node"], clean)
     general = nn.PolynomialFeatures(1, outputs=("invariant",), domain="general", normalize=None)
     once = general(EDGES)["invariant"]
     twice = general(torch.cat([EDGES, EDGES], dim=1))["invariant"]

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..graphlib import check_batch, check_edge_index, check_size, check_tensor, ptr_from_batch
+from ..graphlib import check_batch, check_edge_index, check_flag, check_size, check_tensor, ptr_from_batch, to_simple_graph
 from .basis import basis
 from .evaluate import dense_inputs, evaluate
 from .pattern import Pattern
@@ -168,6 +168,8 @@ def polynomial_features(
     edge_attr: Tensor | None = None,
     normalize: str | None = "log",
     memory_limit: float | None = None,
+    *,
+    coalesce: bool = False,
 ) -> dict[str, Tensor]:
     """The plan's polynomial channels of a PyG batch, in PyG's layout.
 
@@ -179,6 +181,12 @@ def polynomial_features(
         edge_attr: ``[num_edges, c]`` read by patterns with channels ``1..c``.
         normalize: ``"log"``, ``"density"`` or ``None`` (see the module docstring).
         memory_limit: forwarded to :func:`everygraph.contractions.evaluate`.
+        coalesce: read the input as a simple graph (the ``"simple"`` basis domain's 0/1
+            adjacency without loops): a repeated edge counts once (its attributes added), self
+            loops are dropped (:func:`everygraph.graphlib.to_simple_graph`). Without it an
+            edge listed ``k`` times has weight ``k`` and a self loop sits on the diagonal (the
+            ``"general"`` domain's multigraphs). The rows of ``"edge"`` follow the columns of
+            the given ``edge_index`` either way (a repeated edge's rows are equal).
 
     Returns:
         ``{"invariant": [B, k_inv], "node": [num_nodes, k_node], "edge": [num_edges, k_edge]}``
@@ -187,14 +195,16 @@ def polynomial_features(
     from torch_geometric.data import Data
 
     check_normalize(normalize)
+    check_flag(coalesce, "coalesce")
     num_nodes = check_graph_inputs(edge_index, batch, num_nodes, edge_attr)
-    data = Data(edge_index=edge_index, num_nodes=num_nodes)
+    pairs, pair_attr = to_simple_graph(edge_index, num_nodes, edge_attr) if coalesce else (edge_index, edge_attr)
+    data = Data(edge_index=pairs, num_nodes=num_nodes)
     if batch is not None:
         if batch.numel() != num_nodes:
             raise ValueError(f"batch has {batch.numel()} entries for {num_nodes} nodes")
         data.batch = batch
-    if edge_attr is not None:
-        data.edge_attr = edge_attr
+    if pair_attr is not None:
+        data.edge_attr = pair_attr
     x, mask = dense_inputs(data)
     out = evaluate(plan, x, mask, memory_limit=memory_limit)
     if not isinstance(out, dict):

@@ -8,7 +8,7 @@ models; imports only torch, PyG, networkx and numpy, never another everygraph su
 
 from .convert import from_networkx, to_networkx
 from .dag import DAG, LineGraph
-from .dense import to_dense_pairs
+from .dense import to_dense_pairs, to_simple_graph
 from .errors import CycleError, IndexDtypeError
 from .lattice import Lattice, path_graph
 from .multitree import prune_to_multitree
@@ -50,6 +50,7 @@ __all__ = [
     "random_walk_tokens",
     "WalkTokens",
     "random_walk_encoding",
+    "to_simple_graph",
     "scatter",
     "segment",
     "tree_reduce",

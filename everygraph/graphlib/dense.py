@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .validation import check_batch, check_edge_index, check_tensor
 
-__all__ = ["to_dense_pairs"]
+__all__ = ["to_dense_pairs", "to_simple_graph"]
 
 
 def to_dense_pairs(
@@ -75,3 +75,37 @@ def to_dense_pairs(
         channels.append(to_dense_adj(edge_index, batch, ea, max_num_nodes=n, batch_size=B))
     mask = torch.arange(n, device=device)[None, :] < counts[:, None]
     return torch.cat(channels, dim=-1), mask
+
+
+def to_simple_graph(
+    edge_index: Tensor, num_nodes: int | None = None, edge_attr: Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """The simple graph of a multigraph: each ordered pair ``(i, j)`` listed once, self loops
+    dropped (a 0/1 adjacency with an empty diagonal).
+
+    The attributes of a repeated edge are added (as ``torch_geometric.utils.coalesce`` does by
+    default, and as :func:`to_dense_pairs` places them); those of self loops are dropped.
+
+    Args:
+        edge_index: ``[2, num_edges]``.
+        num_nodes: number of nodes (default: from ``edge_index``).
+        edge_attr: ``[num_edges, ...]`` or None.
+
+    Returns:
+        ``(edge_index [2, num_simple_edges], edge_attr [num_simple_edges, ...] or None)``, the
+        pairs sorted by ``(i, j)``.
+    """
+    num_nodes = check_edge_index(edge_index, num_nodes)
+    if edge_attr is not None:
+        check_tensor(edge_attr, "edge_attr", "any")
+        if edge_attr.dim() == 0 or edge_attr.shape[0] != edge_index.shape[1]:
+            raise ValueError(f"edge_attr must have one row per edge, [{edge_index.shape[1]}, ...], got {list(edge_attr.shape)}")
+    edge_index = edge_index.long()
+    keep = edge_index[0] != edge_index[1]
+    keys = edge_index[0, keep] * max(num_nodes, 1) + edge_index[1, keep]
+    unique, slot = torch.unique(keys, return_inverse=True)
+    simple = torch.stack([unique // max(num_nodes, 1), unique % max(num_nodes, 1)])
+    if edge_attr is None:
+        return simple, None
+    merged = edge_attr.new_zeros((unique.numel(), *edge_attr.shape[1:])).index_add(0, slot, edge_attr[keep])
+    return simple, merged

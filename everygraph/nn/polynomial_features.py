@@ -36,7 +36,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..graphlib import check_size
+from ..graphlib import check_size, to_simple_graph
 from ..contractions import (
     Pattern,
     check_graph_inputs,
@@ -60,9 +60,13 @@ class PolynomialFeatures(torch.nn.Module):
         select: ``"all"``, ``"not_ppgn"`` or a list of patterns (see
             :func:`~everygraph.contractions.select_patterns`).
         normalize: ``"log"`` (default), ``"density"`` or ``None``.
-        domain: basis domain (``"simple"`` for 0/1 adjacencies without loops: ``forward``
-            warns when ``edge_index`` has self loops or a repeated edge, which then land on
-            the diagonal or count twice; ``"general"`` is exact for any multigraph).
+        domain: basis domain. ``"simple"`` (default): the basis of simple graphs (0/1
+            adjacency, no loops), and ``forward`` reads ``edge_index`` as one: a repeated edge
+            counts once and self loops are dropped
+            (:func:`~everygraph.graphlib.to_simple_graph`), so a multigraph input gets the
+            values of its simple graph. ``"general"``: the basis of weighted graphs and
+            multigraphs, multiplicities kept (an edge listed ``k`` times has weight ``k``, a
+            self loop sits on the diagonal).
         min_degree: smallest degree (default 1: degree 0 only encodes the graph size).
         n_hint: graph size the contraction paths are optimised for.
         memory_limit: forwarded to :func:`everygraph.contractions.evaluate`.
@@ -130,29 +134,18 @@ class PolynomialFeatures(torch.nn.Module):
             for the requested outputs.
         """
         num_nodes = check_graph_inputs(edge_index, batch, num_nodes, edge_attr)
-        if self.domain == "simple" and edge_index.numel():
-            # The simple basis assumes 0/1 adjacencies without loops: a repeated edge counts as
-            # an edge of weight 2 and a self loop sits on the diagonal. Say so, not silently.
-            import warnings
-
-            if bool((edge_index[0] == edge_index[1]).any()):
-                warnings.warn("edge_index has self loops, which the 'simple' domain (simple graphs) assumes absent: "
-                              "they enter the adjacency's diagonal. Remove them (torch_geometric.utils."
-                              "remove_self_loops) or use domain='general'", UserWarning, stacklevel=2)
-            keys = edge_index[0] * max(num_nodes, 1) + edge_index[1]
-            if torch.unique(keys).numel() != keys.numel():
-                warnings.warn("edge_index lists an edge more than once, which the 'simple' domain (0/1 adjacency) "
-                              "counts as an edge of weight 2: coalesce it (torch_geometric.utils.coalesce) or use "
-                              "domain='general'", UserWarning, stacklevel=2)
         if as_matrix:
             from torch_geometric.data import Data
 
             if num_nodes is None:
                 num_nodes = batch.numel() if batch is not None else (int(edge_index.max()) + 1 if edge_index.numel() else 0)
+            if self.domain == "simple":
+                edge_index, edge_attr = to_simple_graph(edge_index, num_nodes, edge_attr)
             data = Data(edge_index=edge_index, num_nodes=num_nodes, batch=batch, edge_attr=edge_attr)
             return self.dense(data)
         return polynomial_features(
-            self.plan, edge_index, batch, num_nodes, edge_attr, self.normalize, self.memory_limit
+            self.plan, edge_index, batch, num_nodes, edge_attr, self.normalize, self.memory_limit,
+            coalesce=self.domain == "simple",
         )
 
     def __repr__(self) -> str:

@@ -59,13 +59,15 @@ class AddPolynomialFeatures(BaseTransform):
         if not self.patterns:
             raise ValueError(f"no pattern selected (degree {degree}, outputs {tuple(outputs)}, select {select!r})")
         self.plan = compile_plan(self.patterns)
+        self.domain = domain
         self.cat = cat
 
     def forward(self, data: Data) -> Data:
         if isinstance(data, torch.Tensor) or not hasattr(data, "edge_index") or not hasattr(data, "num_nodes"):
             raise TypeError(f"data must be a PyG Data object (with edge_index and num_nodes), got {type(data).__name__}")
         data = copy.copy(data)
-        out = polynomial_features(self.plan, data.edge_index, num_nodes=data.num_nodes, normalize=self.normalize)
+        out = polynomial_features(self.plan, data.edge_index, num_nodes=data.num_nodes, normalize=self.normalize,
+                                  coalesce=self.domain == "simple")
         dtype = data.x.dtype if getattr(data, "x", None) is not None and torch.is_floating_point(data.x) else None
         if "invariant" in out:
             data.poly_graph = out["invariant"]

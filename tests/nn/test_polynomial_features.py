@@ -101,3 +101,54 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="no pattern"):
         PolynomialFeatures(4, select="not_ppgn")
     assert "degree=2" in repr(PolynomialFeatures(2))
+
+
+MULTI_PATTERNS = ["ab,bc,ca->", "ab,bc,ca->a", "ab,bc->ac", "ab->", "ab,bc->a"]
+
+
+def _einsum_reference(adj):
+    """The patterns' values on a dense adjacency by numpy's einsum (independent of the plan)."""
+    import numpy as np
+
+    return [np.einsum(p, *([adj] * (p.count(",") + 1))) for p in MULTI_PATTERNS]
+
+
+def test_simple_domain_reads_a_multigraph_as_its_simple_graph():
+    """Repeated edges count once and self loops are dropped on the simple domain (values equal
+    those of networkx's simple graph); the general domain keeps multiplicities and loops."""
+    import numpy as np
+
+    multi = nx.MultiGraph()
+    multi.add_nodes_from(range(6))
+    multi.add_edges_from([(0, 1), (0, 1), (0, 1), (1, 2), (2, 0), (2, 3), (3, 4), (4, 4), (1, 1), (4, 5), (5, 3), (3, 5)])
+    edges = [(u, v) for u, v in multi.edges()] + [(v, u) for u, v in multi.edges() if u != v]
+    edge_index = torch.tensor(edges).t()
+    simple = nx.Graph(multi)
+    simple.remove_edges_from(nx.selfloop_edges(simple))
+    simple_adj = nx.to_numpy_array(simple, nodelist=range(6), weight=None)
+    counts = np.zeros((6, 6))
+    for u, v in edges:
+        counts[u, v] += 1
+
+    for domain, adj in (("simple", simple_adj), ("general", counts)):
+        feats = PolynomialFeatures(3, select=MULTI_PATTERNS, normalize=None, domain=domain)
+        out = feats(edge_index, num_nodes=6)
+        triangles, triangles_at, walks, edge_count, degree = _einsum_reference(adj)
+        assert out["invariant"][0].tolist() == [triangles, edge_count]
+        assert out["node"][:, 0].tolist() == triangles_at.tolist() and out["node"][:, 1].tolist() == degree.tolist()
+        # rows of "edge" follow the given columns, repeated ones included
+        assert out["edge"][:, 0].tolist() == [walks[u, v] for u, v in edges]
+        dense, mask = feats(edge_index, num_nodes=6, as_matrix=True)
+        torch.testing.assert_close(dense[0, :, :, 2], torch.as_tensor(walks, dtype=dense.dtype))
+        if domain == "simple":
+            # the same numbers as the coalesced input, and as networkx's triangle counts
+            coalesced = torch.tensor([list(e) for e in simple.edges()] + [[v, u] for u, v in simple.edges()]).t()
+            plain = feats(coalesced, num_nodes=6)
+            torch.testing.assert_close(out["invariant"], plain["invariant"])
+            torch.testing.assert_close(out["node"], plain["node"])
+            assert out["node"][:, 0].tolist() == [2 * nx.triangles(simple)[v] for v in range(6)]
+            transform = AddPolynomialFeatures(3, select=MULTI_PATTERNS, outputs=("invariant", "node"), normalize=None)
+            data = transform(Data(edge_index=edge_index, num_nodes=6))
+            torch.testing.assert_close(data.poly_node, out["node"])
+    # the multigraph differs from its simple graph, so the two domains differ on it
+    assert not np.allclose(simple_adj, counts)
