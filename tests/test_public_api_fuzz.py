@@ -25,6 +25,7 @@ from torch_geometric.data import Data
 
 from everygraph import contractions, datasets, graphlib, nn, sequence, transforms
 from everygraph.contractions import expressivity
+from everygraph.contractions import probe as cprobe
 from everygraph.nn import aggr
 
 F64 = torch.float64
@@ -35,6 +36,7 @@ SUBPACKAGES = [
     "everygraph.sequence",
     "everygraph.contractions",
     "everygraph.contractions.expressivity",
+    "everygraph.contractions.probe",
     "everygraph.nn",
     "everygraph.nn.aggr",
     "everygraph.transforms",
@@ -211,6 +213,21 @@ def module_call(make: Callable[[], torch.nn.Module]) -> Callable[..., Any]:
 
 def adjacency() -> torch.Tensor:
     return torch.tensor([[[0.0, 1, 0], [1, 0, 1], [0, 1, 0]]])
+
+
+def probe_model(batch):
+    """A tiny graph-embedding callable for the probe's entries: node count and degree sum."""
+    ones = torch.ones(batch.num_nodes, 1)
+    deg = torch.bincount(batch.edge_index[0], minlength=batch.num_nodes).float()[:, None]
+    return torch.zeros(batch.num_graphs, 2).index_add_(0, batch.batch, torch.cat([ones, deg], 1))
+
+
+def probe_pair() -> "cprobe.GraphPair":
+    return cprobe.GraphPair("C6 vs 2xC3", "regular", nx.cycle_graph(6),
+                            nx.disjoint_union(nx.cycle_graph(3), nx.cycle_graph(3)))
+
+
+PROBE_GRAPHS = [nx.cycle_graph(k) for k in (3, 4, 5, 6)] + [nx.path_graph(k) for k in (3, 4, 5, 6)]
 
 
 ENTRIES: list[Entry] = [
@@ -541,9 +558,70 @@ ENTRIES: list[Entry] = [
     Entry("SecondMinimum", datasets.SecondMinimum, lambda: dict(num_sets=3), dict(num_sets="size", num_values="count")),
     Entry("rook_graph", datasets.rook_graph, lambda: dict(size=3), dict(size="count")),
     Entry("shrikhande_graph", datasets.shrikhande_graph, lambda: dict()),
+    # ---------------------------------------------------------------- contractions.probe
+    Entry("GraphPair", cprobe.GraphPair, lambda: dict(name="p", family="f", first=nx.cycle_graph(6), second=nx.path_graph(6)),
+          dict(first="graph", second="graph")),
+    Entry("graph_to_data", cprobe.graph_to_data, lambda: dict(graph=nx.cycle_graph(4)), dict(graph="graph"),
+          extra=[("not a permutation", "permutation", torch.tensor([0, 0, 1, 2]))]),
+    Entry("permuted_data", cprobe.permuted_data, lambda: dict(graph=nx.cycle_graph(4), generator=torch.Generator()),
+          dict(graph="graph"), extra=[("a seed", "generator", 3)]),
+    Entry("regular_pairs", cprobe.regular_pairs, lambda: dict()),
+    Entry("strongly_regular_pairs", cprobe.strongly_regular_pairs, lambda: dict()),
+    Entry("chang_graphs", cprobe.chang_graphs, lambda: dict()),
+    Entry("latin_square_graph", cprobe.latin_square_graph, lambda: dict(square=[[0, 1], [1, 0]]),
+          extra=[("not a Latin square", "square", [[0, 0], [1, 1]])]),
+    Entry("cfi_graph", cprobe.cfi_graph, lambda: dict(base=nx.complete_graph(3)), dict(base="graph"),
+          extra=[("a string", "twisted", "yes"), ("disconnected", "base", nx.empty_graph(2))]),
+    Entry("cfi_pairs", cprobe.cfi_pairs, lambda: dict(bases={"K3": nx.complete_graph(3)}),
+          extra=[("a tree", "bases", {"P4": nx.path_graph(4)}), ("a string", "bases", "abc"), ("a number", "bases", 3)]),
+    Entry("single_pattern_pairs", cprobe.single_pattern_pairs, lambda: dict(max_degree=2, graphs=PROBE_GRAPHS),
+          dict(max_degree="count")),
+    Entry("find_single_pattern_pairs", cprobe.find_single_pattern_pairs, lambda: dict(graphs=PROBE_GRAPHS, max_degree=2),
+          dict(max_degree="count"), extra=[("a string", "graphs", "abc")]),
+    Entry("generate_pairs", cprobe.generate_pairs, lambda: dict(families=["regular"]),
+          extra=[("an unknown family", "families", ["nope"]), ("a string", "families", "regular")]),
+    Entry("probe_patterns", cprobe.probe_patterns, lambda: dict(degree=2), dict(degree="size")),
+    Entry("hom_counts", cprobe.hom_counts, lambda: dict(graphs=[nx.cycle_graph(4)], degree=2), dict(degree="size"),
+          extra=[("a graph", "graphs", nx.cycle_graph(4)), ("a string", "graphs", "abc")]),
+    Entry("pattern_name", cprobe.pattern_name, lambda: dict(pattern=contractions.Pattern.from_string("ab,bc->")),
+          dict(pattern="pattern")),
+    Entry("available_model_classes", cprobe.available_model_classes, lambda: dict(model_classes=["mpnn"]),
+          extra=[("a string", "model_classes", "mpnn"), ("an unknown class", "model_classes", ["nope"])]),
+    Entry("pair_theory", cprobe.pair_theory, lambda: dict(pairs=[probe_pair()], degree=3, model_classes=["mpnn"]),
+          dict(degree="count"), extra=[("a string", "pairs", "abc"), ("a pair", "pairs", probe_pair())]),
+    Entry("ClassPrediction", lambda **kw: str(cprobe.pair_theory(**kw)[0].predictions["ppgn"]),
+          lambda: dict(pairs=[probe_pair()], degree=3)),
+    Entry("PairTheory", lambda **kw: cprobe.pair_theory(**kw)[0].separates("mpnn"), lambda: dict(pairs=[probe_pair()], degree=3)),
+    Entry("f_quantile", cprobe.f_quantile, lambda: dict(probability=0.9, dfn=2, dfd=3), dict(dfn="count", dfd="count"),
+          extra=[("one", "probability", 1.0), ("a string", "probability", "abc")]),
+    Entry("hotelling_threshold", cprobe.hotelling_threshold, lambda: dict(dim=2, num_samples=10, alpha=0.01),
+          dict(dim="count", num_samples="count"), extra=[("zero", "alpha", 0.0), ("dim >= num_samples", "dim", 10)]),
+    Entry("hotelling_t2", cprobe.hotelling_t2, lambda: dict(differences=torch.randn(5, 2)), dict(differences="tensor")),
+    Entry("embed_graphs", cprobe.embed_graphs, lambda: dict(model=probe_model, data=[cprobe.graph_to_data(nx.cycle_graph(3))]),
+          dict(model="callable")),
+    Entry("reliable_separation", cprobe.reliable_separation,
+          lambda: dict(model=probe_model, first=nx.cycle_graph(6), second=nx.path_graph(6), num_permutations=4),
+          dict(model="callable", first="graph", second="graph", num_permutations="count"),
+          extra=[("alpha one", "alpha", 1.0), ("a negative floor", "noise_floor", -1.0)]),
+    Entry("SeparationTest", lambda **kw: cprobe.reliable_separation(**kw).verdict,
+          lambda: dict(model=probe_model, first=nx.cycle_graph(6), second=nx.path_graph(6), num_permutations=4)),
+    Entry("probe", cprobe.probe,
+          lambda: dict(model=probe_model, pairs=[probe_pair()], degree=3, num_permutations=4, model_classes=["mpnn"]),
+          dict(model="callable", degree="count", num_permutations="count", progress="flag"),
+          extra=[("a string", "pairs", "abc")]),
+    Entry("ProbeReport", lambda **kw: str(cprobe.probe(**kw)),
+          lambda: dict(model=probe_model, pairs=[probe_pair()], degree=3, num_permutations=4)),
+    Entry("ProbeRow", lambda **kw: cprobe.probe(**kw).rows[0].model_separates,
+          lambda: dict(model=probe_model, pairs=[probe_pair()], degree=3, num_permutations=4)),
+    Entry("probe_graphs", cprobe.probe_graphs, lambda: dict(num_graphs=4), dict(num_graphs="count")),
+    Entry("linear_probe", cprobe.linear_probe, lambda: dict(model=probe_model, degree=2, graphs=PROBE_GRAPHS),
+          dict(model="callable", degree="count"), extra=[("zero", "test_fraction", 0.0), ("too few", "graphs", PROBE_GRAPHS[:3])]),
+    Entry("LinearProbeResult", lambda **kw: cprobe.linear_probe(**kw).as_dict(),
+          lambda: dict(model=probe_model, degree=2, graphs=PROBE_GRAPHS)),
 ]
 
-CONSTANTS = {"EXECUTIONS", "KINDS", "SUPPORTED_KINDS", "NODE_ORDERS", "NORMALIZATIONS"}  # data, not entry points
+CONSTANTS = {"EXECUTIONS", "KINDS", "SUPPORTED_KINDS", "NODE_ORDERS", "NORMALIZATIONS",
+             "DEFAULT_CFI_BASES", "PAIR_FAMILIES", "DEFAULT_MODEL_CLASSES"}  # data, not entry points
 
 
 def test_every_public_name_is_fuzzed():

@@ -15,6 +15,7 @@ from .multitree import prune_to_multitree
 from .orient import NODE_ORDERS, dagify, node_order, undirected_degree
 from .precision import compute_dtype, upcast
 from .random_walk import WalkTokens, random_walk_tokens, random_walks
+from .strongly_regular import rook_graph, shrikhande_graph
 from .scatter import check_index, scatter, scatter_backend_info, segment
 from .tree_reduce import tree_reduce
 from .walk_encoding import random_walk_encoding
@@ -38,6 +39,8 @@ __all__ = [
     "LineGraph",
     "Lattice",
     "path_graph",
+    "rook_graph",
+    "shrikhande_graph",
     "NODE_ORDERS",
     "dagify",
     "node_order",
