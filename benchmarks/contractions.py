@@ -20,10 +20,13 @@ in float32 and float64, each timed as
 * **FLOP floor**: the plan's FLOPs (opt_einsum's count) at this machine's sgemm / dgemm rate,
   measured in the same run (square ``torch.mm``, 1024 x 1024, interleaved with the rest).
 
-Each row prints the median, min and max over the repeats, the spread (max - min) / median and
-IQR / median, the ratio to ours, and the peak resident memory one call adds (VmHWM after
-resetting it through ``/proc/self/clear_refs``; "n/a" where the kernel forbids that). Every
-method's values are checked against ours.
+Each row prints, over the interleaved repeats, the median wall time with its 10th and 90th
+percentiles and the call-to-call spread (p90 - p10) / median, the same median and spread in
+CPU time of the calling thread (``time.thread_time``: what the call itself computed, less
+sensitive to other processes than wall time), the ratio to ours, and the peak resident memory
+one call adds (VmHWM after resetting it through ``/proc/self/clear_refs``; "n/a" where the
+kernel forbids that). Every method's values are checked against ours. The plan is compiled
+once per case and shared by both dtypes.
 
 ``--full-basis`` runs the older comparison instead: the whole degree-6 basis (2292 patterns,
 disconnected ones included) against per-pattern opt_einsum without caching and an
@@ -283,32 +286,38 @@ class Methods:
         return worst
 
 
-def gemm_seconds(dtype: torch.dtype, size: int = 1024) -> float:
-    a = torch.randn(size, size, dtype=dtype)
-    b = torch.randn(size, size, dtype=dtype)
-    start = time.perf_counter()
-    torch.mm(a, b)
-    return time.perf_counter() - start
+def _quantiles(values: list[float]) -> tuple[float, float, float]:
+    """(p10, median, p90) of ``values`` (linear interpolation between order statistics)."""
+    v = sorted(values)
+    if len(v) < 2:
+        return v[0], v[0], v[0]
+    deciles = statistics.quantiles(v, n=10, method="inclusive")
+    return deciles[0], statistics.median(v), deciles[-1]
 
 
-def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, repeats: int, einsum_repeats: int, density: float) -> None:
+def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, repeats: int, einsum_repeats: int, density: float, compiled=None) -> dict:
     patterns = connected_case(degree)
-    start = time.perf_counter()
-    plan = compile_plan(patterns, n_hint=n)
-    t_compile = time.perf_counter() - start
+    if compiled is None:
+        start = time.perf_counter()
+        plan = compile_plan(patterns, n_hint=n)
+        t_compile = time.perf_counter() - start
+    else:
+        plan, t_compile = compiled
     x = random_graphs(batch, n, density, seed=n).to(dtype)
     m = Methods(patterns, plan, x)
     flops = plan.flops(n, batch)
     gemm_size = 1024
     gemm_flops = 2 * gemm_size**3
     names = ["ours", "ours_fresh", "opt_cached", "opt_shared", "torch_einsum", "gemm"]
+    gemm_a = torch.randn(gemm_size, gemm_size, dtype=dtype)
+    gemm_b = torch.randn(gemm_size, gemm_size, dtype=dtype)
     calls = {
         "ours": m.ours,
         "ours_fresh": m.ours_fresh,
         "opt_cached": m.opt_cached,
         "opt_shared": m.opt_shared,
         "torch_einsum": m.torch_einsum,
-        "gemm": lambda: gemm_seconds(dtype, gemm_size),
+        "gemm": lambda: torch.mm(gemm_a, gemm_b),
     }
     diffs = {k: m.check(calls[k]()) for k in ("opt_cached", "opt_shared", "torch_einsum")}  # also warms up
     fresh = m.ours_fresh()
@@ -319,27 +328,31 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
     del fresh
     m.ours()
     peaks = {k: peak_memory(calls[k]) for k in names if k != "gemm"}  # results dropped at once
-    times: dict[str, list[float]] = {k: [] for k in names}
+    wall: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
     for r in range(repeats):
         for k in names:
             if k == "torch_einsum" and r >= einsum_repeats:
                 continue
-            if k == "gemm":
-                times[k].append(gemm_seconds(dtype, gemm_size))
-                continue
+            c0 = time.thread_time()
             start = time.perf_counter()
-            calls[k]()
-            times[k].append(time.perf_counter() - start)
-    rate = gemm_flops / statistics.median(times["gemm"])
-    floor = [flops / (gemm_flops / t) for t in times["gemm"]]
-    times["floor"] = floor
+            result = calls[k]()
+            wall[k].append(time.perf_counter() - start)
+            cpu[k].append(time.thread_time() - c0)
+            del result
+    for clock in (wall, cpu):
+        # the floor: the plan's FLOPs at the GEMM rate of each timed GEMM
+        clock["floor"] = [t * flops / gemm_flops for t in clock["gemm"]]
+    rate = gemm_flops / statistics.median(wall["gemm"])
     out_mib = sum(v.numel() for v in (m.out.values() if isinstance(m.out, dict) else [m.out])) * x.element_size() / 2**20
     print(f"\n== {label}: {len(patterns)} connected degree-{degree} patterns, B={batch} G({n}, {density}), "
           f"{str(dtype).replace('torch.', '')}, {torch.get_num_threads()} thread ==")
     print(f"compile: {t_compile:.2f} s ({plan}); plan {flops / 1e9:.2f} GFLOP; "
-          f"{'s' if dtype == torch.float32 else 'd'}gemm {rate / 1e9:.1f} GFLOP/s (median); output {out_mib:.0f} MiB")
-    print(f"{'method':<34} {'median s':>9} {'min s':>8} {'max s':>8} {'spread':>7} {'IQR':>6} {'x ours':>7} {'peak MiB':>9} {'max rel diff':>12}")
-    med_ours = statistics.median(times["ours"])
+          f"{'s' if dtype == torch.float32 else 'd'}gemm {rate / 1e9:.1f} GFLOP/s (median, {gemm_size}^2); output {out_mib:.0f} MiB; "
+          f"workspace {plan._workspace.nbytes / 2**20:.0f} MiB")
+    print(f"{'method':<36} {'median s':>9} {'p10 s':>7} {'p90 s':>7} {'spread':>7} {'CPU s':>7} {'CPU spr':>8} "
+          f"{'x ours':>7} {'peak MiB':>9} {'max rel diff':>12}")
+    med_ours = statistics.median(wall["ours"])
     titles = {
         "ours": "ours (evaluate, out= reused)",
         "ours_fresh": "ours (evaluate, fresh output)",
@@ -348,25 +361,27 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
         "torch_einsum": "torch.einsum (path each call)",
         "floor": "FLOP floor (plan FLOPs at gemm rate)",
     }
+    summary = {}
     for k in ["ours", "ours_fresh", "opt_cached", "opt_shared", "torch_einsum", "floor"]:
-        v = sorted(times[k])
-        med = statistics.median(v)
-        q = statistics.quantiles(v, n=4) if len(v) >= 2 else [med, med, med]
+        p10, med, p90 = _quantiles(wall[k])
+        c10, cmed, c90 = _quantiles(cpu[k])
         peak = peaks.get(k)
         peak_s = "n/a" if peak is None else f"{peak:.0f}"
         diff = diffs.get(k)
-        print(f"{titles[k]:<34} {med:>9.3f} {v[0]:>8.3f} {v[-1]:>8.3f} {100 * (v[-1] - v[0]) / med:>6.0f}% "
-              f"{100 * (q[2] - q[0]) / med:>5.0f}% {med / med_ours:>7.2f} {peak_s:>9} {'' if diff is None else f'{diff:.1e}':>12}")
-    shared = statistics.median(times["opt_shared"])
-    print(f"targets: ours vs shared_intermediates {shared / med_ours:.2f}x (target >= 3); "
-          f"ours / floor {med_ours / statistics.median(floor):.2f}x (target <= 3); "
-          f"ours spread {100 * (max(times['ours']) - min(times['ours'])) / med_ours:.0f}% (target < 20%); "
-          f"faster than every baseline: {all(statistics.median(times[k]) > med_ours for k in ('opt_cached', 'opt_shared', 'torch_einsum'))}")
+        summary[k] = {"median": med, "spread": (p90 - p10) / med, "cpu": cmed, "cpu_spread": (c90 - c10) / cmed}
+        print(f"{titles[k]:<36} {med:>9.3f} {p10:>7.3f} {p90:>7.3f} {100 * (p90 - p10) / med:>6.0f}% {cmed:>7.3f} "
+              f"{100 * (c90 - c10) / cmed:>7.0f}% {med / med_ours:>7.2f} {peak_s:>9} {'' if diff is None else f'{diff:.1e}':>12}")
+    ours, floor = summary["ours"], summary["floor"]
+    print(f"targets: ours vs shared_intermediates {summary['opt_shared']['median'] / ours['median']:.2f}x (target >= 3); "
+          f"ours / floor {ours['median'] / floor['median']:.2f}x wall, {ours['cpu'] / floor['cpu']:.2f}x CPU (target <= 3); "
+          f"ours spread {100 * ours['spread']:.0f}% wall, {100 * ours['cpu_spread']:.0f}% CPU (target < 20%); "
+          f"faster than every baseline: {all(summary[k]['median'] > ours['median'] for k in ('opt_cached', 'opt_shared', 'torch_einsum'))}")
+    return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=9, help="interleaved timed calls per method")
+    parser.add_argument("--repeats", type=int, default=11, help="interleaved timed calls per method")
     parser.add_argument("--einsum-repeats", type=int, default=3, help="torch.einsum is slow: fewer calls")
     parser.add_argument("--density", type=float, default=0.3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: fair on a busy shared machine)")
@@ -390,8 +405,11 @@ def main() -> None:
         cases = [("degree 4 (quick)", 4, 16, 12), ("degree 3 (quick)", 3, 8, 10)]
         args.repeats, args.einsum_repeats = 3, 2
     for label, degree, batch, n in cases:
+        start = time.perf_counter()
+        plan = compile_plan(connected_case(degree), n_hint=n)
+        compiled = (plan, time.perf_counter() - start)
         for dtype in (torch.float32, torch.float64):
-            compare(label, degree, batch, n, dtype, args.repeats, args.einsum_repeats, args.density)
+            compare(label, degree, batch, n, dtype, args.repeats, args.einsum_repeats, args.density, compiled)
 
 
 if __name__ == "__main__":
