@@ -198,11 +198,7 @@ def _bind_op(op: tuple, view: Callable[[Ref], torch.Tensor]) -> Callable:
         return functools.partial(torch.sum, view(a), dims, out=view(o))
     if kind == "copy":
         _, a, o = op
-        src, dst = view(a), view(o)
-        if dst.device.type == "cpu" and dst.dtype in _NUMPY_DTYPES and not dst.requires_grad:
-            # numpy's strided copy is an order of magnitude faster on transposes
-            return functools.partial(np.copyto, dst.numpy(), src.numpy())
-        return functools.partial(dst.copy_, src)
+        return copy_kernel(view(o), view(a))
     if kind == "fill":
         _, o, value = op
         return functools.partial(view(o).fill_, value)
@@ -213,6 +209,15 @@ def _bind_op(op: tuple, view: Callable[[Ref], torch.Tensor]) -> Callable:
 
 
 _NUMPY_DTYPES = (torch.float32, torch.float64, torch.float16)
+
+
+def copy_kernel(dst: torch.Tensor, src: torch.Tensor) -> Callable[[], object]:
+    """A no-argument callable copying ``src`` into ``dst`` (same shape, any strides): numpy's
+    strided copy for CPU tensors (several times faster than ``Tensor.copy_`` on transposes),
+    ``Tensor.copy_`` on every other device (CUDA, meta), which numpy cannot reach."""
+    if dst.device.type == "cpu" and src.device.type == "cpu" and dst.dtype in _NUMPY_DTYPES and src.dtype == dst.dtype and not dst.requires_grad:
+        return functools.partial(np.copyto, dst.numpy(), src.numpy())
+    return functools.partial(dst.copy_, src)
 
 
 def _einsum_into(eq: str, operands: list[torch.Tensor], target: torch.Tensor) -> None:
