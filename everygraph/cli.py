@@ -56,6 +56,10 @@ def _check_degree(degree: int, domain: str, yes: bool) -> bool:
     return yes
 
 
+#: The columns of ``everygraph expressivity``: the strict hierarchy of Zhang et al. (ICLR 2024).
+DEFAULT_MODELS = ("mpnn", "subgraph", "local_2gnn", "local_2fgnn", "ppgn")
+
+
 def _split(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -64,8 +68,9 @@ def _expressivity_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--degree", type=int, default=6, help="largest degree (number of pattern edges), default 6")
     p.add_argument("--min-degree", type=int, default=0, help="smallest degree tabulated, default 0")
     p.add_argument("--outputs", default="invariant,node,edge", help="comma-separated output types")
-    p.add_argument("--models", default="mpnn,subgraph,ppgn",
-                   help="comma-separated models: mpnn, subgraph, ppgn (= 2fwl, ppgn++), kfwl:<k> e.g. 3fwl")
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                   help="comma-separated models, default all of the hierarchy: mpnn, subgraph, local_2gnn, "
+                        "local_2fgnn, ppgn (= 2fwl, ppgn++); also kfwl:<k> e.g. 3fwl")
     p.add_argument("--domain", default="simple", choices=["simple", "symmetric", "general"])
     p.add_argument("--list-missing", action="store_true", help="print every missed pattern as an einsum string")
     p.add_argument("--plot", metavar="FILE.png", help="bar chart of the fraction each model computes")
@@ -105,7 +110,8 @@ def _expressivity(args: argparse.Namespace) -> int:
 
 def _explain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", help='einsum-like pattern string, e.g. "ab,bc,ca->" (specials after ->)')
-    p.add_argument("--model", default="ppgn", help="mpnn, subgraph, ppgn (= 2fwl, ppgn++), kfwl:<k> e.g. 3fwl")
+    p.add_argument("--model", default="ppgn",
+                   help="mpnn, subgraph, local_2gnn, local_2fgnn, ppgn (= 2fwl, ppgn++), kfwl:<k> e.g. 3fwl")
     p.add_argument("--directed", action="store_true", help="read edges as ordered pairs (general inputs)")
     p.add_argument("--draw", metavar="FILE.png", help="draw the pattern and the certificate steps")
 

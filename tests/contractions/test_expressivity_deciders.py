@@ -63,7 +63,7 @@ def is_rooted_forest(p: Pattern) -> bool:
 def forest_after_deleting_mark(p: Pattern) -> bool:
     g = underlying(p)
     spec = list(dict.fromkeys(p.special))
-    marks = spec if spec else list(g.nodes)
+    marks = spec[:1] if spec else list(g.nodes)  # the edge output (a, b) marks a (Zhang et al. 2024, eq. 2)
     if g.number_of_nodes() == 0:
         return True
     for m in marks:

@@ -9,6 +9,8 @@ from .graph import PatternGraph, as_pattern_graph
 from . import models as _models
 from .models import (
     KFWLDecider,
+    Local2FGNNDecider,
+    Local2GNNDecider,
     Model,
     MPNNDecider,
     PPGNDecider,
@@ -17,6 +19,7 @@ from .models import (
     get_model,
     known_models,
 )
+from .ned import Ear, NestedEarDecomposition, check_ned, explain_no_ned, find_ned
 from .treewidth import elimination_ordering, treewidth, treewidth_upper_bound
 from .verdict import Step, Verdict
 
@@ -30,6 +33,8 @@ __all__ = [
     "Model",
     "MPNNDecider",
     "SubgraphGNNDecider",
+    "Local2GNNDecider",
+    "Local2FGNNDecider",
     "PPGNDecider",
     "KFWLDecider",
     "computable",
@@ -40,6 +45,11 @@ __all__ = [
     "elimination_ordering",
     "Step",
     "Verdict",
+    "Ear",
+    "NestedEarDecomposition",
+    "find_ned",
+    "check_ned",
+    "explain_no_ned",
 ]
 
 

@@ -185,7 +185,7 @@ def _align(rows: list[list[str]]) -> str:
 def analyze(
     degree: int,
     outputs: Iterable[str] = OUTPUTS,
-    models: Sequence[Any] = ("mpnn", "subgraph", "ppgn"),
+    models: Sequence[Any] = ("mpnn", "subgraph", "local_2gnn", "local_2fgnn", "ppgn"),
     domain: str = "simple",
     min_degree: int = 0,
     progress: bool = False,

@@ -1,30 +1,41 @@
 r"""The model zoo: which GNN computes which basis element :math:`P_H`.
 
 Each model answers :meth:`Model.decide` with a :class:`~.verdict.Verdict` whose certificate
-is made of that model's own operations. The characterisations are from Puny et al.,
+is made of that model's own operations or, for the ear-decomposition classes, the nested ear
+decomposition itself. The characterisations are from Puny et al.,
 "Equivariant Polynomials for Graph Neural Networks" (ICML 2023,
 https://arxiv.org/abs/2302.11556) and Zhang, Gai, Du, Ye, He, Wang, "Beyond Weisfeiler-Lehman:
 A Quantitative Framework for GNN Expressiveness" (ICLR 2024, https://arxiv.org/abs/2401.08514),
 where a model computes :math:`P_H` (on 0/1 graphs: the homomorphism count
-:math:`\hom(H, G)` rooted at the special vertices) iff :math:`H` lies in its family:
+:math:`\hom(H, G)` rooted at the special vertices) iff :math:`H` lies in its family
+(Theorems 3.4 and 3.7 of Zhang et al.; strictly growing in this order, Corollary 4.1):
 
-=============  ==========================================================================
-``mpnn``        rooted forests: the underlying simple graph, with the edge ``ab`` of an
-                edge output added, is a forest (1-WL, node-based operations)
-``subgraph``    a forest after deleting the marked vertex (node-marking subgraph GNN)
-``ppgn``        treewidth :math:`\le 2` with ``ab`` added (PPGN, 2-FWL, edge-based model);
-``2fwl``        aliases: ``2-fwl``, ``ppgn++`` (PPGN++ is as expressive as PPGN)
-``kfwl``        treewidth :math:`\le k` with the special vertices joined (``"3fwl"``,
-                ``"kfwl:3"`` or ``KFWLDecider(3)``)
-=============  ==========================================================================
+===============  ==========================================================================
+``mpnn``          rooted forests: the underlying simple graph, with the edge ``ab`` of an
+                  edge output added, is a forest (1-WL, node-based operations)
+``subgraph``      a forest after deleting the marked vertex: any vertex for an invariant, the
+                  root ``a`` of a node output, the first special vertex ``a`` of an edge output
+                  ``ab`` (node-marking subgraph GNN; endpoint-shared nested ear decomposition)
+``local_2gnn``    a strong nested ear decomposition whose first ear ends at the special
+                  vertices (Local 2-GNN; alias ``local2gnn``)
+``local_2fgnn``   an almost-strong nested ear decomposition, rooted the same way (Local
+                  2-FGNN; alias ``local2fgnn``)
+``ppgn``          treewidth :math:`\le 2` with ``ab`` added (PPGN, 2-FWL, edge-based model;
+``2fwl``          a nested ear decomposition); aliases: ``2-fwl``, ``ppgn++`` (PPGN++ is as
+                  expressive as PPGN)
+``kfwl``          treewidth :math:`\le k` with the special vertices joined (``"3fwl"``,
+                  ``"kfwl:3"`` or ``KFWLDecider(3)``)
+===============  ==========================================================================
 
 Loops and parallel edges never change the answer (a loop is the diagonal, a node feature;
 parallel edges are an elementwise product); only the underlying simple graph matters.
-Local 2-GNN and local 2-FGNN (nested ear decompositions in Zhang et al.) are not in the zoo.
+:mod:`.ned` defines the ear decompositions, searches for them and checks a certificate.
 
 Example:
     >>> get_model("ppgn").decide("ab,ac,ad,bc,cd->bd").computable
     False
+    >>> get_model("local_2gnn").decide("ab,bc,ca,cd,de,ec->").computable
+    True
     >>> get_model("mpnn").decide("ab,bc,ca->a").reason    # doctest: +SKIP
     'cycle a-b-c remains: ...'
 """
@@ -32,11 +43,12 @@ Example:
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Optional
 
 import networkx as nx
 
 from .graph import PatternGraph, as_pattern_graph
+from .ned import explain_no_ned, find_ned
 from .reduction import Eliminator, reduce_pattern
 from .treewidth import elimination_ordering
 from .verdict import Step, Verdict
@@ -45,6 +57,8 @@ __all__ = [
     "Model",
     "MPNNDecider",
     "SubgraphGNNDecider",
+    "Local2GNNDecider",
+    "Local2FGNNDecider",
     "PPGNDecider",
     "KFWLDecider",
     "get_model",
@@ -139,12 +153,17 @@ class SubgraphGNNDecider(Model):
     One MPNN runs on each copy of the graph with vertex :math:`m` marked, giving an
     :math:`n \times n` representation :math:`h^{(m)}_v`; edges to the mark are features read by
     message passing from the mark. The invariant sums over marks, the node output at
-    :math:`a` is :math:`h^{(a)}_a`, the edge output at :math:`(a, b)` is :math:`h^{(a)}_b`
-    (or :math:`h^{(b)}_a`). So :math:`P_H` is computable iff deleting one vertex :math:`m`
-    leaves a forest, with :math:`m` any vertex for an invariant, :math:`m = a` for a node
-    output, :math:`m \in \{a, b\}` for an edge output (Zhang et al. 2024, the subgraph-GNN
-    family :math:`\mathcal{F}^{\text{Sub}}`: graph level ``F - m`` a forest for some ``m``,
-    node level ``F - u`` a forest for the root ``u``).
+    :math:`a` is :math:`h^{(a)}_a`, the edge output at :math:`(a, b)` is :math:`h^{(a)}_b`, the
+    colour of :math:`b` in the copy marked :math:`a` (Zhang et al. 2024, section 2, eq. 2).
+    So :math:`P_H` is computable iff deleting one vertex :math:`m` leaves a forest, with
+    :math:`m` any vertex for an invariant, :math:`m = a` for a node output and for an edge
+    output :math:`(a, b)` (Zhang et al. 2024, Corollary 3.5 and Theorem 3.7: the endpoint-shared
+    nested ear decompositions, shared endpoint the first special vertex).
+
+    Earlier versions also accepted :math:`m = b` for an edge output, i.e. the transposed
+    feature :math:`h^{(b)}_a`; that is not the paper's subgraph GNN (by Theorem 3.7 its edge
+    feature cannot count a pattern that is a forest only after deleting :math:`b`), so the
+    mark of an edge output is now :math:`a` only.
     """
 
     name = "subgraph"
@@ -152,7 +171,7 @@ class SubgraphGNNDecider(Model):
     def decide(self, pattern: Any) -> Verdict:
         p = as_pattern_graph(pattern)
         s = p.distinct_special
-        candidates = list(range(p.num_vertices)) if not s else list(s)
+        candidates = list(range(p.num_vertices)) if not s else [s[0]]
         if p.num_vertices == 0:  # the empty pattern, the constant 1: nothing to mark
             elim = Eliminator(p, style="node")
             elim.output(self.name)
@@ -170,7 +189,7 @@ class SubgraphGNNDecider(Model):
             g = p.simple_graph(False)
             g.remove_node(m)
             tried.append(f"{p.names[m]} (cycle {_cycle_text(p, g) or 'through the output'})")
-        where = "any vertex" if not s else " or ".join(p.names[v] for v in s)
+        where = "any vertex" if not s else p.names[s[0]]
         return Verdict(p, self.name, False, [],
                        reason=f"no choice of the marked vertex ({where}) leaves a forest: deleting "
                               + "; ".join(tried[:4]) + ("; ..." if len(tried) > 4 else ""))
@@ -190,6 +209,92 @@ def _subgraph_output(elim: Eliminator, p: PatternGraph, m: int) -> Step:
         text = (f"output the edge output at ({names[s[0]]},{names[s[1]]}): the feature of {names[other]} in the "
                 f"subgraph marked {names[m]}, h^({names[m]})_{names[other]}")
     return Step("output", tuple(fs), tuple(elim.factors[f] for f in fs), "out", tuple(s), text)
+
+
+class _EarDecompositionDecider(Model):
+    """Decide by searching a nested ear decomposition of one kind (:func:`.ned.find_ned`)."""
+
+    kind = "ned"
+    label = "NED"
+
+    def decide(self, pattern: Any) -> Verdict:
+        p = as_pattern_graph(pattern)
+        found = find_ned(p, self.kind)
+        if found is not None:
+            roots = _root_text(p, self.kind)
+            return Verdict(p, self.name, True, [], decomposition=found,
+                           reason=f"a {self.label} with {len(found.ears)} ear{'s' * (len(found.ears) != 1)}{roots} "
+                                  f"(Zhang et al. 2024, Theorems 3.4 and 3.7); check it with verdict.decomposition.check()")
+        sub = _minimal_without_ned(p, self.kind)
+        names = p.names
+        reason = explain_no_ned(p, self.kind)
+        if sub is not None:
+            reason += ("; edge-minimal sub-pattern without one: "
+                       + " ".join(names[a] + names[b] for a, b in sub))
+        return Verdict(p, self.name, False, [], reason=reason, obstruction=sub)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _root_text(p: PatternGraph, kind: str) -> str:
+    s = p.distinct_special
+    names = p.names
+    if not s:
+        return ""
+    if kind == "endpoint_shared":
+        return f" sharing the endpoint {names[s[0]]}"
+    if len(s) == 1:
+        return f" whose first ear ends at {names[s[0]]}"
+    return f" whose first ear runs from {names[s[0]]} to {names[s[1]]}"
+
+
+def _minimal_without_ned(p: PatternGraph, kind: str) -> Optional[tuple]:
+    """Delete edges of the simple graph while no NED of ``kind`` exists: an edge-minimal
+    sub-pattern (same vertices and special vertices) without one."""
+    edges = sorted({(min(u, v), max(u, v)) for u, v in p.edges if u != v})
+    keep = list(edges)
+    for e in edges:
+        trial = [f for f in keep if f != e]
+        if find_ned((p.num_vertices, trial, p.special), kind) is None:
+            keep = trial
+    return tuple(keep)
+
+
+class Local2GNNDecider(_EarDecompositionDecider):
+    r"""Local 2-GNN: strong nested ear decompositions.
+
+    Colours of vertex pairs refined from the pair's own colour and the multisets
+    :math:`\{\{h(w, v) : w \in N(u)\}\}` and :math:`\{\{h(u, w) : w \in N(v)\}\}` (Morris et
+    al. 2020; Zhang et al. 2024, eq. 3). :math:`P_H` is computable iff the simple graph of
+    :math:`H` has a *strong* nested ear decomposition (the nested intervals of the children of
+    every ear form a chain), whose first ear has the node output's root as an endpoint, or runs
+    from :math:`a` to :math:`b` for an edge output :math:`(a, b)` (Zhang et al. 2024,
+    Theorems 3.4 and 3.7). The certificate is the decomposition
+    (``verdict.decomposition``, a :class:`~.ned.NestedEarDecomposition`; ``.check()`` verifies
+    it against the definition); a no names the failing first ears and an edge-minimal
+    sub-pattern without a strong decomposition (``verdict.obstruction``).
+    """
+
+    name = "local_2gnn"
+    kind = "strong"
+    label = "strong nested ear decomposition"
+
+
+class Local2FGNNDecider(_EarDecompositionDecider):
+    r"""Local 2-FGNN: almost-strong nested ear decompositions.
+
+    Pair colours refined from :math:`\{\{(h(w, v), h(u, w)) : w \in N(u) \cup N(v)\}\}`, the
+    folklore update restricted to neighbours of the pair (Zhang et al. 2024, eq. 5).
+    :math:`P_H` is computable iff the simple graph of :math:`H` has an *almost-strong* nested
+    ear decomposition (among the children of every ear, those whose interval has two or more
+    edges form a chain; single-edge intervals are free), rooted like :class:`Local2GNNDecider`
+    (Zhang et al. 2024, Theorems 3.4 and 3.7). Certificates as in :class:`Local2GNNDecider`.
+    """
+
+    name = "local_2fgnn"
+    kind = "almost_strong"
+    label = "almost-strong nested ear decomposition"
 
 
 class PPGNDecider(Model):
@@ -283,6 +388,12 @@ class KFWLDecider(Model):
 _FIXED = {
     "mpnn": MPNNDecider,
     "subgraph": SubgraphGNNDecider,
+    "local_2gnn": Local2GNNDecider,
+    "local2gnn": Local2GNNDecider,
+    "local-2gnn": Local2GNNDecider,
+    "local_2fgnn": Local2FGNNDecider,
+    "local2fgnn": Local2FGNNDecider,
+    "local-2fgnn": Local2FGNNDecider,
     "ppgn": lambda: PPGNDecider("ppgn"),
     "2fwl": lambda: PPGNDecider("2fwl"),
     "2-fwl": lambda: PPGNDecider("2fwl"),
@@ -292,7 +403,7 @@ _FIXED = {
 
 def known_models() -> list[str]:
     """Names accepted by :func:`get_model` (``kfwl`` takes ``k``: ``"3fwl"`` or ``"kfwl:3"``)."""
-    return ["mpnn", "subgraph", "ppgn", "2fwl", "ppgn++", "kfwl:<k> (e.g. 3fwl)"]
+    return ["mpnn", "subgraph", "local_2gnn", "local_2fgnn", "ppgn", "2fwl", "ppgn++", "kfwl:<k> (e.g. 3fwl)"]
 
 
 def get_model(model: Any, k: int | None = None) -> Model:

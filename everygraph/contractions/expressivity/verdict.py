@@ -28,12 +28,15 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import Tensor
 
 from .graph import PatternGraph
+
+if TYPE_CHECKING:  # the decomposition type lives in .ned, which imports nothing from here
+    from .ned import NestedEarDecomposition
 
 __all__ = ["Step", "Verdict"]
 
@@ -67,7 +70,10 @@ class Verdict:
     in execution order (the last has ``kind == "output"``). ``reason``: for a no, why (the
     obstruction left when no model operation applies); for a yes, a one-line summary.
     ``treewidth``: the treewidth of the underlying simple graph with the special vertices
-    joined (the k-FWL criterion), when the decider computed it.
+    joined (the k-FWL criterion), when the decider computed it. ``decomposition``: for the
+    ear-decomposition models (``local_2gnn``, ``local_2fgnn``), the nested ear decomposition
+    that certifies a yes (:class:`~.ned.NestedEarDecomposition`; ``.check()`` replays it
+    against the definition); ``obstruction``: for a no, the edges of a minimal obstruction.
     """
 
     pattern: PatternGraph
@@ -77,6 +83,7 @@ class Verdict:
     reason: str = ""
     treewidth: Optional[int] = None
     obstruction: Optional[tuple] = None
+    decomposition: Optional["NestedEarDecomposition"] = None
 
     def __bool__(self) -> bool:
         return self.computable
@@ -96,6 +103,8 @@ class Verdict:
         if self.computable:
             for i, step in enumerate(self.steps, 1):
                 lines.append(f"  {i}. {step.text}")
+            if self.decomposition is not None:
+                lines.extend("  " + ln for ln in self.decomposition.format().splitlines())
         if self.reason:
             lines.append(("  " if self.computable else "  reason: ") + self.reason)
         if self.treewidth is not None:
@@ -120,6 +129,12 @@ class Verdict:
         """
         if not self.computable:
             raise ValueError(f"{self.model} cannot compute {self.pattern}: no certificate to replay ({self.reason})")
+        if not self.steps and self.decomposition is not None:
+            raise ValueError(
+                f"the {self.model} certificate is a nested ear decomposition, not a sequence of tensor operations: "
+                "verify it with verdict.decomposition.check(), and evaluate the pattern with "
+                "everygraph.contractions.evaluate"
+            )
         if adj.dim() not in (3, 4) or adj.shape[1] != adj.shape[2]:
             raise ValueError(f"adj must be [B, n, n] or [B, n, n, c], got {tuple(adj.shape)}")
         p = self.pattern
