@@ -24,8 +24,9 @@ Two more comparisons, each printed as its own table:
   same thing. The official side at its fastest setting with correct gradients:
   ``pLSTM2D_torch`` (``--official-levels-2d``, default 3) and ``pLSTM1D_fwbw`` with
   ``return_last_C=True`` (its gradient is wrong over several chunks otherwise) at the best of
-  ``--official-levels-1d``. Ours: the default dispatch and the previous path
-  (``execution="lattice"``).
+  ``--official-levels-1d``. Ours: the default dispatch and the previous path (grids: the
+  anti-diagonal ``lattice`` loop; paths: the chunkwise form with autograd, see
+  :func:`previous_path`). ``--official-cases 64x64 L=4096`` runs only those rows.
 * ``--tutorial``: the training step of ``examples/arrow_pointing.py`` at its default sizes
   (pLSTM with the four orientations batched into one scan, the same model with one scan per
   orientation as before, and the ViT).
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--official", metavar="PATH", help="a checkout of ml-jku/plstm: compare against it")
     parser.add_argument("--official-levels-2d", type=int, nargs="+", default=[3])
     parser.add_argument("--official-levels-1d", type=int, nargs="+", default=[5, 6, 7, 8])
+    parser.add_argument("--official-cases", nargs="+", metavar="CASE", help="only these rows of --official (e.g. 64x64 L=4096)")
     parser.add_argument("--tutorial", action="store_true", help="time the arrow-pointing training step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -214,6 +216,21 @@ def ours(lattice: Lattice, inputs: dict, execution: str | None) -> torch.Tensor:
     return plstm_scan(lattice, q, k, v, *flat, execution=execution)
 
 
+def previous_path(lattice: Lattice, inputs: dict) -> torch.Tensor:
+    """Our previous path: on grids the anti-diagonal ``lattice`` loop (the default before
+    ``chunked2d``); on paths the chunkwise form with autograd through its elementwise products
+    (chunks of 64; the default before ``plstm/chunked1d.py``)."""
+    if lattice.ndim == 2:
+        return ours(lattice, inputs, "lattice")
+    import everygraph.sequence.plstm.lattice as lattice_execution
+
+    lattice_execution.STATELESS_1D = False
+    try:
+        return ours(lattice, inputs, "lattice")
+    finally:
+        lattice_execution.STATELESS_1D = True
+
+
 def official_args_2d(inputs: dict) -> list[torch.Tensor]:
     """The official 2D layout (one head in the batch; J dimensions of size 1). Axis 0 is its
     x ("right", r/l), axis 1 its y ("down", d/u); ``T[..., out, in]``."""
@@ -265,6 +282,8 @@ def compare_official(args) -> None:
     print("-" * len(header))
     cases = [(f"{s}x{s}", Lattice((s, s))) for s in sides] + [(f"L={n}", Lattice((n,))) for n in lengths]
     for name, lattice in cases:
+        if args.official_cases and name not in args.official_cases:
+            continue
         inputs = dense_inputs(lattice.shape, batch, dk, dv)
         two_d = lattice.ndim == 2
         if two_d:
@@ -282,11 +301,11 @@ def compare_official(args) -> None:
         setting = min(first, key=first.get)
         official = settings[setting]
         mine, previous = leaves(inputs), leaves(inputs)
-        default = default_execution(lattice, "scalar", boundary_states=False, state_size=dk * dv) if two_d else "lattice"
+        default = default_execution(lattice, "scalar", boundary_states=False, state_size=dk * dv) if two_d else "chunked1d"
         times = interleaved(
             {
                 "official": step(lambda: official(official_leaves), official_leaves),
-                "previous": step(lambda: ours(lattice, previous, "lattice"), previous),
+                "previous": step(lambda: previous_path(lattice, previous), previous),
                 "ours": step(lambda: ours(lattice, mine, None), mine),
             },
             args.repeat,

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from ...graphlib import Lattice
 from .lattice import DiagonalRecurrence
-from .layout import lattice_layout, take
+from .layout import gather, lattice_layout, take
 
 BLOCK_SIZE = 4
 
@@ -83,8 +83,8 @@ def plstm_chunked2d(
     S = dense(take(source, layout.out_edge).movedim(2, -1))  # [B, X, Y, H, 2]
     M = dense(take(mark, layout.in_edge).movedim(2, -1))
     T = dense(take(transition, layout.line).movedim(2, -1).movedim(2, -1))  # [B, X, Y, H, 2(out), 2(in)]
-    h = chunked_scan_2d(dense(q[:, node]), dense(k[:, node]), dense(v[:, node]), S, T, M, dense(direct[:, node]), block_size)
-    return h.reshape(B, N, H, -1)[:, layout.position]
+    h = chunked_scan_2d(*(dense(gather(x, 1, node)) for x in (q, k, v)), S, T, M, dense(gather(direct, 1, node)), block_size)
+    return gather(h.reshape(B, N, H, -1), 1, layout.position)
 
 
 def chunked_scan_2d(
@@ -133,7 +133,7 @@ def chunked_scan_2d(
             padded[:, :X, :Y] = x
             x = padded
         x = x.reshape(Z, P, bx, R, by, *x.shape[3:]).permute(1, 3, 0, 2, 4, *range(5, x.dim() + 2))
-        return x.reshape(P * R, Z, bx, by, *x.shape[5:])[order].reshape(nb, bx, by, *x.shape[5:])
+        return gather(x.reshape(P * R, Z, bx, by, *x.shape[5:]), 0, order).reshape(nb, bx, by, *x.shape[5:])
 
     q, k, v, S, T, M, D = (blocks(x) for x in (q, k, v, source, transition, mark, direct))
     multi = P * R > 1
@@ -147,7 +147,7 @@ def chunked_scan_2d(
         h = h + _block_recurrence(O, G_all[..., :e], q, k, v, diagonals, Z, by)
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(order.numel(), device=order.device)
-    h = h.reshape(P * R, Z, n * dv)[inverse].reshape(P, R, Z, bx, by, dv).permute(2, 0, 3, 1, 4, 5)
+    h = gather(h.reshape(P * R, Z, n * dv), 0, inverse).reshape(P, R, Z, bx, by, dv).permute(2, 0, 3, 1, 4, 5)
     h = h.reshape(Z, P * bx, R * by, dv)[:, :X, :Y]
     return h.reshape(B, H, X, Y, dv).movedim(1, 3)
 
@@ -213,18 +213,18 @@ def _transfer(plan: _BlockPlan, S: Tensor, T: Tensor, M: Tensor) -> tuple[Tensor
     else:
         T_wide, S_wide = T, S
     order = plan.order.to(device)
-    diagonal = lambda x: x.reshape(nb, ex * ey, *x.shape[3:]).movedim(1, 0)[order].unsqueeze(2)  # [N, nb, 1, ...]
+    diagonal = lambda x: gather(x.reshape(nb, ex * ey, *x.shape[3:]).movedim(1, 0), 0, order).unsqueeze(2)  # [N, nb, 1, ...]
     unit = plan.unit.to(device=device, dtype=dtype)
     kv = unit[:, None, None, :].expand(unit.shape[0], nb, 1, unit.shape[1])
     incoming = DiagonalRecurrence.apply(diagonal(T_wide), diagonal(S_wide), kv, None, plan.diagonals).squeeze(2)
     # incoming: [N, nb, 2, channels] in diagonal order
-    real = incoming[plan.real_slots.to(device)]  # [n, nb, 2, channels]
+    real = gather(incoming, 0, plan.real_slots.to(device))  # [n, nb, 2, channels]
     M_nodes = M.reshape(nb, bx * by, 2).transpose(0, 1)
     read = (M_nodes[..., 0, None] * real[..., 0, :]).addcmul_(M_nodes[..., 1, None], real[..., 1, :]).transpose(0, 1)
     if not w:
         return read, None
-    bottom = incoming[plan.bottom_slots.to(device)]  # [by, nb, 2, channels]
-    right = incoming[plan.right_slots.to(device)]  # [bx, nb, 2, channels]
+    bottom = gather(incoming, 0, plan.bottom_slots.to(device))  # [by, nb, 2, channels]
+    right = gather(incoming, 0, plan.right_slots.to(device))  # [bx, nb, 2, channels]
     T_bottom = T[:, bx - 1, :, 0].transpose(0, 1)  # [by, nb, 2(in)]: into the down edge
     T_right = T[:, :, by - 1, 1].transpose(0, 1)  # [bx, nb, 2(in)]: into the right edge
     out_bottom = (T_bottom[..., 0, None] * bottom[..., 0, :]).addcmul_(T_bottom[..., 1, None], bottom[..., 1, :])

@@ -16,8 +16,14 @@ from torch import Tensor
 
 from ...graphlib import Lattice
 from ..transitions import Boundary
-from .layout import lattice_layout, take
+from . import chunked1d
+from .chunked1d import chunked_scan_1d_stateless
+from .layout import gather, lattice_layout, take
 
+#: calls without boundary states run :mod:`~everygraph.sequence.plstm.chunked1d` (matrix products,
+#: hand-written backward); False keeps them on :func:`chunked_scan_1d`'s autograd form (benchmarks)
+STATELESS_1D = True
+#: chunk length of the autograd form (boundary states): its products are elementwise on ``c x c``
 CHUNK_SIZE = 64
 
 
@@ -32,11 +38,12 @@ def plstm_lattice(
     direct: Tensor,
     initial_state: Tensor | None,
     return_state: bool,
-    chunk_size: int = CHUNK_SIZE,
+    chunk_size: int | None = None,
     boundary: Boundary | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """The recurrence of :func:`~everygraph.sequence.plstm.plstm_scan` on a 1D or 2D lattice
-    (scalar transitions; ``boundary``: scalar gates of the virtual edges, None = unit)."""
+    (scalar transitions; ``boundary``: scalar gates of the virtual edges, None = unit;
+    ``chunk_size``: of the 1D chunkwise form, default ``chunked1d.CHUNK_SIZE`` without boundary states, else ``CHUNK_SIZE``)."""
     storage = _storage(lattice.shape, lattice.flip)
     if storage.node.device != q.device:
         storage = storage._replace(**{f: getattr(storage, f).to(q.device) for f in StorageOrder._tensors})
@@ -44,8 +51,8 @@ def plstm_lattice(
     S = take(source, storage.out_edge)  # [B, N, ndim, H]
     M = take(mark, storage.in_edge)
     T = take(transition, storage.line)  # [B, N, ndim(out), ndim(in), H]
-    qs, ks, vs, Ds = q[:, node], k[:, node], v[:, node], direct[:, node]
-    C0 = initial_state[:, node] if initial_state is not None else None
+    qs, ks, vs, Ds = (gather(x, 1, node) for x in (q, k, v, direct))
+    C0 = gather(initial_state, 1, node) if initial_state is not None else None
     gates = None
     if boundary is not None and (C0 is not None or return_state):
         gates = _dense_boundary(boundary, storage, lattice.num_edges, q)
@@ -57,8 +64,8 @@ def plstm_lattice(
         h, final = chunked_scan_1d(qs, ks, vs, S, T, M, Ds, C0, return_state, chunk_size, gates=gates)
     else:
         h, final = diagonal_scan_2d(storage, qs, ks, vs, S, T, M, Ds, C0, return_state, gates=gates)
-    h = h[:, storage.inverse]
-    return h, (final[:, storage.inverse] if final is not None else None)
+    h = gather(h, 1, storage.inverse)
+    return h, (gather(final, 1, storage.inverse) if final is not None else None)
 
 
 def _dense_boundary(boundary: Boundary, storage: "StorageOrder", num_edges: int, like: Tensor) -> Boundary:
@@ -69,7 +76,7 @@ def _dense_boundary(boundary: Boundary, storage: "StorageOrder", num_edges: int,
     node = storage.node
 
     def per_node(t: Tensor | None) -> Tensor:
-        return like.new_ones(B, node.numel(), H) if t is None else t[:, node]
+        return like.new_ones(B, node.numel(), H) if t is None else gather(t, 1, node)
 
     def per_edge(t: Tensor | None, index: Tensor) -> Tensor:
         t = like.new_ones(B, num_edges, H) if t is None else t
@@ -139,13 +146,17 @@ def chunked_scan_1d(
     D: Tensor,
     C0: Tensor | None,
     return_state: bool,
-    chunk_size: int = CHUNK_SIZE,
+    chunk_size: int | None = None,
     *,
     gates: Boundary | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     r"""Chunkwise-parallel 1D scan. ``q, k`` ``[B, L, H, dk]``, ``v`` ``[B, L, H, dv]``,
     gates ``[B, L, H]``: ``S[t]`` for edge ``t -> t+1``, ``T[t]`` through node ``t``,
     ``M[t]`` for edge ``t-1 -> t`` (zero where the edge does not exist).
+
+    Without boundary states (and with finite ``q``, ``k``, ``v``) this runs
+    :func:`~everygraph.sequence.plstm.chunked1d.chunked_scan_1d_stateless`, the same products
+    with a hand-written backward.
 
     Inside a chunk of ``c`` steps the decay from step ``s`` to step ``i`` is
     :math:`W_{i s} = \prod_{r=s}^{i-1} T_r`, built as a cumulative *product* down the
@@ -156,6 +167,13 @@ def chunked_scan_1d(
     """
     B, L, H, dk = q.shape
     dv = v.shape[-1]
+    if (
+        STATELESS_1D and C0 is None and not return_state and gates is None and q.numel() and v.numel()
+        and bool(torch.isfinite(q).all() and torch.isfinite(k).all() and torch.isfinite(v).all())
+    ):  # non-finite inputs keep the selections below, which keep them out of earlier outputs
+        return chunked_scan_1d_stateless(q, k, v, S, T, M, D, chunk_size or chunked1d.CHUNK_SIZE), None
+    if chunk_size is None:
+        chunk_size = CHUNK_SIZE
     c = max(1, min(chunk_size, L))
     n = -(-L // c)
     pad = n * c - L
