@@ -54,8 +54,8 @@ def test_stateless_chunks_equal_the_loop(B, L, H, chunk):
 
 
 def test_stateless_chunks_gradcheck():
-    inputs = [t.requires_grad_() for t in path_inputs(2, 11, 2, 2, 3, seed=1)]
-    assert torch.autograd.gradcheck(lambda *a: chunked_scan_1d_stateless(*a, chunk_size=4), inputs)
+    inputs = [t.requires_grad_() for t in path_inputs(2, 7, 1, 2, 2, seed=1)]  # two chunks and a partial one
+    assert torch.autograd.gradcheck(lambda *a: chunked_scan_1d_stateless(*a, chunk_size=3), inputs, fast_mode=True)
 
 
 def test_segment_products_against_a_loop():
