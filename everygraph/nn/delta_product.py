@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,7 @@ from torch import Tensor, nn
 
 from ..graphlib import DAG, Lattice, check_flag, check_number, check_size, check_tensor
 from ..sequence import delta_product
+from ._decoding import decoding_cache
 from .mamba import causal_conv1d
 
 __all__ = ["DeltaProduct"]
@@ -42,6 +44,14 @@ class ShortConvolution(nn.Conv1d):
 
     def forward(self, x: Tensor, cu_seqlens: Tensor | None = None, reverse: bool = False) -> Tensor:  # [B, L, D]
         return F.silu(causal_conv1d(x.transpose(1, 2), self.weight, self.bias, cu_seqlens, reverse).transpose(1, 2))
+
+    def continued(self, x: Tensor, window: Tensor) -> tuple[Tensor, Tensor]:
+        """The convolution of ``x`` ``[B, L, D]`` continuing a sequence whose last
+        ``kernel_size - 1`` inputs are ``window`` ``[B, D, kernel_size - 1]``; returns the
+        output and the new window."""
+        joined = torch.cat([window, x.transpose(1, 2)], dim=-1)  # [B, D, K - 1 + L]
+        out = causal_conv1d(joined, self.weight, self.bias)[..., window.shape[-1]:]
+        return F.silu(out.transpose(1, 2)), joined[..., joined.shape[-1] - window.shape[-1]:]
 
 
 def _packed_paths(cu_seqlens: Tensor, length: int) -> DAG:
@@ -97,6 +107,18 @@ class DeltaProduct(nn.Module):
         use_short_conv: causal depthwise convolutions (kernel ``conv_size``) of q, k, v; on
             sequences only.
         conv_size, conv_bias, norm_eps: as in flash-linear-attention.
+        layer_idx: this layer's key in the decoding cache.
+
+    **Decoding** (sequences, left to right), with the convention of
+    :class:`~everygraph.nn.Mamba` (and ``mamba_ssm``): a layer with a ``layer_idx`` keeps its
+    state under that index in ``inference_params.key_value_memory_dict`` (an
+    :class:`~everygraph.nn.InferenceParams`); with ``seqlen_offset == 0`` the call is the
+    prompt, afterwards each call continues from the cache. The state is the tuple
+    ``(recurrent_state [B, H, dk, dv],)``, with short convolutions
+    ``(recurrent_state, q_window, k_window, v_window)``, each window the last
+    ``conv_size - 1`` projected inputs ``[B, channels, conv_size - 1]``.
+    ``initial_state`` / ``return_state`` pass it by hand, :meth:`allocate_inference_cache` makes
+    an empty one and :meth:`step` decodes one token; the outputs equal the full forward pass.
 
     Shapes:
         ``forward(x, structure=None, *, cu_seqlens=None, reverse=False)``: with no structure
@@ -128,6 +150,7 @@ class DeltaProduct(nn.Module):
         conv_size: int = 4,
         conv_bias: bool = False,
         norm_eps: float = 1e-5,
+        layer_idx: int | None = None,
     ):
         super().__init__()
         hidden_size, num_heads = check_size(hidden_size, "hidden_size"), check_size(num_heads, "num_heads")
@@ -139,6 +162,7 @@ class DeltaProduct(nn.Module):
         norm_eps = check_number(norm_eps, "norm_eps", minimum=0.0)
         if head_dim is not None:
             head_dim = check_size(head_dim, "head_dim")
+        self.layer_idx = layer_idx
         if head_dim is None:
             if hidden_size % num_heads:
                 raise ValueError(f"num_heads={num_heads} must divide hidden_size={hidden_size} when head_dim is None")
@@ -221,13 +245,38 @@ class DeltaProduct(nn.Module):
         raise TypeError(f"structure must be a graphlib.Lattice, a graphlib.DAG or None, got {type(structure).__name__}")
 
     def forward(self, x: Tensor, structure: Lattice | DAG | None = None, *, cu_seqlens: Tensor | None = None,
-                reverse: bool = False) -> Tensor:
+                reverse: bool = False, initial_state: tuple[Tensor, ...] | None = None, return_state: bool = False,
+                inference_params: Any = None) -> Tensor | tuple[Tensor, tuple[Tensor, ...]]:
         check_flag(reverse, "reverse")
+        check_flag(return_state, "return_state")
+        stateful = initial_state is not None or return_state or inference_params is not None
+        if stateful and structure is None and cu_seqlens is None and isinstance(x, Tensor) and x.dim() == 3 \
+                and x.shape[1] == 0 and x.shape[-1] == self.hidden_size:
+            return self._empty(x, initial_state, return_state, inference_params)
         x, structure, shape = self._structure(x, structure, cu_seqlens)
+        cache = None
+        if inference_params is not None:
+            cache = decoding_cache(self, inference_params, x.shape[0])
+            if inference_params.seqlen_offset > 0:
+                initial_state = cache
+        want_state = return_state or cache is not None
+        if (want_state or initial_state is not None) and (
+                reverse or cu_seqlens is not None or not (isinstance(structure, Lattice) and structure.ndim == 1)):
+            raise ValueError("initial_state, return_state and inference_params take sequences read left to right "
+                             "(no structure or a 1D Lattice; no cu_seqlens, no reverse)")
+        if initial_state is not None:
+            initial_state = self._check_state(initial_state, x.shape[0])
         B, N, _ = x.shape
         H, n_h, dk, dv = self.num_heads, self.num_householder, self.head_k_dim, self.head_v_dim
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.use_short_conv:
+        windows: tuple[Tensor, ...] = ()
+        if self.use_short_conv and (want_state or initial_state is not None):
+            empty = self.allocate_inference_cache(B, dtype=x.dtype)
+            previous = (initial_state or empty)[1:]
+            (q, wq), (k, wk), (v, wv) = (conv.continued(t, w) for conv, t, w in
+                                         zip((self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v), previous))
+            windows = (wq, wk, wv)
+        elif self.use_short_conv:
             is_sequence = isinstance(structure, DAG) and (cu_seqlens is not None or N == 0) or (
                 isinstance(structure, Lattice) and structure.ndim == 1)
             if not is_sequence:
@@ -246,9 +295,62 @@ class DeltaProduct(nn.Module):
         gate = None
         if self.use_forget_gate:
             gate = torch.exp(-self.A_log.exp() * F.softplus(self.a_proj(x) + self.dt_bias))
-        o = delta_product(structure, q, k, v, beta, gate=gate, scale=dk**-0.5, reverse=reverse)  # [B, N, H, dv]
+        o = delta_product(structure, q, k, v, beta, gate=gate, scale=dk**-0.5, reverse=reverse,
+                          initial_state=None if initial_state is None else initial_state[0],
+                          return_state=want_state)  # [B, N, H, dv]
+        if want_state:
+            o, recurrent = o
+            state = (recurrent,) + windows
+            if cache is not None:
+                for slot, value in zip(cache, state):
+                    slot.copy_(value)
         o = self.o_norm(o, self.g_proj(x).view(B, N, H, dv) if self.use_output_gate else None)
-        return self.o_proj(o.reshape(B, N, H * dv)).reshape(shape)
+        out = self.o_proj(o.reshape(B, N, H * dv)).reshape(shape)
+        return (out, state) if return_state else out
+
+    def _empty(self, x: Tensor, initial_state: Any, return_state: bool, inference_params: Any) -> Any:
+        """An empty sequence: no output, the state passes through unchanged."""
+        out = x.new_zeros(x.shape)
+        if inference_params is not None:
+            decoding_cache(self, inference_params, x.shape[0])
+        if not return_state:
+            return out
+        state = self._check_state(initial_state, x.shape[0]) if initial_state is not None \
+            else self.allocate_inference_cache(x.shape[0], dtype=x.dtype)
+        return out, state
+
+    def allocate_inference_cache(self, batch_size: int, max_seqlen: int = 0, dtype: torch.dtype | None = None,
+                                 **kwargs: Any) -> tuple[Tensor, ...]:
+        """An empty decoding state: ``(recurrent_state,)`` zeros ``[batch_size, H, dk, dv]``,
+        with short convolutions also the three input windows (zeros) (``mamba_ssm``'s signature)."""
+        weight = self.o_proj.weight
+        dtype = weight.dtype if dtype is None else dtype
+        make = lambda *shape: torch.zeros(*shape, device=weight.device, dtype=dtype)  # noqa: E731
+        state = (make(batch_size, self.num_heads, self.head_k_dim, self.head_v_dim),)
+        if self.use_short_conv:
+            n_h, width = self.num_householder, self.conv_size - 1
+            state += (make(batch_size, self.key_dim, width), make(batch_size, self.key_dim * n_h, width),
+                      make(batch_size, self.value_dim * n_h, width))
+        return state
+
+    def _check_state(self, state: Any, batch_size: int) -> tuple[Tensor, ...]:
+        expected = [list(t.shape) for t in self.allocate_inference_cache(batch_size, dtype=torch.float32)]
+        if not isinstance(state, (tuple, list)) or [list(getattr(t, "shape", [])) for t in state] != expected:
+            got = [list(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in state] \
+                if isinstance(state, (tuple, list)) else type(state).__name__
+            raise ValueError(f"the state must be a tuple of tensors with shapes {expected} "
+                             f"(see allocate_inference_cache), got {got}")
+        return tuple(state)
+
+    def step(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """One decoding step: ``x`` ``[B, 1, hidden_size]`` -> ``(out [B, 1, hidden_size], state)``,
+        the state tuple (as :meth:`allocate_inference_cache`) updated in place."""
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[1] != 1:
+            raise ValueError(f"step takes one token, x [B, 1, {self.hidden_size}], got {getattr(x, 'shape', type(x).__name__)}")
+        out, new_state = self.forward(x, initial_state=state, return_state=True)
+        for slot, value in zip(state, new_state):
+            slot.copy_(value)
+        return out, state
 
     def __repr__(self) -> str:
         return (

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..graphlib import DAG, Lattice, check_choice, check_flag, check_number, check_size, check_tensor
 from ..sequence import gated_linear_attention
+from ._decoding import decoding_cache
 
 __all__ = ["GatedLinearAttention"]
 
@@ -54,8 +57,17 @@ class GatedLinearAttention(nn.Module):
     ``fla.layers.gla.GatedLinearAttention`` (``q_proj``, ``k_proj``, ``v_proj``, ``g_proj``,
     ``gk_proj`` = two linears of rank ``gate_low_rank_dim``, ``o_proj``, and
     ``g_norm_swish_gate``, or ``g_norm`` when ``fuse_norm=False`` or without output gate), so
-    its state dicts load. Not supported: ``num_kv_heads`` (grouped keys), ``feature_map``,
-    short convolutions, and decoding caches.
+    its state dicts load. Not supported: ``num_kv_heads`` (grouped keys), ``feature_map`` and
+    short convolutions.
+
+    **Decoding** (sequences), with the convention of :class:`~everygraph.nn.Mamba` (and
+    ``mamba_ssm``): a layer with a ``layer_idx`` keeps its state ``[B, H, dk, dv]`` under that
+    index in ``inference_params.key_value_memory_dict`` (an :class:`~everygraph.nn.InferenceParams`);
+    with ``seqlen_offset == 0`` the call is the prompt (the full scan, then the cache is
+    filled), afterwards each call continues from the cache. ``initial_state`` /
+    ``return_state`` pass the state by hand (fla's ``initial_state`` / ``output_final_state``),
+    :meth:`allocate_inference_cache` makes an empty one and :meth:`step` decodes one token.
+    The outputs equal the full forward pass position by position.
 
     Args:
         hidden_size: channels of input and output.
@@ -69,12 +81,14 @@ class GatedLinearAttention(nn.Module):
         clamp_min: lower bound of :math:`\log\alpha`, or None.
         fuse_norm: name the norm ``g_norm_swish_gate`` (as fla does when the swish gate is fused).
         aggregate: ``"sum"`` or ``"mean"`` over predecessors on grids and DAGs.
+        layer_idx: this layer's key in the decoding cache.
 
     Shapes:
-        ``forward(x, structure=None, cu_seqlens=None, reverse=False)``: ``x`` ``[B, N, hidden_size]``
+        ``forward(x, structure=None, cu_seqlens=None, reverse=False, *, initial_state=None,
+        return_state=False, inference_params=None)``: ``x`` ``[B, N, hidden_size]``
         (or ``[N, hidden_size]``) with ``N`` the sequence length, the lattice's node count
         (row-major) or the DAG's; ``cu_seqlens`` ``[num_seqs + 1]`` packs sequences along ``N``.
-        Output: the shape of ``x``.
+        Output: the shape of ``x``, and with ``return_state`` the state ``[B, H, dk, dv]``.
 
     Example:
         >>> layer = GatedLinearAttention(64, num_heads=4)
@@ -97,6 +111,7 @@ class GatedLinearAttention(nn.Module):
         clamp_min: float | None = None,
         fuse_norm: bool = True,
         aggregate: str = "sum",
+        layer_idx: int | None = None,
     ):
         super().__init__()
         hidden_size, num_heads = check_size(hidden_size, "hidden_size"), check_size(num_heads, "num_heads")
@@ -110,6 +125,7 @@ class GatedLinearAttention(nn.Module):
         for name, value in dict(use_output_gate=use_output_gate, elementwise_affine=elementwise_affine, fuse_norm=fuse_norm).items():
             check_flag(value, name)
         check_choice(aggregate, "aggregate", ("sum", "mean"))
+        self.layer_idx = layer_idx
         self.hidden_size, self.num_heads = hidden_size, num_heads
         self.key_dim, self.value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
         if self.key_dim % num_heads or self.value_dim % num_heads or self.key_dim == 0 or self.value_dim == 0:
@@ -166,23 +182,59 @@ class GatedLinearAttention(nn.Module):
         structure: Lattice | DAG | None = None,
         cu_seqlens: Tensor | None = None,
         reverse: bool = False,
-    ) -> Tensor:
+        *,
+        initial_state: Tensor | None = None,
+        return_state: bool = False,
+        inference_params: Any = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         check_tensor(x, "x", "float", (2, 3), shape=f"[B, N, {self.hidden_size}] or [N, {self.hidden_size}]")
         check_flag(reverse, "reverse")
         if x.shape[-1] != self.hidden_size:
             raise ValueError(f"GatedLinearAttention expects x of shape [B, N, {self.hidden_size}] or [N, {self.hidden_size}], got {getattr(x, 'shape', type(x).__name__)}")
+        check_flag(return_state, "return_state")
         unbatched = x.dim() == 2
         if unbatched:
             x = x[None]
+        cache = None
+        if inference_params is not None:
+            if reverse:
+                raise ValueError("decoding (inference_params) runs left to right; reverse=True reads the future")
+            cache = decoding_cache(self, inference_params, x.shape[0])
+            if inference_params.seqlen_offset > 0:
+                initial_state = cache
         heads = lambda t, d: t.unflatten(-1, (self.num_heads, d))  # noqa: E731
         q, k = heads(self.q_proj(x), self.head_k_dim), heads(self.k_proj(x), self.head_k_dim)
         v = heads(self.v_proj(x), self.head_v_dim)
+        want_state = return_state or cache is not None
         o = gated_linear_attention(
             structure, q, k, v, self.log_alpha(x), cu_seqlens=cu_seqlens, reverse=reverse, aggregate=self.aggregate,
+            initial_state=initial_state, return_state=want_state,
         )
+        if want_state:
+            o, state = o
+            if cache is not None:
+                cache.copy_(state)
         gate = heads(self.g_proj(x), self.head_v_dim) if self.use_output_gate else None
         out = self.o_proj(self.norm(o, gate).flatten(-2))
-        return out[0] if unbatched else out
+        out = out[0] if unbatched else out
+        return (out, state) if return_state else out
+
+    def allocate_inference_cache(self, batch_size: int, max_seqlen: int = 0, dtype: torch.dtype | None = None,
+                                 **kwargs: Any) -> Tensor:
+        """A zero decoding state ``[batch_size, H, dk, dv]`` (``mamba_ssm``'s signature;
+        ``max_seqlen`` is not needed by a recurrence)."""
+        weight = self.o_proj.weight
+        return torch.zeros(batch_size, self.num_heads, self.head_k_dim, self.head_v_dim, device=weight.device,
+                           dtype=weight.dtype if dtype is None else dtype)
+
+    def step(self, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """One decoding step: ``x`` ``[B, 1, hidden_size]`` -> ``(out [B, 1, hidden_size], state)``
+        with ``state`` ``[B, H, dk, dv]`` updated in place."""
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[1] != 1:
+            raise ValueError(f"step takes one token, x [B, 1, {self.hidden_size}], got {getattr(x, 'shape', type(x).__name__)}")
+        out, new_state = self.forward(x, initial_state=state, return_state=True)
+        state.copy_(new_state)
+        return out, state
 
     def __repr__(self) -> str:
         return (

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..graphlib import check_choice, check_flag, check_number, check_size, check_tensor
 from ..sequence import s4d, s4d_kernel
+from ._decoding import decoding_cache
 
 __all__ = ["S4D", "S4DKernel", "s4d_init_A"]
 
@@ -108,6 +110,14 @@ class S4D(nn.Module):
     ``kernel.C``, ``kernel.log_A_real``, ``kernel.A_imag``, ``output_linear.0.weight``,
     ``output_linear.0.bias``), so its state dicts load.
 
+    **Decoding and carried states**, with the convention of :class:`~everygraph.nn.Mamba`
+    (and ``mamba_ssm``): the state is :math:`x` ``[B, H, d_state / 2]`` complex (one entry per
+    conjugate pair of modes). ``forward(u, initial_state=..., return_state=True)`` takes and
+    returns it (the recurrence then runs, whatever ``mode``); a layer with a ``layer_idx``
+    keeps it under that index in ``inference_params.key_value_memory_dict`` (prompt at
+    ``seqlen_offset == 0``, continuation afterwards); :meth:`allocate_inference_cache` makes a
+    zero one and :meth:`step` decodes one position. The outputs equal the full forward pass.
+
     Args:
         d_model: channels :math:`H`.
         d_state: state size :math:`N` (:math:`N/2` complex modes).
@@ -115,6 +125,7 @@ class S4D(nn.Module):
         transposed: inputs ``[B, H, L]`` (True, default) or ``[B, L, H]``.
         dt_min, dt_max, init, discretization: of :class:`S4DKernel`.
         mode: ``"conv"`` or ``"recurrent"``.
+        layer_idx: this layer's key in the decoding cache.
 
     Shapes:
         input ``u`` ``[B, H, L]`` (``transposed``) or ``[B, L, H]``; output the same.
@@ -127,7 +138,7 @@ class S4D(nn.Module):
 
     def __init__(self, d_model: int, d_state: int = 64, dropout: float = 0.0, transposed: bool = True, *,
                  dt_min: float = 1e-3, dt_max: float = 1e-1, init: str = "lin", discretization: str = "zoh",
-                 mode: str = "conv"):
+                 mode: str = "conv", layer_idx: int | None = None):
         super().__init__()
         d_model = check_size(d_model, "d_model")
         d_state = check_size(d_state, "d_state", 2)
@@ -136,6 +147,7 @@ class S4D(nn.Module):
         dropout = check_number(dropout, "dropout", minimum=0.0, maximum=1.0)
         check_flag(transposed, "transposed")
         check_choice(mode, "mode", ("conv", "recurrent"))
+        self.layer_idx = layer_idx
         self.h, self.n, self.transposed, self.mode = d_model, d_state, transposed, mode
         self.D = nn.Parameter(torch.empty(d_model))
         self.kernel = S4DKernel(d_model, N=d_state, dt_min=dt_min, dt_max=dt_max, init=init, discretization=discretization)
@@ -150,17 +162,52 @@ class S4D(nn.Module):
         self.kernel.reset_parameters()
         self.output_linear[0].reset_parameters()
 
-    def forward(self, u: Tensor) -> Tensor:
+    def forward(self, u: Tensor, *, initial_state: Tensor | None = None, return_state: bool = False,
+                inference_params: Any = None) -> Tensor | tuple[Tensor, Tensor]:
         check_tensor(u, "u", "float", 3, shape="[B, H, L] (or [B, L, H] with transposed=False)")
         if not self.transposed:
             u = u.transpose(-1, -2)
         if u.shape[1] != self.h:
             raise ValueError(f"u must have {self.h} channels (d_model), got shape {list(u.shape)} (transposed={self.transposed})")
-        y = s4d(u, *self.kernel.ssm(), self.D, discretization=self.kernel.discretization, mode=self.mode)
-        if y.shape[-1] == 0:  # nn.Conv1d refuses zero positions; the mixing is position-wise, so nothing to do
-            return y if self.transposed else y.transpose(-1, -2)
-        y = self.output_linear(self.dropout(self.activation(y)))
-        return y if self.transposed else y.transpose(-1, -2)
+        cache = None
+        if inference_params is not None:
+            cache = decoding_cache(self, inference_params, u.shape[0])
+            if inference_params.seqlen_offset > 0:
+                initial_state = cache
+        check_flag(return_state, "return_state")
+        want_state = return_state or cache is not None
+        y = s4d(u, *self.kernel.ssm(), self.D, discretization=self.kernel.discretization, mode=self.mode,
+                initial_state=initial_state, return_state=want_state)
+        if want_state:
+            y, state = y
+            if cache is not None:
+                cache.copy_(state)
+        if y.shape[-1] == 0:  # an empty sequence (nn.Conv1d refuses length 0)
+            y = y.new_zeros(y.shape)
+        else:
+            y = self.output_linear(self.dropout(self.activation(y)))
+        y = y if self.transposed else y.transpose(-1, -2)
+        return (y, state) if return_state else y
+
+    def allocate_inference_cache(self, batch_size: int, max_seqlen: int = 0, dtype: torch.dtype | None = None,
+                                 **kwargs: Any) -> Tensor:
+        """A zero state ``[batch_size, H, d_state / 2]`` complex (``mamba_ssm``'s signature;
+        ``dtype`` is the complex dtype, by default that of the parameters)."""
+        weight = self.kernel.C
+        if dtype is None:
+            dtype = torch.complex128 if weight.dtype == torch.float64 else torch.complex64
+        return torch.zeros(batch_size, self.h, self.n // 2, device=weight.device, dtype=dtype)
+
+    def step(self, u: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """One decoding step: ``u`` ``[B, H, 1]`` (``[B, 1, H]`` with ``transposed=False``) ->
+        ``(y, state)``, ``y`` of the shape of ``u`` and ``state`` updated in place."""
+        length_axis = -1 if self.transposed else 1
+        if not isinstance(u, Tensor) or u.dim() != 3 or u.shape[length_axis] != 1:
+            raise ValueError(f"step takes one position, u [B, H, 1] ([B, 1, H] with transposed=False), "
+                             f"got {getattr(u, 'shape', type(u).__name__)}")
+        y, new_state = self.forward(u, initial_state=state, return_state=True)
+        state.copy_(new_state)
+        return y, state
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(d_model={self.h}, d_state={self.n}, init={self.kernel.init!r}, "

@@ -44,8 +44,8 @@ import torch
 from torch import Tensor
 
 from ..graphlib import DAG, Lattice, check_tensor
-from .plstm.layout import lattice_dag, lattice_gates
-from .recurrence import scan
+from .plstm.layout import lattice_dag
+from .recurrence import path_scan, scan
 
 Structure = Union[Lattice, DAG]
 
@@ -100,7 +100,9 @@ def delta_product(
     scale: float | None = None,
     reverse: bool = False,
     execution: str | None = None,
-) -> Tensor:
+    initial_state: Tensor | None = None,
+    return_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     r"""DeltaProduct (gated if ``gate`` is given) on a path, a lattice or any DAG.
 
     Per node :math:`n` (topological order), with :math:`P_{n,j} = I - \beta_{n,j} k_{n,j}
@@ -129,9 +131,16 @@ def delta_product(
         reverse: run against the edges (a sequence from its end).
         execution: the :func:`scan` execution (default: ``"recurrent"`` on a sequence,
             ``"wavefront"`` on other structures; or ``"reference"``).
+        initial_state: on a sequence (a 1D :class:`~everygraph.graphlib.Lattice`), the state
+            :math:`H_{-1}` ``[B, H, dk, dv]`` before its first token (the last one with
+            ``reverse``), or None (zeros): it enters the path of sub-nodes before the first
+            token's first factor (:func:`~everygraph.sequence.path_scan`'s ``state``).
+        return_state: also return the state after the sequence's last token ``[B, H, dk, dv]``
+            (sequences only); passing it as ``initial_state`` of the next piece continues
+            the scan exactly.
 
     Returns:
-        ``o`` ``[B, N, H, dv]``.
+        ``o`` ``[B, N, H, dv]``, or ``(o, state)``.
 
     Example:
         >>> q, k, v = torch.randn(2, 8, 1, 4), torch.randn(2, 8, 1, 2, 4), torch.randn(2, 8, 1, 2, 3)
@@ -145,6 +154,17 @@ def delta_product(
     n_h = _check(q, k, v, beta, gate, dag.num_nodes)
     B, N, H, dk = q.shape
     dv = v.shape[-1]
+    if not isinstance(return_state, bool):
+        raise TypeError(f"return_state must be a bool, got {type(return_state).__name__}")
+    on_path = isinstance(structure, Lattice) and structure.ndim == 1
+    if initial_state is not None or return_state:
+        if not on_path:
+            raise ValueError(f"initial_state and return_state take a sequence (a 1D Lattice), got {structure!r}")
+        if initial_state is not None:
+            check_tensor(initial_state, "initial_state", "float", 4, shape="[B, H, dk, dv]")
+            if list(initial_state.shape) != [B, H, dk, dv] or initial_state.dtype != q.dtype:
+                raise ValueError(f"initial_state must have shape [B, H, dk, dv] = {[B, H, dk, dv]} and dtype {q.dtype}, "
+                                 f"got {list(initial_state.shape)} {initial_state.dtype}")
     slots = n_h + 1
     if scale is None:
         scale = 1.0 / math.sqrt(dk)
@@ -163,8 +183,10 @@ def delta_product(
         gamma = torch.cat([gate[:, :, None], gamma[:, :, 1:]], dim=2)
     factor = torch.cat([k_steps, beta_steps[..., None], gamma[..., None]], dim=-1)  # [B, N, n_h, H, dk + 2]
     readout_factor = torch.cat([q.new_zeros(B, N, 1, H, dk + 1), q.new_ones(B, N, 1, H, 1)], dim=-1)
-    if isinstance(structure, Lattice) and structure.ndim == 1:
-        return _on_path(q, k_steps, v.transpose(2, 3), factor, beta_steps, scale, structure.flip[0] != reverse, execution)
+    if on_path:
+        h, state = _on_path(q, k_steps, v.transpose(2, 3), factor, beta_steps, scale, structure.flip[0] != reverse,
+                            execution, initial_state)
+        return (h, state) if return_state else h
     node_factor = per_slot(factor, readout_factor)  # [B, N * slots, H, dk + 2]
     node_beta = per_slot(beta_steps, q.new_zeros(B, N, 1, H))
 
@@ -180,12 +202,13 @@ def delta_product(
 
 
 def _on_path(q: Tensor, k: Tensor, v: Tensor, factor: Tensor, beta: Tensor, scale: float, backwards: bool,
-             execution: str | None) -> Tensor:
+             execution: str | None, initial_state: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The expanded sequence as one path of ``N * n_h + 1`` sub-nodes: ``q`` ``[B, N, H, dk]``,
     the steps ``k``, ``v``, ``factor``, ``beta`` ``[B, N, n_h, H, ...]`` in token order;
     ``backwards`` runs it from the last token. Token ``t``'s state leaves its last sub-node on
     the in-edge of the next sub-node, which reads it with ``q_t`` (one final node, the
-    identity, reads the last token's)."""
+    identity, reads the last token's and passes it on as the leaving state). ``initial_state``
+    enters before sub-node 0 (read with mark 0, then through the first token's first factor)."""
     if backwards:  # token order reversed, each token's own steps kept in order
         q, k, v, factor, beta = (x.flip(1) for x in (q, k, v, factor, beta))
     B, N, n_h, H, dk = k.shape
@@ -201,14 +224,13 @@ def _on_path(q: Tensor, k: Tensor, v: Tensor, factor: Tensor, beta: Tensor, scal
     q_x = torch.cat([q.new_zeros(B, 1, H, dk), torch.stack([torch.zeros_like(q)] * (n_h - 1) + [q], dim=2).flatten(1, 2)], dim=1)
     reads = torch.arange(length, device=q.device) % n_h == 0
     reads[0] = False
-    mark = reads.to(q.dtype)[None, :, None, None].expand(B, length, H, 1)
-    path = Lattice((length,))
-    source, transition, mark, direct = lattice_gates(
-        path, beta_x[..., None], factor_x[:, :, :, None, None, None, :], mark, q.new_zeros(B, length, H)
-    )
-    h = scan(path, q_x, k_x, v_x, source, transition, mark, direct, kind="householder", scale=scale, execution=execution)
+    mark = reads.to(q.dtype)[None, :, None].expand(B, length, H)
+    # dense per-step gates (path_scan's convention: the source and transition of step t, the
+    # mark of the edge entering it), so that a state can enter and leave the path
+    h, state = path_scan(q_x, k_x, v_x, beta_x, factor_x[:, :, :, None, :], mark, q.new_zeros(B, length, H),
+                         kind="householder", state=initial_state, scale=scale, execution=execution)
     h = h[:, n_h::n_h]
-    return h.flip(1) if backwards else h
+    return (h.flip(1) if backwards else h), state
 
 
 def delta_product_reference(

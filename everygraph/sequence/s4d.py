@@ -111,11 +111,15 @@ def s4d(
     *,
     discretization: str = "zoh",
     mode: str = "conv",
-) -> Tensor:
+    initial_state: Tensor | None = None,
+    return_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     r"""The S4D state space model on ``u``, by convolution or by the recurrence (same result).
 
     .. math::
         x_k = \bar A x_{k-1} + \bar B u_k, \qquad y_k = 2\,\mathrm{Re}(C x_k) + D u_k, \qquad x_{-1} = 0
+
+    (or :math:`x_{-1}` = ``initial_state``).
 
     Args:
         u: ``[batch, H, L]`` real.
@@ -125,9 +129,13 @@ def s4d(
         discretization: ``"zoh"`` (default) or ``"bilinear"``.
         mode: ``"conv"`` (kernel :func:`s4d_kernel` then an FFT convolution; default) or
             ``"recurrent"`` (the scan engine's recurrent execution on complex states).
+        initial_state: :math:`x_{-1}` ``[batch, H, n]`` complex (the dtype of ``A``), or None
+            (zeros). With a state in or out the recurrence runs, whatever ``mode``.
+        return_state: also return :math:`x_{L-1}` ``[batch, H, n]``; passing it as
+            ``initial_state`` of the next piece continues the sequence exactly.
 
     Returns:
-        ``y`` ``[batch, H, L]`` real.
+        ``y`` ``[batch, H, L]`` real, or ``(y, state)``.
     """
     check_tensor(u, "u", "float", 3, shape="[batch, H, L]")
     check_tensor(D, "D", "float", 1, shape="[H]")
@@ -142,16 +150,26 @@ def s4d(
         if t.dtype != log_dt.dtype:
             raise ValueError(f"{name} must have log_dt's real dtype {log_dt.dtype}, got {t.dtype}")
     batch, _, length = u.shape
+    n = A.shape[-1]
+    if not isinstance(return_state, bool):
+        raise TypeError(f"return_state must be a bool, got {type(return_state).__name__}")
+    if initial_state is not None:
+        if not isinstance(initial_state, Tensor):
+            raise TypeError(f"initial_state must be a complex torch.Tensor [batch, H, n], got {type(initial_state).__name__}")
+        if list(initial_state.shape) != [batch, H, n] or initial_state.dtype != A.dtype:
+            raise ValueError(f"initial_state must have shape [batch, H, n] = {[batch, H, n]} and dtype {A.dtype}, "
+                             f"got {list(initial_state.shape)} {initial_state.dtype}")
     skip = D[:, None] * u
     if u.numel() == 0:  # no batch, channel or position: nothing to convolve (an empty FFT is an error)
+        if return_state:
+            return skip, initial_state if initial_state is not None else A.new_zeros(batch, H, n)
         return skip
-    if mode == "conv":
+    if mode == "conv" and initial_state is None and not return_state:
         K = s4d_kernel(log_dt, A, B, C, length, discretization)
         n_fft = 2 * length  # zero padding: a linear, not circular, convolution
         y = torch.fft.irfft(torch.fft.rfft(u, n=n_fft) * torch.fft.rfft(K, n=n_fft), n=n_fft)[..., :length]
         return y + skip
     dA, dB = s4d_discretize(log_dt, A, B, discretization)
-    n = A.shape[-1]
     # path_scan: C_t = T_t C_{t-1} + k_t v_t^T, h_t = q_t^T (M_t C_{t-1}) + D_t (q_t . k_t) v_t;
     # with T = M = dA, q = C, k = dB, v = u, D = 1 this is h_t = C x_t.
     grid = (batch, length, H)
@@ -161,6 +179,9 @@ def s4d(
     transition = dA.expand(*grid, n)
     mark = dA[..., None].expand(*grid, n, 1)
     ones = u.new_ones(grid).to(A.dtype)
-    h, _ = path_scan(q, k, v, ones, transition, mark, ones, kind="diagonal", scale=1.0, execution="recurrent")
-    return 2 * h[..., 0].real.transpose(1, 2) + skip
+    state = None if initial_state is None else initial_state[..., None]  # [batch, H, n, 1]
+    h, state = path_scan(q, k, v, ones, transition, mark, ones, kind="diagonal", state=state, scale=1.0,
+                         execution="recurrent")
+    y = 2 * h[..., 0].real.transpose(1, 2) + skip
+    return (y, state[..., 0]) if return_state else y
 

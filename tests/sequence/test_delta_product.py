@@ -160,3 +160,31 @@ def test_sequence_route_equals_dag_route(execution):
         torch.testing.assert_close(out, want)
         for got, exp in zip(grads(out, inputs, torch.Generator().manual_seed(3)), grads(want, inputs, torch.Generator().manual_seed(3))):
             torch.testing.assert_close(got, exp)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_states_in_and_out_on_a_sequence_equal_the_loop(reverse):
+    """initial_state enters through the first token's own Householder factors (and gate), the
+    returned state is the loop's final state: forward and gradients (the state included)."""
+    g = torch.Generator().manual_seed(11)
+    B, N, H, n_h, dk, dv = 2, 5, 2, 2, 3, 2
+    q = torch.randn(B, N, H, dk, dtype=torch.float64, generator=g, requires_grad=True)
+    k = torch.nn.functional.normalize(torch.randn(B, N, H, n_h, dk, dtype=torch.float64, generator=g), dim=-1)
+    v = torch.randn(B, N, H, n_h, dv, dtype=torch.float64, generator=g)
+    beta = 2 * torch.rand(B, N, H, n_h, dtype=torch.float64, generator=g)
+    gate = torch.rand(B, N, H, dtype=torch.float64, generator=g)
+    state = torch.randn(B, H, dk, dv, dtype=torch.float64, generator=g, requires_grad=True)
+    ref, ref_state = delta_product_reference(q, k, v, beta, gate=gate, initial_state=state, reverse=reverse)
+    out, out_state = delta_product(Lattice((N,)), q, k, v, beta, gate=gate, initial_state=state, return_state=True,
+                                   reverse=reverse)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out_state, ref_state, rtol=1e-12, atol=1e-12)
+    loss = lambda o, s: o.square().sum() + (s * s.detach().sin()).sum()  # noqa: E731
+    grads = torch.autograd.grad(loss(out, out_state), (q, state))
+    want = torch.autograd.grad(loss(ref, ref_state), (q, state))
+    for got, expected in zip(grads, want):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="take a sequence"):
+        delta_product(Lattice((2, 3)), torch.zeros(B, 6, H, dk, dtype=torch.float64),
+                      torch.zeros(B, 6, H, n_h, dk, dtype=torch.float64), torch.zeros(B, 6, H, n_h, dv, dtype=torch.float64),
+                      torch.zeros(B, 6, H, n_h, dtype=torch.float64), return_state=True)

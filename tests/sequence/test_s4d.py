@@ -178,3 +178,26 @@ def test_engine_refuses_complex_where_untested_and_integers_everywhere():
         path_scan(*inputs, kind="diagonal", scale=1.0, execution="wavefront")
     with pytest.raises(TypeError, match="floating point"):  # a wrong dtype is a TypeError (docs/input-validation.md)
         path_scan(*(t.real.long() for t in inputs), kind="diagonal", scale=1.0, execution="reference")
+
+
+@pytest.mark.parametrize("mode", ["conv", "recurrent"])
+def test_state_after_a_prefix_continues_the_sequence(mode):
+    """Split anywhere and pass x on: the same outputs as one pass (which equals the paper's
+    loop), forward and backward; the state is x_{L-1} of the loop written out by hand."""
+    p = _params(seed=4)
+    u = torch.randn(2, 3, 9, dtype=F64, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    full = _call(p, u, mode=mode)
+    torch.testing.assert_close(full, _loop(p, u.detach(), "zoh"), rtol=1e-10, atol=1e-10)
+    (grad_full,) = torch.autograd.grad(full.square().sum(), u)
+    dA, dB = s4d_discretize(p["log_dt"], torch.complex(p["A_re"], p["A_im"]), torch.complex(p["B_re"], p["B_im"]))
+    x = torch.zeros(2, 3, 4, dtype=torch.complex128)
+    for t in range(9):
+        x = dA * x + dB * u.detach()[..., t, None]
+    for split in (0, 4, 9):
+        head, state = _call(p, u[..., :split], mode=mode, return_state=True)
+        tail, end = _call(p, u[..., split:], mode=mode, initial_state=state, return_state=True)
+        joined = torch.cat([head, tail], dim=-1)
+        torch.testing.assert_close(joined, full, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(end, x, rtol=1e-10, atol=1e-10)
+        (grad,) = torch.autograd.grad(joined.square().sum(), u)
+        torch.testing.assert_close(grad, grad_full, rtol=1e-9, atol=1e-9)
