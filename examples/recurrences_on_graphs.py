@@ -1,5 +1,5 @@
 """Every recurrence on every structure: pLSTM, Mamba, GLA, DeltaProduct, DeltaNet, S4D and
-LightNet trained on one small task on a sequence, a grid and a DAG.
+LightNet trained on one small task on a sequence, a grid and a DAG (and GMN on the DAG).
 
 The library's point is that a linear recurrence is a scan over a DAG, so any recurrence runs on
 any structure. Each model here is one recurrent layer between a linear embedding and a linear
@@ -18,7 +18,9 @@ structure:
 The layers: ``PLSTM1d``/``PLSTM2d``/``PLSTMGraph``, ``Mamba``/``Mamba2d``/``GraphMamba``
 (``scan="dag"``), and ``GatedLinearAttention``, ``DeltaProduct`` (``num_householder=2``;
 DeltaNet is ``num_householder=1``) and ``LightNet``, which take the structure as an argument.
-``S4D``'s layer runs on sequences; on the grid and the DAG its parameters drive the scan
+``GMN`` (Graph Mamba Networks) takes a plain PyG graph: the DAG's edges reversed, so that its
+random walks from a node visit the node's predecessors (walks of up to 4 steps: a node farther
+from the mark than that is out of its reach). ``S4D``'s layer runs on sequences; on the grid and the DAG its parameters drive the scan
 engine directly (:func:`everygraph.sequence.scan`, diagonal kind on complex states, the
 ``reference`` execution: the one that runs complex states on any DAG), with the same state
 space :math:`x_n = \\bar A \\sum_{m \\to n} x_m + \\bar B u_n`, :math:`y_n = 2\\,\\mathrm{Re}(C x_n) + D u_n`.
@@ -47,6 +49,7 @@ from tqdm import tqdm  # noqa: E402
 
 from everygraph.graphlib import DAG, Lattice, dagify  # noqa: E402
 from everygraph.nn import (  # noqa: E402
+    GMN,
     S4D,
     DeltaProduct,
     GatedLinearAttention,
@@ -60,8 +63,11 @@ from everygraph.nn import (  # noqa: E402
 )
 from everygraph.sequence import s4d_discretize, scan  # noqa: E402
 
-RECURRENCES = ["pLSTM", "Mamba", "GLA", "DeltaProduct", "DeltaNet", "S4D", "LightNet"]
+RECURRENCES = ["pLSTM", "Mamba", "GLA", "DeltaProduct", "DeltaNet", "S4D", "LightNet", "GMN"]
 STRUCTURES = ["sequence", "grid", "graph"]
+#: GMN (Graph Mamba Networks) is a graph layer (random-walk tokens of a node's neighbourhood,
+#: scanned by a bidirectional Mamba), trained on the graph task
+ONLY_ON = {"GMN": ("graph",)}
 FEATURES = 3  # one-hot input per node: (nothing, mark A, mark B); grid and graph use A only
 
 
@@ -185,6 +191,8 @@ def make_mixer(recurrence: str, structure: str, dim: int) -> nn.Module:
         return S4D(dim, d_state=8, transposed=False) if structure == "sequence" else S4DOnStructure(dim, d_state=8)
     if recurrence == "LightNet":
         return LightNet(dim, num_heads=heads, gate_low_rank_dim=4)
+    if recurrence == "GMN":
+        return GMN(dim, walk_length=4, tokens_per_length=2, d_state=8, local="gin")
     raise ValueError(f"unknown recurrence {recurrence!r}")
 
 
@@ -203,6 +211,8 @@ def run_mixer(mixer: nn.Module, recurrence: str, structure: str, h: Tensor, grap
         return mixer(h, graph.edge_index, graph.batch)
     if recurrence == "Mamba":
         return mixer(h, graph.edge_index, graph.batch)
+    if recurrence == "GMN":  # a plain PyG graph, edges reversed: walks from a node go to its predecessors
+        return mixer(h, graph.edge_index.flip(0), graph.batch)
     if recurrence in ("DeltaProduct", "DeltaNet"):
         return mixer(h, graph)
     return mixer(h[None], graph)[0]
@@ -284,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.test_batch = 64 if args.quick else 512
     args.out.mkdir(parents=True, exist_ok=True)
 
-    runs = [(r, s) for s in args.structures for r in args.recurrences]
+    runs = [(r, s) for s in args.structures for r in args.recurrences if s in ONLY_ON.get(r, STRUCTURES)]
     results = []
     for recurrence, structure in tqdm(runs, desc="training", disable=args.no_progress):
         results.append(train_one(recurrence, structure, args))
