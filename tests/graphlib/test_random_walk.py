@@ -221,3 +221,32 @@ def test_random_walk_encoding_equals_dense_matrix_powers_per_graph():
         np.testing.assert_allclose(random_walk_encoding(ei, n, 5).numpy(), expected, atol=1e-6)
         np.testing.assert_allclose(together[ptr[g]:ptr[g + 1]].numpy(), expected, atol=1e-6)
     assert random_walk_encoding(torch.empty(2, 0, dtype=torch.long), 2, 3).abs().sum() == 0
+
+
+@pytest.mark.parametrize("structure", ["path", "grid", "dag"])
+def test_tokens_on_directed_structures_stay_among_descendants(structure):
+    """On a DAG (a path, a grid's lattice DAG, a random DAG) walks follow the edges, so every
+    token of v holds only v and its descendants, and a walk stops at a sink."""
+    import networkx as nx
+
+    from everygraph.graphlib import DAG, Lattice, path_graph
+
+    if structure == "path":
+        dag = path_graph(6).to_dag()
+    elif structure == "grid":
+        dag = Lattice((3, 4)).to_dag()
+    else:
+        g = torch.Generator().manual_seed(8)
+        pairs = torch.triu_indices(7, 7, 1)
+        dag = DAG(pairs[:, torch.rand(pairs.shape[1], generator=g) < 0.4], 7)
+    n = dag.num_nodes
+    graph = nx.DiGraph(dag.edge_index.t().tolist())
+    graph.add_nodes_from(range(n))
+    tokens = random_walk_tokens(dag.edge_index, n, 3, 2, 2, seed=3)
+    for v, sequence in enumerate(token_sets(tokens)):
+        allowed = nx.descendants(graph, v) | {v}
+        for _, nodes, _ in sequence:
+            assert v in nodes and nodes <= allowed
+    walks = random_walks(dag.edge_index, n, 8, 4, seed=3)
+    sinks = [v for v in range(n) if graph.out_degree(v) == 0]
+    assert bool(torch.isin(walks[:, :, -1], torch.tensor(sinks)).all())  # 8 steps reach a sink here

@@ -273,3 +273,16 @@ def test_bad_input_is_refused_by_name(make, argument):
 def test_repr_names_the_sizes():
     text = repr(GMN(8, walk_length=4, tokens_per_length=3, walks_per_token=2, d_state=5))
     assert "GMN(8" in text and "walk_length=4" in text and "tokens_per_length=3" in text and "d_state=5" in text
+
+
+@pytest.mark.parametrize("structure", ["path", "grid"])
+def test_layer_on_a_path_and_a_grid_equals_the_reference(structure):
+    from everygraph.graphlib import Lattice, path_graph
+
+    torch.manual_seed(6)
+    dag = path_graph(5).to_dag() if structure == "path" else Lattice((2, 3)).to_dag()
+    layer = GMN(4, walk_length=2, tokens_per_length=2, d_state=3).double()
+    x = torch.randn(dag.num_nodes, 4, dtype=F64)
+    tokens = layer.tokenize(dag.edge_index, dag.num_nodes)
+    torch.testing.assert_close(layer(x, dag.edge_index), reference_gmn(layer, x, dag.edge_index, tokens),
+                               rtol=1e-10, atol=1e-10)
