@@ -227,6 +227,18 @@ def probe_pair() -> "cprobe.GraphPair":
                             nx.disjoint_union(nx.cycle_graph(3), nx.cycle_graph(3)))
 
 
+def brec_root() -> str:
+    """A BREC folder with one graph6 file of two pairs (written once)."""
+    import numpy as np
+
+    raw = _TMP / "brec" / "raw"
+    if not (raw / "pairs.npy").exists():
+        raw.mkdir(parents=True, exist_ok=True)
+        graphs = [nx.cycle_graph(6), nx.disjoint_union(nx.cycle_graph(3), nx.cycle_graph(3))] * 2
+        np.save(raw / "pairs.npy", np.array([nx.to_graph6_bytes(g, header=False).strip() for g in graphs], dtype=object))
+    return str(_TMP / "brec")
+
+
 PROBE_GRAPHS = [nx.cycle_graph(k) for k in (3, 4, 5, 6)] + [nx.path_graph(k) for k in (3, 4, 5, 6)]
 
 
@@ -569,6 +581,8 @@ ENTRIES: list[Entry] = [
     Entry("SecondMinimum", datasets.SecondMinimum, lambda: dict(num_sets=3), dict(num_sets="size", num_values="count")),
     Entry("rook_graph", datasets.rook_graph, lambda: dict(size=3), dict(size="count")),
     Entry("shrikhande_graph", datasets.shrikhande_graph, lambda: dict()),
+    Entry("BREC", datasets.BREC, lambda: dict(root=brec_root(), name="pairs"), dict(layout="option", num_relabel="count"),
+          extra=[("a path as name", "name", "a/b"), ("a number as root", "root", 3)]),
     # ---------------------------------------------------------------- contractions.probe
     Entry("GraphPair", cprobe.GraphPair, lambda: dict(name="p", family="f", first=nx.cycle_graph(6), second=nx.path_graph(6)),
           dict(first="graph", second="graph")),
@@ -616,13 +630,13 @@ ENTRIES: list[Entry] = [
           extra=[("alpha one", "alpha", 1.0), ("a negative floor", "noise_floor", -1.0)]),
     Entry("SeparationTest", lambda **kw: cprobe.reliable_separation(**kw).verdict,
           lambda: dict(model=probe_model, first=nx.cycle_graph(6), second=nx.path_graph(6), num_permutations=4)),
-    Entry("probe", cprobe.probe,
+    Entry("probe_model", cprobe.probe_model,
           lambda: dict(model=probe_model, pairs=[probe_pair()], degree=3, num_permutations=4, model_classes=["mpnn"]),
           dict(model="callable", degree="count", num_permutations="count", progress="flag"),
           extra=[("a string", "pairs", "abc")]),
-    Entry("ProbeReport", lambda **kw: str(cprobe.probe(**kw)),
+    Entry("ProbeReport", lambda **kw: str(cprobe.probe_model(**kw)),
           lambda: dict(model=probe_model, pairs=[probe_pair()], degree=3, num_permutations=4)),
-    Entry("ProbeRow", lambda **kw: cprobe.probe(**kw).rows[0].model_separates,
+    Entry("ProbeRow", lambda **kw: cprobe.probe_model(**kw).rows[0].model_separates,
           lambda: dict(model=probe_model, pairs=[probe_pair()], degree=3, num_permutations=4)),
     Entry("probe_graphs", cprobe.probe_graphs, lambda: dict(num_graphs=4), dict(num_graphs="count")),
     Entry("linear_probe", cprobe.linear_probe, lambda: dict(model=probe_model, degree=2, graphs=PROBE_GRAPHS),
@@ -632,7 +646,7 @@ ENTRIES: list[Entry] = [
 ]
 
 CONSTANTS = {"EXECUTIONS", "KINDS", "SUPPORTED_KINDS", "NODE_ORDERS", "NORMALIZATIONS",
-             "DEFAULT_CFI_BASES", "PAIR_FAMILIES", "DEFAULT_MODEL_CLASSES"}  # data, not entry points
+             "DEFAULT_CFI_BASES", "PAIR_FAMILIES", "DEFAULT_MODEL_CLASSES", "BREC_CATEGORIES"}  # data, not entry points
 
 
 def test_every_public_name_is_fuzzed():

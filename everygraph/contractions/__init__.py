@@ -6,6 +6,8 @@ equivariant polynomials is a small multigraph with 0, 1 or 2 special vertices
 (:class:`Pattern`); :func:`basis` enumerates them, :func:`compile_plan` turns many patterns
 into one shared opt_einsum contraction plan, :func:`evaluate` runs it on padded batches, and
 :func:`computable` decides which GNN family computes which pattern, with a certificate.
+:mod:`.probe` asks what a concrete model separates, next to what each class predicts
+(:func:`probe_model`, :func:`linear_probe`).
 """
 
 from .basis import basis, connected_patterns
@@ -23,6 +25,23 @@ from .features import (
 )
 from .pattern import Pattern
 from .plan import ContractionPlan, compile, compile_plan
+from .probe import (
+    DEFAULT_MODEL_CLASSES,
+    PAIR_FAMILIES,
+    GraphPair,
+    LinearProbeResult,
+    ProbeReport,
+    SeparationTest,
+    available_model_classes,
+    cfi_graph,
+    generate_pairs,
+    hom_counts,
+    linear_probe,
+    pair_theory,
+    probe_graphs,
+    probe_model,
+    reliable_separation,
+)
 from .schedule import Workspace
 
 __all__: list[str] = [
@@ -51,4 +70,19 @@ __all__: list[str] = [
     "NORMALIZATIONS",
     "draw_pattern",
     "draw_patterns",
+    "GraphPair",
+    "PAIR_FAMILIES",
+    "generate_pairs",
+    "cfi_graph",
+    "hom_counts",
+    "DEFAULT_MODEL_CLASSES",
+    "available_model_classes",
+    "pair_theory",
+    "reliable_separation",
+    "SeparationTest",
+    "probe_model",
+    "ProbeReport",
+    "linear_probe",
+    "LinearProbeResult",
+    "probe_graphs",
 ]

@@ -17,7 +17,7 @@ from everygraph.contractions.probe import (
     hotelling_threshold,
     linear_probe,
     pattern_name,
-    probe,
+    probe_model,
     regular_pairs,
     reliable_separation,
 )
@@ -122,13 +122,13 @@ def test_wide_embeddings_are_projected():
 
 def test_probe_report_table_and_agreement():
     pairs = regular_pairs()[:3]
-    report = probe(DegreeSum(), pairs=pairs, degree=4, model_classes=["mpnn", "ppgn"], num_permutations=16)
+    report = probe_model(DegreeSum(), pairs=pairs, degree=4, model_classes=["mpnn", "ppgn"], num_permutations=16)
     text = str(report)
     assert "C6 vs 2xC3" in text and "mpnn" in text and "ppgn" in text and "DegreeSum" in text
     assert all(row.model_separates is False for row in report.rows)
     assert report.agreement("mpnn") == {"both": 0, "neither": 3, "model_only": 0, "class_only": 0, "unreliable": 0}
     assert report.agreement("ppgn")["class_only"] == 3
-    counting = probe(CycleCounter(), pairs=pairs, degree=4, model_classes=["mpnn", "ppgn"], num_permutations=16)
+    counting = probe_model(CycleCounter(), pairs=pairs, degree=4, model_classes=["mpnn", "ppgn"], num_permutations=16)
     # tr A^3 and tr A^4 are hom(C3) and hom(C4): the model separates exactly the pairs differing there
     for row in counting.rows:
         expected = any(pattern_name(p) in ("triangle", "C4") for p in row.theory.differing)

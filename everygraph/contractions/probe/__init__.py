@@ -10,13 +10,13 @@ returning graph embeddings ``[num_graphs, d]``, trained or not):
   edges) have different counts on the pair? (:func:`pair_theory`, with our own evaluator);
 * **the model's test**: BREC's reliable paired comparison, Hotelling's :math:`T^2` against
   the spread over relabellings (:func:`reliable_separation`);
-* **report**: a table, pair by pair (:func:`probe`, :class:`ProbeReport`);
+* **report**: a table, pair by pair (:func:`probe_model`, :class:`ProbeReport`);
 * **linear probe**: held-out :math:`R^2` of each count read linearly off the embeddings
   (:func:`linear_probe`).
 
 Example:
-    >>> from everygraph.contractions.probe import probe, generate_pairs
-    >>> report = probe(model, pairs=generate_pairs(["regular", "cfi"]))  # doctest: +SKIP
+    >>> from everygraph.contractions import probe_model, generate_pairs
+    >>> report = probe_model(model, pairs=generate_pairs(["regular", "cfi"]))  # doctest: +SKIP
     >>> print(report)                                                     # doctest: +SKIP
 
 The command line: ``everygraph probe my_module:make_model``.
@@ -36,7 +36,7 @@ from .reliable import (
     reliable_separation,
 )
 from .report import ProbeReport, ProbeRow
-from .run import PAIR_FAMILIES, generate_pairs, probe
+from .run import PAIR_FAMILIES, generate_pairs, probe_model
 from .single_pattern import find_single_pattern_pairs, single_pattern_pairs
 from .strongly_regular import chang_graphs, latin_square_graph, strongly_regular_pairs
 from .theory import DEFAULT_MODEL_CLASSES, ClassPrediction, PairTheory, available_model_classes, pair_theory
@@ -72,7 +72,7 @@ __all__ = [
     "reliable_separation",
     "ProbeRow",
     "ProbeReport",
-    "probe",
+    "probe_model",
     "probe_graphs",
     "LinearProbeResult",
     "linear_probe",

@@ -1,8 +1,8 @@
-"""``probe(model)``: the model's separation power next to the theory, on generated pairs.
+"""``probe_model(model)``: the model's separation power next to the theory, on generated pairs.
 
 Example:
-    >>> from everygraph.contractions.probe import probe, regular_pairs
-    >>> report = probe(my_model, pairs=regular_pairs(), degree=5)      # doctest: +SKIP
+    >>> from everygraph.contractions import probe_model, regular_pairs
+    >>> report = probe_model(my_model, pairs=regular_pairs(), degree=5)      # doctest: +SKIP
     >>> print(report)                                                  # doctest: +SKIP
 """
 
@@ -24,7 +24,7 @@ from .single_pattern import single_pattern_pairs
 from .strongly_regular import strongly_regular_pairs
 from .theory import available_model_classes, pair_theory
 
-__all__ = ["PAIR_FAMILIES", "generate_pairs", "probe"]
+__all__ = ["PAIR_FAMILIES", "generate_pairs", "probe_model"]
 
 #: The pair families by name, each a function returning a list of :class:`GraphPair`.
 PAIR_FAMILIES: dict[str, Callable[[], list[GraphPair]]] = {
@@ -49,7 +49,7 @@ def generate_pairs(families: Optional[Sequence[str]] = None) -> list[GraphPair]:
     return pairs
 
 
-def probe(
+def probe_model(
     model: Callable[[Batch], Tensor],
     pairs: Optional[Sequence[GraphPair]] = None,
     model_classes: Optional[Sequence[str]] = None,
