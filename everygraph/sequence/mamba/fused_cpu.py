@@ -71,8 +71,9 @@ from ._inputs import assemble_final_states, check_flag, final_positions, finish,
 
 try:  # numba is the optional extra ``everygraph[cpu]``
     from llvmlite import ir as _llvm_ir
-    from numba import njit, types
-    from numba.extending import intrinsic, overload
+    from numba import carray, njit, types
+    from numba.core import cgutils
+    from numba.extending import intrinsic, models, overload, register_model
 
     NUMBA_AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised where numba is absent
@@ -82,6 +83,18 @@ except ImportError:  # pragma: no cover - exercised where numba is absent
 #: chunk, the backward pass recomputes a chunk's decays and states into two ``[CHUNK, N]``
 #: buffers (8 KiB at N=16 in float32, inside L1).
 CHUNK = 64
+#: Channels computed together, one per vector lane (8 float32 in an AVX2 register): the state
+#: of a block is ``[N, LANES]``, so every operation of the recurrence is a full vector
+#: operation and the readout's sum over state entries needs no horizontal sum.
+LANES = 8
+#: State entries per pass: the kernels' buffers live on the stack with sizes fixed at compile
+#: time, so a larger ``N`` is computed in tiles of this many entries (the readout and the
+#: gradients that sum over entries add the tiles up).
+STATE_TILE = 16
+_TILE = STATE_TILE * LANES
+_CHUNK_LANES = CHUNK * LANES
+_CHUNK_TILE = CHUNK * STATE_TILE * LANES
+_CHUNK1_TILE = (CHUNK + 1) * STATE_TILE * LANES
 #: A log-decay below this is clamped (as in :mod:`.recurrent`): ``exp(-60) ~ 8.8e-27`` is
 #: zero against any state of ordinary size, and smaller factors lead to denormal numbers,
 #: which are ~100x slower on CPUs. The float32 ``exp`` also needs a bounded argument.
@@ -169,127 +182,428 @@ if NUMBA_AVAILABLE:
     _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
     @_cached_njit(fastmath=_FASTMATH)
-    def _exp_kernel(x):  # for tests of the float32 exp
+    def _exp_kernel(x):  # for tests of the float32 exp: the vector form, the scalar form on the tail
         out = np.empty_like(x)
-        for i in range(x.shape[0]):
+        full = x.shape[0] - x.shape[0] % LANES
+        for i in range(0, full, LANES):
+            _vstore(out, i, _vexp(_vload(x, i)))
+        for i in range(full, x.shape[0]):
             out[i] = _decay_exp(x[i])
         return out
+
+    class _LaneVector(types.Type):
+        """LANES values of one float dtype in one SIMD value (LLVM ``<LANES x float>``): the
+        kernels say what each lane computes, so the code is vector code by construction and
+        does not depend on LLVM's auto-vectorisers (which, tried first, vectorised the
+        forward loop but left the adjoint loop scalar)."""
+
+        def __init__(self, dtype):
+            self.dtype = dtype
+            super().__init__(name=f"LaneVector({dtype}x{LANES})")
+
+    @register_model(_LaneVector)
+    class _LaneVectorModel(models.PrimitiveModel):
+        def __init__(self, dmm, fe_type):
+            element = dmm.lookup(fe_type.dtype).get_value_type()
+            super().__init__(dmm, fe_type, _llvm_ir.VectorType(element, LANES))
+
+    def _vector_pointer(context, builder, array_type, array, offset):
+        data = context.make_array(array_type)(context, builder, array).data
+        element = context.get_value_type(array_type.dtype)
+        return builder.bitcast(builder.gep(data, [offset]), _llvm_ir.VectorType(element, LANES).as_pointer())
+
+    @intrinsic
+    def _vload(typingctx, array, offset):
+        """``array.flat[offset : offset + LANES]`` (C-contiguous) as a vector."""
+        if not (isinstance(array, types.Array) and array.layout == "C" and isinstance(offset, types.Integer)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            pointer = _vector_pointer(context, builder, array, args[0], args[1])
+            return builder.load(pointer, align=array.dtype.bitwidth // 8)
+
+        return _LaneVector(array.dtype)(array, offset), codegen
+
+    @intrinsic
+    def _vstore(typingctx, array, offset, value):
+        """``array.flat[offset : offset + LANES] = value``."""
+        if not (isinstance(array, types.Array) and array.layout == "C" and isinstance(value, _LaneVector)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            pointer = _vector_pointer(context, builder, array, args[0], args[1])
+            builder.store(args[2], pointer, align=array.dtype.bitwidth // 8)
+            return context.get_dummy_value()
+
+        return types.none(array, offset, value), codegen
+
+    @intrinsic
+    def _vsplat(typingctx, value, like):
+        """``value`` (cast to the dtype of the array ``like``) in every lane."""
+        if not isinstance(like, types.Array):
+            return None
+        dtype = like.dtype
+
+        def codegen(context, builder, signature, args):
+            scalar = context.cast(builder, args[0], value, dtype)
+            vector_type = _llvm_ir.VectorType(context.get_value_type(dtype), LANES)
+            one = builder.insert_element(_llvm_ir.Constant(vector_type, _llvm_ir.Undefined), scalar,
+                                         _llvm_ir.Constant(_llvm_ir.IntType(32), 0))
+            zeros = _llvm_ir.Constant(_llvm_ir.VectorType(_llvm_ir.IntType(32), LANES), [0] * LANES)
+            return builder.shuffle_vector(one, _llvm_ir.Constant(vector_type, _llvm_ir.Undefined), zeros)
+
+        return _LaneVector(dtype)(value, like), codegen
+
+    def _binary(operation):
+        @intrinsic
+        def vector_op(typingctx, a, b):
+            if not (isinstance(a, _LaneVector) and a == b):
+                return None
+
+            def codegen(context, builder, signature, args):
+                return getattr(builder, operation)(*args)
+
+            return a(a, b), codegen
+
+        return vector_op
+
+    _vadd, _vmul = _binary("fadd"), _binary("fmul")
+
+    @intrinsic
+    def _vfma(typingctx, a, b, c):
+        """``a * b + c`` per lane, one rounding (the FMA instruction)."""
+        if not (isinstance(a, _LaneVector) and a == b == c):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return _fma_ir(builder, *args)
+
+        return a(a, b, c), codegen
+
+    def _vector_intrinsic(builder, name, vector_type, arity=1):
+        """The LLVM intrinsic ``name`` on ``vector_type`` (``llvm.floor.v8f32``, ...)."""
+        element = "f32" if vector_type.element == _llvm_ir.FloatType() else "f64"
+        function_type = _llvm_ir.FunctionType(vector_type, [vector_type] * arity)
+        return cgutils.get_or_insert_function(builder.module, function_type, f"{name}.v{LANES}{element}")
+
+    def _fma_ir(builder, a, b, c):
+        return builder.call(_vector_intrinsic(builder, "llvm.fma", a.type, 3), [a, b, c])
+
+    def _vector_constant(vector_type, value):
+        return _llvm_ir.Constant(vector_type, [_llvm_ir.Constant(vector_type.element, value)] * LANES)
+
+    @intrinsic
+    def _vexp(typingctx, x):
+        """``exp`` per lane of the clamped log-decay: for float32 the polynomial of
+        :func:`_decay_exp` (the same constants and steps), for float64 libm's ``exp``."""
+        if not isinstance(x, _LaneVector):
+            return None
+
+        def codegen(context, builder, signature, args):
+            (value,) = args
+            vector_type = value.type
+            c = lambda v: _vector_constant(vector_type, v)  # noqa: E731
+            low = c(MIN_LOG_DECAY)
+            if x.dtype != types.float32:
+                # 'x > low' is false for NaN, as in the scalar form
+                clamped = builder.select(builder.fcmp_ordered(">", value, low), value, low)
+                return builder.call(_vector_intrinsic(builder, "llvm.exp", vector_type), [clamped])
+            high = c(_MAX_LOG_DECAY_F32)
+            # comparisons are false for NaN, so a NaN passes through and propagates
+            value = builder.select(builder.fcmp_ordered(">", value, high), high, value)
+            value = builder.select(builder.fcmp_ordered("<", value, low), low, value)
+            k = builder.call(_vector_intrinsic(builder, "llvm.floor", vector_type), [_fma_ir(builder, value, c(float(_LOG2E)), c(float(_HALF)))])
+            r = _fma_ir(builder, k, c(-float(_LN2_HI)), value)
+            r = _fma_ir(builder, k, c(-float(_LN2_LO)), r)
+            p = c(float(_P0))
+            for coefficient in (_P1, _P2, _P3, _P4, _P5):
+                p = _fma_ir(builder, p, r, c(float(coefficient)))
+            p = builder.fadd(_fma_ir(builder, p, builder.fmul(r, r), r), c(1.0))
+            int_type = _llvm_ir.VectorType(_llvm_ir.IntType(32), LANES)
+            biased = builder.add(builder.fptosi(k, int_type), _llvm_ir.Constant(int_type, [127] * LANES))
+            power = builder.bitcast(builder.shl(biased, _llvm_ir.Constant(int_type, [23] * LANES)), vector_type)
+            return builder.fmul(p, power)
+
+        return x(x), codegen
+
+    @intrinsic
+    def _stack_buffer(typingctx, size, like):
+        """A pointer to ``size`` (a compile-time constant) elements of ``like``'s dtype on the
+        stack: scratch that lives in L1 and that LLVM knows aliases no other array."""
+        if not isinstance(size, types.IntegerLiteral):
+            return None
+        dtype = like.dtype
+
+        def codegen(context, builder, signature, args):
+            return cgutils.alloca_once(builder, context.get_value_type(dtype), size=size.literal_value)
+
+        return types.CPointer(dtype)(size, like), codegen
 
     @njit(inline="always")
     def _position(s, length, reverse):
         return length - 1 - s if reverse else s
 
-    @njit(fastmath=_FASTMATH)
-    def _forward_row(b, d, u, dt, A, B, C, resets, final_slot, reverse, y, finals, entries, save, h, zero):
-        """One ``(batch, channel)`` row of the forward recurrence; ``h`` ``[N]`` scratch, ``zero``
-        a 0 of the compute dtype (a float literal would promote float32 sums to float64)."""
-        length = u.shape[2]
-        n_state = A.shape[1]
-        channels = A.shape[0]
-        bB = b if B.shape[0] > 1 else 0
-        gB = d // (channels // B.shape[1])
-        tB = 1 if B.shape[2] > 1 else 0
-        bC = b if C.shape[0] > 1 else 0
-        gC = d // (channels // C.shape[1])
-        tC = 1 if C.shape[2] > 1 else 0
-        for n in range(n_state):
-            h[n] = 0.0
-        for s in range(length):
-            t = _position(s, length, reverse)
-            if save and s % CHUNK == 0:
-                for n in range(n_state):
-                    entries[b, d, s // CHUNK, n] = h[n]
-            if resets[t]:
-                for n in range(n_state):
-                    h[n] = 0.0
-            step = dt[b, d, t]
-            x = step * u[b, d, t]
-            acc = zero
-            for n in range(n_state):
-                hn = _decay_exp(step * A[d, n]) * h[n] + x * B[bB, gB, t * tB, n]
-                h[n] = hn
-                acc += hn * C[bC, gC, t * tC, n]
-            y[b, d, t] = acc
-            j = final_slot[t]
-            if j >= 0:
-                for n in range(n_state):
-                    finals[j, b, d, n] = h[n]
+    @njit(inline="always")
+    def _load_lanes(src, b, d0, lanes, s0, count, length, reverse, out):
+        """``out[i, w] = src[b, d0 + w, t(s0 + i)]``, 0 in the lanes past the last channel."""
+        for w in range(LANES):
+            if w < lanes:
+                for i in range(count):
+                    out[i, w] = src[b, d0 + w, _position(s0 + i, length, reverse)]
+            else:
+                for i in range(count):
+                    out[i, w] = 0.0
+
+    @njit(inline="always")
+    def _load_operand(M, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, out):
+        """``B`` or ``C`` for a chunk, a tile of state entries and a block of channels whose
+        lanes need different values (a fixed operand, or a block that spans groups):
+        ``out[i, n, w] = M[b, group(d0 + w), t(s0 + i), n0 + n]``."""
+        bM = b if M.shape[0] > 1 else 0
+        per_group = channels // M.shape[1]
+        tM = 1 if M.shape[2] > 1 else 0
+        for i in range(count):
+            t = _position(s0 + i, length, reverse) * tM
+            for n in range(nb):
+                for w in range(LANES):
+                    out[i, n, w] = M[bM, (d0 + w) // per_group, t, n0 + n] if w < lanes else 0.0
+
+    @njit(inline="always")
+    def _flush_operand(grad_M, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, acc, pending):
+        """Add a chunk's accumulated gradient ``acc[i, n, w]`` to ``grad_M`` (shaped like the
+        operand) and zero it. ``pending >= 0``: every lane belongs to group ``pending``, so
+        the lanes are summed first (one reduction per chunk and group, not per block)."""
+        bM = b if grad_M.shape[0] > 1 else 0
+        per_group = channels // grad_M.shape[1]
+        tM = 1 if grad_M.shape[2] > 1 else 0
+        for i in range(count):
+            t = _position(s0 + i, length, reverse) * tM
+            for n in range(nb):
+                if pending >= 0:
+                    total = acc[i, n, 0]
+                    for w in range(1, LANES):
+                        total += acc[i, n, w]
+                    grad_M[bM, pending, t, n0 + n] += total
+                else:
+                    for w in range(lanes):
+                        grad_M[bM, (d0 + w) // per_group, t, n0 + n] += acc[i, n, w]
+                for w in range(LANES):
+                    acc[i, n, w] = 0.0
+
+    @njit(inline="always")
+    def _block_group(M, d0, lanes, channels):
+        """The group of every channel of the block, or -1 when the block spans groups or ``M``
+        is a fixed ``[1, D, 1, N]`` operand (one vector per channel)."""
+        per_group = channels // M.shape[1]
+        first = d0 // per_group
+        return first if first == (d0 + lanes - 1) // per_group and M.shape[2] > 1 else -1
 
     @_cached_njit(fastmath=_FASTMATH)
-    def _forward_serial(u, dt, A, B, C, resets, final_slot, reverse, y, finals, entries, save):
-        h = np.empty(A.shape[1], dtype=u.dtype)
-        zero = np.zeros(1, dtype=u.dtype)[0]
-        for b in range(u.shape[0]):
-            for d in range(u.shape[1]):
-                _forward_row(b, d, u, dt, A, B, C, resets, final_slot, reverse, y, finals, entries, save, h, zero)
-
-    @_cached_njit(fastmath=_FASTMATH)
-    def _backward_serial(u, dt, A, B, C, resets, final_slot, reverse, entries, grad_y, grad_finals,
-                         grad_u, grad_dt, grad_A, grad_B, grad_C):
-        """The adjoint recurrence for every row; accumulates into ``grad_A`` ``[D, N]`` and
-        ``grad_B``, ``grad_C`` (shaped like ``B``, ``C``: summed over what they broadcast)."""
+    def _forward_lanes(u, dt, A, B, C, resets, final_slot, reverse, y, finals, entries, save):
+        """The forward recurrence, LANES channels at a time (a vector per state entry, so the
+        readout sums over entries lane by lane, without horizontal sums), a tile of at most
+        STATE_TILE entries at a time; ``entries[b, d, k, n]`` receives the state entering
+        chunk ``k`` when ``save``."""
         batch, channels, length = u.shape
         n_state = A.shape[1]
-        num_chunks = entries.shape[2]
-        h_buf = np.empty((CHUNK + 1, n_state), dtype=u.dtype)
-        a_buf = np.empty((CHUNK, n_state), dtype=u.dtype)
-        g = np.empty(n_state, dtype=u.dtype)
-        zero = np.zeros(1, dtype=u.dtype)[0]
+        h = carray(_stack_buffer(_TILE, u), (STATE_TILE, LANES))
+        rate = carray(_stack_buffer(_TILE, u), (STATE_TILE, LANES))
+        step_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
+        u_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
+        y_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
+        B_c = carray(_stack_buffer(_CHUNK_TILE, u), (CHUNK, STATE_TILE, LANES))
+        C_c = carray(_stack_buffer(_CHUNK_TILE, u), (CHUNK, STATE_TILE, LANES))
+        zero = _vsplat(0.0, u)
         for b in range(batch):
             bB = b if B.shape[0] > 1 else 0
             bC = b if C.shape[0] > 1 else 0
-            for d in range(channels):
-                gB = d // (channels // B.shape[1])
-                tB = 1 if B.shape[2] > 1 else 0
-                gC = d // (channels // C.shape[1])
-                tC = 1 if C.shape[2] > 1 else 0
-                for n in range(n_state):
-                    g[n] = 0.0
-                for k in range(num_chunks - 1, -1, -1):
-                    s0 = k * CHUNK
-                    s1 = min(length, s0 + CHUNK)
-                    # recompute the chunk: h_buf[i] is the state entering position s0 + i
-                    for n in range(n_state):
-                        h_buf[0, n] = entries[b, d, k, n]
-                    for s in range(s0, s1):
-                        t = _position(s, length, reverse)
-                        i = s - s0
-                        step = dt[b, d, t]
-                        x = step * u[b, d, t]
-                        # a sequence start is a zero decay: no state enters, no gradient leaves
-                        if resets[t]:
-                            for n in range(n_state):
-                                a_buf[i, n] = 0.0
-                        else:
-                            for n in range(n_state):
-                                a_buf[i, n] = _decay_exp(step * A[d, n])
-                        for n in range(n_state):
-                            h_buf[i + 1, n] = a_buf[i, n] * h_buf[i, n] + x * B[bB, gB, t * tB, n]
-                    # the adjoint, right to left; g holds the gradient of the state after t
-                    for s in range(s1 - 1, s0 - 1, -1):
-                        t = _position(s, length, reverse)
-                        i = s - s0
-                        step = dt[b, d, t]
-                        x = step * u[b, d, t]
-                        gy = grad_y[b, d, t]
-                        j = final_slot[t]
-                        if j >= 0:
-                            for n in range(n_state):
-                                g[n] += grad_finals[j, b, d, n]
-                        grad_x = zero
-                        grad_log_decay = zero
-                        for n in range(n_state):
-                            gn = g[n] + C[bC, gC, t * tC, n] * gy
-                            grad_C[bC, gC, t * tC, n] += h_buf[i + 1, n] * gy
-                            grad_B[bB, gB, t * tB, n] += gn * x
-                            grad_x += gn * B[bB, gB, t * tB, n]
-                            a = a_buf[i, n]
-                            through_decay = gn * a * h_buf[i, n]
-                            grad_log_decay += through_decay * A[d, n]
-                            grad_A[d, n] += through_decay * step
-                            g[n] = gn * a
-                        grad_u[b, d, t] = grad_x * step
-                        grad_dt[b, d, t] = grad_x * u[b, d, t] + grad_log_decay
+            for d0 in range(0, channels, LANES):
+                lanes = min(LANES, channels - d0)
+                group_B = _block_group(B, d0, lanes, channels)
+                group_C = _block_group(C, d0, lanes, channels)
+                for n0 in range(0, n_state, STATE_TILE):
+                    nb = min(STATE_TILE, n_state - n0)
+                    for n in range(STATE_TILE):
+                        for w in range(LANES):
+                            rate[n, w] = A[d0 + w, n0 + n] if (w < lanes and n < nb) else 0.0
+                            h[n, w] = 0.0
+                    for s0 in range(0, length, CHUNK):
+                        count = min(CHUNK, length - s0)
+                        if save:
+                            for w in range(lanes):
+                                for n in range(nb):
+                                    entries[b, d0 + w, s0 // CHUNK, n0 + n] = h[n, w]
+                        _load_lanes(dt, b, d0, lanes, s0, count, length, reverse, step_c)
+                        _load_lanes(u, b, d0, lanes, s0, count, length, reverse, u_c)
+                        if group_B < 0:
+                            _load_operand(B, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, B_c)
+                        if group_C < 0:
+                            _load_operand(C, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, C_c)
+                        for i in range(count):
+                            t = _position(s0 + i, length, reverse)
+                            if resets[t]:
+                                for n in range(nb):
+                                    _vstore(h, n * LANES, zero)
+                            step = _vload(step_c, i * LANES)
+                            x = _vmul(step, _vload(u_c, i * LANES))
+                            acc = zero
+                            for n in range(nb):
+                                o = n * LANES
+                                oi = (i * STATE_TILE + n) * LANES
+                                # B_t, C_t of a block in one group: one value broadcast over the lanes
+                                b_tn = _vsplat(B[bB, group_B, t, n0 + n], u) if group_B >= 0 else _vload(B_c, oi)
+                                c_tn = _vsplat(C[bC, group_C, t, n0 + n], u) if group_C >= 0 else _vload(C_c, oi)
+                                hv = _vfma(_vexp(_vmul(step, _vload(rate, o))), _vload(h, o), _vmul(x, b_tn))
+                                _vstore(h, o, hv)
+                                acc = _vfma(hv, c_tn, acc)
+                            _vstore(y_c, i * LANES, acc)
+                            j = final_slot[t]
+                            if j >= 0:
+                                for w in range(lanes):
+                                    for n in range(nb):
+                                        finals[j, b, d0 + w, n0 + n] = h[n, w]
+                        for w in range(lanes):
+                            if n0 == 0:
+                                for i in range(count):
+                                    y[b, d0 + w, _position(s0 + i, length, reverse)] = y_c[i, w]
+                            else:
+                                for i in range(count):
+                                    y[b, d0 + w, _position(s0 + i, length, reverse)] += y_c[i, w]
+
+    @_cached_njit(fastmath=_FASTMATH)
+    def _backward_lanes(u, dt, A, B, C, resets, final_slot, reverse, entries, grad_y, grad_finals,
+                        grad_u, grad_dt, grad_A, grad_B, grad_C):
+        """The adjoint recurrence, LANES channels at a time, chunks right to left. Adds into
+        ``grad_u``, ``grad_dt`` ``[batch, D, L]`` and ``grad_A`` ``[D, N]`` (zero on entry) and
+        ``grad_B``, ``grad_C`` (shaped like ``B``, ``C``). Chunks are the outer loop, so the
+        gradients of ``B``/``C`` that a group's channels share are summed over the group's
+        blocks in a chunk buffer and reduced over the lanes once per chunk."""
+        batch, channels, length = u.shape
+        n_state = A.shape[1]
+        num_chunks = entries.shape[2]
+        num_blocks = -(-channels // LANES)
+        num_tiles = -(-n_state // STATE_TILE)
+        # the adjoint state of every (block, tile), carried from chunk to chunk
+        g_all = np.zeros((num_blocks, num_tiles, STATE_TILE, LANES), dtype=u.dtype)
+        g = carray(_stack_buffer(_TILE, u), (STATE_TILE, LANES))
+        rate = carray(_stack_buffer(_TILE, u), (STATE_TILE, LANES))
+        grad_rate = carray(_stack_buffer(_TILE, u), (STATE_TILE, LANES))
+        step_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
+        u_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
+        gy_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
+        gu_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
+        gdt_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
+        B_c = carray(_stack_buffer(_CHUNK_TILE, u), (CHUNK, STATE_TILE, LANES))
+        C_c = carray(_stack_buffer(_CHUNK_TILE, u), (CHUNK, STATE_TILE, LANES))
+        a_c = carray(_stack_buffer(_CHUNK_TILE, u), (CHUNK, STATE_TILE, LANES))
+        h_c = carray(_stack_buffer(_CHUNK1_TILE, u), (CHUNK + 1, STATE_TILE, LANES))
+        gB_c = carray(_stack_buffer(_CHUNK_TILE, u), (CHUNK, STATE_TILE, LANES))
+        gC_c = carray(_stack_buffer(_CHUNK_TILE, u), (CHUNK, STATE_TILE, LANES))
+        zero = _vsplat(0.0, u)
+        for i in range(CHUNK):
+            for n in range(STATE_TILE):
+                _vstore(gB_c, (i * STATE_TILE + n) * LANES, zero)
+                _vstore(gC_c, (i * STATE_TILE + n) * LANES, zero)
+        for b in range(batch):
+            bB = b if B.shape[0] > 1 else 0
+            bC = b if C.shape[0] > 1 else 0
+            g_all[:] = 0.0
+            for k in range(num_chunks - 1, -1, -1):
+                s0 = k * CHUNK
+                count = min(CHUNK, length - s0)
+                for tile in range(num_tiles):
+                    n0 = tile * STATE_TILE
+                    nb = min(STATE_TILE, n_state - n0)
+                    pending_B = -1
+                    pending_C = -1
+                    for block in range(num_blocks):
+                        d0 = block * LANES
+                        lanes = min(LANES, channels - d0)
+                        group_B = _block_group(B, d0, lanes, channels)
+                        group_C = _block_group(C, d0, lanes, channels)
+                        # a block of another group (or of per-lane groups) ends the sum of the last
+                        if pending_B >= 0 and group_B != pending_B:
+                            _flush_operand(grad_B, b, d0, lanes, channels, n0, nb, s0, count, length, reverse,
+                                           gB_c, pending_B)
+                        if pending_C >= 0 and group_C != pending_C:
+                            _flush_operand(grad_C, b, d0, lanes, channels, n0, nb, s0, count, length, reverse,
+                                           gC_c, pending_C)
+                        pending_B, pending_C = group_B, group_C
+                        for n in range(STATE_TILE):
+                            for w in range(LANES):
+                                rate[n, w] = A[d0 + w, n0 + n] if (w < lanes and n < nb) else 0.0
+                                g[n, w] = g_all[block, tile, n, w]
+                                grad_rate[n, w] = 0.0
+                                h_c[0, n, w] = entries[b, d0 + w, k, n0 + n] if (w < lanes and n < nb) else 0.0
+                        _load_lanes(dt, b, d0, lanes, s0, count, length, reverse, step_c)
+                        _load_lanes(u, b, d0, lanes, s0, count, length, reverse, u_c)
+                        _load_lanes(grad_y, b, d0, lanes, s0, count, length, reverse, gy_c)
+                        if group_B < 0:
+                            _load_operand(B, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, B_c)
+                        if group_C < 0:
+                            _load_operand(C, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, C_c)
+                        # recompute the chunk: h_c[i] is the state entering position s0 + i; a
+                        # sequence start is a zero decay (no state enters, no gradient leaves)
+                        for i in range(count):
+                            t = _position(s0 + i, length, reverse)
+                            keep = resets[t] == 0
+                            step = _vload(step_c, i * LANES)
+                            x = _vmul(step, _vload(u_c, i * LANES))
+                            for n in range(nb):
+                                o = n * LANES
+                                oi = (i * STATE_TILE + n) * LANES
+                                b_tn = _vsplat(B[bB, group_B, t, n0 + n], u) if group_B >= 0 else _vload(B_c, oi)
+                                a = _vexp(_vmul(step, _vload(rate, o))) if keep else zero
+                                _vstore(a_c, oi, a)
+                                _vstore(h_c, oi + _TILE, _vfma(a, _vload(h_c, oi), _vmul(x, b_tn)))
+                        # the adjoint, right to left; g holds the gradient of the state after t
+                        for i in range(count - 1, -1, -1):
+                            t = _position(s0 + i, length, reverse)
+                            j = final_slot[t]
+                            if j >= 0:
+                                for w in range(lanes):
+                                    for n in range(nb):
+                                        g[n, w] += grad_finals[j, b, d0 + w, n0 + n]
+                            step = _vload(step_c, i * LANES)
+                            u_i = _vload(u_c, i * LANES)
+                            x = _vmul(step, u_i)
+                            gy = _vload(gy_c, i * LANES)
+                            grad_x = zero
+                            grad_log = zero
+                            for n in range(nb):
+                                o = n * LANES
+                                oi = (i * STATE_TILE + n) * LANES
+                                b_tn = _vsplat(B[bB, group_B, t, n0 + n], u) if group_B >= 0 else _vload(B_c, oi)
+                                c_tn = _vsplat(C[bC, group_C, t, n0 + n], u) if group_C >= 0 else _vload(C_c, oi)
+                                gn = _vfma(c_tn, gy, _vload(g, o))
+                                _vstore(gC_c, oi, _vfma(_vload(h_c, oi + _TILE), gy, _vload(gC_c, oi)))
+                                _vstore(gB_c, oi, _vfma(gn, x, _vload(gB_c, oi)))
+                                grad_x = _vfma(gn, b_tn, grad_x)
+                                a = _vload(a_c, oi)
+                                through_decay = _vmul(_vmul(gn, a), _vload(h_c, oi))
+                                grad_log = _vfma(through_decay, _vload(rate, o), grad_log)
+                                _vstore(grad_rate, o, _vfma(through_decay, step, _vload(grad_rate, o)))
+                                _vstore(g, o, _vmul(gn, a))
+                            _vstore(gu_c, i * LANES, _vmul(grad_x, step))
+                            _vstore(gdt_c, i * LANES, _vfma(grad_x, u_i, grad_log))
+                        for w in range(lanes):
+                            for i in range(count):
+                                t = _position(s0 + i, length, reverse)
+                                grad_u[b, d0 + w, t] += gu_c[i, w]
+                                grad_dt[b, d0 + w, t] += gdt_c[i, w]
+                            for n in range(nb):
+                                grad_A[d0 + w, n0 + n] += grad_rate[n, w]
+                        for n in range(STATE_TILE):
+                            for w in range(LANES):
+                                g_all[block, tile, n, w] = g[n, w]
+                        if group_B < 0:
+                            _flush_operand(grad_B, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, gB_c, -1)
+                        if group_C < 0:
+                            _flush_operand(grad_C, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, gC_c, -1)
+                    if pending_B >= 0:
+                        _flush_operand(grad_B, b, 0, 1, channels, n0, nb, s0, count, length, reverse, gB_c, pending_B)
+                    if pending_C >= 0:
+                        _flush_operand(grad_C, b, 0, 1, channels, n0, nb, s0, count, length, reverse, gC_c, pending_C)
 
 
 def _array(t: Tensor) -> np.ndarray:
@@ -306,12 +620,13 @@ class FusedSelectiveScan(torch.autograd.Function):
     def forward(ctx, u, dt, A, B, C, resets, final_slot, num_finals, reverse, save):  # noqa: D102
         batch, channels, length = u.shape
         n_state = A.shape[1]
-        y = u.new_empty(batch, channels, length)
+        # the kernel writes y tile by tile over the state entries: none when N = 0
+        y = u.new_empty(batch, channels, length) if n_state else u.new_zeros(batch, channels, length)
         finals = u.new_zeros(num_finals, batch, channels, n_state)
         num_chunks = -(-length // CHUNK) if save else 1
         entries = u.new_empty(batch, channels, num_chunks, n_state)
         arrays = [_array(x) for x in (u, dt, A, B, C)]
-        _forward_serial(*arrays, resets, final_slot, reverse, y.numpy(), finals.numpy(), entries.numpy(), save)
+        _forward_lanes(*arrays, resets, final_slot, reverse, y.numpy(), finals.numpy(), entries.numpy(), save)
         ctx.save_for_backward(u, dt, A, B, C, entries)
         ctx.resets, ctx.final_slot, ctx.reverse = resets, final_slot, reverse
         return y, finals
@@ -327,9 +642,9 @@ class FusedSelectiveScan(torch.autograd.Function):
             final_slot = np.full_like(ctx.final_slot, -1)
         else:
             grad_finals, final_slot = grad_finals.contiguous(), ctx.final_slot
-        grad_u, grad_dt = torch.empty_like(u), torch.empty_like(u)
+        grad_u, grad_dt = torch.zeros_like(u), torch.zeros_like(u)
         grad_A, grad_B, grad_C = torch.zeros_like(A), torch.zeros_like(B), torch.zeros_like(C)
-        _backward_serial(
+        _backward_lanes(
             *[_array(x) for x in (u, dt, A, B, C)], ctx.resets, final_slot, ctx.reverse, _array(entries),
             grad_y.numpy(), grad_finals.numpy(),
             grad_u.numpy(), grad_dt.numpy(), grad_A.numpy(), grad_B.numpy(), grad_C.numpy(),
