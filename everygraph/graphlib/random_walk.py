@@ -47,14 +47,18 @@ def _mix32(x: Tensor) -> Tensor:
     return x ^ (x >> 16)
 
 
-def _hash(*keys: Tensor | int) -> Tensor:
+def _key(key: Tensor | int) -> Tensor:
+    """The low 32 bits of an integer key, as int64."""
+    if isinstance(key, Tensor):
+        return key.long() & _MASK32
+    return torch.tensor(key & _MASK32, dtype=torch.long)
+
+
+def _hash(first: Tensor | int, *rest: Tensor | int) -> Tensor:
     """One 32-bit hash of several integer keys (tensors broadcast; each key's low 32 bits)."""
-    h = None
-    for key in keys:
-        k = key if isinstance(key, Tensor) else torch.tensor(key, dtype=torch.long)
-        k = k.long() & _MASK32
-        h = _mix32(k ^ 0x9E3779B9) if h is None else _mix32(h ^ _mix32(k ^ 0x85EBCA6B))
-    assert h is not None
+    h = _mix32(_key(first) ^ 0x9E3779B9)
+    for key in rest:
+        h = _mix32(h ^ _mix32(_key(key) ^ 0x85EBCA6B))
     return h
 
 
@@ -120,7 +124,8 @@ def random_walks(
         num_nodes: number of nodes ``N``.
         walk_length: steps per walk (``>= 0``; 0 gives the start node alone).
         num_walks: walks per node (``>= 1``).
-        seed: an ``int >= 0``, or a ``torch.Generator`` from which one seed is drawn.
+        seed: an ``int >= 0`` (taken modulo ``2**64``), or a ``torch.Generator`` from which
+            one seed is drawn.
         batch: ``[N]`` PyG graph ids (sorted); walks are keyed by each node's index inside its
             own graph, so a graph's walks are the same alone and in any batch.
         stream: an ``int >= 0`` naming an independent family of walks under the same seed.
