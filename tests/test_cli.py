@@ -114,3 +114,55 @@ def test_console_script_explains():
 def test_info_still_works(capsys):
     assert main(["info"]) == 0
     assert "everygraph" in capsys.readouterr().out
+
+
+def test_console_script_prints_the_whole_hierarchy_by_default():
+    """All five columns by default, counted pattern by pattern against independent references:
+    forests for MPNN, the exhaustive ear-sequence search (tests/ned_reference.py) for the
+    ear-decomposition classes (endpoint-shared / strong / almost-strong / any NED)."""
+    import networkx as nx
+    from ned_reference import brute_force_ned
+
+    from everygraph.contractions.expressivity import is_paper_convention
+
+    r = run_console_script("expressivity", "--degree", "4")
+    assert r.returncode == 0, r.stderr[-2000:]
+    connected, whole = r.stdout.split("whole basis")
+    header = [ln.split() for ln in connected.splitlines() if ln.startswith("degree")][0]
+    models = ["mpnn", "subgraph", "local_2gnn", "local_2fgnn", "ppgn"]
+    assert header == ["degree", "output", *models]
+    kinds = {"subgraph": "endpoint_shared", "local_2gnn": "strong", "local_2fgnn": "almost_strong", "ppgn": "ned"}
+
+    def reference(p, model):
+        edges = frozenset(frozenset(e) for e in p.edges if e[0] != e[1])
+        special = tuple(dict.fromkeys(p.special))
+        if model == "mpnn":
+            g = nx.Graph([tuple(e) for e in edges] + ([special] if len(special) == 2 else []))
+            return nx.is_forest(g) if g.number_of_nodes() else True
+        return brute_force_ned(edges, special, kinds[model])
+
+    for text, convention in ((connected, True), (whole, False)):
+        rows = {}
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 7 and parts[0].isdigit():
+                rows[int(parts[0]), parts[1]] = [tuple(map(int, c.split("/"))) for c in parts[2:]]
+        assert len(rows) == 15
+        for (d, output), cells in rows.items():
+            pats = [p for p in basis(d, output) if is_paper_convention(p) or not convention]
+            for model, (got, total) in zip(models, cells):
+                assert total == len(pats)
+                assert got == sum(reference(p, model) for p in pats), (d, output, model)
+
+
+
+def test_models_select_and_order_the_columns(capsys):
+    assert main(["expressivity", "--degree", "3", "--models", "local_2fgnn,mpnn", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["models"] == ["local_2fgnn", "mpnn"]
+    assert all(row["computed"]["local_2fgnn"] == row["total"] for row in data["rows"])
+    assert main(["explain", "ac,ad,bc,be,cd,ce->ab", "--model", "local_2gnn"]) == 0
+    assert "no strong NED" in capsys.readouterr().out
+    assert main(["explain", "ac,ad,bc,be,cd,ce->ab", "--model", "local_2fgnn"]) == 0
+    out = capsys.readouterr().out
+    assert "almost-strong NED" in out and "P1: a-c-e-b" in out

@@ -223,7 +223,7 @@ class _EarDecompositionDecider(Model):
         if found is not None:
             roots = _root_text(p, self.kind)
             return Verdict(p, self.name, True, [], decomposition=found,
-                           reason=f"a {self.label} with {len(found.ears)} ear{'s' * (len(found.ears) != 1)}{roots} "
+                           reason=f"{'an' if self.label[0] in 'aeiou' else 'a'} {self.label} with {len(found.ears)} ear{'s' * (len(found.ears) != 1)}{roots} "
                                   f"(Zhang et al. 2024, Theorems 3.4 and 3.7); check it with verdict.decomposition.check()")
         sub = _minimal_without_ned(p, self.kind)
         names = p.names

@@ -315,7 +315,7 @@ def _try_ear(edges: frozenset, path: tuple[int, ...], kind: str, shared: Optiona
             children.append((sub, None))
     bad = _interval_violation(kind, intervals)
     if bad is not None:
-        return None, ("intervals", tuple(path[i] for i in bad[0]), tuple(path[i] for i in bad[1]), bad[2])
+        return None, ("intervals", path[bad[0][0]: bad[0][1] + 1], path[bad[1][0]: bad[1][1] + 1], bad[2])
     # siblings in an order the kind accepts: empty intervals first, then by growing length
     children.sort(key=lambda c: (-1, 0) if c[1] is None else (c[1][1] - c[1][0], c[1][0]))
     return (path, tuple(children)), None
