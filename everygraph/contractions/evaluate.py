@@ -159,7 +159,7 @@ def _check_out(out: Any, plan: ContractionPlan, B: int, n: int, layout: str, dty
     if not isinstance(out, dict) or set(out) != set(outputs):
         raise ValueError(f"out must be a tensor (one output type) or a dict with keys {outputs}, got {type(out).__name__}")
     for o, t in out.items():
-        want = _output_shape(o, B, n, len(plan.indices(o)), layout)
+        want = _output_shape(o, B, n, len(_output_indices(plan)[o]), layout)
         if not isinstance(t, torch.Tensor) or tuple(t.shape) != want:
             raise ValueError(f"out[{o!r}] must have shape {want} ({layout}), got {tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
         if t.dtype != dtype or t.device != device:
@@ -171,11 +171,50 @@ def _schedule_key(slots: list[torch.Tensor], B: int, n: int, symmetric: bool) ->
     return (B, n, symmetric, tuple((tuple(s.shape), s.stride()) for s in slots))
 
 
-def _get_schedule(plan: ContractionPlan, slots: list[torch.Tensor], B: int, n: int, symmetric: bool) -> tuple[tuple, Schedule]:
-    key = _schedule_key(slots, B, n, symmetric)
+def _results_key(results: dict[str, torch.Tensor], B: int, n: int, symmetric: bool, layout: str) -> tuple:
+    """The schedule key of output tensors in ``layout``: each channel view has the tensor's
+    sizes and strides without the channel axis (only its offset differs, which the schedule
+    does not depend on), so this names the schedule of those views at a cost independent of
+    the number of patterns, and the same one for both layouts of the same memory."""
+    channel = -1 if layout == "channel_last" else 1
+    views = []
+    for o, t in results.items():
+        size, stride = list(t.shape), list(t.stride())
+        del size[channel], stride[channel]
+        views.append((o, tuple(size), tuple(stride)))
+    return (B, n, symmetric, ("channels", tuple(views)))
+
+
+def _output_indices(plan: ContractionPlan) -> dict[str, list[int]]:
+    """``{output: plan.indices(output)}``, kept by the plan (per call it cost a pass over all
+    patterns per output type)."""
+    cached = plan.__dict__.get("_output_indices")
+    if cached is None or cached[0] != len(plan.patterns):
+        cached = (len(plan.patterns), {o: plan.indices(o) for o in plan.outputs})
+        plan.__dict__["_output_indices"] = cached
+    return cached[1]
+
+
+def _channel_slots(plan: ContractionPlan, results: dict[str, torch.Tensor], layout: str) -> list[torch.Tensor]:
+    """Channel ``j``'s view of ``results`` at position ``j`` (``[B]``, ``[B, n]``, ``[B, n, n]``)."""
+    slots: list[torch.Tensor] = [None] * plan.num_patterns  # type: ignore[list-item]
+    for o, indices in _output_indices(plan).items():
+        for j, view in zip(indices, results[o].unbind(-1 if layout == "channel_last" else 1)):
+            slots[j] = view
+    return slots
+
+
+def _get_schedule(plan: ContractionPlan, slots: list[torch.Tensor], B: int, n: int, symmetric: bool, key: tuple | None = None) -> tuple[tuple, Schedule]:
+    """The schedule writing into ``slots`` (any device; only sizes and strides are read),
+    planned once per ``key`` (default: the slots' own key). ``slots`` may be a callable
+    returning them, called only when the schedule has to be planned."""
+    if key is None:
+        slots = slots() if callable(slots) else slots
+        key = _schedule_key(slots, B, n, symmetric)
     cache = plan.__dict__.setdefault("_schedules", {})
     schedule = cache.get(key)
     if schedule is None:
+        slots = slots() if callable(slots) else slots
         metas = [torch.empty_strided(tuple(s.shape), s.stride(), device="meta") for s in slots]
         schedule = build_schedule(plan, B, n, metas, symmetric=symmetric)
         if len(cache) >= 4:
@@ -265,15 +304,24 @@ def evaluate(
         results = _evaluate_autograd(plan, x, mask)
         results = {o: v if layout == "channel_last" else v.movedim(-1, 1) for o, v in results.items()}
     else:
-        _guard_only(plan, B, n, c, out_elements, element, limit, symmetric, out, layout)
+        nodes = {"invariant": 0, "node": 1, "edge": 2}
         if out is None:
-            # channel-first storage: every channel a contiguous block; the result views it
-            nodes = {"invariant": 0, "node": 1, "edge": 2}
-            storage = {o: x.new_empty((len(plan.indices(o)), B) + (n,) * nodes[o]) for o in plan.outputs}
-            results = {o: t.movedim(0, -1) if layout == "channel_last" else t.movedim(0, 1) for o, t in storage.items()}
+            # channel-first storage (every channel a contiguous block) that the result views;
+            # planned and guarded on meta tensors of its strides before anything is allocated
+            def fresh(device):
+                storage = {o: torch.empty((len(plan.indices(o)), B) + (n,) * nodes[o], dtype=x.dtype, device=device) for o in plan.outputs}
+                return {o: t.movedim(0, -1) if layout == "channel_last" else t.movedim(0, 1) for o, t in storage.items()}
+
+            shapes = fresh("meta")
         else:
-            results = out
-        _evaluate_scheduled(plan, x, mask, results, layout, workspace, symmetric)
+            shapes = out
+        key, schedule = _get_schedule(
+            plan, lambda: _channel_slots(plan, shapes, layout), B, n, symmetric, _results_key(shapes, B, n, symmetric, layout)
+        )
+        if limit != float("inf"):
+            _guard(plan, B, n, _scheduled_bytes(plan, schedule, B, n, c, element) + out_elements * element, limit)
+        results = fresh(x.device) if out is None else out
+        _evaluate_scheduled(plan, x, mask, results, layout, workspace, key, schedule)
     if as_matrix:
         return _as_matrix(plan, results, mask, x, layout)
     if len(results) == 1:
@@ -288,15 +336,6 @@ def _guard(plan: ContractionPlan, B: int, n: int, estimate: float, limit: float)
             f"{estimate / 2**30:.2f} GiB, above the limit of {limit / 2**30:.2f} GiB; evaluate smaller "
             f"batches, fewer patterns, or raise memory_limit"
         )
-
-
-def _slot_metas(plan: ContractionPlan, B: int, n: int) -> list[torch.Tensor]:
-    """Meta views of contiguous channel slots (the default output storage)."""
-    slots = []
-    for j, p in enumerate(plan.patterns):
-        shape = {"invariant": (B,), "node": (B, n), "edge": (B, n, n)}[p.output]
-        slots.append(torch.empty(shape, device="meta"))
-    return slots
 
 
 def estimate_memory(
@@ -314,33 +353,25 @@ def estimate_memory(
     ``slots`` (the output channels' views, any device) selects the schedule for an ``out=``
     with other strides than the default channel-contiguous output."""
     num_channels = plan.num_channels if num_channels is None else num_channels
-    _, schedule = _get_schedule(plan, _slot_metas(plan, B, n) if slots is None else slots, B, n, symmetric)
-    inputs = B * n * n * (num_channels + len(plan.sources) + 2) + B * n
+    if slots is None:  # the default output: channel-first storage, contiguous channels
+        storage = {o: torch.empty(_output_shape(o, B, n, len(plan.indices(o)), "channel_first"), device="meta") for o in plan.outputs}
+        key = _results_key(storage, B, n, symmetric, "channel_first")
+        _, schedule = _get_schedule(plan, lambda: _channel_slots(plan, storage, "channel_first"), B, n, symmetric, key)
+    else:
+        _, schedule = _get_schedule(plan, slots, B, n, symmetric)
     outputs = sum(math.prod(_output_shape(o, B, n, len(plan.indices(o)), "channel_last")) for o in plan.outputs) if output else 0
-    return int((inputs + schedule.workspace_elements + outputs) * element_size)
+    return _scheduled_bytes(plan, schedule, B, n, num_channels, element_size) + outputs * element_size
 
 
-def _guard_only(plan, B, n, c, out_elements, element, limit, symmetric, out, layout) -> None:
-    if limit == float("inf"):
-        return
-    slots = None
-    if out is not None:
-        slots = [None] * plan.num_patterns
-        for o in plan.outputs:
-            for k, j in enumerate(plan.indices(o)):
-                slots[j] = _channel_view(out[o], k, layout)
-    estimate = estimate_memory(plan, B, n, c, element, symmetric, output=False, slots=slots) + out_elements * element
-    _guard(plan, B, n, estimate, limit)
+def _scheduled_bytes(plan: ContractionPlan, schedule: Schedule, B: int, n: int, num_channels: int, element_size: int) -> int:
+    """Bytes of the masked input channels and of ``schedule``'s workspace."""
+    inputs = B * n * n * (num_channels + len(plan.sources) + 2) + B * n
+    return int((inputs + schedule.workspace_elements) * element_size)
 
 
-def _evaluate_scheduled(plan, x, mask, results, layout, workspace, symmetric) -> None:
+def _evaluate_scheduled(plan, x, mask, results, layout, workspace, key, schedule) -> None:
     """Run the lowered schedule, writing each channel into ``results`` in place."""
     B, n = x.shape[0], x.shape[1]
-    slots: list[torch.Tensor] = [None] * plan.num_patterns  # type: ignore[list-item]
-    for o in plan.outputs:
-        for k, j in enumerate(plan.indices(o)):
-            slots[j] = _channel_view(results[o], k, layout)
-    key, schedule = _get_schedule(plan, slots, B, n, symmetric)
     if workspace is None:
         workspace = plan.__dict__.setdefault("_workspace", Workspace())
     entry = workspace.buffers((id(plan), key, x.dtype, x.device), schedule, x.dtype, x.device)
@@ -364,9 +395,10 @@ def _evaluate_scheduled(plan, x, mask, results, layout, workspace, symmetric) ->
             torch.mul(x[..., channel], pair, out=masked)
             torch.add(masked, masked.transpose(1, 2), out=sources[i])
             sources[i].mul_(0.5)
-    bound_key = tuple(s.data_ptr() for s in slots)
+    # the kernels write through views of the output tensors: bound anew when those move
+    bound_key = tuple(t.data_ptr() for t in results.values())
     if entry["bound_key"] != bound_key:
-        entry["bound"] = schedule.bind(sources, entry["buffers"], slots, entry["bound"])
+        entry["bound"] = schedule.bind(sources, entry["buffers"], _channel_slots(plan, results, layout), entry["bound"])
         entry["bound_key"] = bound_key
     for op in entry["bound"]:
         op()
