@@ -43,14 +43,20 @@ import argparse
 import os
 import random
 import statistics
+import sys
 import time
 
-import opt_einsum
-import torch
+# numpy's OpenBLAS (which the plan's small CPU products go through) gets the thread count torch
+# gets; it reads it when numpy is first imported, so before any import below
+_threads = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv[:-1] else "1"
+os.environ.setdefault("OPENBLAS_NUM_THREADS", _threads)
 
-from everygraph.contractions import Workspace, basis, compile_plan, connected_patterns, evaluate
-from everygraph.contractions.pattern import Pattern
-from everygraph.contractions.plan import _opt_equation, left_to_right_flops
+import opt_einsum  # noqa: E402  (after the thread setting above)
+import torch  # noqa: E402
+
+from everygraph.contractions import Workspace, basis, compile_plan, connected_patterns, evaluate  # noqa: E402
+from everygraph.contractions.pattern import Pattern  # noqa: E402
+from everygraph.contractions.plan import _opt_equation, left_to_right_flops  # noqa: E402
 
 
 def random_graphs(batch: int, n: int, p: float, seed: int) -> torch.Tensor:

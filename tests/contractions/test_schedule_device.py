@@ -136,3 +136,32 @@ def test_cuda_float32_and_as_matrix():
     got = evaluate(plan, x.cuda(), as_matrix=True)
     assert got.is_cuda
     torch.testing.assert_close(got.cpu(), want)
+
+
+def test_matrix_products_use_numpy_only_for_small_cpu_batches():
+    from everygraph.contractions.schedule import NUMPY_MATMUL_MAX, Ref, _bind_op
+
+    def bound(x, y, out):
+        tensors = {"x": x, "y": y, "out": out}
+
+        def view(r):
+            t = tensors[r.kind]
+            return t.as_strided(r.size, r.stride, t.storage_offset() + r.offset)
+
+        refs = [Ref(k, 0, tuple(t.shape), t.stride()) for k, t in tensors.items()]
+        return _bind_op(("bmm", *refs), view)
+
+    gen = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        x = torch.randn(3, 8, 8, generator=gen, dtype=dtype)
+        y = torch.randn(3, 8, 8, generator=gen, dtype=dtype).transpose(1, 2)  # column-major operand
+        out = torch.empty(3, 8, 8, dtype=dtype)
+        kernel = bound(x, y, out)
+        assert kernel.func is np.matmul
+        kernel()
+        torch.testing.assert_close(out, torch.bmm(x, y))
+    wide = torch.randn(2, 8, NUMPY_MATMUL_MAX // 64 + 1, generator=gen)
+    kernel = bound(torch.randn(2, 8, 8, generator=gen), wide, torch.empty(2, 8, wide.shape[2]))
+    assert kernel.func is torch.bmm  # above the size where numpy pays
+    meta = torch.empty(3, 8, 8, device="meta")
+    assert bound(meta, meta, torch.empty(3, 8, 8, device="meta")).func is torch.bmm
