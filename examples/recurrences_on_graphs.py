@@ -28,6 +28,14 @@ space :math:`x_n = \\bar A \\sum_{m \\to n} x_m + \\bar B u_n`, :math:`y_n = 2\\
 The plot (``--out``) shows test accuracy against parameter count, one panel per structure,
 with the majority-class rate as the chance line.
 
+What the quick run (25 steps, CPU) shows, seeds 0-3: on every structure the best models
+reach 0.99-1.00 per-node accuracy against majority-class rates of 0.54-0.68 (DeltaProduct and
+DeltaNet on all three; GLA, LightNet and pLSTM on the DAG). It is a statement about
+25 steps, not about the models: pLSTM on the grid is still at the chance level after 25 steps
+and reaches 1.00 after 150 (seed 0); S4D, whose state space is input-independent, stays at
+0.67-0.87; GMN's walks of at most 4 steps miss marks farther up the DAG (0.63 against 0.60,
+seed 0). The full run (300 steps, larger structures) takes minutes.
+
     python examples/recurrences_on_graphs.py           # 300 steps per model (minutes)
     python examples/recurrences_on_graphs.py --quick   # 40 steps, small structures (~30 s)
 """
@@ -258,17 +266,18 @@ def plot(results: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(STRUCTURES), figsize=(5 * len(STRUCTURES), 4), sharey=True)
     for ax, structure in zip(axes, STRUCTURES):
         rows = [r for r in results if r["structure"] == structure]
-        for r in rows:
-            ax.scatter(r["parameters"], r["accuracy"], s=40)
-            ax.annotate(r["recurrence"], (r["parameters"], r["accuracy"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        for r in rows:  # one colour and marker per recurrence across the panels
+            i = RECURRENCES.index(r["recurrence"])
+            ax.scatter(r["parameters"], r["accuracy"], s=50, color=f"C{i}", marker="osD^v<>P"[i], label=r["recurrence"], alpha=0.8)
         if rows:
             ax.axhline(rows[0]["chance"], color="grey", linestyle="--", label="majority class")
-            ax.legend(loc="lower right", fontsize=8)
         ax.set_title(structure)
         ax.set_xlabel("parameters")
     axes[0].set_ylabel("test accuracy (per node)")
+    handles = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), loc="center right", fontsize=8)
     fig.suptitle("Every recurrence on every structure")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
