@@ -190,6 +190,104 @@ def _basis(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- probe
+def _probe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("factory", help="module:function returning the model (a callable on a PyG Batch returning "
+                                   "graph embeddings [num_graphs, d]); the module is imported from the current folder "
+                                   "or the Python path")
+    p.add_argument("--pairs", default="regular,strongly_regular,cfi,single_pattern",
+                   help="comma-separated pair families: regular, strongly_regular, cfi, single_pattern")
+    p.add_argument("--degree", type=int, default=6, help="largest pattern size (edges) the theory checks, default 6")
+    p.add_argument("--models", default=None,
+                   help="comma-separated model classes for the theory columns (default: the available ones of "
+                        "mpnn, subgraph, local_2gnn, local_2fgnn, ppgn, 3fwl)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds: the model is built once per seed "
+                                                "(torch.manual_seed before the factory), default 0")
+    p.add_argument("--permutations", type=int, default=32, help="relabellings per graph in the T^2 test, default 32")
+    p.add_argument("--alpha", type=float, default=1e-3, help="level of the T^2 test, default 1e-3")
+    p.add_argument("--linear-probe", type=int, metavar="DEGREE", default=None,
+                   help="also fit the linear probe on patterns up to DEGREE edges (random graphs)")
+    p.add_argument("--plot", metavar="FILE.png", help="bar chart of the linear probe's R^2 (with --linear-probe)")
+    p.add_argument("--json", action="store_true", help="print the reports as JSON")
+
+
+def _load_factory(spec: str):
+    import importlib
+    import os
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"factory must be module:function, e.g. my_models:make_gin; got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(module_name)
+    factory = module
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise ValueError(f"{module_name} has no attribute {attr!r}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise ValueError(f"{spec} is not callable")
+    return factory
+
+
+def _probe(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from everygraph.contractions import available_model_classes, generate_pairs, linear_probe, probe_model
+
+    try:
+        factory = _load_factory(args.factory)
+        seeds = [int(s) for s in _split(args.seeds)]
+        if not seeds:
+            raise ValueError("--seeds needs at least one seed")
+        classes = available_model_classes(_split(args.models) if args.models else None)
+        pairs = generate_pairs(_split(args.pairs))
+    except (ValueError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.degree < 1 or args.permutations < 4:
+        print(f"error: need --degree >= 1 and --permutations >= 4, got {args.degree} and {args.permutations}",
+              file=sys.stderr)
+        return 2
+    reports, probes = [], []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = factory()
+        name = f"{args.factory} (seed {seed})"
+        report = probe_model(model, pairs=pairs, model_classes=classes, degree=args.degree,
+                             num_permutations=args.permutations, alpha=args.alpha, seed=seed,
+                             progress=not args.json, model_name=name)
+        reports.append(report)
+        if args.linear_probe is not None:
+            probes.append(linear_probe(model, degree=args.linear_probe, seed=seed))
+    if args.json:
+        out = [r.to_dict() for r in reports]
+        for entry, lp in zip(out, probes):
+            entry["linear_probe_r2"] = lp.as_dict()
+        print(json.dumps(out, indent=1))
+    else:
+        for i, report in enumerate(reports):
+            print(report)
+            if probes:
+                print()
+                print(probes[i])
+            print()
+        if len(reports) > 1:
+            print(f"separated in how many of {len(reports)} seeds:")
+            for k, row in enumerate(reports[0].rows):
+                count = sum(r.rows[k].model_separates is True for r in reports)
+                print(f"  {row.name:<32} {count}/{len(reports)}")
+    if args.plot and probes:
+        probes[0].plot(args.plot, title=f"linear probe of {args.factory} (seed {seeds[0]})",
+                       model_classes=classes)
+        if not args.json:
+            print(f"plot written to {args.plot}")
+    return 0
+
+
 # Each subcommand registers itself here: name -> (help, add_arguments, run).
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "info": ("versions, scatter backend and devices", lambda p: None, _info),
@@ -198,6 +296,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "explain": ("can a model compute this pattern? the verdict with its certificate, step by step",
                 _explain_args, _explain),
     "basis": ("list (and draw) the basis of equivariant polynomials of one degree", _basis_args, _basis),
+    "probe": ("which graph pairs a model separates (reliable T^2 test), next to what each model class predicts",
+              _probe_args, _probe),
 }
 
 

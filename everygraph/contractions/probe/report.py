@@ -95,7 +95,7 @@ class ProbeReport:
         width = max([len("pair")] + [len(r.name) for r in self.rows]) + 2
         fam = max([len("family")] + [len(r.theory.pair.family) for r in self.rows]) + 2
         head = f"{'pair':<{width}}{'family':<{fam}}{'n':>4}  " + " ".join(f"{c:>{max(len(c), 3)}}" for c in classes)
-        head += f" | {self.model_name[:12]:<12} {'T^2':>9} {'same-graph':>10}"
+        head += f" | {'model':<12} {'T^2':>9} {'same-graph':>10}"
         lines = [
             f"Probe of {self.model_name}: theory = some pattern the class computes, with at most {self.degree} edges, "
             "has different homomorphism counts",
