@@ -101,7 +101,12 @@ def gather(x: Tensor, dim: int, index: Tensor) -> Tensor:
     slower than ``index_select``, and both backwards accumulate with a scatter; for distinct
     entries the gradient is a gather by the inverse map instead (``grad[inverse]``, zero where
     nothing was taken), as fast as the forward."""
-    out = _InjectiveGather.apply(x, dim, index.reshape(-1))
+    flat = index.reshape(-1)
+    size = x.shape[dim]
+    if flat.numel() == size and bool((flat == torch.arange(size, device=flat.device)).all()):
+        out = x  # the identity (canonical orders): no copy
+    else:
+        out = _InjectiveGather.apply(x, dim, flat)
     return out.reshape(*x.shape[:dim], *index.shape, *x.shape[dim + 1:])
 
 
@@ -122,9 +127,12 @@ class _InjectiveGather(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (index,) = ctx.saved_tensors
+        inverse = _inverse(index, ctx.size)
+        if index.numel() == ctx.size and not bool((inverse == index.numel()).any()):  # a permutation
+            return _InjectiveGather.apply(grad, ctx.dim, inverse), None, None
         zero = grad.new_zeros(*grad.shape[:ctx.dim], 1, *grad.shape[ctx.dim + 1:])
         padded = torch.cat([grad, zero], dim=ctx.dim)
-        return _InjectiveGather.apply(padded, ctx.dim, _inverse(index, ctx.size)), None, None
+        return _InjectiveGather.apply(padded, ctx.dim, inverse), None, None
 
 
 def lattice_gates(
