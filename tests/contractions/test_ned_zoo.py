@@ -66,6 +66,9 @@ def test_deciders_match_exhaustive_ear_sequence_search(model):
         expected = decide_by_brute_force(p, kind)
         v = m.decide(p)
         assert v.computable == expected, (model, str(p), expected)
+        if model == "subgraph" and v:  # both certificates: the replayable steps and the NED
+            assert v.steps and v.decomposition.kind == "endpoint_shared"
+            v.decomposition.check()
         found = find_ned(p, kind)
         assert (found is not None) == expected, (kind, str(p))
         if found is not None:

@@ -160,6 +160,9 @@ class SubgraphGNNDecider(Model):
     output :math:`(a, b)` (Zhang et al. 2024, Corollary 3.5 and Theorem 3.7: the endpoint-shared
     nested ear decompositions, shared endpoint the first special vertex).
 
+    A yes carries both certificates: the message-passing steps in the marked copy
+    (``verdict.replay``) and the endpoint-shared decomposition (``verdict.decomposition``).
+
     Earlier versions also accepted :math:`m = b` for an edge output, i.e. the transposed
     feature :math:`h^{(b)}_a`; that is not the paper's subgraph GNN (by Theorem 3.7 its edge
     feature cannot count a pattern that is a forest only after deleting :math:`b`), so the
@@ -175,7 +178,8 @@ class SubgraphGNNDecider(Model):
         if p.num_vertices == 0:  # the empty pattern, the constant 1: nothing to mark
             elim = Eliminator(p, style="node")
             elim.output(self.name)
-            return Verdict(p, self.name, True, elim.steps, reason="the empty pattern (the constant 1)")
+            return Verdict(p, self.name, True, elim.steps, reason="the empty pattern (the constant 1)",
+                           decomposition=find_ned(p, "endpoint_shared"))
         tried = []
         for m in candidates:
             elim = Eliminator(p, style="node")
@@ -185,7 +189,9 @@ class SubgraphGNNDecider(Model):
                 mark = Step("mark", (), (), "mark", (),
                             f"mark {p.names[m]}: one subgraph per choice of {p.names[m]}, the mark as a node feature")
                 steps = [mark] + elim.steps + [_subgraph_output(elim, p, m)]
-                return Verdict(p, self.name, True, steps, reason=f"deleting {p.names[m]} leaves a forest")
+                # the same fact in the paper's terms: an endpoint-shared nested ear decomposition
+                return Verdict(p, self.name, True, steps, reason=f"deleting {p.names[m]} leaves a forest",
+                               decomposition=find_ned(p, "endpoint_shared"))
             g = p.simple_graph(False)
             g.remove_node(m)
             tried.append(f"{p.names[m]} (cycle {_cycle_text(p, g) or 'through the output'})")
