@@ -183,6 +183,15 @@ def delta_product(
         gamma = torch.cat([gate[:, :, None], gamma[:, :, 1:]], dim=2)
     factor = torch.cat([k_steps, beta_steps[..., None], gamma[..., None]], dim=-1)  # [B, N, n_h, H, dk + 2]
     readout_factor = torch.cat([q.new_zeros(B, N, 1, H, dk + 1), q.new_ones(B, N, 1, H, 1)], dim=-1)
+    # The path mapping reads token t's state on the sub-node that holds token t + 1's first key,
+    # whose (zero-weighted) direct term q_t . k_{t+1} would carry a NaN or inf of token t + 1
+    # back to o_t (0 * nan = nan); with non-finite inputs (and no states asked for) the
+    # read-out-node mapping of DAGs runs instead, so a causal sequence never looks ahead.
+    stateless = initial_state is None and not return_state
+    if on_path and stateless and not all(bool(torch.isfinite(t).all()) for t in (q, k, v, beta) + (() if gate is None else (gate,))):
+        on_path = False
+        if execution == "recurrent":
+            execution = "wavefront"  # the path's loop, on the expanded chain
     if on_path:
         h, state = _on_path(q, k_steps, v.transpose(2, 3), factor, beta_steps, scale, structure.flip[0] != reverse,
                             execution, initial_state)

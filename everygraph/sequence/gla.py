@@ -181,14 +181,23 @@ def gated_linear_attention_chunked(
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
     pairs = causal & (seen[:, :, None] == seen[:, None, :])  # [n, C(t), C(s)]
     diff = (b[..., :, None, :] - b[..., None, :, :]).masked_fill(~pairs[..., None], -math.inf)
-    scores = torch.einsum("bhntd,bhnsd,bhntsd->bhnts", q, k, diff.exp())
-    out = scores @ v  # [B, H, n, C, dv]
+    # Future pairs (and pairs across a sequence start) are removed by selection, not by their
+    # zero decay: a NaN or inf k_s or v_s (0 * nan = nan) must not reach earlier outputs.
+    scores = torch.where(pairs, torch.einsum("bhntd,bhnsd,bhntsd->bhnts", q, k, diff.exp()), 0.0)
+    finite_v = bool(torch.isfinite(v).all())
+    if finite_v:
+        out = scores @ v  # [B, H, n, C, dv]
+    else:  # the exact zeros of the removed pairs would still meet a non-finite v in a matmul
+        out = torch.where(pairs[..., None], scores[..., None] * v[..., None, :, :], 0.0).sum(-2)
     final = None
     if n > 1 or initial_state is not None or return_state:
         b_last = b[..., -1:, :]  # [B, H, n, 1, dk]
-        keeps = (seen == seen[:, -1:]).to(k.dtype)[..., None]  # s in the chunk's last sequence
-        weighted = k * (b_last - b).exp() * keeps
-        emitted = weighted.transpose(-1, -2) @ v  # [B, H, n, dk, dv]
+        keeps = (seen == seen[:, -1:])[..., None]  # s in the chunk's last sequence
+        weighted = torch.where(keeps, k * (b_last - b).exp(), 0.0)  # selection: packed sequences stay apart
+        if finite_v:
+            emitted = weighted.transpose(-1, -2) @ v  # [B, H, n, dk, dv]
+        else:
+            emitted = torch.where(keeps[..., None], weighted[..., :, None] * v[..., None, :], 0.0).sum(-3)
         carry = b_last.squeeze(-2).exp() * (seen[:, -1] == 0).to(k.dtype)[:, None]  # [B, H, n, dk]
         first = torch.zeros_like(emitted[:, :, :1]) if initial_state is None else initial_state[:, :, None]
         if initial_state is not None:  # the state before position 0 enters chunk 0's carry

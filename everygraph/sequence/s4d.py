@@ -166,6 +166,11 @@ def s4d(
         return skip
     if mode == "conv" and initial_state is None and not return_state:
         K = s4d_kernel(log_dt, A, B, C, length, discretization)
+        if not bool(torch.isfinite(u).all()):
+            # an FFT mixes every position into every output, so a NaN or inf at t would reach
+            # outputs before t; the direct causal convolution only multiplies u_{<=t} into y_t
+            window = torch.nn.functional.pad(u, (length - 1, 0))
+            return torch.nn.functional.conv1d(window, K.flip(-1)[:, None, :].to(u.dtype), groups=H) + skip
         n_fft = 2 * length  # zero padding: a linear, not circular, convolution
         y = torch.fft.irfft(torch.fft.rfft(u, n=n_fft) * torch.fft.rfft(K, n=n_fft), n=n_fft)[..., :length]
         return y + skip
