@@ -101,3 +101,34 @@ def test_states_are_refused_where_they_do_not_apply():
     for name in ("GLA", "DeltaProduct"):
         with pytest.raises(ValueError, match="step takes one token"):
             layers[name].step(x[:, :2], layers[name].allocate_inference_cache(1))
+
+
+def test_one_inference_params_drives_a_mixed_stack():
+    """A stack of Mamba, GLA, DeltaProduct, S4D and LightNet layers, one InferenceParams shared
+    through their layer_idx keys, decodes a prompt then tokens exactly as the full pass."""
+    from everygraph.nn import LightNet, Mamba
+
+    torch.manual_seed(3)
+    stack = torch.nn.ModuleList([
+        Mamba(8, d_state=4, layer_idx=0),
+        GatedLinearAttention(8, expand_k=1.0, num_heads=2, gate_low_rank_dim=3, layer_idx=1),
+        DeltaProduct(8, num_heads=2, num_householder=2, use_short_conv=True, layer_idx=2),
+        S4D(8, d_state=4, transposed=False, layer_idx=3),
+        LightNet(8, num_heads=2, gate_low_rank_dim=3, layer_idx=4),
+    ]).double()
+
+    def model(h, params=None):
+        for layer in stack:
+            h = h + layer(h, inference_params=params)
+        return h
+
+    x = torch.randn(2, LENGTH, 8, dtype=F64)
+    full = model(x)
+    params = InferenceParams(max_seqlen=LENGTH, max_batch_size=2)
+    outputs = [model(x[:, :2], params)]
+    params.seqlen_offset += 2
+    for t in range(2, LENGTH):
+        outputs.append(model(x[:, t:t + 1], params))
+        params.seqlen_offset += 1
+    assert sorted(params.key_value_memory_dict) == [0, 1, 2, 3, 4]
+    torch.testing.assert_close(torch.cat(outputs, dim=1), full, rtol=1e-10, atol=1e-12)
