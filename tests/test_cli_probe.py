@@ -55,5 +55,5 @@ def test_console_script_probes_a_model(tmp_path):
         theory, model = line.split("|")
         assert theory.split()[-2:] == ["no", "yes"] and model.split()[0] == "yes", line
     assert "linear probe" in out and (tmp_path / "lp.png").stat().st_size > 3000
-    r2 = {line.split()[1]: line.split()[-1] for line in out.splitlines() if line.startswith("  ") and "->" in line}
+    r2 = {line.split()[1]: line.split()[-2] for line in out.splitlines() if line.startswith("  ") and "->" in line}
     assert float(r2["ab,ac,bc->"]) > 0.99  # the model outputs hom(triangle) exactly

@@ -21,7 +21,8 @@ statistic, so the F threshold applies); the reliability check runs on both graph
 embeddings of more than :math:`q/2` dimensions are projected on the top :math:`q/2` principal
 directions of all embeddings of the test (where a real difference shows up); and
 :math:`S` gets a floor :math:`(\epsilon\, s)^2 I` (:math:`s` the RMS embedding, :math:`\epsilon`
-= ``noise_floor``), so a model whose outputs are bit-identical under relabelling does not
+= ``noise_floor``, by default 16 machine epsilons of the model's output dtype), so a model
+whose outputs are bit-identical under relabelling does not
 divide by zero and differences below :math:`\epsilon` relative do not count.
 """
 
@@ -128,10 +129,17 @@ def embed_graphs(
 ) -> Tensor:
     """``model`` on ``data`` in batches of ``batch_size`` graphs (default all), under
     ``torch.no_grad()``; the graph embeddings ``[len(data), d]`` as float64 on the CPU."""
+    return _embed(model, data, batch_size)[0]
+
+
+def _embed(model: Callable[[Batch], Tensor], data: list[Data], batch_size: Optional[int]) -> tuple[Tensor, torch.dtype]:
+    """:func:`embed_graphs` and the dtype the model returned."""
     check_callable(model, "model")
+    if not isinstance(data, (list, tuple)) or not all(isinstance(d, Data) for d in data):
+        raise TypeError("data must be a list of torch_geometric Data objects")
     size = len(data) if batch_size is None else check_size(batch_size, "batch_size", 1)
     device = _device_of(model)
-    outs = []
+    outs, dtype = [], torch.float64
     with torch.no_grad():
         for start in range(0, len(data), max(size, 1)):
             chunk = Batch.from_data_list(data[start:start + size])
@@ -145,8 +153,11 @@ def embed_graphs(
             if out.dim() != 2 or out.shape[0] != chunk.num_graphs:
                 raise ValueError(f"model must return graph embeddings [num_graphs, d] = [{chunk.num_graphs}, d], "
                                  f"got {tuple(out.shape)}")
+            if not torch.is_floating_point(out):
+                raise TypeError(f"model must return floating point embeddings, got {out.dtype}")
+            dtype = out.dtype
             outs.append(out.detach().to("cpu", torch.float64))
-    return torch.cat(outs)
+    return torch.cat(outs), dtype
 
 
 def _device_of(model: Any) -> Optional[torch.device]:
@@ -209,7 +220,7 @@ def reliable_separation(
     num_permutations: int = 32,
     alpha: float = 1e-3,
     seed: int = 0,
-    noise_floor: float = 1e-6,
+    noise_floor: Optional[float] = None,
     featurize: Optional[Callable[[Data], Data]] = None,
     batch_size: Optional[int] = None,
 ) -> SeparationTest:
@@ -224,7 +235,9 @@ def reliable_separation(
             most ``q // 2`` dimensions.
         alpha: the test's level; the reliability check uses the same threshold.
         seed: seeds the relabellings.
-        noise_floor: relative size below which differences do not count (see the module).
+        noise_floor: relative size below which differences do not count (see the module);
+            default 16 machine epsilons of the model's output dtype (about 2e-6 in float32,
+            4e-15 in float64).
         featurize: optional map applied to each ``Data`` before batching (e.g. other node
             features).
         batch_size: graphs per model call (default: all ``4 q`` at once).
@@ -239,7 +252,8 @@ def reliable_separation(
     q = check_size(num_permutations, "num_permutations", 4)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
-    if isinstance(noise_floor, bool) or not isinstance(noise_floor, (int, float)) or noise_floor < 0:
+    if noise_floor is not None and (isinstance(noise_floor, bool) or not isinstance(noise_floor, (int, float))
+                                    or noise_floor < 0):
         raise ValueError(f"noise_floor must be a non-negative number, got {noise_floor!r}")
     if featurize is not None:
         check_callable(featurize, "featurize")
@@ -251,7 +265,9 @@ def reliable_separation(
         data += [permuted_data(graph, generator) for _ in range(q)]
     if featurize is not None:
         data = [featurize(d) for d in data]
-    emb = embed_graphs(model, data, batch_size)
+    emb, dtype = _embed(model, data, batch_size)
+    if noise_floor is None:
+        noise_floor = 16 * torch.finfo(dtype).eps
     if not torch.isfinite(emb).all():
         raise ValueError("model returned non-finite embeddings (nan or inf)")
     dim = min(emb.shape[1], q // 2)
