@@ -16,6 +16,13 @@ the RSS just before it, after handing freed heap pages back to the OS (glibc mal
 each call starts from the same baseline; it counts the call's new tensors (activations, saved
 tensors, gradients), not the inputs. For scale, one ``[B, D, L, N]`` float32 tensor is printed too: the loop's
 autograd keeps several of them (the step states and decays) for the backward pass.
+
+The floor: the fused kernels' floating-point operations per state update (``FORWARD_FLOPS``,
+``BACKWARD_FLOPS``, derived below and printed) times ``B * D * L * N``, divided by this core's
+single-thread float32 peak as measured in the same run by a large ``torch.mm`` (the best of
+``--peak-repeats``; sgemm runs close to the FMA units' peak, so this is, if anything, a
+slightly low peak and a slightly high floor). Every timing is reported in CPU time and wall time
+(medians of interleaved repeats); the ratios use ``--clock``.
 """
 
 from __future__ import annotations
@@ -76,6 +83,18 @@ class PeakRSS:
         self.extra = self.peak - self.base
 
 
+def cpu_name() -> str:
+    """The CPU model (Linux), for the header."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def make_inputs(batch, channels, state, length, device, requires_grad):
     g = torch.Generator().manual_seed(0)
     t = lambda *s: torch.randn(*s, generator=g).to(device).requires_grad_(requires_grad)  # noqa: E731
@@ -101,23 +120,57 @@ def associative_scan_selective(u, delta, A, B, C, delta_softplus=True):
     return (states * C.transpose(1, 2)[:, None]).sum(-1)
 
 
+#: Floating-point operations per state update ``(b, d, t, n)`` of the forward kernel (an FMA
+#: counts 2): the log-decay ``dt * A`` 1; the float32 exp 24 (clamp 2, ``k = floor(x log2e +
+#: 1/2)`` 3, ``r = x - k ln2`` in two parts 4, the degree-5 polynomial by Horner 10, ``r^2`` 1,
+#: ``p r^2 + r`` 2, ``+ 1`` 1, times ``2^k`` 1; building ``2^k`` from the exponent bits is
+#: integer work, not counted); ``h = a h + x B`` 3; ``y += h C`` 2.
+FORWARD_FLOPS = 1 + 24 + 3 + 2
+#: The backward kernel per state update: the recomputation of the chunk (log-decay, exp, state:
+#: 28) and the adjoint step ``g + C gy`` 2, ``gC += h gy`` 2, ``gB += g x`` 2, ``gx += g B`` 2,
+#: ``g a h`` 2, ``g_log += . A`` 2, ``gA += . dt`` 2, ``g = g a`` 1 (15).
+BACKWARD_FLOPS = 28 + 15
+FLOP_DERIVATION = (
+    "flops per state update: forward 30 = log-decay 1 + exp 24 (clamp 2, k=floor(x*log2e+1/2) 3, "
+    "r=x-k*ln2 in two parts 4, degree-5 Horner 10, r^2 1, p*r^2+r 2, +1 1, *2^k 1) + h=a*h+x*B 3 + y+=h*C 2; "
+    "backward 43 = recomputation 28 + adjoint 15 (g+C*gy 2, gC 2, gB 2, gx 2, g*a*h 2, g_log 2, gA 2, g*a 1); "
+    "FMA = 2 flops; per-position work (softplus, dt*u, D, z) not counted"
+)
+
+
+def measure_peak_gflops(repeats: int, size: int = 2048) -> float:
+    """This core's float32 peak as reached by ``torch.mm`` on the current thread count, in
+    GFLOP/s (best of ``repeats``, CPU time)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        torch.mm(a, b)
+        best = min(best, time.process_time() - start)
+    return 2 * size**3 / best / 1e9
+
+
 #: ``--clock cpu`` times with the process's CPU time: on one thread it leaves out the time the
 #: process waited for a core, which dominates wall times on a machine with other work running.
 CLOCK = time.perf_counter
 
 
-def measure_once(fn, args, backward, sync):
+def measure_once(fn, args, backward, sync, both=False):
+    """``(elapsed by CLOCK, peak bytes)``, or with ``both`` ``(cpu s, wall s, peak bytes)``."""
     for a in args:
         a.grad = None
     with PeakRSS() as mem:
-        start = CLOCK()
+        start_cpu, start_wall = time.process_time(), time.perf_counter()
         out = fn(*args)
         if backward:
             out.sum().backward()
         sync()
-        elapsed = CLOCK() - start
+        cpu, wall = time.process_time() - start_cpu, time.perf_counter() - start_wall
     del out
-    return elapsed, mem.extra
+    if both:
+        return cpu, wall, mem.extra
+    return (cpu if CLOCK is time.process_time else wall), mem.extra
 
 
 def measure(fn, args, backward, repeats, sync):
@@ -126,12 +179,16 @@ def measure(fn, args, backward, repeats, sync):
 
 
 def measure_interleaved(fns, args, backward, repeats, sync):
-    """``{name: (median ms, peak MiB)}``, one run of every function per round."""
+    """``{name: (median cpu ms, median wall ms, peak MiB)}``, one run of every function per round."""
     runs = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            runs[name].append(measure_once(fn, args, backward, sync))
-    return {name: (statistics.median(t for t, _ in r) * 1e3, max(m for _, m in r) / 2**20) for name, r in runs.items()}
+            runs[name].append(measure_once(fn, args, backward, sync, both=True))
+    return {
+        name: (statistics.median(c for c, _, _ in r) * 1e3, statistics.median(w for _, w, _ in r) * 1e3,
+               max(m for _, _, m in r) / 2**20)
+        for name, r in runs.items()
+    }
 
 
 def torch_compile_comparison(block: int, B: int, D: int, N: int, L: int, repeats: int) -> None:
@@ -188,6 +245,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--loop-repeats", type=int, default=1)
+    parser.add_argument("--peak-repeats", type=int, default=5, help="torch.mm runs for the peak (best of)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--assoc-max-length", type=int, default=4096,
                         help="skip associative_scan above this length (it is slow)")
@@ -202,7 +260,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     B, D, N = args.batch, args.channels, args.state
     print(f"selective scan, B={B}, D={D}, N={N}, float32, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"{args.clock} clock")
+          f"{args.clock} clock, {cpu_name()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
     cpu_sync = lambda: None  # noqa: E731
 
@@ -239,20 +297,28 @@ def main() -> None:
             fused(*warm)
     else:
         print("fused kernels unavailable (numba missing or EVERYGRAPH_DISABLE_JIT set): the fused column is empty")
-    header = (f"{'L':>6} {'mode':>8} {'fused ms':>9} {'recur ms':>9} {'loop ms':>9} {'assoc ms':>9} "
-              f"{'recur/fused':>11} {'loop/fused':>10} {'loop/recur':>10} {'assoc/recur':>11} "
-              f"{'fused MiB':>9} {'recur MiB':>9} {'loop MiB':>9} {'[B,D,L,N] MiB':>14}")
+    peak = measure_peak_gflops(args.peak_repeats)
+    print(f"float32 peak of this core (torch.mm 2048^3, {torch.get_num_threads()} threads, best of "
+          f"{args.peak_repeats}, CPU time): {peak:.1f} GFLOP/s")
+    print(FLOP_DERIVATION)
+    ratio_index = 0 if args.clock == "cpu" else 1
+    header = (f"{'L':>6} {'mode':>8} {'floor ms':>9} {'fused cpu':>9} {'fused wall':>10} {'recur cpu':>9} "
+              f"{'recur wall':>10} {'loop ms':>9} {'assoc ms':>9} {'fused/floor':>11} {'recur/fused':>11} "
+              f"{'loop/fused':>10} {'fused MiB':>9} {'recur MiB':>9} {'loop MiB':>9} {'[B,D,L,N] MiB':>14}")
     print(header)
+    nan = (float("nan"),) * 3
     for L in args.lengths:
         full = B * D * L * N * 4 / 2**20
         for backward in (False, True):
+            flops = (FORWARD_FLOPS + (BACKWARD_FLOPS if backward else 0)) * B * D * L * N
+            floor_ms = flops / (peak * 1e9) * 1e3
             x = make_inputs(B, D, N, L, "cpu", backward)
             ctx = torch.enable_grad() if backward else torch.no_grad()
             with ctx:
                 fns = {"fused": fused, "recurrent": recurrent} if fused_ok else {"recurrent": recurrent}
                 timed = measure_interleaved(fns, x, backward, args.repeats, cpu_sync)
-                t_fused, m_fused = timed.get("fused", (float("nan"), float("nan")))
-                t_rec, m_rec = timed["recurrent"]
+                t_fused = timed.get("fused", nan)
+                t_rec = timed["recurrent"]
                 t_loop, m_loop = measure(loop, x, backward, args.loop_repeats, cpu_sync)
                 t_assoc = float("nan")
                 if assoc_error is None and L <= args.assoc_max_length:
@@ -261,15 +327,18 @@ def main() -> None:
                     except Exception as e:  # noqa: BLE001
                         assoc_error = f"{type(e).__name__}: {str(e)[:200]}"
             mode = "fwd+bwd" if backward else "fwd"
-            print(f"{L:>6} {mode:>8} {t_fused:>9.1f} {t_rec:>9.1f} {t_loop:>9.1f} {t_assoc:>9.1f} "
-                  f"{t_rec / t_fused:>11.2f} {t_loop / t_fused:>10.2f} {t_loop / t_rec:>10.2f} {t_assoc / t_rec:>11.2f} "
-                  f"{m_fused:>9.1f} {m_rec:>9.1f} {m_loop:>9.1f} {full:>14.1f}", flush=True)
+            f_t, r_t = t_fused[ratio_index], t_rec[ratio_index]
+            print(f"{L:>6} {mode:>8} {floor_ms:>9.1f} {t_fused[0]:>9.1f} {t_fused[1]:>10.1f} {t_rec[0]:>9.1f} "
+                  f"{t_rec[1]:>10.1f} {t_loop:>9.1f} {t_assoc:>9.1f} {f_t / floor_ms:>11.2f} {r_t / f_t:>11.2f} "
+                  f"{t_loop / f_t:>10.2f} {t_fused[2]:>9.1f} {t_rec[2]:>9.1f} {m_loop:>9.1f} {full:>14.1f}", flush=True)
     if assoc_error:
         print(f"associative_scan unavailable or failed: {assoc_error}")
     else:
         print(f"associative_scan: torch's prototype, eager, combine_mode='generic', only up to L={args.assoc_max_length}")
     print("fused: selective_scan_fused (numba kernels, what selective_scan runs on CPU with numba); "
-          "recur: selective_scan_recurrent (pure PyTorch, the fallback)")
+          "recur: selective_scan_recurrent (pure PyTorch, the fallback); loop: selective_scan_reference; "
+          f"cpu / wall: medians of {args.repeats} interleaved repeats (loop: {args.loop_repeats}, by --clock); "
+          f"ratios by the {args.clock} clock; floor: flops / peak")
 
     if torch.cuda.is_available():
         print("\nGPU (CUDA):")

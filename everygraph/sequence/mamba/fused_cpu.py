@@ -182,14 +182,18 @@ if NUMBA_AVAILABLE:
     _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
     @_cached_njit(fastmath=_FASTMATH)
-    def _exp_kernel(x):  # for tests of the float32 exp: the vector form, the scalar form on the tail
+    def _exp_lanes(x, table):
+        """The kernels' exp over ``x`` ``[M]``: the vector form, the scalar form on the tail."""
         out = np.empty_like(x)
         full = x.shape[0] - x.shape[0] % LANES
         for i in range(0, full, LANES):
-            _vstore(out, i, _vexp(_vload(x, i)))
+            _vstore(out, i, _vexp(_vload(x, i), table))
         for i in range(full, x.shape[0]):
             out[i] = _decay_exp(x[i])
         return out
+
+    def _exp_kernel(x: np.ndarray) -> np.ndarray:  # for tests of the float32 exp
+        return _exp_lanes(x, _exp_table(torch.float32 if x.dtype == np.float32 else torch.float64))
 
     class _LaneVector(types.Type):
         """LANES values of one float dtype in one SIMD value (LLVM ``<LANES x float>``): the
@@ -292,39 +296,57 @@ if NUMBA_AVAILABLE:
     def _vector_constant(vector_type, value):
         return _llvm_ir.Constant(vector_type, [_llvm_ir.Constant(vector_type.element, value)] * LANES)
 
+    #: Rows of :data:`_EXP_TABLE`: the constants of the float32 polynomial, each repeated over
+    #: the lanes. The kernels read them from this array (an argument, so LLVM cannot fold them
+    #: into immediates): as memory operands of the vector instructions they cost nothing,
+    #: while as immediates they need two instructions each per use, since the loop has too
+    #: few vector registers to keep all of them.
+    _EXP_ROWS = (_HI32, _LO32, _LOG2E, _HALF, -_LN2_HI, -_LN2_LO, _P0, _P1, _P2, _P3, _P4, _P5, _ONE)
+
+    def _exp_table(dtype: torch.dtype) -> np.ndarray:
+        """:data:`_EXP_ROWS` as a ``[rows, LANES]`` array of the kernels' dtype."""
+        np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        return np.repeat(np.array(_EXP_ROWS, dtype=np_dtype)[:, None], LANES, axis=1)
+
     @intrinsic
-    def _vexp(typingctx, x):
+    def _vexp(typingctx, x, table):
         """``exp`` per lane of the clamped log-decay: for float32 the polynomial of
-        :func:`_decay_exp` (the same constants and steps), for float64 libm's ``exp``."""
-        if not isinstance(x, _LaneVector):
+        :func:`_decay_exp` (the same constants and steps, read from ``table``), for float64
+        libm's ``exp``."""
+        if not (isinstance(x, _LaneVector) and isinstance(table, types.Array)):
             return None
 
         def codegen(context, builder, signature, args):
-            (value,) = args
+            value, table_value = args
             vector_type = value.type
-            c = lambda v: _vector_constant(vector_type, v)  # noqa: E731
-            low = c(MIN_LOG_DECAY)
+            low = _vector_constant(vector_type, MIN_LOG_DECAY)
             if x.dtype != types.float32:
                 # 'x > low' is false for NaN, as in the scalar form
                 clamped = builder.select(builder.fcmp_ordered(">", value, low), value, low)
                 return builder.call(_vector_intrinsic(builder, "llvm.exp", vector_type), [clamped])
-            high = c(_MAX_LOG_DECAY_F32)
+
+            def c(row):
+                pointer = _vector_pointer(context, builder, table, table_value,
+                                          _llvm_ir.Constant(_llvm_ir.IntType(64), row * LANES))
+                return builder.load(pointer, align=4)
+
+            high, low = c(0), c(1)
             # comparisons are false for NaN, so a NaN passes through and propagates
             value = builder.select(builder.fcmp_ordered(">", value, high), high, value)
             value = builder.select(builder.fcmp_ordered("<", value, low), low, value)
-            k = builder.call(_vector_intrinsic(builder, "llvm.floor", vector_type), [_fma_ir(builder, value, c(float(_LOG2E)), c(float(_HALF)))])
-            r = _fma_ir(builder, k, c(-float(_LN2_HI)), value)
-            r = _fma_ir(builder, k, c(-float(_LN2_LO)), r)
-            p = c(float(_P0))
-            for coefficient in (_P1, _P2, _P3, _P4, _P5):
-                p = _fma_ir(builder, p, r, c(float(coefficient)))
-            p = builder.fadd(_fma_ir(builder, p, builder.fmul(r, r), r), c(1.0))
+            k = builder.call(_vector_intrinsic(builder, "llvm.floor", vector_type), [_fma_ir(builder, value, c(2), c(3))])
+            r = _fma_ir(builder, k, c(4), value)
+            r = _fma_ir(builder, k, c(5), r)
+            p = c(6)
+            for row in range(7, 12):
+                p = _fma_ir(builder, p, r, c(row))
+            p = builder.fadd(_fma_ir(builder, p, builder.fmul(r, r), r), c(12))
             int_type = _llvm_ir.VectorType(_llvm_ir.IntType(32), LANES)
             biased = builder.add(builder.fptosi(k, int_type), _llvm_ir.Constant(int_type, [127] * LANES))
             power = builder.bitcast(builder.shl(biased, _llvm_ir.Constant(int_type, [23] * LANES)), vector_type)
             return builder.fmul(p, power)
 
-        return x(x), codegen
+        return x(x, table), codegen
 
     @intrinsic
     def _stack_buffer(typingctx, size, like):
@@ -348,25 +370,44 @@ if NUMBA_AVAILABLE:
         """``out[i, w] = src[b, d0 + w, t(s0 + i)]``, 0 in the lanes past the last channel."""
         for w in range(LANES):
             if w < lanes:
-                for i in range(count):
-                    out[i, w] = src[b, d0 + w, _position(s0 + i, length, reverse)]
+                row = src[b, d0 + w]  # one row view: 1-d indexing in the loop, not 3-d
+                if reverse:
+                    for i in range(count):
+                        out[i, w] = row[length - 1 - s0 - i]
+                else:
+                    for i in range(count):
+                        out[i, w] = row[s0 + i]
             else:
                 for i in range(count):
                     out[i, w] = 0.0
 
     @njit(inline="always")
+    def _block_group(M, d0, lanes, channels):
+        """The group of every channel of the block, or -1 when the block spans groups or ``M``
+        is a fixed ``[1, D, 1, N]`` operand (one vector per channel)."""
+        per_group = channels // M.shape[1]
+        first = d0 // per_group
+        return first if first == (d0 + lanes - 1) // per_group and M.shape[2] > 1 else -1
+
+    @njit(inline="always")
     def _load_operand(M, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, out):
-        """``B`` or ``C`` for a chunk, a tile of state entries and a block of channels whose
-        lanes need different values (a fixed operand, or a block that spans groups):
-        ``out[i, n, w] = M[b, group(d0 + w), t(s0 + i), n0 + n]``."""
+        """``B`` or ``C`` for a chunk, a tile of state entries and a block of channels:
+        ``out[i, n, w] = M[b, group(d0 + w), t(s0 + i), n0 + n]``; when the block lies in one
+        group, one value broadcast over the lanes. Read once per chunk, so the inner loops
+        have no branches and no index arithmetic for the operand."""
         bM = b if M.shape[0] > 1 else 0
         per_group = channels // M.shape[1]
         tM = 1 if M.shape[2] > 1 else 0
+        group = _block_group(M, d0, lanes, channels)
         for i in range(count):
             t = _position(s0 + i, length, reverse) * tM
-            for n in range(nb):
-                for w in range(LANES):
-                    out[i, n, w] = M[bM, (d0 + w) // per_group, t, n0 + n] if w < lanes else 0.0
+            if group >= 0:
+                for n in range(nb):
+                    _vstore(out, (i * STATE_TILE + n) * LANES, _vsplat(M[bM, group, t, n0 + n], out))
+            else:
+                for n in range(nb):
+                    for w in range(LANES):
+                        out[i, n, w] = M[bM, (d0 + w) // per_group, t, n0 + n] if w < lanes else 0.0
 
     @njit(inline="always")
     def _flush_operand(grad_M, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, acc, pending):
@@ -390,16 +431,8 @@ if NUMBA_AVAILABLE:
                 for w in range(LANES):
                     acc[i, n, w] = 0.0
 
-    @njit(inline="always")
-    def _block_group(M, d0, lanes, channels):
-        """The group of every channel of the block, or -1 when the block spans groups or ``M``
-        is a fixed ``[1, D, 1, N]`` operand (one vector per channel)."""
-        per_group = channels // M.shape[1]
-        first = d0 // per_group
-        return first if first == (d0 + lanes - 1) // per_group and M.shape[2] > 1 else -1
-
     @_cached_njit(fastmath=_FASTMATH)
-    def _forward_lanes(u, dt, A, B, C, resets, final_slot, reverse, y, finals, entries, save):
+    def _forward_lanes(u, dt, A, B, C, resets, final_slot, reverse, y, finals, entries, save, table):
         """The forward recurrence, LANES channels at a time (a vector per state entry, so the
         readout sums over entries lane by lane, without horizontal sums), a tile of at most
         STATE_TILE entries at a time; ``entries[b, d, k, n]`` receives the state entering
@@ -414,31 +447,41 @@ if NUMBA_AVAILABLE:
         B_c = carray(_stack_buffer(_CHUNK_TILE, u), (CHUNK, STATE_TILE, LANES))
         C_c = carray(_stack_buffer(_CHUNK_TILE, u), (CHUNK, STATE_TILE, LANES))
         zero = _vsplat(0.0, u)
+        num_blocks = -(-channels // LANES)
+        num_tiles = -(-n_state // STATE_TILE)
+        # the state of every (block, tile), carried from chunk to chunk: chunks are the outer
+        # loop so that a chunk's B_t, C_t, broadcast over the lanes, serve every block of a group
+        h_all = np.zeros((num_blocks, num_tiles, STATE_TILE, LANES), dtype=u.dtype)
         for b in range(batch):
-            bB = b if B.shape[0] > 1 else 0
-            bC = b if C.shape[0] > 1 else 0
-            for d0 in range(0, channels, LANES):
-                lanes = min(LANES, channels - d0)
-                group_B = _block_group(B, d0, lanes, channels)
-                group_C = _block_group(C, d0, lanes, channels)
-                for n0 in range(0, n_state, STATE_TILE):
+            h_all[:] = 0.0
+            for s0 in range(0, length, CHUNK):
+                count = min(CHUNK, length - s0)
+                for tile in range(num_tiles):
+                    n0 = tile * STATE_TILE
                     nb = min(STATE_TILE, n_state - n0)
-                    for n in range(STATE_TILE):
-                        for w in range(LANES):
-                            rate[n, w] = A[d0 + w, n0 + n] if (w < lanes and n < nb) else 0.0
-                            h[n, w] = 0.0
-                    for s0 in range(0, length, CHUNK):
-                        count = min(CHUNK, length - s0)
+                    filled_B = -1
+                    filled_C = -1
+                    for block in range(num_blocks):
+                        d0 = block * LANES
+                        lanes = min(LANES, channels - d0)
+                        group_B = _block_group(B, d0, lanes, channels)
+                        group_C = _block_group(C, d0, lanes, channels)
+                        if group_B < 0 or group_B != filled_B:
+                            _load_operand(B, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, B_c)
+                            filled_B = group_B
+                        if group_C < 0 or group_C != filled_C:
+                            _load_operand(C, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, C_c)
+                            filled_C = group_C
+                        for n in range(STATE_TILE):
+                            for w in range(LANES):
+                                rate[n, w] = A[d0 + w, n0 + n] if (w < lanes and n < nb) else 0.0
+                            _vstore(h, n * LANES, _vload(h_all[block, tile], n * LANES))
                         if save:
                             for w in range(lanes):
                                 for n in range(nb):
                                     entries[b, d0 + w, s0 // CHUNK, n0 + n] = h[n, w]
                         _load_lanes(dt, b, d0, lanes, s0, count, length, reverse, step_c)
                         _load_lanes(u, b, d0, lanes, s0, count, length, reverse, u_c)
-                        if group_B < 0:
-                            _load_operand(B, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, B_c)
-                        if group_C < 0:
-                            _load_operand(C, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, C_c)
                         for i in range(count):
                             t = _position(s0 + i, length, reverse)
                             if resets[t]:
@@ -450,10 +493,9 @@ if NUMBA_AVAILABLE:
                             for n in range(nb):
                                 o = n * LANES
                                 oi = (i * STATE_TILE + n) * LANES
-                                # B_t, C_t of a block in one group: one value broadcast over the lanes
-                                b_tn = _vsplat(B[bB, group_B, t, n0 + n], u) if group_B >= 0 else _vload(B_c, oi)
-                                c_tn = _vsplat(C[bC, group_C, t, n0 + n], u) if group_C >= 0 else _vload(C_c, oi)
-                                hv = _vfma(_vexp(_vmul(step, _vload(rate, o))), _vload(h, o), _vmul(x, b_tn))
+                                b_tn = _vload(B_c, oi)
+                                c_tn = _vload(C_c, oi)
+                                hv = _vfma(_vexp(_vmul(step, _vload(rate, o)), table), _vload(h, o), _vmul(x, b_tn))
                                 _vstore(h, o, hv)
                                 acc = _vfma(hv, c_tn, acc)
                             _vstore(y_c, i * LANES, acc)
@@ -463,16 +505,19 @@ if NUMBA_AVAILABLE:
                                     for n in range(nb):
                                         finals[j, b, d0 + w, n0 + n] = h[n, w]
                         for w in range(lanes):
+                            y_row = y[b, d0 + w]
                             if n0 == 0:
                                 for i in range(count):
-                                    y[b, d0 + w, _position(s0 + i, length, reverse)] = y_c[i, w]
+                                    y_row[_position(s0 + i, length, reverse)] = y_c[i, w]
                             else:
                                 for i in range(count):
-                                    y[b, d0 + w, _position(s0 + i, length, reverse)] += y_c[i, w]
+                                    y_row[_position(s0 + i, length, reverse)] += y_c[i, w]
+                        for n in range(STATE_TILE):
+                            _vstore(h_all[block, tile], n * LANES, _vload(h, n * LANES))
 
     @_cached_njit(fastmath=_FASTMATH)
     def _backward_lanes(u, dt, A, B, C, resets, final_slot, reverse, entries, grad_y, grad_finals,
-                        grad_u, grad_dt, grad_A, grad_B, grad_C):
+                        grad_u, grad_dt, grad_A, grad_B, grad_C, table):
         """The adjoint recurrence, LANES channels at a time, chunks right to left. Adds into
         ``grad_u``, ``grad_dt`` ``[batch, D, L]`` and ``grad_A`` ``[D, N]`` (zero on entry) and
         ``grad_B``, ``grad_C`` (shaped like ``B``, ``C``). Chunks are the outer loop, so the
@@ -505,8 +550,6 @@ if NUMBA_AVAILABLE:
                 _vstore(gB_c, (i * STATE_TILE + n) * LANES, zero)
                 _vstore(gC_c, (i * STATE_TILE + n) * LANES, zero)
         for b in range(batch):
-            bB = b if B.shape[0] > 1 else 0
-            bC = b if C.shape[0] > 1 else 0
             g_all[:] = 0.0
             for k in range(num_chunks - 1, -1, -1):
                 s0 = k * CHUNK
@@ -516,6 +559,8 @@ if NUMBA_AVAILABLE:
                     nb = min(STATE_TILE, n_state - n0)
                     pending_B = -1
                     pending_C = -1
+                    filled_B = -1
+                    filled_C = -1
                     for block in range(num_blocks):
                         d0 = block * LANES
                         lanes = min(LANES, channels - d0)
@@ -538,10 +583,12 @@ if NUMBA_AVAILABLE:
                         _load_lanes(dt, b, d0, lanes, s0, count, length, reverse, step_c)
                         _load_lanes(u, b, d0, lanes, s0, count, length, reverse, u_c)
                         _load_lanes(grad_y, b, d0, lanes, s0, count, length, reverse, gy_c)
-                        if group_B < 0:
+                        if group_B < 0 or group_B != filled_B:
                             _load_operand(B, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, B_c)
-                        if group_C < 0:
+                            filled_B = group_B
+                        if group_C < 0 or group_C != filled_C:
                             _load_operand(C, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, C_c)
+                            filled_C = group_C
                         # recompute the chunk: h_c[i] is the state entering position s0 + i; a
                         # sequence start is a zero decay (no state enters, no gradient leaves)
                         for i in range(count):
@@ -552,8 +599,8 @@ if NUMBA_AVAILABLE:
                             for n in range(nb):
                                 o = n * LANES
                                 oi = (i * STATE_TILE + n) * LANES
-                                b_tn = _vsplat(B[bB, group_B, t, n0 + n], u) if group_B >= 0 else _vload(B_c, oi)
-                                a = _vexp(_vmul(step, _vload(rate, o))) if keep else zero
+                                b_tn = _vload(B_c, oi)
+                                a = _vexp(_vmul(step, _vload(rate, o)), table) if keep else zero
                                 _vstore(a_c, oi, a)
                                 _vstore(h_c, oi + _TILE, _vfma(a, _vload(h_c, oi), _vmul(x, b_tn)))
                         # the adjoint, right to left; g holds the gradient of the state after t
@@ -573,8 +620,8 @@ if NUMBA_AVAILABLE:
                             for n in range(nb):
                                 o = n * LANES
                                 oi = (i * STATE_TILE + n) * LANES
-                                b_tn = _vsplat(B[bB, group_B, t, n0 + n], u) if group_B >= 0 else _vload(B_c, oi)
-                                c_tn = _vsplat(C[bC, group_C, t, n0 + n], u) if group_C >= 0 else _vload(C_c, oi)
+                                b_tn = _vload(B_c, oi)
+                                c_tn = _vload(C_c, oi)
                                 gn = _vfma(c_tn, gy, _vload(g, o))
                                 _vstore(gC_c, oi, _vfma(_vload(h_c, oi + _TILE), gy, _vload(gC_c, oi)))
                                 _vstore(gB_c, oi, _vfma(gn, x, _vload(gB_c, oi)))
@@ -587,10 +634,12 @@ if NUMBA_AVAILABLE:
                             _vstore(gu_c, i * LANES, _vmul(grad_x, step))
                             _vstore(gdt_c, i * LANES, _vfma(grad_x, u_i, grad_log))
                         for w in range(lanes):
+                            grad_u_row = grad_u[b, d0 + w]
+                            grad_dt_row = grad_dt[b, d0 + w]
                             for i in range(count):
                                 t = _position(s0 + i, length, reverse)
-                                grad_u[b, d0 + w, t] += gu_c[i, w]
-                                grad_dt[b, d0 + w, t] += gdt_c[i, w]
+                                grad_u_row[t] += gu_c[i, w]
+                                grad_dt_row[t] += gdt_c[i, w]
                             for n in range(nb):
                                 grad_A[d0 + w, n0 + n] += grad_rate[n, w]
                         for n in range(STATE_TILE):
@@ -626,7 +675,7 @@ class FusedSelectiveScan(torch.autograd.Function):
         num_chunks = -(-length // CHUNK) if save else 1
         entries = u.new_empty(batch, channels, num_chunks, n_state)
         arrays = [_array(x) for x in (u, dt, A, B, C)]
-        _forward_lanes(*arrays, resets, final_slot, reverse, y.numpy(), finals.numpy(), entries.numpy(), save)
+        _forward_lanes(*arrays, resets, final_slot, reverse, y.numpy(), finals.numpy(), entries.numpy(), save, _exp_table(u.dtype))
         ctx.save_for_backward(u, dt, A, B, C, entries)
         ctx.resets, ctx.final_slot, ctx.reverse = resets, final_slot, reverse
         return y, finals
@@ -647,7 +696,7 @@ class FusedSelectiveScan(torch.autograd.Function):
         _backward_lanes(
             *[_array(x) for x in (u, dt, A, B, C)], ctx.resets, final_slot, ctx.reverse, _array(entries),
             grad_y.numpy(), grad_finals.numpy(),
-            grad_u.numpy(), grad_dt.numpy(), grad_A.numpy(), grad_B.numpy(), grad_C.numpy(),
+            grad_u.numpy(), grad_dt.numpy(), grad_A.numpy(), grad_B.numpy(), grad_C.numpy(), _exp_table(u.dtype),
         )
         return grad_u, grad_dt, grad_A, grad_B, grad_C, None, None, None, None, None
 
