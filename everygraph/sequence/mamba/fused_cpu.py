@@ -1,28 +1,32 @@
 r"""The selective scan as a fused CPU kernel (numba), forward and adjoint.
 
-The recurrence of :mod:`.recurrent`, with every position's work for one ``(batch, channel)``
-row done in one compiled loop: the state :math:`h \in \mathbb{R}^N` stays in the core's L1
-cache, the decay :math:`\exp(\Delta_t A_n)` is computed where it is used (never stored), and
-the readout :math:`\langle h_t, C_t\rangle` is summed in the same pass:
+The recurrence of :mod:`.recurrent` compiled into one loop over positions, for
+:data:`LANES` channels at a time: channel ``d`` of a block is lane ``w`` of a SIMD vector, so
+the state of a block is ``N`` vectors (``[N, LANES]``, on the stack, in L1), every operation
+of a step is a full vector operation, the decay :math:`\exp(\Delta_t A_n)` is computed where
+it is used (never stored), and the readout :math:`\langle h_t, C_t\rangle` is summed over the
+state entries lane by lane, without horizontal sums:
 
 .. math::
     h_{t,n} = \exp(s_t\, r_n)\, h_{t-1,n} + x_t\, B_{t,n},\qquad y_t = \sum_n h_{t,n} C_{t,n}
 
-with :math:`s_t = \Delta_t` (the step of the row), :math:`r_n = A_n` (the rate of the state
-entry) and :math:`x_t = \Delta_t u_t`. The core loop only knows "a log-decay per state
-entry, :math:`s_t r_n`": a scalar decay per step is :math:`r_n = 1`, a fixed per-entry decay
-is :math:`s_t = 1`.
+with :math:`s_t = \Delta_t` (the step of the channel), :math:`r_n = A_n` (the rate of the
+state entry) and :math:`x_t = \Delta_t u_t`; :math:`B_t, C_t` are shared by a group's
+channels, so they are broadcast over the lanes. The core loop only knows "a log-decay per
+state entry, :math:`s_t r_n`": a scalar decay per step is :math:`r_n = 1`, a fixed per-entry
+decay is :math:`s_t = 1`. The vector operations are written explicitly (:class:`_LaneVector`,
+LLVM ``<8 x float>``), not left to LLVM's auto-vectorisers: those vectorised the forward
+loop but left the adjoint loop scalar.
 
 The backward pass is the adjoint recurrence
 
 .. math::
     g_{t,n} = \bar h_{t,n} + C_{t,n}\, \bar y_t + a_{t+1,n}\, g_{t+1,n}
 
-run right to left per row. The forward pass keeps the state entering every chunk of
-:data:`CHUNK` positions (``1 / CHUNK`` of the states, only when a gradient is needed); the
-backward pass recomputes a chunk's decays and states from it into two ``[CHUNK, N]`` buffers
-that stay in L1, then walks the chunk backwards and accumulates every gradient in the same
-loop: :math:`\bar x_t = \sum_n g B`, :math:`\overline{s_t r_n} = g\, a\, h_{t-1}`,
+run right to left. The forward pass keeps the state entering every chunk of :data:`CHUNK`
+positions (``1 / CHUNK`` of the states, only when a gradient is needed); the backward pass
+recomputes a chunk's decays and states from it into two ``[CHUNK, N, LANES]`` buffers, then
+walks the chunk backwards and accumulates every gradient in the same loop: :math:`\bar x_t = \sum_n g B`, :math:`\overline{s_t r_n} = g\, a\, h_{t-1}`,
 :math:`\bar u = \Delta \bar x`, :math:`\bar\Delta = u \bar x + \sum_n \overline{sr}\, A`,
 :math:`\bar A = \sum \overline{sr}\, \Delta`, :math:`\bar B \mathrel{+}= g\, x`,
 :math:`\bar C \mathrel{+}= h\, \bar y`.
@@ -32,9 +36,10 @@ every step depends on the previous one. Inductor has no loop construct for it: a
 is unrolled into the graph (compile time grows with ``L``), and compiling a fixed block of
 steps called once per block leaves a dispatch per block plus the decays materialised in
 memory; numba compiles the loop itself once, for every ``L``. Measured forward at B=2, D=256,
-N=16, L=4096, float32, one thread (CPU time): this kernel ~40 ms; ``torch.compile`` of a 16-
-or 64-step block 112 / 91 ms, after 83 / 205 s of compilation
-(``benchmarks/selective_scan.py --torch-compile 16``; ``docs/fused-cpu.md``).
+N=16, L=4096, float32, one thread (CPU time), with the earlier one-row-at-a-time version of
+this kernel: ~40 ms; ``torch.compile`` of a 16- or 64-step block 112 / 91 ms, after
+83 / 205 s of compilation (``benchmarks/selective_scan.py --torch-compile 16``;
+``docs/fused-cpu.md``).
 
 Why one thread: the kernels run on the calling thread, whatever ``torch.get_num_threads()``
 says. A ``prange`` over the ``(batch, channel)`` rows of the forward pass did not run faster
@@ -43,8 +48,8 @@ and every parallel variant is one more compilation; see ``docs/fused-cpu.md``.
 
 Why a hand-written ``exp`` for float32: without Intel's SVML (absent from the pip wheels of
 llvmlite) LLVM calls libm's scalar ``expf`` once per state entry, which alone costs more
-than the whole rest of the kernel; a Cephes-style polynomial (relative error below 2e-7 on
-the clamped range) inlines and vectorises over the state entries. float64 uses libm's
+than the whole rest of the kernel; a Cephes-style polynomial (relative error below 3e-7 on
+the clamped range) computes 8 lanes per instruction. float64 uses libm's
 ``exp`` (the reference's precision; speed is not the point there).
 
 Arrays the kernels take (contiguous, one dtype):
