@@ -239,7 +239,8 @@ def _block_recurrence(
 ) -> Tensor:
     """What every node reads of the states entering its block: one step per anti-diagonal of
     blocks, each a few batched products over that diagonal's blocks only (small tensors that
-    stay in cache, instead of whole-grid ``[blocks, e, dk, dv]`` intermediates).
+    stay in cache, instead of whole-grid ``[blocks, e, dk, dv]`` intermediates), with a
+    hand-written backward (:class:`BlockRecurrence`).
 
     Blocks are in anti-diagonal order, ``Z`` consecutive entries per block. ``O`` ``[nb, e,
     e + n]`` = ``[U | F]``, ``read`` ``[nb, n, e]`` (``R``), ``q, k`` ``[nb, n, dk]``,
@@ -247,29 +248,115 @@ def _block_recurrence(
     left/right by row; block ``(p, r)`` receives the bottom states of ``(p-1, r)`` and the
     right states of ``(p, r-1)``. Returns ``[nb, n, dv]``.
     """
-    nb, e, _ = O.shape
-    n, dk, dv = q.shape[1], q.shape[2], v.shape[2]
-    sizes = [(hi - lo + 1) * Z for lo, hi in diagonals]
-    # split, not slicing per step: each slice's backward would fill a full-size zero gradient
-    pieces = zip(O[..., :e].split(sizes), O[..., e:].split(sizes), read.split(sizes), q.split(sizes), k.split(sizes), v.split(sizes))
-    outputs, previous = [], None
-    last = len(diagonals) - 1
-    for d, ((lo, hi), size, (U, F, R, q_d, k_d, v_d)) in enumerate(zip(diagonals, sizes, pieces)):
-        if previous is None:
-            outputs.append(q_d.new_zeros(size, n, dv))
-        else:
-            out, plo = previous
-            zero = out.new_zeros(Z, e, dk * dv)
-            padded = torch.cat([zero, out, zero])  # block rows plo - 1 .. phi + 1
-            top = padded[(lo - plo) * Z:(hi - plo + 1) * Z, :by]  # from block row p - 1
-            left = padded[(lo - plo + 1) * Z:(hi - plo + 2) * Z, by:]  # from block row p
-            state = torch.cat([top, left], dim=1)  # [size, e, dk * dv]
-            outputs.append((R[..., None] * q_d[:, :, None, :]).reshape(size, n, e * dk) @ state.view(size, e * dk, dv))
-        if d < last:  # the last diagonal's border states are never read
-            emitted = ((F[:, :, None, :] * k_d.transpose(1, 2)[:, None]).reshape(size, e * dk, n) @ v_d).view(size, e, dk * dv)
-            out = emitted if previous is None else torch.baddbmm(emitted, U, state)
-            previous = (out, lo)
-    return torch.cat(outputs)
+    e = O.shape[1]
+    return BlockRecurrence.apply(O[..., :e], O[..., e:], read, q, k, v, diagonals, Z, by)
+
+
+def _receive(state: Tensor, lo: int, hi: int, out: Tensor, plo: int, phi: int, Z: int, by: int) -> None:
+    """The states entering the blocks of block rows ``lo..hi`` of one anti-diagonal (``state``,
+    zeroed, ``[size, e, K]``) from the states leaving the previous one (``out``, rows
+    ``plo..phi``): the top border from the bottom of block row ``p - 1``, the left border from
+    the right of the same row."""
+    a, b = max(lo, plo + 1), min(hi, phi + 1)
+    if a <= b:
+        state[(a - lo) * Z:(b - lo + 1) * Z, :by] = out[(a - 1 - plo) * Z:(b - plo) * Z, :by]
+    a, b = max(lo, plo), min(hi, phi)
+    if a <= b:
+        state[(a - lo) * Z:(b - lo + 1) * Z, by:] = out[(a - plo) * Z:(b - plo + 1) * Z, by:]
+
+
+def _return(grad_out: Tensor, plo: int, phi: int, grad_state: Tensor, lo: int, hi: int, Z: int, by: int) -> None:
+    """The transpose of :func:`_receive`: ``grad_state`` into ``grad_out`` (zeroed)."""
+    a, b = max(lo, plo + 1), min(hi, phi + 1)
+    if a <= b:
+        grad_out[(a - 1 - plo) * Z:(b - plo) * Z, :by] = grad_state[(a - lo) * Z:(b - lo + 1) * Z, :by]
+    a, b = max(lo, plo), min(hi, phi)
+    if a <= b:
+        grad_out[(a - plo) * Z:(b - plo + 1) * Z, by:] = grad_state[(a - lo) * Z:(b - lo + 1) * Z, by:]
+
+
+class BlockRecurrence(torch.autograd.Function):
+    r"""The border states between blocks, one anti-diagonal of blocks at a time, with a
+    hand-written adjoint (autograd's per-step graph of slices, concatenations and zero-filled
+    gradients cost more than the products themselves).
+
+    Per diagonal, with :math:`\mathrm{Rq} = R \otimes q` ``[size, n, e dk]`` and
+    :math:`\mathrm{Fk} = F \otimes k^\top` ``[size, e dk, n]``: the states entering its blocks
+    :math:`C` ``[size, e, dk dv]`` are received from the previous diagonal's ``out``; each node
+    reads :math:`\mathrm{Rq}\, C`; the states leaving are :math:`\mathrm{out} = U C +
+    \mathrm{Fk}\, V`. The backward runs the diagonals in reverse with the transposed products.
+    Inputs: ``U`` ``[nb, e, e]``, ``F`` ``[nb, e, n]``, ``R`` ``[nb, n, e]``, ``q, k``
+    ``[nb, n, dk]``, ``v`` ``[nb, n, dv]``; returns ``[nb, n, dv]``. Checked with ``gradcheck``.
+    """
+
+    @staticmethod
+    def forward(ctx, U, F, R, q, k, v, diagonals, Z, by):
+        nb, e, _ = U.shape
+        n, dk, dv = q.shape[1], q.shape[2], v.shape[2]
+        result = q.new_zeros(nb, n, dv)
+        states, previous, offset = [], None, 0
+        last = len(diagonals) - 1
+        for d, (lo, hi) in enumerate(diagonals):
+            size = (hi - lo + 1) * Z
+            block = slice(offset, offset + size)
+            state = None
+            if previous is not None:
+                state = q.new_zeros(size, e, dk * dv)
+                _receive(state, lo, hi, *previous, Z, by)
+                read_q = (R[block, :, :, None] * q[block, :, None, :]).reshape(size, n, e * dk)
+                torch.bmm(read_q, state.view(size, e * dk, dv), out=result[block])
+            states.append(state)
+            if d < last:  # the last diagonal's border states are never read
+                emit_k = (F[block, :, None, :] * k[block].transpose(1, 2)[:, None]).reshape(size, e * dk, n)
+                out = torch.bmm(emit_k, v[block]).view(size, e, dk * dv)
+                if state is not None:
+                    out.baddbmm_(U[block], state)
+                previous = (out, lo, hi)
+            offset += size
+        ctx.save_for_backward(U, F, R, q, k, v)
+        ctx.states, ctx.diagonals, ctx.Z, ctx.by = states, diagonals, Z, by
+        return result
+
+    @staticmethod
+    def backward(ctx, grad_result):
+        U, F, R, q, k, v = ctx.saved_tensors
+        states, diagonals, Z, by = ctx.states, ctx.diagonals, ctx.Z, ctx.by
+        nb, e, _ = U.shape
+        n, dk, dv = q.shape[1], q.shape[2], v.shape[2]
+        grad_result = grad_result.contiguous()
+        grads = [torch.zeros_like(t) for t in (U, F, R, q, k, v)]
+        grad_U, grad_F, grad_R, grad_q, grad_k, grad_v = grads
+        grad_out, offset = None, nb  # grad_out: of the states this diagonal emits
+        for d in range(len(diagonals) - 1, -1, -1):
+            lo, hi = diagonals[d]
+            size = (hi - lo + 1) * Z
+            offset -= size
+            block = slice(offset, offset + size)
+            state = states[d]
+            grad_state = None
+            if grad_out is not None:  # out = U C + Fk V
+                emit_k = (F[block, :, None, :] * k[block].transpose(1, 2)[:, None]).reshape(size, e * dk, n)
+                grad_out_flat = grad_out.view(size, e * dk, dv)
+                grad_emit = (grad_out_flat @ v[block].transpose(1, 2)).view(size, e, dk, n)
+                torch.bmm(emit_k.transpose(1, 2), grad_out_flat, out=grad_v[block])
+                grad_F[block] = (grad_emit * k[block].transpose(1, 2)[:, None]).sum(2)
+                grad_k[block] = (grad_emit * F[block, :, None, :]).sum(1).transpose(1, 2)
+                if state is not None:
+                    torch.bmm(grad_out, state.transpose(1, 2), out=grad_U[block])
+                    grad_state = U[block].transpose(1, 2) @ grad_out
+            if state is None:
+                break
+            read_q = (R[block, :, :, None] * q[block, :, None, :]).reshape(size, n, e * dk)
+            grad_read = grad_result[block]
+            from_read = (read_q.transpose(1, 2) @ grad_read).view(size, e, dk * dv)
+            grad_state = from_read if grad_state is None else grad_state.add_(from_read)
+            grad_read_q = (grad_read @ state.view(size, e * dk, dv).transpose(1, 2)).view(size, n, e, dk)
+            grad_R[block] = (grad_read_q * q[block, :, None, :]).sum(-1)
+            grad_q[block] = (grad_read_q * R[block, :, :, None]).sum(2)
+            plo, phi = diagonals[d - 1]
+            grad_out = grad_state.new_zeros((phi - plo + 1) * Z, e, dk * dv)
+            _return(grad_out, plo, phi, grad_state, lo, hi, Z, by)
+        return grad_U, grad_F, grad_R, grad_q, grad_k, grad_v, None, None, None
 
 
 @lru_cache(maxsize=64)
