@@ -35,6 +35,7 @@ extrapolated left-to-right execution (what the authors' code does).
 Run:  python benchmarks/contractions.py              (the comparison above, ~10-30 min)
       python benchmarks/contractions.py --quick      (a smoke run: degree 4, small batches)
       python benchmarks/contractions.py --full-basis (n = 16, 32, 64; batch 128)
+      python benchmarks/contractions.py --kernels    (the schedule's kernel choices alone)
 """
 
 from __future__ import annotations
@@ -385,6 +386,49 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
     return summary
 
 
+def kernels(args) -> None:
+    """The kernel choices of the schedule, timed alone: ``torch.bmm`` against ``numpy.matmul``
+    on ``[B, n, n]`` batches (row- and column-major operand), a column-major ``out=`` against
+    the transposed product, and grouping k products over patterns (separate calls, one call
+    stacked over ``[k * B, n, n]``, one wide product with the shared left operand)."""
+    import numpy as np
+
+    B, n = 128, 32
+    print(f"kernels: B={B}, n={n}, {torch.get_num_threads()} thread, {args.repeats} interleaved calls, median us (GFLOP/s)")
+    for dtype in (torch.float32, torch.float64):
+        gen = torch.Generator().manual_seed(0)
+        a = torch.randn(B, n, n, generator=gen, dtype=dtype)
+        y = torch.randn(B, n, n, generator=gen, dtype=dtype)
+        o = torch.empty(B, n, n, dtype=dtype)
+        ot = torch.empty(B, n, n, dtype=dtype).transpose(1, 2)
+        k = 8
+        ys = [torch.randn(B, n, n, generator=gen, dtype=dtype) for _ in range(k)]
+        os_ = [torch.empty(B, n, n, dtype=dtype) for _ in range(k)]
+        a_stacked, y_stacked, o_stacked = a.repeat(k, 1, 1), torch.cat(ys), torch.empty(k * B, n, n, dtype=dtype)
+        y_wide, o_wide = torch.cat(ys, dim=2), torch.empty(B, n, k * n, dtype=dtype)
+        cases = {
+            "torch.bmm": (lambda: torch.bmm(a, y, out=o), 1),
+            "numpy.matmul": (lambda: np.matmul(a.numpy(), y.numpy(), out=o.numpy()), 1),
+            "torch.bmm, column-major y": (lambda: torch.bmm(a, y.transpose(1, 2), out=o), 1),
+            "numpy.matmul, column-major y": (lambda: np.matmul(a.numpy(), y.transpose(1, 2).numpy(), out=o.numpy()), 1),
+            "torch.bmm, column-major out=": (lambda: torch.bmm(a, y, out=ot), 1),
+            "torch.bmm, its transpose y^T a^T": (lambda: torch.bmm(y.transpose(1, 2), a.transpose(1, 2), out=ot.transpose(1, 2)), 1),
+            f"{k} products, separate torch.bmm": (lambda: [torch.bmm(a, yi, out=oi) for yi, oi in zip(ys, os_)], k),
+            f"{k} products, one bmm over [{k}B, n, n]": (lambda: torch.bmm(a_stacked, y_stacked, out=o_stacked), k),
+            f"{k} products, one wide a @ [y1..y{k}]": (lambda: torch.bmm(a, y_wide, out=o_wide), k),
+        }
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(args.repeats):
+            for name, (fn, _) in cases.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+        print(f"-- {str(dtype).replace('torch.', '')}")
+        for name, (_, products) in cases.items():
+            t = statistics.median(times[name]) / products
+            print(f"{name:<40} {t * 1e6:>8.0f} us per product ({2 * B * n**3 / t / 1e9:.1f} GFLOP/s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=11, help="interleaved timed calls per method")
@@ -393,6 +437,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: fair on a busy shared machine)")
     parser.add_argument("--quick", action="store_true", help="smoke run: degree 4 and 3, small batches")
     parser.add_argument("--full-basis", action="store_true", help="the whole-basis / left-to-right comparison")
+    parser.add_argument("--kernels", action="store_true", help="the schedule's kernel choices timed alone")
     parser.add_argument("--degree", type=int, default=6, help="--full-basis only")
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64], help="--full-basis only")
     parser.add_argument("--batch", type=int, default=128, help="--full-basis only")
@@ -403,6 +448,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.full_basis:
         full_basis(args)
+        return
+    if args.kernels:
+        kernels(args)
         return
     print(f"torch {torch.__version__}, opt_einsum {opt_einsum.__version__}, {os.cpu_count()} CPUs, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")

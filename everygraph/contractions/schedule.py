@@ -214,19 +214,19 @@ def _bind_op(op: tuple, view: Callable[[Ref], torch.Tensor]) -> Callable:
 _NUMPY_DTYPES = (torch.float32, torch.float64, torch.float16)
 
 
-#: Largest per-graph product (rows * inner * columns) run by numpy's ``matmul`` on CPU.
-#: Below it numpy's loop of BLAS calls beat ``torch.bmm`` on ``[B, 32, 32]`` batches
-#: (single thread: about 1.4x in float64, 1.1x in float32), and OpenBLAS runs such sizes on
-#: the calling thread only; above it (``[B, 32, 32] @ [B, 32, 1024]``) torch is as fast or
-#: faster.
+#: Largest per-graph product (rows * inner * columns) run by numpy's ``matmul`` on CPU in
+#: float64. Below it numpy's loop of BLAS calls beat ``torch.bmm`` on ``[B, 32, 32]`` batches
+#: (single thread: 1.3-1.6x, ``python benchmarks/contractions.py --kernels``), and OpenBLAS
+#: runs such sizes on the calling thread only; in float32 ``torch.bmm`` was as fast or
+#: faster, and above this size (``[B, 32, 32] @ [B, 32, 1024]``) it is too.
 NUMPY_MATMUL_MAX = 1 << 16
 
 
 def _numpy_matmul_pays(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> bool:
     tensors = (x, y, out)
-    if any(t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64) or t.requires_grad for t in tensors):
+    if any(t.device.type != "cpu" or t.dtype != torch.float64 or t.requires_grad for t in tensors):
         return False
-    if len({t.dtype for t in tensors}) != 1 or x.shape[1] * x.shape[2] * y.shape[2] > NUMPY_MATMUL_MAX:
+    if x.shape[1] * x.shape[2] * y.shape[2] > NUMPY_MATMUL_MAX:
         return False
     # numpy calls BLAS only on matrices with a unit stride; otherwise it loops in C
     return all(t.stride(-1) == 1 or t.stride(-2) == 1 for t in tensors) and out.stride(-1) == 1

@@ -152,16 +152,16 @@ def test_matrix_products_use_numpy_only_for_small_cpu_batches():
         return _bind_op(("bmm", *refs), view)
 
     gen = torch.Generator().manual_seed(0)
-    for dtype in (torch.float32, torch.float64):
+    for dtype, func in ((torch.float64, np.matmul), (torch.float32, torch.bmm)):  # numpy pays in float64
         x = torch.randn(3, 8, 8, generator=gen, dtype=dtype)
         y = torch.randn(3, 8, 8, generator=gen, dtype=dtype).transpose(1, 2)  # column-major operand
         out = torch.empty(3, 8, 8, dtype=dtype)
         kernel = bound(x, y, out)
-        assert kernel.func is np.matmul
+        assert kernel.func is func
         kernel()
         torch.testing.assert_close(out, torch.bmm(x, y))
-    wide = torch.randn(2, 8, NUMPY_MATMUL_MAX // 64 + 1, generator=gen)
-    kernel = bound(torch.randn(2, 8, 8, generator=gen), wide, torch.empty(2, 8, wide.shape[2]))
+    wide = torch.randn(2, 8, NUMPY_MATMUL_MAX // 64 + 1, generator=gen, dtype=torch.float64)
+    kernel = bound(torch.randn(2, 8, 8, generator=gen, dtype=torch.float64), wide, torch.empty(2, 8, wide.shape[2], dtype=torch.float64))
     assert kernel.func is torch.bmm  # above the size where numpy pays
-    meta = torch.empty(3, 8, 8, device="meta")
-    assert bound(meta, meta, torch.empty(3, 8, 8, device="meta")).func is torch.bmm
+    meta = torch.empty(3, 8, 8, device="meta", dtype=torch.float64)
+    assert bound(meta, meta, torch.empty(3, 8, 8, device="meta", dtype=torch.float64)).func is torch.bmm
