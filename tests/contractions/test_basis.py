@@ -1,4 +1,4 @@
-"""Basis enumeration: counts against the note's table and OEIS, and structural checks."""
+"""Basis enumeration: counts against the table of Puny et al. (2023) and OEIS, and structural checks."""
 
 import networkx as nx
 import pytest
@@ -9,7 +9,7 @@ from everygraph.contractions.basis import connected_patterns
 
 basis_module = importlib.import_module("everygraph.contractions.basis")
 
-# Puny et al. 2023, the note's table: degrees 0..4 (edge = a != b plus a = b).
+# Puny et al. 2023, their table: degrees 0..4 (edge = a != b plus a = b).
 TABLE = {
     ("general", "invariant"): [1, 2, 11, 52, 296],
     ("general", "node"): [1, 5, 32, 199, 1323],

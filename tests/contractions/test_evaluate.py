@@ -204,7 +204,7 @@ def plan_index(patterns, j):
 
 
 def test_linear_independence_degree_at_most_two():
-    # the note: degree <= 2 on general X at n = 6 has full rank 1+2+11=14, 1+5+32=38, 2+15+117=134
+    # Puny et al. (2023): degree <= 2 on general X at n = 6 has full rank 1+2+11=14, 1+5+32=38, 2+15+117=134
     n, gen = 6, torch.Generator().manual_seed(0)
     for output, count, samples in [("invariant", 14, 40), ("node", 38, 30), ("edge", 134, 30)]:
         patterns = basis(2, output, "general", exact=False)

@@ -14,7 +14,7 @@ from everygraph.graphlib.tree_reduce import num_tree_rounds, tree_reduce_referen
 
 
 def pairwise_fold(items: list[torch.Tensor], combine) -> torch.Tensor:
-    """The issue's pairing rule, written independently of the library: pair (0,1),(2,3),...
+    """The documented pairing rule, written independently of the library: pair (0,1),(2,3),...
     in order, carry an odd last element, repeat until one is left."""
     while len(items) > 1:
         nxt = []

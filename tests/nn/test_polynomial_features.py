@@ -70,7 +70,7 @@ def test_dense_matches_evaluate_and_padding():
 
 def test_not_ppgn_selection_degree_5():
     feats = PolynomialFeatures(5, select="not_ppgn", normalize=None)
-    # the note: PPGN computes everything up to degree 4; at degree 5 it misses one edge element
+    # Puny et al. (2023): PPGN computes everything up to degree 4; at degree 5 it misses one edge element
     assert feats.patterns == [Pattern.from_string("ab,ac,ad,bc,cd->bd")]
 
 
