@@ -1,8 +1,7 @@
-"""The fused CPU kernels' channel blocks (LANES channels per vector) and state tiles
-(STATE_TILE entries per pass) at their edges, against selective_scan_reference in float64,
-forward, final states and every gradient: channel counts that are not a multiple of LANES,
-groups that span blocks or are smaller than a block, N above one tile, fixed and grouped
-B/C, packed sequences and both directions; float32 against the reference at a
+"""The fused CPU kernels' channel blocks (LANES channels per vector) at their edges, against
+selective_scan_reference in float64, forward, final states and every gradient: channel
+counts that are not a multiple of LANES, groups that span blocks or are smaller than a
+block, N of 5 to 33, fixed and grouped B/C, packed sequences and both directions; float32 against the reference at a
 benchmark-like shape; the vector exp."""
 
 from __future__ import annotations
@@ -51,17 +50,17 @@ def outputs_and_gradients(fn, inputs, **kwargs):
 
 # (channels, state, B groups, C groups): blocks of LANES = 8 channels
 CASES = {
-    "12ch-groups-span-blocks-N19": (12, fused_cpu.STATE_TILE + 3, 3, 3),  # groups of 4: block 0 holds two
+    "12ch-groups-span-blocks-N19": (12, 19, 3, 3),  # groups of 4: block 0 holds two
     "8ch-one-group-per-channel": (8, 5, 8, 8),  # every lane its own group, input-dependent
-    "20ch-2groups-fixedC-N33": (20, 2 * fused_cpu.STATE_TILE + 1, 2, "fixed"),  # groups of 10: one spans a block edge
-    "16ch-shared-N16": (16, fused_cpu.STATE_TILE, 1, 1),  # two full blocks of one group, one full tile
+    "20ch-2groups-fixedC-N33": (20, 33, 2, "fixed"),  # groups of 10: one spans a block edge
+    "16ch-shared-N16": (16, 16, 1, 1),  # two full blocks of one group
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("packed", [False, True])
-def test_blocks_and_tiles_equal_the_reference_float64(case, reverse, packed):
+def test_channel_blocks_equal_the_reference_float64(case, reverse, packed):
     channels, state, B_groups, C_groups = CASES[case]
     length = fused_cpu.CHUNK + 11  # two chunks: the backward pass recomputes from a saved state
     inputs = scan_inputs(2, channels, state, length, B_groups, C_groups, seed=len(case) + reverse)

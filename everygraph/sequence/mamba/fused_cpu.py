@@ -2,7 +2,7 @@ r"""The selective scan as a fused CPU kernel (numba), forward and adjoint.
 
 The recurrence of :mod:`.recurrent` compiled into one loop over positions, for
 :data:`LANES` channels at a time: channel ``d`` of a block is lane ``w`` of a SIMD vector, so
-the state of a block is ``N`` vectors (``[N, LANES]``, on the stack, in L1), every operation
+the state of a block is ``N`` vectors (``[N, LANES]``, in L1), every operation
 of a step is a full vector operation, the decay :math:`\exp(\Delta_t A_n)` is computed where
 it is used (never stored), and the readout :math:`\langle h_t, C_t\rangle` is summed over the
 state entries lane by lane, without horizontal sums:
@@ -92,14 +92,7 @@ CHUNK = 64
 #: of a block is ``[N, LANES]``, so every operation of the recurrence is a full vector
 #: operation and the readout's sum over state entries needs no horizontal sum.
 LANES = 8
-#: State entries per pass: the kernels' buffers live on the stack with sizes fixed at compile
-#: time, so a larger ``N`` is computed in tiles of this many entries (the readout and the
-#: gradients that sum over entries add the tiles up).
-STATE_TILE = 16
-_TILE = STATE_TILE * LANES
 _CHUNK_LANES = CHUNK * LANES
-_CHUNK_TILE = CHUNK * STATE_TILE * LANES
-_CHUNK1_TILE = (CHUNK + 1) * STATE_TILE * LANES
 #: A log-decay below this is clamped (as in :mod:`.recurrent`): ``exp(-60) ~ 8.8e-27`` is
 #: zero against any state of ordinary size, and smaller factors lead to denormal numbers,
 #: which are ~100x slower on CPUs. The float32 ``exp`` also needs a bounded argument.
@@ -395,27 +388,39 @@ if NUMBA_AVAILABLE:
         return first if first == (d0 + lanes - 1) // per_group and M.shape[2] > 1 else -1
 
     @njit(inline="always")
-    def _load_operand(M, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, out):
-        """``B`` or ``C`` for a chunk, a tile of state entries and a block of channels:
-        ``out[i, n, w] = M[b, group(d0 + w), t(s0 + i), n0 + n]``; when the block lies in one
-        group, one value broadcast over the lanes. Read once per chunk, so the inner loops
-        have no branches and no index arithmetic for the operand."""
+    def _load_operand(M, b, d0, lanes, channels, s0, count, length, reverse, out):
+        """``B`` or ``C`` for a chunk and a block of channels:
+        ``out[i, n, w] = M[b, group(d0 + w), t(s0 + i), n]``; when the block lies in one
+        group, one value broadcast over the lanes. Read once per chunk (and group), so the
+        inner loops have no branches and no index arithmetic for the operand."""
         bM = b if M.shape[0] > 1 else 0
         per_group = channels // M.shape[1]
         tM = 1 if M.shape[2] > 1 else 0
+        n_state = out.shape[1]
         group = _block_group(M, d0, lanes, channels)
         for i in range(count):
-            t = _position(s0 + i, length, reverse) * tM
+            row = M[bM, group if group >= 0 else 0, _position(s0 + i, length, reverse) * tM]
             if group >= 0:
-                for n in range(nb):
-                    _vstore(out, (i * STATE_TILE + n) * LANES, _vsplat(M[bM, group, t, n0 + n], out))
+                for n in range(n_state):
+                    _vstore(out, (i * n_state + n) * LANES, _vsplat(row[n], out))
             else:
-                for n in range(nb):
+                t = _position(s0 + i, length, reverse) * tM
+                for n in range(n_state):
                     for w in range(LANES):
-                        out[i, n, w] = M[bM, (d0 + w) // per_group, t, n0 + n] if w < lanes else 0.0
+                        out[i, n, w] = M[bM, (d0 + w) // per_group, t, n] if w < lanes else 0.0
+
+    @njit
+    def _lane_rates(A, num_blocks):
+        """``A`` ``[D, N]`` as ``[blocks, N, LANES]`` (0 in the lanes past the last channel)."""
+        channels, n_state = A.shape
+        rates = np.zeros((num_blocks, n_state, LANES), dtype=A.dtype)
+        for d in range(channels):
+            for n in range(n_state):
+                rates[d // LANES, n, d % LANES] = A[d, n]
+        return rates
 
     @njit(inline="always")
-    def _flush_operand(grad_M, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, acc, pending):
+    def _flush_operand(grad_M, b, d0, lanes, channels, s0, count, length, reverse, acc, pending):
         """Add a chunk's accumulated gradient ``acc[i, n, w]`` to ``grad_M`` (shaped like the
         operand) and zero it. ``pending >= 0``: every lane belongs to group ``pending``, so
         the lanes are summed first (one reduction per chunk and group, not per block)."""
@@ -424,101 +429,85 @@ if NUMBA_AVAILABLE:
         tM = 1 if grad_M.shape[2] > 1 else 0
         for i in range(count):
             t = _position(s0 + i, length, reverse) * tM
-            for n in range(nb):
+            for n in range(acc.shape[1]):
                 if pending >= 0:
                     total = acc[i, n, 0]
                     for w in range(1, LANES):
                         total += acc[i, n, w]
-                    grad_M[bM, pending, t, n0 + n] += total
+                    grad_M[bM, pending, t, n] += total
                 else:
                     for w in range(lanes):
-                        grad_M[bM, (d0 + w) // per_group, t, n0 + n] += acc[i, n, w]
+                        grad_M[bM, (d0 + w) // per_group, t, n] += acc[i, n, w]
                 for w in range(LANES):
                     acc[i, n, w] = 0.0
 
     @_cached_njit(fastmath=_FASTMATH)
     def _forward_lanes(u, dt, A, B, C, resets, final_slot, reverse, y, finals, entries, save, table):
         """The forward recurrence, LANES channels at a time (a vector per state entry, so the
-        readout sums over entries lane by lane, without horizontal sums), a tile of at most
-        STATE_TILE entries at a time; ``entries[b, d, k, n]`` receives the state entering
-        chunk ``k`` when ``save``."""
+        readout sums over entries lane by lane, without horizontal sums); ``entries[b, d, k,
+        n]`` receives the state entering chunk ``k`` when ``save``."""
         batch, channels, length = u.shape
         n_state = A.shape[1]
-        h = carray(_stack_buffer(_TILE, u), (STATE_TILE, LANES))
-        rate = carray(_stack_buffer(_TILE, u), (STATE_TILE, LANES))
+        num_blocks = -(-channels // LANES)
         step_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
         u_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
         y_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
-        B_c = carray(_stack_buffer(_CHUNK_TILE, u), (CHUNK, STATE_TILE, LANES))
-        C_c = carray(_stack_buffer(_CHUNK_TILE, u), (CHUNK, STATE_TILE, LANES))
+        B_c = np.empty((CHUNK, n_state, LANES), dtype=u.dtype)
+        C_c = np.empty((CHUNK, n_state, LANES), dtype=u.dtype)
+        rate_all = _lane_rates(A, num_blocks)
+        # the state of every block, carried from chunk to chunk: chunks are the outer loop so
+        # that a chunk's B_t, C_t, broadcast over the lanes, serve every block of a group
+        h_all = np.zeros((num_blocks, n_state, LANES), dtype=u.dtype)
         zero = _vsplat(0.0, u)
-        num_blocks = -(-channels // LANES)
-        num_tiles = -(-n_state // STATE_TILE)
-        # the state of every (block, tile), carried from chunk to chunk: chunks are the outer
-        # loop so that a chunk's B_t, C_t, broadcast over the lanes, serve every block of a group
-        h_all = np.zeros((num_blocks, num_tiles, STATE_TILE, LANES), dtype=u.dtype)
         for b in range(batch):
             h_all[:] = 0.0
             for s0 in range(0, length, CHUNK):
                 count = min(CHUNK, length - s0)
-                for tile in range(num_tiles):
-                    n0 = tile * STATE_TILE
-                    nb = min(STATE_TILE, n_state - n0)
-                    filled_B = -1
-                    filled_C = -1
-                    for block in range(num_blocks):
-                        d0 = block * LANES
-                        lanes = min(LANES, channels - d0)
-                        group_B = _block_group(B, d0, lanes, channels)
-                        group_C = _block_group(C, d0, lanes, channels)
-                        if group_B < 0 or group_B != filled_B:
-                            _load_operand(B, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, B_c)
-                            filled_B = group_B
-                        if group_C < 0 or group_C != filled_C:
-                            _load_operand(C, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, C_c)
-                            filled_C = group_C
-                        for n in range(STATE_TILE):
-                            for w in range(LANES):
-                                rate[n, w] = A[d0 + w, n0 + n] if (w < lanes and n < nb) else 0.0
-                            _vstore(h, n * LANES, _vload(h_all[block, tile], n * LANES))
-                        if save:
-                            for w in range(lanes):
-                                for n in range(nb):
-                                    entries[b, d0 + w, s0 // CHUNK, n0 + n] = h[n, w]
-                        _load_lanes(dt, b, d0, lanes, s0, count, length, reverse, step_c)
-                        _load_lanes(u, b, d0, lanes, s0, count, length, reverse, u_c)
-                        for i in range(count):
-                            t = _position(s0 + i, length, reverse)
-                            if resets[t]:
-                                for n in range(nb):
-                                    _vstore(h, n * LANES, zero)
-                            step = _vload(step_c, i * LANES)
-                            x = _vmul(step, _vload(u_c, i * LANES))
-                            acc = zero
-                            for n in range(nb):
-                                o = n * LANES
-                                oi = (i * STATE_TILE + n) * LANES
-                                b_tn = _vload(B_c, oi)
-                                c_tn = _vload(C_c, oi)
-                                hv = _vfma(_vexp(_vmul(step, _vload(rate, o)), table), _vload(h, o), _vmul(x, b_tn))
-                                _vstore(h, o, hv)
-                                acc = _vfma(hv, c_tn, acc)
-                            _vstore(y_c, i * LANES, acc)
-                            j = final_slot[t]
-                            if j >= 0:
-                                for w in range(lanes):
-                                    for n in range(nb):
-                                        finals[j, b, d0 + w, n0 + n] = h[n, w]
+                filled_B = -1
+                filled_C = -1
+                for block in range(num_blocks):
+                    d0 = block * LANES
+                    lanes = min(LANES, channels - d0)
+                    group_B = _block_group(B, d0, lanes, channels)
+                    group_C = _block_group(C, d0, lanes, channels)
+                    if group_B < 0 or group_B != filled_B:
+                        _load_operand(B, b, d0, lanes, channels, s0, count, length, reverse, B_c)
+                        filled_B = group_B
+                    if group_C < 0 or group_C != filled_C:
+                        _load_operand(C, b, d0, lanes, channels, s0, count, length, reverse, C_c)
+                        filled_C = group_C
+                    h = h_all[block]
+                    rate = rate_all[block]
+                    if save:
                         for w in range(lanes):
-                            y_row = y[b, d0 + w]
-                            if n0 == 0:
-                                for i in range(count):
-                                    y_row[_position(s0 + i, length, reverse)] = y_c[i, w]
-                            else:
-                                for i in range(count):
-                                    y_row[_position(s0 + i, length, reverse)] += y_c[i, w]
-                        for n in range(STATE_TILE):
-                            _vstore(h_all[block, tile], n * LANES, _vload(h, n * LANES))
+                            for n in range(n_state):
+                                entries[b, d0 + w, s0 // CHUNK, n] = h[n, w]
+                    _load_lanes(dt, b, d0, lanes, s0, count, length, reverse, step_c)
+                    _load_lanes(u, b, d0, lanes, s0, count, length, reverse, u_c)
+                    for i in range(count):
+                        t = _position(s0 + i, length, reverse)
+                        if resets[t]:
+                            for n in range(n_state):
+                                _vstore(h, n * LANES, zero)
+                        step = _vload(step_c, i * LANES)
+                        x = _vmul(step, _vload(u_c, i * LANES))
+                        acc = zero
+                        for n in range(n_state):
+                            o = n * LANES
+                            oi = (i * n_state + n) * LANES
+                            hv = _vfma(_vexp(_vmul(step, _vload(rate, o)), table), _vload(h, o), _vmul(x, _vload(B_c, oi)))
+                            _vstore(h, o, hv)
+                            acc = _vfma(hv, _vload(C_c, oi), acc)
+                        _vstore(y_c, i * LANES, acc)
+                        j = final_slot[t]
+                        if j >= 0:
+                            for w in range(lanes):
+                                for n in range(n_state):
+                                    finals[j, b, d0 + w, n] = h[n, w]
+                    for w in range(lanes):
+                        y_row = y[b, d0 + w]
+                        for i in range(count):
+                            y_row[_position(s0 + i, length, reverse)] = y_c[i, w]
 
     @_cached_njit(fastmath=_FASTMATH)
     def _backward_lanes(u, dt, A, B, C, resets, final_slot, reverse, entries, grad_y, grad_finals,
@@ -532,132 +521,116 @@ if NUMBA_AVAILABLE:
         n_state = A.shape[1]
         num_chunks = entries.shape[2]
         num_blocks = -(-channels // LANES)
-        num_tiles = -(-n_state // STATE_TILE)
-        # the adjoint state of every (block, tile), carried from chunk to chunk
-        g_all = np.zeros((num_blocks, num_tiles, STATE_TILE, LANES), dtype=u.dtype)
-        g = carray(_stack_buffer(_TILE, u), (STATE_TILE, LANES))
-        rate = carray(_stack_buffer(_TILE, u), (STATE_TILE, LANES))
-        grad_rate = carray(_stack_buffer(_TILE, u), (STATE_TILE, LANES))
+        rate_all = _lane_rates(A, num_blocks)
+        # the adjoint state of every block, carried from chunk to chunk
+        g_all = np.zeros((num_blocks, n_state, LANES), dtype=u.dtype)
+        grad_rate = np.empty((n_state, LANES), dtype=u.dtype)
         step_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
         u_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
         gy_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
         gu_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
         gdt_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
-        B_c = carray(_stack_buffer(_CHUNK_TILE, u), (CHUNK, STATE_TILE, LANES))
-        C_c = carray(_stack_buffer(_CHUNK_TILE, u), (CHUNK, STATE_TILE, LANES))
-        a_c = carray(_stack_buffer(_CHUNK_TILE, u), (CHUNK, STATE_TILE, LANES))
-        h_c = carray(_stack_buffer(_CHUNK1_TILE, u), (CHUNK + 1, STATE_TILE, LANES))
-        gB_c = carray(_stack_buffer(_CHUNK_TILE, u), (CHUNK, STATE_TILE, LANES))
-        gC_c = carray(_stack_buffer(_CHUNK_TILE, u), (CHUNK, STATE_TILE, LANES))
+        B_c = np.empty((CHUNK, n_state, LANES), dtype=u.dtype)
+        C_c = np.empty((CHUNK, n_state, LANES), dtype=u.dtype)
+        a_c = np.empty((CHUNK, n_state, LANES), dtype=u.dtype)
+        h_c = np.empty((CHUNK + 1, n_state, LANES), dtype=u.dtype)
+        gB_c = np.zeros((CHUNK, n_state, LANES), dtype=u.dtype)
+        gC_c = np.zeros((CHUNK, n_state, LANES), dtype=u.dtype)
+        position_stride = n_state * LANES  # h_c[i + 1] is this far behind h_c[i]
         zero = _vsplat(0.0, u)
-        for i in range(CHUNK):
-            for n in range(STATE_TILE):
-                _vstore(gB_c, (i * STATE_TILE + n) * LANES, zero)
-                _vstore(gC_c, (i * STATE_TILE + n) * LANES, zero)
         for b in range(batch):
             g_all[:] = 0.0
             for k in range(num_chunks - 1, -1, -1):
                 s0 = k * CHUNK
                 count = min(CHUNK, length - s0)
-                for tile in range(num_tiles):
-                    n0 = tile * STATE_TILE
-                    nb = min(STATE_TILE, n_state - n0)
-                    pending_B = -1
-                    pending_C = -1
-                    filled_B = -1
-                    filled_C = -1
-                    for block in range(num_blocks):
-                        d0 = block * LANES
-                        lanes = min(LANES, channels - d0)
-                        group_B = _block_group(B, d0, lanes, channels)
-                        group_C = _block_group(C, d0, lanes, channels)
-                        # a block of another group (or of per-lane groups) ends the sum of the last
-                        if pending_B >= 0 and group_B != pending_B:
-                            _flush_operand(grad_B, b, d0, lanes, channels, n0, nb, s0, count, length, reverse,
-                                           gB_c, pending_B)
-                        if pending_C >= 0 and group_C != pending_C:
-                            _flush_operand(grad_C, b, d0, lanes, channels, n0, nb, s0, count, length, reverse,
-                                           gC_c, pending_C)
-                        pending_B, pending_C = group_B, group_C
-                        for n in range(STATE_TILE):
-                            for w in range(LANES):
-                                rate[n, w] = A[d0 + w, n0 + n] if (w < lanes and n < nb) else 0.0
-                                g[n, w] = g_all[block, tile, n, w]
-                                grad_rate[n, w] = 0.0
-                                h_c[0, n, w] = entries[b, d0 + w, k, n0 + n] if (w < lanes and n < nb) else 0.0
-                        _load_lanes(dt, b, d0, lanes, s0, count, length, reverse, step_c)
-                        _load_lanes(u, b, d0, lanes, s0, count, length, reverse, u_c)
-                        _load_lanes(grad_y, b, d0, lanes, s0, count, length, reverse, gy_c)
-                        if group_B < 0 or group_B != filled_B:
-                            _load_operand(B, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, B_c)
-                            filled_B = group_B
-                        if group_C < 0 or group_C != filled_C:
-                            _load_operand(C, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, C_c)
-                            filled_C = group_C
-                        # recompute the chunk: h_c[i] is the state entering position s0 + i; a
-                        # sequence start is a zero decay (no state enters, no gradient leaves)
+                pending_B = -1
+                pending_C = -1
+                filled_B = -1
+                filled_C = -1
+                for block in range(num_blocks):
+                    d0 = block * LANES
+                    lanes = min(LANES, channels - d0)
+                    group_B = _block_group(B, d0, lanes, channels)
+                    group_C = _block_group(C, d0, lanes, channels)
+                    # a block of another group (or of per-lane groups) ends the sum of the last
+                    if pending_B >= 0 and group_B != pending_B:
+                        _flush_operand(grad_B, b, d0, lanes, channels, s0, count, length, reverse, gB_c, pending_B)
+                    if pending_C >= 0 and group_C != pending_C:
+                        _flush_operand(grad_C, b, d0, lanes, channels, s0, count, length, reverse, gC_c, pending_C)
+                    pending_B, pending_C = group_B, group_C
+                    g = g_all[block]
+                    rate = rate_all[block]
+                    for n in range(n_state):
+                        _vstore(grad_rate, n * LANES, zero)
+                        for w in range(LANES):
+                            h_c[0, n, w] = entries[b, d0 + w, k, n] if w < lanes else 0.0
+                    _load_lanes(dt, b, d0, lanes, s0, count, length, reverse, step_c)
+                    _load_lanes(u, b, d0, lanes, s0, count, length, reverse, u_c)
+                    _load_lanes(grad_y, b, d0, lanes, s0, count, length, reverse, gy_c)
+                    if group_B < 0 or group_B != filled_B:
+                        _load_operand(B, b, d0, lanes, channels, s0, count, length, reverse, B_c)
+                        filled_B = group_B
+                    if group_C < 0 or group_C != filled_C:
+                        _load_operand(C, b, d0, lanes, channels, s0, count, length, reverse, C_c)
+                        filled_C = group_C
+                    # recompute the chunk: h_c[i] is the state entering position s0 + i; a
+                    # sequence start is a zero decay (no state enters, no gradient leaves)
+                    for i in range(count):
+                        t = _position(s0 + i, length, reverse)
+                        keep = resets[t] == 0
+                        step = _vload(step_c, i * LANES)
+                        x = _vmul(step, _vload(u_c, i * LANES))
+                        for n in range(n_state):
+                            o = n * LANES
+                            oi = (i * n_state + n) * LANES
+                            a = _vexp(_vmul(step, _vload(rate, o)), table) if keep else zero
+                            _vstore(a_c, oi, a)
+                            _vstore(h_c, oi + position_stride, _vfma(a, _vload(h_c, oi), _vmul(x, _vload(B_c, oi))))
+                    # the adjoint, right to left; g holds the gradient of the state after t
+                    for i in range(count - 1, -1, -1):
+                        t = _position(s0 + i, length, reverse)
+                        j = final_slot[t]
+                        if j >= 0:
+                            for w in range(lanes):
+                                for n in range(n_state):
+                                    g[n, w] += grad_finals[j, b, d0 + w, n]
+                        step = _vload(step_c, i * LANES)
+                        u_i = _vload(u_c, i * LANES)
+                        x = _vmul(step, u_i)
+                        gy = _vload(gy_c, i * LANES)
+                        grad_x = zero
+                        grad_log = zero
+                        for n in range(n_state):
+                            o = n * LANES
+                            oi = (i * n_state + n) * LANES
+                            gn = _vfma(_vload(C_c, oi), gy, _vload(g, o))
+                            _vstore(gC_c, oi, _vfma(_vload(h_c, oi + position_stride), gy, _vload(gC_c, oi)))
+                            _vstore(gB_c, oi, _vfma(gn, x, _vload(gB_c, oi)))
+                            grad_x = _vfma(gn, _vload(B_c, oi), grad_x)
+                            a = _vload(a_c, oi)
+                            through_decay = _vmul(_vmul(gn, a), _vload(h_c, oi))
+                            grad_log = _vfma(through_decay, _vload(rate, o), grad_log)
+                            _vstore(grad_rate, o, _vfma(through_decay, step, _vload(grad_rate, o)))
+                            _vstore(g, o, _vmul(gn, a))
+                        _vstore(gu_c, i * LANES, _vmul(grad_x, step))
+                        _vstore(gdt_c, i * LANES, _vfma(grad_x, u_i, grad_log))
+                    for w in range(lanes):
+                        grad_u_row = grad_u[b, d0 + w]
+                        grad_dt_row = grad_dt[b, d0 + w]
                         for i in range(count):
                             t = _position(s0 + i, length, reverse)
-                            keep = resets[t] == 0
-                            step = _vload(step_c, i * LANES)
-                            x = _vmul(step, _vload(u_c, i * LANES))
-                            for n in range(nb):
-                                o = n * LANES
-                                oi = (i * STATE_TILE + n) * LANES
-                                b_tn = _vload(B_c, oi)
-                                a = _vexp(_vmul(step, _vload(rate, o)), table) if keep else zero
-                                _vstore(a_c, oi, a)
-                                _vstore(h_c, oi + _TILE, _vfma(a, _vload(h_c, oi), _vmul(x, b_tn)))
-                        # the adjoint, right to left; g holds the gradient of the state after t
-                        for i in range(count - 1, -1, -1):
-                            t = _position(s0 + i, length, reverse)
-                            j = final_slot[t]
-                            if j >= 0:
-                                for w in range(lanes):
-                                    for n in range(nb):
-                                        g[n, w] += grad_finals[j, b, d0 + w, n0 + n]
-                            step = _vload(step_c, i * LANES)
-                            u_i = _vload(u_c, i * LANES)
-                            x = _vmul(step, u_i)
-                            gy = _vload(gy_c, i * LANES)
-                            grad_x = zero
-                            grad_log = zero
-                            for n in range(nb):
-                                o = n * LANES
-                                oi = (i * STATE_TILE + n) * LANES
-                                b_tn = _vload(B_c, oi)
-                                c_tn = _vload(C_c, oi)
-                                gn = _vfma(c_tn, gy, _vload(g, o))
-                                _vstore(gC_c, oi, _vfma(_vload(h_c, oi + _TILE), gy, _vload(gC_c, oi)))
-                                _vstore(gB_c, oi, _vfma(gn, x, _vload(gB_c, oi)))
-                                grad_x = _vfma(gn, b_tn, grad_x)
-                                a = _vload(a_c, oi)
-                                through_decay = _vmul(_vmul(gn, a), _vload(h_c, oi))
-                                grad_log = _vfma(through_decay, _vload(rate, o), grad_log)
-                                _vstore(grad_rate, o, _vfma(through_decay, step, _vload(grad_rate, o)))
-                                _vstore(g, o, _vmul(gn, a))
-                            _vstore(gu_c, i * LANES, _vmul(grad_x, step))
-                            _vstore(gdt_c, i * LANES, _vfma(grad_x, u_i, grad_log))
-                        for w in range(lanes):
-                            grad_u_row = grad_u[b, d0 + w]
-                            grad_dt_row = grad_dt[b, d0 + w]
-                            for i in range(count):
-                                t = _position(s0 + i, length, reverse)
-                                grad_u_row[t] += gu_c[i, w]
-                                grad_dt_row[t] += gdt_c[i, w]
-                            for n in range(nb):
-                                grad_A[d0 + w, n0 + n] += grad_rate[n, w]
-                        for n in range(STATE_TILE):
-                            for w in range(LANES):
-                                g_all[block, tile, n, w] = g[n, w]
-                        if group_B < 0:
-                            _flush_operand(grad_B, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, gB_c, -1)
-                        if group_C < 0:
-                            _flush_operand(grad_C, b, d0, lanes, channels, n0, nb, s0, count, length, reverse, gC_c, -1)
-                    if pending_B >= 0:
-                        _flush_operand(grad_B, b, 0, 1, channels, n0, nb, s0, count, length, reverse, gB_c, pending_B)
-                    if pending_C >= 0:
-                        _flush_operand(grad_C, b, 0, 1, channels, n0, nb, s0, count, length, reverse, gC_c, pending_C)
+                            grad_u_row[t] += gu_c[i, w]
+                            grad_dt_row[t] += gdt_c[i, w]
+                        for n in range(n_state):
+                            grad_A[d0 + w, n] += grad_rate[n, w]
+                    if group_B < 0:
+                        _flush_operand(grad_B, b, d0, lanes, channels, s0, count, length, reverse, gB_c, -1)
+                    if group_C < 0:
+                        _flush_operand(grad_C, b, d0, lanes, channels, s0, count, length, reverse, gC_c, -1)
+                if pending_B >= 0:
+                    _flush_operand(grad_B, b, 0, 1, channels, s0, count, length, reverse, gB_c, pending_B)
+                if pending_C >= 0:
+                    _flush_operand(grad_C, b, 0, 1, channels, s0, count, length, reverse, gC_c, pending_C)
 
 
 def _array(t: Tensor) -> np.ndarray:
@@ -674,8 +647,7 @@ class FusedSelectiveScan(torch.autograd.Function):
     def forward(ctx, u, dt, A, B, C, resets, final_slot, num_finals, reverse, save):  # noqa: D102
         batch, channels, length = u.shape
         n_state = A.shape[1]
-        # the kernel writes y tile by tile over the state entries: none when N = 0
-        y = u.new_empty(batch, channels, length) if n_state else u.new_zeros(batch, channels, length)
+        y = u.new_empty(batch, channels, length)
         finals = u.new_zeros(num_finals, batch, channels, n_state)
         num_chunks = -(-length // CHUNK) if save else 1
         entries = u.new_empty(batch, channels, num_chunks, n_state)
