@@ -8,8 +8,9 @@ Executions, one signature (fla style), chosen by :func:`plstm_scan` from the str
 - ``reference`` (``reference.py``): a plain loop over nodes in topological order.
 - ``wavefront`` (``wavefront.py``): one batched step per topological level, any DAG or a
   batch of DAGs; depth = longest path.
-- ``lattice`` (``lattice.py``): dense paths for 1D (chunkwise parallel) and 2D (one batched
-  step per anti-diagonal) lattices in any of their :math:`2^d` orientations.
+- ``lattice`` (``lattice.py``): dense paths for 1D (chunkwise parallel; without boundary
+  states the matrix-product form of ``chunked1d.py`` with a hand-written backward) and 2D (one
+  batched step per anti-diagonal) lattices in any of their :math:`2^d` orientations.
 - ``chunked2d`` (``chunked2d.py``): 2D grids cut into blocks; inside a block, masked
   attention with the block's path-sum gating matrix; ``dk x dv`` states only on block
   borders, passed between blocks in anti-diagonal order. No boundary states.
