@@ -20,6 +20,8 @@ def test_quick_run(run_example, tmp_path):
     # batch-independent aggregators score the same when another, larger set joins each batch
     for name in ("sum", "max", "ours"):
         assert results[name]["accuracy_with_companion_16"] == results[name]["accuracy"], name
-    # even 20 steps beat chance (10%) on the training sizes for the monoid aggregators
-    assert results["ours"]["accuracy"]["8"] > 0.2
+    # 80 steps learn the task partly (chance 10%): seeds 0-4 gave ours 0.51-0.84 at every size,
+    # the extrapolation to 64 included, and sum 0.84-0.91 at size 8
+    assert min(results["ours"]["accuracy"].values()) > 0.3, results["ours"]["accuracy"]
+    assert results["sum"]["accuracy"]["8"] > 0.6, results["sum"]["accuracy"]
 
