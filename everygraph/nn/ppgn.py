@@ -167,7 +167,10 @@ class PPGN(nn.Module):
             self.input_mlp = None
             widths = [in_channels] + [hidden] * (num_blocks - 1)
         self.blocks = nn.ModuleList(PPGNBlock(w, hidden, depth, normalize=plus) for w in widths)
-        self.readout = _mlp(2 * hidden, out_channels, 2) if plus else nn.Linear(2 * hidden, out_channels)
+        # PPGN++'s readout MLP is hidden wide: a width of out_channels (1 for a regression) would
+        # be a single ReLU unit, which dies for every graph and leaves a constant output
+        self.readout = (nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, out_channels))
+                        if plus else nn.Linear(2 * hidden, out_channels))
 
     def reset_parameters(self) -> None:
         _reset(self)

@@ -122,3 +122,22 @@ def test_reset_parameters_redraws_every_parameter(make):
                 assert p.abs().max() <= bound + 1e-7, name
                 assert p.numel() == 1 or p.std() > 0, name
     assert all(not (p == 7.0).any() for p in model.parameters())
+
+
+def test_plus_regression_readout_is_not_a_single_relu_unit():
+    """PPGN++ with one output: its readout MLP is hidden wide, so no initialisation leaves a
+    dead single ReLU unit with a constant output and zero gradients (a 1-wide hidden layer did,
+    for about half of the seeds)."""
+    from torch_geometric.utils import erdos_renyi_graph
+
+    torch.manual_seed(0)
+    graphs = [Data(x=torch.randn(n, 3, generator=torch.Generator().manual_seed(n)), edge_index=erdos_renyi_graph(n, 0.4))
+              for n in (4, 5, 6, 7)]
+    batch = Batch.from_data_list(graphs)
+    for seed in range(8):
+        torch.manual_seed(seed)
+        model = PPGN(4, 8, 2, out_channels=1, plus=True)
+        out = model(batch.x, batch.edge_index, batch.batch)
+        assert out.shape == (4, 1) and out.std() > 0, seed
+        out.sum().backward()
+        assert model.input_mlp[0].weight.grad.abs().sum() > 0, seed
