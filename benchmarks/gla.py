@@ -10,6 +10,8 @@ one (> 1: chunked is faster).
     python benchmarks/gla.py                  # L = 512, 2048, 8192; B = 2, H = 4, dk = 32, dv = 64
     python benchmarks/gla.py --quick          # small sizes, a smoke test
     python benchmarks/gla.py --threads 1 --repeats 7
+    python benchmarks/gla.py --chunks         # chunk / sub-chunk sizes of the chunked form, against chunks of 8
+                                              # with pairwise decays only (the form before secondary chunking)
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from everygraph.sequence import gated_linear_attention
+from everygraph.sequence import gated_linear_attention, gated_linear_attention_chunked
 
 EXECUTIONS = ("chunked", "recurrent", "wavefront")
+#: (chunk, sub-chunk) settings for --chunks; the first is the baseline (pairwise decays only)
+CHUNK_SETTINGS = ((8, None), (16, 4), (32, 4), (32, 8), (64, 8))
 
 
 def make_inputs(batch: int, length: int, heads: int, dk: int, dv: int, seed: int = 0) -> list[torch.Tensor]:
@@ -49,8 +53,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--lengths", type=int, nargs="*", default=None)
+    parser.add_argument("--chunks", action="store_true", help="compare chunk and sub-chunk sizes of the chunked form")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.chunks:
+        compare_chunk_sizes(args)
+        return
     lengths = args.lengths or ([256, 1024] if args.quick else [512, 2048, 8192])
     batch, heads, dk, dv = (1, 2, 16, 16) if args.quick else (2, 4, 32, 64)
     print(f"GLA on sequences, float32, B={batch} H={heads} dk={dk} dv={dv}, {args.threads} thread(s), "
@@ -75,6 +83,29 @@ def main() -> None:
             label = "fwd+bwd" if backward else "fwd"
             print(f"{length:>6} {label:>9} " + " ".join(f"{median[e]:>15.4f}" for e in EXECUTIONS)
                   + f"   {ratios}   (max |diff| {diff:.1e})")
+
+
+def compare_chunk_sizes(args: argparse.Namespace) -> None:
+    lengths = args.lengths or [2048]
+    batch, heads, dk, dv = 2, 4, 32, 64
+    print(f"GLA chunked form, float32, B={batch} H={heads} dk={dk} dv={dv}, {args.threads} thread(s), "
+          f"median of {args.repeats} interleaved repeats; ratio = time / time of chunks of 8 without sub-chunks")
+    for length in lengths:
+        inputs = make_inputs(batch, length, heads, dk, dv)
+        for backward in (False, True):
+            times: dict[tuple, list[float]] = {setting: [] for setting in CHUNK_SETTINGS}
+            for _ in range(args.repeats):
+                for chunk, sub in CHUNK_SETTINGS:
+                    leaves = [t.clone().requires_grad_(backward) for t in inputs]
+                    start = time.perf_counter()
+                    out = gated_linear_attention_chunked(*leaves, chunk_size=chunk, sub_chunk_size=sub)
+                    if backward:
+                        out.sum().backward()
+                    times[(chunk, sub)].append(time.perf_counter() - start)
+            base = statistics.median(times[CHUNK_SETTINGS[0]])
+            row = "  ".join(f"{c}/{s}: {statistics.median(t) * 1e3:.0f} ms ({statistics.median(t) / base:.2f})"
+                            for (c, s), t in times.items())
+            print(f"L={length} {'fwd+bwd' if backward else 'fwd'}: {row}", flush=True)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,10 @@ from .recurrence import SUPPORTED_KINDS, path_scan, scan
 
 Structure = Union[Lattice, DAG, None]
 
-#: positions per chunk of the chunkwise form (8 was fastest of 4..64 on CPU, fwd+bwd): the pairwise decays are a
-#: ``[C, C, dk]`` tensor per head, so memory grows as ``L * C * dk``
-CHUNK_SIZE = 8
+#: positions per chunk and per sub-chunk of the chunkwise form: pairwise decays only inside a sub-chunk
+#: (``[c, c, dk]`` per head), matrix products between sub-chunks (``benchmarks/gla.py --chunks``)
+CHUNK_SIZE = 16
+SUB_CHUNK_SIZE = 4
 AGGREGATES = ("sum", "mean")
 
 __all__ = [
@@ -116,11 +117,13 @@ def gated_linear_attention_chunked(
     scale: float | None = None,
     cu_seqlens: Tensor | None = None,
     chunk_size: int = CHUNK_SIZE,
+    sub_chunk_size: int | None = SUB_CHUNK_SIZE,
     initial_state: Tensor | None = None,
     return_state: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    r"""The chunkwise form on sequences: exact, in log space, with every exponent a decay
-    between two positions (no rescaling of ``q`` and ``k`` by growing factors).
+    r"""The chunkwise form on sequences, with the paper's secondary chunking: exact, in log
+    space, with every exponent a decay between two positions (no rescaling of ``q`` and ``k``
+    by growing factors).
 
     With :math:`b_t = \sum_{r \le t} \log \alpha_r` summed inside a chunk of ``C`` positions and
     :math:`S_{\mathrm{in}}` the state entering it, for ``t`` in the chunk:
@@ -130,9 +133,16 @@ def gated_linear_attention_chunked(
               + \sum_{s \le t} \Big(\sum_d \tilde q_{td}\, k_{sd}\, e^{b_{td} - b_{sd}}\Big) v_s, \qquad
         S_{\mathrm{out}} = \mathrm{diag}(e^{b_C}) S_{\mathrm{in}} + \sum_s \mathrm{diag}(e^{b_C - b_s}) k_s v_s^\top .
 
-    The pairwise decays :math:`e^{b_t - b_s}` (``[C, C, dk]``, masked before the exponential)
-    are the paper's fine-grained inner chunk computed directly; the states between chunks
-    run through the engine's linear recurrence with its hand-written adjoint. With
+    Inside a chunk, the scores :math:`\sum_d \tilde q_{td} k_{sd} e^{b_{td} - b_{sd}}` are
+    formed by the paper's secondary chunking: the chunk is cut into sub-chunks of ``c``
+    positions; pairs inside one sub-chunk take the pairwise decays :math:`e^{b_t - b_s}`
+    (``[c, c, dk]``, masked before the exponential), pairs across sub-chunks ``i > j`` a
+    matrix product of :math:`\tilde q_t e^{b_t - e_{i-1}}`, the decay
+    :math:`e^{e_{i-1} - e_j}` between the sub-chunks and :math:`k_s e^{e_j - b_s}`, with
+    :math:`e_j` the cumulative decay at the end of sub-chunk ``j``. Every exponent is a decay
+    between two positions, so nothing overflows when :math:`\alpha \le 1` (with some
+    :math:`\alpha > 1` the chunk takes the pairwise decays for all its pairs). The states
+    between chunks run through the engine's linear recurrence with its hand-written adjoint. With
     ``cu_seqlens`` the pairs, reads and carries across a sequence start are masked out, so
     ``log_alpha`` at a start is ignored. Gradients are autograd's.
 
@@ -141,6 +151,8 @@ def gated_linear_attention_chunked(
         scale: multiplies ``q`` (default :math:`1/\sqrt{d_k}`).
         cu_seqlens: ``[num_seqs + 1]`` or None.
         chunk_size: positions per chunk.
+        sub_chunk_size: positions per sub-chunk (a divisor of ``chunk_size``; None or
+            ``chunk_size``: pairwise decays for every pair of the chunk).
         initial_state: ``[B, H, dk, dv]`` the state before position 0 (None: zeros); not with
             ``cu_seqlens``.
         return_state: also return the state after the last position, ``[B, H, dk, dv]``.
@@ -180,10 +192,10 @@ def gated_linear_attention_chunked(
     b = log_alpha.cumsum(-2)  # [B, H, n, C, dk]
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
     pairs = causal & (seen[:, :, None] == seen[:, None, :])  # [n, C(t), C(s)]
-    diff = (b[..., :, None, :] - b[..., None, :, :]).masked_fill(~pairs[..., None], -math.inf)
+    sub = sub_chunk_size if sub_chunk_size is not None and C % sub_chunk_size == 0 and bool((log_alpha <= 0).all()) else C
     # Future pairs (and pairs across a sequence start) are removed by selection, not by their
     # zero decay: a NaN or inf k_s or v_s (0 * nan = nan) must not reach earlier outputs.
-    scores = torch.where(pairs, torch.einsum("bhntd,bhnsd,bhntsd->bhnts", q, k, diff.exp()), 0.0)
+    scores = torch.where(pairs, _chunk_scores(q, k, b, pairs, sub), 0.0)
     finite_v = bool(torch.isfinite(v).all())
     if finite_v:
         out = scores @ v  # [B, H, n, C, dv]
@@ -211,6 +223,34 @@ def gated_linear_attention_chunked(
         out = out + (q * b.exp() * reads) @ entering
     out = out.permute(0, 2, 3, 1, 4).reshape(B, n * C, H, dv)[:, :L]
     return (out, final) if return_state else out
+
+
+def _chunk_scores(q: Tensor, k: Tensor, b: Tensor, pairs: Tensor, sub: int) -> Tensor:
+    """``[B, H, n, C, C]`` scores of every pair inside each chunk (``q``, ``k``, cumulative
+    log-decays ``b``: ``[B, H, n, C, dk]``); pairs outside ``pairs`` are not meaningful."""
+    C = q.shape[-2]
+    if sub >= C:
+        diff = (b[..., :, None, :] - b[..., None, :, :]).masked_fill(~pairs[..., None], -math.inf)
+        return torch.einsum("bhntd,bhnsd,bhntsd->bhnts", q, k, diff.exp())
+    S = C // sub
+
+    def blocks(x: Tensor) -> Tensor:  # [B, H, n, C, dk] -> [B, H, n, S, c, dk]
+        return x.unflatten(-2, (S, sub))
+
+    qb, kb, bb = blocks(q), blocks(k), blocks(b)
+    inside = pairs.unflatten(-1, (S, sub)).unflatten(-3, (S, sub)).diagonal(dim1=-4, dim2=-2).movedim(-1, -3)  # [n, S, c, c]
+    diff = (bb[..., :, None, :] - bb[..., None, :, :]).masked_fill(~inside[..., None], -math.inf)
+    intra = torch.einsum("bhnitd,bhnisd,bhnitsd->bhnits", qb, kb, diff.exp())  # [B, H, n, S, c, c]
+    end = bb[..., -1, :]  # [B, H, n, S, dk] cumulative decay at the end of each sub-chunk
+    before = torch.cat([torch.zeros_like(end[..., :1, :]), end[..., :-1, :]], dim=-2)  # at the end of sub-chunk i - 1
+    q_rel = qb * (bb - before[..., None, :]).exp()
+    k_rel = kb * (end[..., None, :] - bb).exp()
+    later = torch.ones(S, S, dtype=torch.bool, device=q.device).tril(-1)  # i > j
+    between = (before[..., :, None, :] - end[..., None, :, :]).masked_fill(~later[..., None], -math.inf).exp()
+    inter = torch.einsum("bhnitd,bhnijd,bhnjsd->bhnijts", q_rel, between, k_rel)  # [B, H, n, S, S, c, c]
+    eye = torch.eye(S, dtype=torch.bool, device=q.device)[..., None, None]
+    scores = torch.where(eye, intra.unsqueeze(-3), inter)
+    return scores.permute(0, 1, 2, 3, 5, 4, 6).reshape(*q.shape[:3], C, C)
 
 
 def gated_linear_attention(

@@ -242,3 +242,19 @@ def test_states_are_refused_where_undefined():
         gated_linear_attention(Lattice((2, 3)), **x, return_state=True)
     with pytest.raises(ValueError, match="initial_state must have shape"):
         gated_linear_attention(None, **x, initial_state=torch.zeros(1, 1, 2, 3, dtype=DT))
+
+
+@pytest.mark.parametrize("chunk_size,sub_chunk_size", [(8, 4), (12, 4), (64, 16), (32, 1)])
+def test_secondary_chunking_equals_the_loop(chunk_size, sub_chunk_size):
+    """Pairs inside a sub-chunk by pairwise decays, across sub-chunks by matrix products:
+    several chunks, packed sequences starting inside sub-chunks and on chunk borders."""
+    x = inputs(2, 150, 2, 3, 4, seed=11)
+    for cu in (None, torch.tensor([0, 5, 64, 71, 150])):
+        run = lambda **t: gated_linear_attention_chunked(**t, cu_seqlens=cu, chunk_size=chunk_size, sub_chunk_size=sub_chunk_size)  # noqa: E731, B023
+        loop = lambda **t: gated_linear_attention_reference(**t, cu_seqlens=cu)  # noqa: E731, B023
+        assert_same(grads(run, x), grads(loop, x))
+    x["initial_state"] = torch.randn(2, 2, 3, 4, dtype=DT, generator=torch.Generator().manual_seed(2))
+    out, state = gated_linear_attention_chunked(**x, return_state=True, chunk_size=chunk_size, sub_chunk_size=sub_chunk_size)
+    expected = loop_with_state(*(x[n] for n in ("q", "k", "v", "log_alpha", "initial_state")), 1 / math.sqrt(3))
+    torch.testing.assert_close(out, expected[0])
+    torch.testing.assert_close(state, expected[1])
