@@ -35,7 +35,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..graphlib import check_batch, check_edge_index, check_size, check_tensor, to_dense_pairs
+from ..contractions import check_graph_inputs
+from ..graphlib import check_size, check_tensor, to_dense_pairs
 
 __all__ = ["PPGN", "PPGNBlock"]
 
@@ -212,14 +213,7 @@ class PPGN(nn.Module):
     ) -> Tensor:
         if x is not None:
             check_tensor(x, "x", "float", (1, 2), shape="[num_nodes, node_channels]")
-        check_tensor(edge_index, "edge_index", "index")
-        num_nodes = x.shape[0] if x is not None else (batch.numel() if isinstance(batch, Tensor) else None)
-        num_nodes = check_edge_index(edge_index, num_nodes)
-        check_batch(batch, num_nodes)
-        if edge_attr is not None:
-            check_tensor(edge_attr, "edge_attr", "float", shape="[num_edges, edge_channels]")
-            if edge_attr.shape[0] != edge_index.shape[1]:
-                raise ValueError(f"edge_attr must have one row per edge ({edge_index.shape[1]}), got shape {list(edge_attr.shape)}")
+        check_graph_inputs(edge_index, batch, x.shape[0] if x is not None else None, edge_attr)
         if dense_features is not None:
             check_tensor(dense_features, "dense_features", "float", 4, shape="[B, n, n, k]")
         dense, mask = _ppgn_input(x, edge_index, batch, edge_attr, dense_features)
