@@ -79,9 +79,10 @@ class HouseholderRecurrence(torch.autograd.Function):
     def backward(ctx, grad: Tensor):  # noqa: D102
         gate, states = ctx.saved_tensors
         g = grad.clone()
-        steps, gates = g.unbind(0), gate.unbind(0)
-        for t in range(g.shape[0] - 1, 0, -1):  # the transposed map: the same factors, last first
-            steps[t - 1].add_(_householder_transposed(gates[t], steps[t]))
+        # each factor is symmetric, so the transposed map is the same factors, last first
+        steps, transposed = g.unbind(0), gate.flip(-2).unbind(0)
+        for t in range(g.shape[0] - 1, 0, -1):
+            steps[t - 1].add_(apply_transition("householder", transposed[t], steps[t]))
         grad_gate = None
         if ctx.needs_input_grad[0]:
             previous = torch.cat([torch.zeros_like(states[:1]), states[:-1]], dim=0)
@@ -91,15 +92,6 @@ class HouseholderRecurrence(torch.autograd.Function):
 
 def _householder_factor(gate: Tensor, i: int, dk: int) -> tuple[Tensor, Tensor, Tensor]:
     return gate[..., i, :dk], gate[..., i, dk, None, None], gate[..., i, dk + 1, None, None]
-
-
-def _householder_transposed(gate: Tensor, grad: Tensor) -> Tensor:
-    r""":math:`F_0 \cdots F_{r-1}\, G` (each factor is symmetric)."""
-    dk = grad.shape[-2]
-    for i in range(gate.shape[-2] - 1, -1, -1):
-        w, beta, gamma = _householder_factor(gate, i, dk)
-        grad = gamma * (grad - beta * w[..., :, None] * torch.einsum("...k,...kv->...v", w, grad)[..., None, :])
-    return grad
 
 
 def _householder_gate_grad(gate: Tensor, entering: Tensor, grad: Tensor) -> Tensor:
