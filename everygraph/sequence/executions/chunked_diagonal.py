@@ -57,6 +57,7 @@ def chunked_diagonal(
     gates = boundary if boundary is not None else Boundary()
     # a missing edge reads a zero gate (take), which switches its terms off without special cases
     S, M, T = take(source, out_edge), take(mark, in_edge), take(transition, line)
+    unit = k.new_ones(B, layout.num_edges, 1, 1)  # the identity gate of a virtual edge, per real edge
     qs, ks, vs, D = q[:, node], k[:, node], v[:, node], direct[:, node]
     C0 = initial_state[:, node] if initial_state is not None else None
     c = max(1, min(chunk_size, N))
@@ -92,7 +93,7 @@ def chunked_diagonal(
     injected = None
     if C0 is not None:  # the state entering through each node's virtual in-edge, on its out-edge
         C0 = chunks(C0)
-        enter = chunks(take(gates.enter, out_edge)) if gates.enter is not None else chunks(_exists(out_edge, layout.num_edges, C0))
+        enter = chunks(take(gates.enter if gates.enter is not None else unit, out_edge))
         injected = enter[..., None] * C0
     local = torch.einsum("bhnsd,bhnsv->bhndv", k_ * out_src * S[..., None], v_)  # the state a chunk emits
     if injected is not None:
@@ -115,7 +116,7 @@ def chunked_diagonal(
     incoming = incoming + torch.einsum("bhnisd,bhnsd,bhnsv->bhnidv", W_src, k_ * S[..., None], v_)
     if injected is not None:
         incoming = incoming + torch.einsum("bhnisd,bhnsdv->bhnidv", W_src, injected)
-    leave = chunks(take(gates.leave, in_edge)) if gates.leave is not None else chunks(_exists(in_edge, layout.num_edges, k))
+    leave = chunks(take(gates.leave if gates.leave is not None else unit, in_edge))
     final = leave[..., None] * incoming
     kv = k_[..., :, None] * v_[..., None, :]
     final = final + (kv if gates.source is None else chunks(gates.source[:, node])[..., None, None] * kv)
@@ -123,7 +124,3 @@ def chunked_diagonal(
         final = final + (C0 if gates.through is None else chunks(gates.through[:, node])[..., None] * C0)
     return h, final.movedim(1, 3).reshape(B, n * c, H, dk, dv)[:, :N][:, inverse]
 
-
-def _exists(edge: Tensor, num_edges: int, like: Tensor) -> Tensor:
-    """``[B, N, 1, 1]``: 1 where the step's edge exists (the identity gate), else 0."""
-    return (edge < num_edges).to(like.dtype).view(1, -1, 1, 1).expand(like.shape[0], -1, 1, 1)
