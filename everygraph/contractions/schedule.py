@@ -193,6 +193,12 @@ def _bind_op(op: tuple, view: Callable[[Ref], torch.Tensor]) -> Callable:
         if _numpy_matmul_pays(x, y, out):
             return functools.partial(np.matmul, x.numpy(), y.numpy(), out=out.numpy())
         return functools.partial(torch.bmm, x, y, out=out)
+    if kind == "matvec":
+        _, x, v, o, a, b, tmp, out, dims = op
+        xv, vv, ov = view(x), view(v), view(o)
+        if _numpy_matvec_pays(xv, vv, ov):
+            return functools.partial(np.matmul, xv.numpy(), vv.numpy(), out=ov.numpy())
+        return functools.partial(_mul_sum, view(a), view(b), view(tmp), view(out), dims)
     if kind == "mul":
         _, a, b, o = op
         return functools.partial(torch.mul, view(a), view(b), out=view(o))
@@ -230,6 +236,20 @@ def _numpy_matmul_pays(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> b
         return False
     # numpy calls BLAS only on matrices with a unit stride; otherwise it loops in C
     return all(t.stride(-1) == 1 or t.stride(-2) == 1 for t in tensors) and out.stride(-1) == 1
+
+
+def _numpy_matvec_pays(x: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> bool:
+    """Matrix-vector products go through ``numpy.matmul`` (one BLAS ``gemv`` per matrix) for
+    CPU tensors in float32 / float64: 2-3x faster than the broadcast product and sum on
+    ``[B, 32, 32]`` and ``[B, n, 32, 32]`` batches, where ``torch.bmm`` was slower than both
+    (``python benchmarks/contractions.py --kernels``); every other device keeps product and sum."""
+    tensors = (x, v, out)
+    return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and not t.requires_grad for t in tensors)
+
+
+def _mul_sum(a: torch.Tensor, b: torch.Tensor, tmp: torch.Tensor, out: torch.Tensor, dims: tuple[int, ...]) -> None:
+    torch.mul(a, b, out=tmp)
+    torch.sum(tmp, dims, out=out)
 
 
 def copy_kernel(dst: torch.Tensor, src: torch.Tensor) -> Callable[[], object]:
@@ -307,7 +327,7 @@ def _chunk_large_runs(ops: list[tuple], B: int, large: int, buffer_sizes: list[i
         return op[0] != "einsum" and any(math.prod(r.size) >= large for r in refs(op))
 
     def batch_first(op):
-        return op[0] in ("bmm", "mul", "sum", "copy") and all(len(r.size) and r.size[0] == B for r in refs(op))
+        return op[0] in ("bmm", "mul", "sum", "copy", "matvec") and all(len(r.size) and r.size[0] == B for r in refs(op))
 
     result: list[tuple] = []
     run: list[tuple] = []
@@ -342,12 +362,15 @@ def _chunk_large_runs(ops: list[tuple], B: int, large: int, buffer_sizes: list[i
         written: set[int] = set()
         for inner in run_ops:
             *inputs, output = [r for r in _refs(inner)]
+            outputs = [output]
             if inner[0] == "sum":
-                inputs, output = [inner[1]], inner[2]
+                inputs, outputs = [inner[1]], [inner[2]]
+            elif inner[0] == "matvec":  # x, v, o, a, b, tmp, out: tmp written before read
+                inputs, outputs = [inner[1], inner[2], inner[4], inner[5]], [inner[3], inner[6], inner[7]]
             for r in inputs:
                 if r.kind == "buf" and r.index not in written:
                     excluded.add(r.index)  # read before this run writes it
-            for r in (*inputs, output):
+            for r in (*inputs, *outputs):
                 if r.kind != "buf":
                     continue
                 per = buffer_sizes[r.index] // B
@@ -355,8 +378,7 @@ def _chunk_large_runs(ops: list[tuple], B: int, large: int, buffer_sizes: list[i
                 if buffer_sizes[r.index] % B or r.stride[0] != per or extent >= per:
                     excluded.add(r.index)  # not stored graph by graph
                 candidate[r.index] = max(candidate.get(r.index, 0), graphs)
-            if output.kind == "buf":
-                written.add(output.index)
+            written.update(r.index for r in outputs if r.kind == "buf")
     shrunk = frozenset(b for b in candidate if b not in excluded)
     for b in shrunk:
         buffer_sizes[b] = buffer_sizes[b] // B * candidate[b]
@@ -483,7 +505,7 @@ class _Planner:
         left = [c for c in lo if c in la and c not in lb]
         right = [c for c in lo if c in lb and c not in la]
         if (len(batch) > 1 and not left and not right) or (len(contract) == 1 and (not left or not right)):
-            return "dot"  # dot products and matrix-vector products: BLAS per tiny matrix loses
+            return "dot"  # torch.bmm per tiny matrix-vector product loses; see _matvec_refs
         return "bmm"
 
     def run(self) -> Schedule:
@@ -622,10 +644,16 @@ class _Planner:
             full = "".join(dict.fromkeys(lo + la + lb))
             index, tmp = self._new_buffer_view(self._shape(full), list(range(len(full))))
             tmp_ref = self._ref("buf", index, tmp)
-            sched.ops.append(("mul", self._broadcast(in_refs[0], ins[0], la, full), self._broadcast(in_refs[1], ins[1], lb, full), tmp_ref))
+            mul = ("mul", self._broadcast(in_refs[0], ins[0], la, full), self._broadcast(in_refs[1], ins[1], lb, full), tmp_ref)
             out_ref, O = target(list(range(len(lo))))
             dims = tuple(range(len(lo), len(full)))
-            sched.ops.append(("sum", tmp_ref, out_ref, dims))
+            matvec = self._matvec_refs(la, lb, lo, ins, in_refs, O, out_ref)
+            if matvec is None:
+                sched.ops.append(mul)
+                sched.ops.append(("sum", tmp_ref, out_ref, dims))
+            else:
+                # the product and sum stay in the op: the kernel for devices numpy cannot reach
+                sched.ops.append(("matvec", *matvec, *mul[1:], out_ref, dims))
             self._release(index)
         else:
             out_ref, O = target(list(range(len(lo))))
@@ -636,6 +664,36 @@ class _Planner:
             for j, perm in self.extra_targets.get(step.out, []):
                 sched.ops.append(("copy", out_ref, self._ref("slot", j, self._slot_view(j, perm))))
                 self.extra_filled.add(j)
+
+    def _matvec_refs(self, la: str, lb: str, lo: str, ins, in_refs, O: torch.Tensor, out_ref: Ref) -> tuple[Ref, Ref, Ref] | None:
+        """``la,lb->lo`` (one summed letter, free letters on one side only) as a batch of
+        matrix-vector products ``x @ v -> o`` on views: ``x`` ``[*batch, rows, k]``, ``v``
+        ``[*batch, k, 1]``, ``o`` ``[*batch, rows, 1]``, each batch letter its own axis (the
+        batch letter first, so graph chunks slice axis 0); None when the free letters do not
+        merge into one axis of both the matrix and the result."""
+        contract = [c for c in la if c in lb and c not in lo]
+        free_a = [c for c in lo if c in la and c not in lb]
+        free_b = [c for c in lo if c in lb and c not in la]
+        if len(contract) != 1 or bool(free_a) == bool(free_b):
+            return None
+        (lm, lv), (M, V), (rm, rv) = ((la, lb), ins, in_refs) if free_a else ((lb, la), ins[::-1], in_refs[::-1])
+        batch = [c for c in lo if c in lm and c in lv]
+        if not batch or batch[0] != BATCH_LETTER:
+            return None
+        order = _group_order(M, [lm.index(c) for c in lo if c in lm and c not in lv])
+        if order is None:
+            return None
+        rows = [lm[d] for d in order] + [c for c in lo if c in lm and c not in lv and M.shape[lm.index(c)] == 1]
+        x = _merged_letters(M, lm, [*([c] for c in batch), rows, contract])
+        v = _merged_letters(V, lv, [*([c] for c in batch), contract])
+        o = _merged_letters(O, lo, [*([c] for c in batch), rows])
+        if x is None or v is None or o is None or (x[1][-1] != 1 and x[1][-2] != 1):
+            return None
+        return (
+            Ref(rm.kind, rm.index, x[0], x[1], rm.offset),
+            Ref(rv.kind, rv.index, (*v[0], 1), (*v[1], 1), rv.offset),
+            Ref(out_ref.kind, out_ref.index, (*o[0], 1), (*o[1], 1), out_ref.offset),
+        )
 
     def _new_buffer_view_meta(self, shape, order):
         stride = [0] * len(shape)
