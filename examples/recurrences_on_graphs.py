@@ -20,10 +20,10 @@ The layers: ``PLSTM1d``/``PLSTM2d``/``PLSTMGraph``, ``Mamba``/``Mamba2d``/``Grap
 DeltaNet is ``num_householder=1``) and ``LightNet``, which take the structure as an argument.
 ``GMN`` (Graph Mamba Networks) takes a plain PyG graph: the DAG's edges reversed, so that its
 random walks from a node visit the node's predecessors (walks of up to 4 steps: a node farther
-from the mark than that is out of its reach). ``S4D``'s layer runs on sequences; on the grid and the DAG its parameters drive the scan
-engine directly (:func:`everygraph.sequence.scan`, diagonal kind on complex states, the
-``reference`` execution: the one that runs complex states on any DAG), with the same state
-space :math:`x_n = \\bar A \\sum_{m \\to n} x_m + \\bar B u_n`, :math:`y_n = 2\\,\\mathrm{Re}(C x_n) + D u_n`.
+from the mark than that is out of its reach). ``S4D`` takes the structure too: on the grid and the
+DAG its state space sums the states of a node's predecessors,
+:math:`x_n = \\bar A \\sum_{m \\to n} x_m + \\bar B u_n`, :math:`y_n = 2\\,\\mathrm{Re}(C x_n) + D u_n`
+(:func:`everygraph.sequence.s4d` with ``structure=``; complex states on the scan engine).
 
 The plot (``--out``) shows test accuracy against parameter count, one panel per structure,
 with the majority-class rate as the chance line.
@@ -69,7 +69,6 @@ from everygraph.nn import (  # noqa: E402
     PLSTM2d,
     PLSTMGraph,
 )
-from everygraph.sequence import s4d_discretize, scan  # noqa: E402
 
 RECURRENCES = ["pLSTM", "Mamba", "GLA", "DeltaProduct", "DeltaNet", "S4D", "LightNet", "GMN"]
 STRUCTURES = ["sequence", "grid", "graph"]
@@ -132,38 +131,6 @@ def graph_task(batch: int, nodes: int, g: torch.Generator) -> tuple[Tensor, Tens
 
 
 # ----------------------------------------------------------------------------------- models
-class S4DOnStructure(nn.Module):
-    """An :class:`~everygraph.nn.S4D` layer whose state space runs on a grid or DAG through the
-    scan engine: ``x_n = dA * sum_{m -> n} x_m + dB u_n``, ``y_n = 2 Re(C x_n) + D u_n``, then
-    the layer's GELU and GLU output mixing. On a path this is the layer's own recurrence."""
-
-    def __init__(self, dim: int, d_state: int):
-        super().__init__()
-        self.layer = S4D(dim, d_state=d_state, transposed=False)
-
-    def forward(self, u: Tensor, dag: DAG) -> Tensor:  # u [B, N, H] -> [B, N, H]
-        kernel = self.layer.kernel
-        log_dt, A, B, C = kernel.ssm()
-        dA, dB = s4d_discretize(log_dt, A, B, kernel.discretization)  # [H, n] complex
-        batch, N, H = u.shape
-        n, E = dA.shape[-1], dag.num_edges
-        lines = dag.line_graph().node.numel()
-        h = scan(
-            dag,
-            C.expand(batch, N, H, n),  # q: read out C x_n
-            dB.expand(batch, N, H, n),  # k: write dB u_n
-            u.to(A.dtype)[..., None],  # v: [B, N, H, 1]
-            u.new_ones(batch, E, H).to(A.dtype),  # source
-            dA.expand(batch, lines, H, n),  # transition through a node: dA
-            dA[..., None].expand(batch, E, H, n, 1),  # mark: the in-edge state, advanced by dA
-            u.new_ones(batch, N, H).to(A.dtype),  # direct: the node's own write
-            kind="diagonal", scale=1.0, execution="reference",
-        )
-        y = 2 * h[..., 0].real + self.layer.D * u
-        y = self.layer.output_linear(self.layer.activation(y).transpose(1, 2))  # GLU over channels
-        return y.transpose(1, 2)
-
-
 class NodeClassifier(nn.Module):
     """Linear embedding -> one recurrent layer (residual) -> LayerNorm -> linear logit per node."""
 
@@ -196,7 +163,7 @@ def make_mixer(recurrence: str, structure: str, dim: int) -> nn.Module:
     if recurrence in ("DeltaProduct", "DeltaNet"):
         return DeltaProduct(dim, num_heads=heads, expand_v=1.0, num_householder=2 if recurrence == "DeltaProduct" else 1)
     if recurrence == "S4D":
-        return S4D(dim, d_state=8, transposed=False) if structure == "sequence" else S4DOnStructure(dim, d_state=8)
+        return S4D(dim, d_state=8, transposed=False)
     if recurrence == "LightNet":
         return LightNet(dim, num_heads=heads, gate_low_rank_dim=4)
     if recurrence == "GMN":
@@ -210,11 +177,9 @@ def run_mixer(mixer: nn.Module, recurrence: str, structure: str, h: Tensor, grap
     if structure == "sequence":
         return mixer(h)  # every layer's default structure is the causal sequence
     if structure == "grid":
-        if recurrence in ("pLSTM", "Mamba", "DeltaProduct", "DeltaNet"):
-            return mixer(h, graph) if recurrence.startswith("Delta") else mixer(h)
-        flat = h.flatten(1, 2)
-        out = mixer(flat, graph.to_dag()) if recurrence == "S4D" else mixer(flat, graph)
-        return out.unflatten(1, h.shape[1:3])
+        if recurrence in ("pLSTM", "Mamba", "DeltaProduct", "DeltaNet", "S4D"):
+            return mixer(h) if recurrence in ("pLSTM", "Mamba") else mixer(h, graph)
+        return mixer(h.flatten(1, 2), graph).unflatten(1, h.shape[1:3])
     if recurrence == "pLSTM":
         return mixer(h, graph.edge_index, graph.batch)
     if recurrence == "Mamba":

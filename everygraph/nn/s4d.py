@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..graphlib import check_choice, check_flag, check_number, check_size, check_tensor
+from ..graphlib import DAG, Lattice, check_choice, check_flag, check_number, check_size, check_tensor
 from ..sequence import s4d, s4d_kernel
 from ._decoding import decoding_cache
 
@@ -127,13 +127,25 @@ class S4D(nn.Module):
         mode: ``"conv"`` or ``"recurrent"``.
         layer_idx: this layer's key in the decoding cache.
 
+    **Structures** (:func:`~everygraph.sequence.s4d`): ``forward(u, structure=None, *,
+    cu_seqlens=None, reverse=False, ...)`` runs on packed sequences (``cu_seqlens``
+    ``[num_seqs + 1]`` along ``L``), right to left (``reverse``), on a
+    :class:`~everygraph.graphlib.Lattice` or on any :class:`~everygraph.graphlib.DAG`, where
+    every node sums its predecessors' states, :math:`x_n = \bar A \sum_{m \to n} x_m + \bar B u_n`
+    (the recurrence; ``mode`` applies to sequences only).
+
     Shapes:
-        input ``u`` ``[B, H, L]`` (``transposed``) or ``[B, L, H]``; output the same.
+        input ``u`` ``[B, H, N]`` (``transposed``) or ``[B, N, H]``, ``N`` the sequence length
+        or the structure's node count (a lattice row-major; its grid may also come unflattened,
+        ``[B, H, *shape]`` or ``[B, *shape, H]``); output the shape of ``u``.
 
     Example:
         >>> layer = S4D(16, d_state=8)
         >>> layer(torch.randn(2, 16, 100)).shape
         torch.Size([2, 16, 100])
+        >>> from everygraph.graphlib import Lattice
+        >>> layer(torch.randn(2, 16, 8, 8), Lattice((8, 8))).shape
+        torch.Size([2, 16, 8, 8])
     """
 
     def __init__(self, d_model: int, d_state: int = 64, dropout: float = 0.0, transposed: bool = True, *,
@@ -162,31 +174,65 @@ class S4D(nn.Module):
         self.kernel.reset_parameters()
         self.output_linear[0].reset_parameters()
 
-    def forward(self, u: Tensor, *, initial_state: Tensor | None = None, return_state: bool = False,
-                inference_params: Any = None) -> Tensor | tuple[Tensor, Tensor]:
-        check_tensor(u, "u", "float", 3, shape="[B, H, L] (or [B, L, H] with transposed=False)")
+    def _channels_first(self, u: Any, structure: Lattice | DAG | None) -> tuple[Tensor, tuple[int, ...]]:
+        """``u`` as ``[B, H, N]`` (``N`` the positions or nodes) and its own shape to restore.
+
+        Sequences and DAGs take ``[B, H, N]`` (``transposed``) or ``[B, N, H]``; a lattice also
+        takes its grid unflattened, ``[B, H, *shape]`` or ``[B, *shape, H]`` (row-major)."""
+        if structure is not None and not isinstance(structure, (Lattice, DAG)):
+            raise TypeError(f"structure must be None, a graphlib.Lattice or a graphlib.DAG, got {type(structure).__name__}")
+        grid = tuple(structure.shape) if isinstance(structure, Lattice) else ()
+        axes = ["L" if structure is None else "N"] + ([", ".join(map(str, grid))] if len(grid) > 1 else [])
+        layouts = [f"[B, H, {a}]" if self.transposed else f"[B, {a}, H]" for a in axes]
+        expected = " or ".join(layouts) + f" with H = {self.h} channels (d_model, transposed={self.transposed})"
+        check_tensor(u, "u", "float", shape=expected)
+        shape = tuple(u.shape)
+        nodes = None if structure is None else structure.num_nodes
+        if u.dim() == 3:
+            positions = (shape[2],) if self.transposed else (shape[1],)
+        elif len(grid) > 1 and u.dim() == 2 + len(grid):
+            positions = shape[2:] if self.transposed else shape[1:-1]
+        else:
+            raise ValueError(f"u must have shape {expected}, got {list(shape)}")
+        channels = shape[1] if self.transposed else shape[-1]
+        if channels != self.h:
+            raise ValueError(f"u must have shape {expected}, got {list(shape)}")
+        if nodes is not None and positions not in ((nodes,), grid):
+            raise ValueError(f"u must have shape {expected} for the structure {structure!r} ({nodes} nodes), got {list(shape)}")
         if not self.transposed:
-            u = u.transpose(-1, -2)
-        if u.shape[1] != self.h:
-            raise ValueError(f"u must have {self.h} channels (d_model), got shape {list(u.shape)} (transposed={self.transposed})")
+            u = u.movedim(-1, 1)
+        return u.flatten(2), shape
+
+    def forward(self, u: Tensor, structure: Lattice | DAG | None = None, *, cu_seqlens: Tensor | None = None,
+                reverse: bool = False, initial_state: Tensor | None = None, return_state: bool = False,
+                inference_params: Any = None) -> Tensor | tuple[Tensor, Tensor]:
+        u, shape = self._channels_first(u, structure)  # [B, H, N]
+        check_flag(reverse, "reverse")
+        check_flag(return_state, "return_state")
         cache = None
         if inference_params is not None:
+            if structure is not None or cu_seqlens is not None or reverse:
+                raise ValueError("decoding (inference_params) runs one sequence left to right: no structure, cu_seqlens "
+                                 "or reverse")
             cache = decoding_cache(self, inference_params, u.shape[0])
             if inference_params.seqlen_offset > 0:
                 initial_state = cache
-        check_flag(return_state, "return_state")
         want_state = return_state or cache is not None
-        y = s4d(u, *self.kernel.ssm(), self.D, discretization=self.kernel.discretization, mode=self.mode,
-                initial_state=initial_state, return_state=want_state)
+        y = s4d(u if structure is None else u.transpose(1, 2), *self.kernel.ssm(), self.D,
+                discretization=self.kernel.discretization, mode=self.mode, initial_state=initial_state,
+                return_state=want_state, structure=structure, cu_seqlens=cu_seqlens, reverse=reverse)
         if want_state:
             y, state = y
             if cache is not None:
                 cache.copy_(state)
+        y = y if structure is None else y.transpose(1, 2)  # [B, H, N]
         if y.shape[-1] == 0:  # an empty sequence (nn.Conv1d refuses length 0)
             y = y.new_zeros(y.shape)
         else:
             y = self.output_linear(self.dropout(self.activation(y)))
-        y = y if self.transposed else y.transpose(-1, -2)
+        if not self.transposed:
+            y = y.movedim(1, -1)
+        y = y.reshape(shape)
         return (y, state) if return_state else y
 
     def allocate_inference_cache(self, batch_size: int, max_seqlen: int = 0, dtype: torch.dtype | None = None,

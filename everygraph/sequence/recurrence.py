@@ -41,7 +41,11 @@ SUPPORTED_KINDS = {
 EXECUTIONS = tuple(SUPPORTED_KINDS)
 #: executions (-> kinds) that also run complex states (diagonal state space models such as S4D
 #: keep complex conjugate pairs of modes); every other one refuses complex inputs
-COMPLEX_EXECUTIONS = {"reference": ("scalar", "diagonal", "elementwise"), "recurrent": ("scalar", "diagonal", "elementwise")}
+COMPLEX_EXECUTIONS = {
+    "reference": ("scalar", "diagonal", "elementwise"),
+    "recurrent": ("scalar", "diagonal", "elementwise"),
+    "wavefront": ("scalar", "diagonal", "elementwise"),  # grids and DAGs (S4D off paths)
+}
 #: executions without boundary states (no initial_state, return_state or boundary): run when
 #: asked for, picked by default only for calls without them; not in EXECUTIONS, whose members
 #: run every call on their structures
@@ -119,8 +123,8 @@ def scan(
     * ``transition``: ``[B, L, H, *gate]``, ``gate`` = ``()``, ``(dk,)``, ``(dk, dv)`` or
       ``(r, dk + 2)`` by kind, for line-graph edge ``(e_in, e_out)`` through node ``n``.
 
-    **Dtypes.** One floating dtype for all tensors; complex too for the ``reference`` and
-    ``recurrent`` executions with the scalar, diagonal and elementwise kinds
+    **Dtypes.** One floating dtype for all tensors; complex too for the ``reference``,
+    ``recurrent`` and ``wavefront`` executions with the scalar, diagonal and elementwise kinds
     (``COMPLEX_EXECUTIONS``; :func:`~everygraph.sequence.s4d` runs on them).
 
     **Boundary states.** Every node has one virtual in-edge, carrying
@@ -195,7 +199,7 @@ def scan(
     if q.dtype.is_complex and (execution not in COMPLEX_EXECUTIONS or kind not in COMPLEX_EXECUTIONS[execution]):
         raise ValueError(
             f"complex inputs run on the executions {', '.join(COMPLEX_EXECUTIONS)} with the kinds "
-            f"{', '.join(COMPLEX_EXECUTIONS['recurrent'])}, not execution={execution!r} with kind={kind!r}"
+            f"{', '.join(COMPLEX_EXECUTIONS['wavefront'])}, not execution={execution!r} with kind={kind!r}"
         )
     weights = [source, mark] + ([] if boundary is None else [boundary.mark, boundary.source])
     scalar_weights = all(w is None or w.dim() <= 3 for w in weights)

@@ -175,7 +175,7 @@ def test_engine_complex_states_recurrent_equals_reference(kind):
 def test_engine_refuses_complex_where_untested_and_integers_everywhere():
     inputs, _ = _complex_path_inputs(9, "diagonal")
     with pytest.raises(ValueError, match="complex inputs run on the executions"):
-        path_scan(*inputs, kind="diagonal", scale=1.0, execution="wavefront")
+        path_scan(*inputs, kind="diagonal", scale=1.0, execution="chunked")
     with pytest.raises(TypeError, match="floating point"):  # a wrong dtype is a TypeError (docs/input-validation.md)
         path_scan(*(t.real.long() for t in inputs), kind="diagonal", scale=1.0, execution="reference")
 
