@@ -164,6 +164,14 @@ def grid_scan_inputs() -> dict:
                 transition=r(1, 2, 3, 1, 2, 2) * 0.5, mark=r(1, 2, 3, 1, 2), direct=r(1, 2, 3, 1))
 
 
+def grid_gating_inputs() -> dict:
+    """Valid gates of the 2D pLSTM gating matrix: B = H = 1, a 2 x 3 grid, two orientations."""
+    g = torch.Generator().manual_seed(7)
+    r = lambda *s: torch.rand(*s, generator=g, dtype=F64)  # noqa: E731
+    return dict(source=r(1, 2, 3, 2, 1, 2), transition=r(1, 2, 3, 2, 1, 2, 2) * 0.5, mark=r(1, 2, 3, 2, 1, 2),
+                direct=r(1, 2, 3, 2, 1), flips=[(False, False), (True, False)])
+
+
 def delta_inputs() -> dict:
     """Valid DeltaProduct inputs on a path of 3 nodes: B = H = 1, n_h = 2, dk = dv = 2."""
     g = torch.Generator().manual_seed(6)
@@ -320,6 +328,10 @@ ENTRIES: list[Entry] = [
     # ---------------------------------------------------------------- sequence
     Entry("plstm_grid_scan", sequence.plstm_grid_scan, grid_scan_inputs,
           dict(q="real", k="real", v="real", source="real", transition="real", mark="real", direct="real")),
+    Entry("plstm_grid_gating", sequence.plstm_grid_gating, grid_gating_inputs,
+          dict(source="real", transition="real", mark="real", direct="real"),
+          extra=[("a string", "flips", "ab"), ("one orientation too few", "flips", [(False, False)]),
+                 ("ints, not bools", "flips", [(0, 0), (1, 0)])]),
     Entry("delta_product", sequence.delta_product, lambda: dict(structure=graphlib.Lattice((3,)), **delta_inputs()),
           dict(structure="structure", q="real", k="real", v="real", beta="real")),
     Entry("delta_product_reference", sequence.delta_product_reference, delta_inputs,

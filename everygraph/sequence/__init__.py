@@ -19,7 +19,7 @@ from .lightnet import lightnet_log_normalizer, lightnet_scan, lightnet_scan_refe
 from .grid_mamba import grid_mamba_gates, grid_selective_scan
 from .distributed import combine_piece_states, path_scan_context_parallel, selective_scan_context_parallel
 from .mamba import selective_scan, selective_scan_recurrent, selective_scan_reference
-from .plstm import lattice_gates, plstm_grid_scan, plstm_scan
+from .plstm import lattice_gates, plstm_grid_gating, plstm_grid_scan, plstm_scan
 from .s4d import s4d, s4d_discretize, s4d_kernel
 from .recurrence import (
     EXECUTIONS,
@@ -52,6 +52,7 @@ __all__: list[str] = [
     "SUPPORTED_KINDS",
     "plstm_scan",
     "plstm_grid_scan",
+    "plstm_grid_gating",
     "lattice_gates",
     "selective_scan",
     "selective_scan_context_parallel",
