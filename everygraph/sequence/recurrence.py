@@ -17,6 +17,8 @@ from torch import Tensor
 
 from ..graphlib import DAG, Lattice, check_tensor
 from .executions.chunked_diagonal import chunked_diagonal as _chunked_diagonal
+from .executions.fused_lattice import fused_lattice as _fused_lattice
+from .executions.fused_lattice import fused_lattice_usable, jit_enabled
 from .executions.recurrent import recurrent as _recurrent
 from .executions.lattice_elementwise import lattice_elementwise as _lattice_elementwise
 from .executions.reference import reference as _reference
@@ -50,6 +52,10 @@ COMPLEX_EXECUTIONS = {
 #: asked for, picked by default only for calls without them; not in EXECUTIONS, whose members
 #: run every call on their structures
 STATELESS_EXECUTIONS = {"chunked2d": ("scalar",)}
+#: compiled CPU executions (numba, the optional extra ``everygraph[cpu]``): 2D lattices, scalar
+#: weights, float32/float64 CPU tensors; picked by default for such calls when numba is
+#: installed and ``EVERYGRAPH_DISABLE_JIT`` is unset
+COMPILED_EXECUTIONS = {"fused_lattice": ("scalar",)}
 
 
 def _is_path(structure: Structure) -> bool:
@@ -177,9 +183,13 @@ def scan(
         has_states = initial_state is not None or return_state or boundary is not None
         state_size = q.shape[-1] * v.shape[-1] if isinstance(q, Tensor) and isinstance(v, Tensor) and q.dim() and v.dim() else None
         execution = default_execution(structure, kind, q.device if isinstance(q, Tensor) else None, has_states, state_size)
-    kinds = SUPPORTED_KINDS.get(execution, STATELESS_EXECUTIONS.get(execution))
+        defaulted = True
+    else:
+        defaulted = False
+    kinds = SUPPORTED_KINDS.get(execution, STATELESS_EXECUTIONS.get(execution, COMPILED_EXECUTIONS.get(execution)))
     if kinds is None:
-        raise ValueError(f"unknown execution {execution!r}; valid: {', '.join(EXECUTIONS + tuple(STATELESS_EXECUTIONS))}")
+        valid = EXECUTIONS + tuple(STATELESS_EXECUTIONS) + tuple(COMPILED_EXECUTIONS)
+        raise ValueError(f"unknown execution {execution!r}; valid: {', '.join(valid)}")
     if kind not in kinds:
         raise ValueError(
             f"execution={execution!r} runs the kinds {', '.join(kinds)}, not {kind!r}; "
@@ -193,6 +203,12 @@ def scan(
         raise ValueError(f"execution={execution!r} needs a path (a Lattice with one axis longer than 1), got {structure!r}")
     if execution == "lattice" and not (isinstance(structure, Lattice) and structure.ndim <= 2):
         raise ValueError(f"execution='lattice' needs a 1D or 2D Lattice, got {structure!r}")
+    if execution == "fused_lattice":
+        if not (isinstance(structure, Lattice) and structure.ndim == 2):
+            raise ValueError(f"execution='fused_lattice' needs a 2D Lattice, got {structure!r}")
+        if not jit_enabled():
+            raise RuntimeError("execution='fused_lattice' needs numba (pip install 'everygraph[cpu]') and "
+                               "EVERYGRAPH_DISABLE_JIT unset; use 'lattice'")
     dag = lattice_dag(structure) if isinstance(structure, Lattice) else structure
     num_lines = dag.line_graph().node.numel()
     check_inputs(dag, num_lines, kind, q, k, v, source, transition, mark, direct, initial_state, boundary)
@@ -203,9 +219,13 @@ def scan(
         )
     weights = [source, mark] + ([] if boundary is None else [boundary.mark, boundary.source])
     scalar_weights = all(w is None or w.dim() <= 3 for w in weights)
-    if execution in ("chunked", "chunked2d"):
+    if execution in ("chunked", "chunked2d", "fused_lattice"):
         if not scalar_weights:
             raise ValueError(f"execution={execution!r} takes scalar source and mark weights [B, E, H]; use 'recurrent' or 'wavefront'")
+    if execution == "fused_lattice" and not (q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64)):
+        raise ValueError(f"execution='fused_lattice' runs float32 or float64 CPU tensors, got {q.dtype} on {q.device}; use 'lattice'")
+    if defaulted and execution in ("lattice", "chunked2d") and not _is_path(structure) and fused_lattice_usable(structure, kind, q, scalar_weights):
+        execution = "fused_lattice"  # the compiled loop: faster than both where it runs (docs/plstm-performance.md)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     q = q * scale
@@ -215,6 +235,8 @@ def scan(
         h, state = _wavefront(dag, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
     elif execution == "triton":
         h, state = _triton(structure, dag, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
+    elif execution == "fused_lattice":
+        h, state = _fused_lattice(structure, q, k, v, source, transition, mark, direct, initial_state, boundary, return_state)
     elif execution == "chunked2d":
         h, state = plstm_chunked2d(structure, q, k, v, source, transition, mark, direct), None
     elif execution == "chunked" and kind == "diagonal":
@@ -410,9 +432,10 @@ def _execution(name: str):
         )
 
     run.__name__ = run.__qualname__ = f"{name}_scan"
+    kinds = SUPPORTED_KINDS.get(name) or STATELESS_EXECUTIONS.get(name) or COMPILED_EXECUTIONS[name]
     run.__doc__ = (
         f""":func:`scan` with ``execution="{name}"`` (same arguments, same result); runs the kinds
-        {', '.join(SUPPORTED_KINDS.get(name) or STATELESS_EXECUTIONS[name])}."""
+        {', '.join(kinds)}."""
     )
     return run
 
@@ -423,3 +446,4 @@ recurrent_scan = _execution("recurrent")
 chunked_scan = _execution("chunked")
 lattice_scan = _execution("lattice")
 chunked2d_scan = _execution("chunked2d")
+fused_lattice_scan = _execution("fused_lattice")

@@ -1,0 +1,417 @@
+r"""The fused CPU execution on 2D grids (``scalar`` kind, scalar weights): the lattice
+recurrence and its adjoint compiled into one loop over nodes (numba).
+
+Nodes run in the canonical row-major order (flipped axes reversed), which is a topological
+order of the grid. Node :math:`(x, y)` reads its in-edge along axis 0 from the out-edge of
+:math:`(x - 1, y)` and along axis 1 from that of :math:`(x, y - 1)`, so two buffers hold every
+state the loop needs: ``up`` ``[Y, dk * dv]`` (the axis-0 states leaving the previous row, one
+per column) and ``left`` ``[dk * dv]`` (the axis-1 state leaving the previous node of the
+row). Per node, in one pass over the ``dk x dv`` entries of the two incoming states
+:math:`I_0, I_1`:
+
+.. math::
+    h &= \tilde q^\top (M_0 I_0 + M_1 I_1) + D\, (\tilde q \cdot k)\, v, \\
+    O_i &= T_{i0} I_0 + T_{i1} I_1 + S_i\, k v^\top \quad (i = 0, 1),
+
+written back in place (``up[y] = O_0``, ``left = O_1``): the states stay in L1/L2 and nothing
+else is stored or zero-filled. Edges off the grid have zero gates (and ``left`` is zero at the
+start of a row, ``up`` before the first row), so the border needs no special case.
+
+Boundary states (``initial_state`` :math:`C^0`, ``return_state``) add, with the gates of the
+virtual edges (:class:`~everygraph.sequence.Boundary`; unit gates when none are given):
+:math:`h \mathrel{+}= \tilde q^\top (M^\partial C^0)`, :math:`O_i \mathrel{+}= E_i C^0`
+(``enter``), and the returned state
+:math:`L_0 I_0 + L_1 I_1 + S^\partial k v^\top + P^\partial C^0` (``leave``, ``source``,
+``through``).
+
+The backward pass is the adjoint recurrence in reverse row-major order, with buffers
+``down`` (the gradients of the next row's axis-0 in-edges, i.e. of this row's axis-0
+out-edges) and ``right``: per node, in one pass,
+
+.. math::
+    \bar I_j = T_{0j} \bar O_0 + T_{1j} \bar O_1 + M_j\, \tilde q\, \bar h^\top + L_j \bar C^{out},
+
+and every gate's gradient is a sum over the same entries (:math:`\bar T_{ij} = \langle \bar
+O_i, I_j\rangle`, :math:`\bar S_i = \langle \bar O_i, k v^\top\rangle`, :math:`\bar M_j =
+\tilde q^\top I_j \bar h`, ...). The forward pass keeps ``up`` at the start of every
+:data:`ROWS` rows (a ``1 / ROWS`` share of the states, only when a gradient is needed); the
+backward pass recomputes a block of rows from it into a ``[ROWS, Y, 2, dk * dv]`` buffer of the
+incoming states, then runs the block's adjoint.
+
+The loops are plain numba loops over ``dv`` entries (the innermost, contiguous axis), compiled
+with ``fastmath`` (reassociation, so the sums vectorise); there is no ``exp`` in the scalar
+kind, so :mod:`~everygraph.sequence.mamba.fused_cpu`'s vector exponential is not needed here.
+The JIT machinery (``cache=True``, the ``EVERYGRAPH_DISABLE_JIT`` switch, numba as the optional
+extra ``everygraph[cpu]``) is that module's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ...graphlib import Lattice
+from ..mamba.fused_cpu import NUMBA_AVAILABLE, jit_enabled
+from ..plstm.layout import gather, lattice_layout, take
+from ..transitions import Boundary
+
+#: Rows per block of the backward pass: the forward pass keeps the axis-0 states entering
+#: every block (``1 / ROWS`` of them); the backward pass recomputes a block's incoming states.
+ROWS = 8
+#: Boundary gates packed per node, in this order (``[B, N, H, 7]``).
+_GATES = ("mark", "source", "through", "enter0", "enter1", "leave0", "leave1")
+DTYPES = (torch.float32, torch.float64)
+
+if NUMBA_AVAILABLE:
+    from ..mamba.fused_cpu import _FASTMATH, _cached_njit
+
+    @_cached_njit(fastmath=_FASTMATH)
+    def _forward(q, k, v, S, T, M, D, C0, G, has_c0, ret, save, X, Y, h, final, entries):
+        """The recurrence, row-major; ``entries[b, hh, r]`` receives ``up`` at row ``r * ROWS``."""
+        batch, _, heads, dk = q.shape
+        dv = v.shape[3]
+        K = dk * dv
+        up = np.zeros((Y, K), dtype=q.dtype)
+        left = np.zeros(K, dtype=q.dtype)
+        acc = np.zeros(dv, dtype=q.dtype)
+        z = np.zeros(1, dtype=q.dtype)[0]  # a zero of the kernel's dtype: float32 sums stay float32
+        general = has_c0 or ret
+        for b in range(batch):
+            for hh in range(heads):
+                up[:] = 0.0
+                for x in range(X):
+                    if save and x % ROWS == 0:
+                        entries[b, hh, x // ROWS] = up
+                    left[:] = 0.0
+                    for y in range(Y):
+                        n = x * Y + y
+                        qn, kn, vn = q[b, n, hh], k[b, n, hh], v[b, n, hh]
+                        m0, m1 = M[b, n, hh, 0], M[b, n, hh, 1]
+                        s0, s1 = S[b, n, hh, 0], S[b, n, hh, 1]
+                        t00, t01 = T[b, n, hh, 0, 0], T[b, n, hh, 0, 1]
+                        t10, t11 = T[b, n, hh, 1, 0], T[b, n, hh, 1, 1]
+                        I0 = up[y]
+                        qk = z
+                        for a in range(dk):
+                            qk += qn[a] * kn[a]
+                        for j in range(dv):
+                            acc[j] = z
+                        if not general:
+                            for a in range(dk):
+                                qa, ka = qn[a], kn[a]
+                                o = a * dv
+                                for j in range(dv):
+                                    i0, i1 = I0[o + j], left[o + j]
+                                    acc[j] += qa * (m0 * i0 + m1 * i1)
+                                    kvj = ka * vn[j]
+                                    I0[o + j] = t00 * i0 + t01 * i1 + s0 * kvj
+                                    left[o + j] = t10 * i0 + t11 * i1 + s1 * kvj
+                        else:
+                            g = G[b, n, hh]
+                            bm, bs, bt, e0, e1, l0, l1 = g[0], g[1], g[2], g[3], g[4], g[5], g[6]
+                            c0 = C0[b, n, hh].ravel()
+                            fin = final[b, n, hh].ravel()
+                            for a in range(dk):
+                                qa, ka = qn[a], kn[a]
+                                o = a * dv
+                                for j in range(dv):
+                                    i0, i1 = I0[o + j], left[o + j]
+                                    c = c0[o + j] if has_c0 else z
+                                    acc[j] += qa * (m0 * i0 + m1 * i1 + bm * c)
+                                    kvj = ka * vn[j]
+                                    I0[o + j] = t00 * i0 + t01 * i1 + s0 * kvj + e0 * c
+                                    left[o + j] = t10 * i0 + t11 * i1 + s1 * kvj + e1 * c
+                                    if ret:
+                                        fin[o + j] = l0 * i0 + l1 * i1 + bs * kvj + bt * c
+                        dn = D[b, n, hh] * qk
+                        hn = h[b, n, hh]
+                        for j in range(dv):
+                            hn[j] = acc[j] + dn * vn[j]
+
+    @_cached_njit(fastmath=_FASTMATH)
+    def _backward(q, k, v, S, T, M, D, C0, G, has_c0, ret, X, Y, entries, grad_h, grad_final,
+                  gq, gk, gv, gS, gT, gM, gD, gC0, gG):
+        """The adjoint, reverse row-major, block by block of :data:`ROWS` rows (recomputed
+        from ``entries``); every gradient is accumulated in the same pass over a node's entries."""
+        batch, _, heads, dk = q.shape
+        dv = v.shape[3]
+        K = dk * dv
+        rows = min(ROWS, X)
+        incoming = np.zeros((rows, Y, 2, K), dtype=q.dtype)
+        up = np.zeros((Y, K), dtype=q.dtype)
+        left = np.zeros(K, dtype=q.dtype)
+        down = np.zeros((Y, K), dtype=q.dtype)
+        right = np.zeros(K, dtype=q.dtype)
+        gvn = np.zeros(dv, dtype=q.dtype)
+        zero_state = np.zeros(K, dtype=q.dtype)
+        z = zero_state[0] if K else np.zeros(1, dtype=q.dtype)[0]
+        general = has_c0 or ret
+        num_blocks = -(-X // ROWS)
+        for b in range(batch):
+            for hh in range(heads):
+                down[:] = 0.0
+                for block in range(num_blocks - 1, -1, -1):
+                    x0 = block * ROWS
+                    x1 = min(X, x0 + ROWS)
+                    up[:] = entries[b, hh, block]
+                    for x in range(x0, x1):  # recompute the block's incoming states
+                        left[:] = 0.0
+                        for y in range(Y):
+                            n = x * Y + y
+                            kn, vn = k[b, n, hh], v[b, n, hh]
+                            s0, s1 = S[b, n, hh, 0], S[b, n, hh, 1]
+                            t00, t01 = T[b, n, hh, 0, 0], T[b, n, hh, 0, 1]
+                            t10, t11 = T[b, n, hh, 1, 0], T[b, n, hh, 1, 1]
+                            e0 = G[b, n, hh, 3] if has_c0 else z
+                            e1 = G[b, n, hh, 4] if has_c0 else z
+                            c0 = C0[b, n, hh].ravel() if has_c0 else zero_state
+                            I0 = up[y]
+                            store = incoming[x - x0, y]
+                            for a in range(dk):
+                                ka = kn[a]
+                                o = a * dv
+                                for j in range(dv):
+                                    i0, i1 = I0[o + j], left[o + j]
+                                    store[0, o + j] = i0
+                                    store[1, o + j] = i1
+                                    kvj = ka * vn[j]
+                                    I0[o + j] = t00 * i0 + t01 * i1 + s0 * kvj + e0 * c0[o + j]
+                                    left[o + j] = t10 * i0 + t11 * i1 + s1 * kvj + e1 * c0[o + j]
+                    for x in range(x1 - 1, x0 - 1, -1):
+                        right[:] = 0.0
+                        for y in range(Y - 1, -1, -1):
+                            n = x * Y + y
+                            qn, kn, vn = q[b, n, hh], k[b, n, hh], v[b, n, hh]
+                            gh = grad_h[b, n, hh]
+                            m0, m1 = M[b, n, hh, 0], M[b, n, hh, 1]
+                            s0, s1 = S[b, n, hh, 0], S[b, n, hh, 1]
+                            t00, t01 = T[b, n, hh, 0, 0], T[b, n, hh, 0, 1]
+                            t10, t11 = T[b, n, hh, 1, 0], T[b, n, hh, 1, 1]
+                            I0 = incoming[x - x0, y, 0]
+                            I1 = incoming[x - x0, y, 1]
+                            G0 = down[y]  # gradient of O_0, becomes that of I_0
+                            gqn, gkn, gvo = gq[b, n, hh], gk[b, n, hh], gv[b, n, hh]
+                            for j in range(dv):
+                                gvn[j] = z
+                            gt00 = gt01 = gt10 = gt11 = z
+                            gs0 = gs1 = gm0 = gm1 = z
+                            if not general:
+                                for a in range(dk):
+                                    qa, ka = qn[a], kn[a]
+                                    o = a * dv
+                                    gq_a = z
+                                    gk_a = z
+                                    for j in range(dv):
+                                        i0, i1 = I0[o + j], I1[o + j]
+                                        g0, g1 = G0[o + j], right[o + j]
+                                        vj, ghj = vn[j], gh[j]
+                                        gt00 += g0 * i0
+                                        gt01 += g0 * i1
+                                        gt10 += g1 * i0
+                                        gt11 += g1 * i1
+                                        kvj = ka * vj
+                                        gs0 += g0 * kvj
+                                        gs1 += g1 * kvj
+                                        qg = qa * ghj
+                                        gm0 += i0 * qg
+                                        gm1 += i1 * qg
+                                        gq_a += (m0 * i0 + m1 * i1) * ghj
+                                        gkv = s0 * g0 + s1 * g1
+                                        gk_a += gkv * vj
+                                        gvn[j] += gkv * ka
+                                        G0[o + j] = t00 * g0 + t10 * g1 + m0 * qg
+                                        right[o + j] = t01 * g0 + t11 * g1 + m1 * qg
+                                    gqn[a] = gq_a
+                                    gkn[a] = gk_a
+                            else:
+                                g = G[b, n, hh]
+                                bm, bs, bt, e0, e1, l0, l1 = g[0], g[1], g[2], g[3], g[4], g[5], g[6]
+                                c0 = C0[b, n, hh].ravel() if has_c0 else zero_state
+                                gc0 = gC0[b, n, hh].ravel() if has_c0 else zero_state
+                                gf = grad_final[b, n, hh].ravel() if ret else zero_state
+                                gbm = gbs = gbt = ge0 = ge1 = gl0 = gl1 = z
+                                for a in range(dk):
+                                    qa, ka = qn[a], kn[a]
+                                    o = a * dv
+                                    gq_a = z
+                                    gk_a = z
+                                    for j in range(dv):
+                                        i0, i1 = I0[o + j], I1[o + j]
+                                        g0, g1 = G0[o + j], right[o + j]
+                                        c, f = c0[o + j], gf[o + j]
+                                        vj, ghj = vn[j], gh[j]
+                                        gt00 += g0 * i0
+                                        gt01 += g0 * i1
+                                        gt10 += g1 * i0
+                                        gt11 += g1 * i1
+                                        kvj = ka * vj
+                                        gs0 += g0 * kvj
+                                        gs1 += g1 * kvj
+                                        qg = qa * ghj
+                                        gm0 += i0 * qg
+                                        gm1 += i1 * qg
+                                        gq_a += (m0 * i0 + m1 * i1 + bm * c) * ghj
+                                        gkv = s0 * g0 + s1 * g1 + bs * f
+                                        gk_a += gkv * vj
+                                        gvn[j] += gkv * ka
+                                        gbm += c * qg
+                                        gbs += f * kvj
+                                        gbt += f * c
+                                        ge0 += g0 * c
+                                        ge1 += g1 * c
+                                        gl0 += f * i0
+                                        gl1 += f * i1
+                                        if has_c0:
+                                            gc0[o + j] = bm * qg + e0 * g0 + e1 * g1 + bt * f
+                                        G0[o + j] = t00 * g0 + t10 * g1 + m0 * qg + l0 * f
+                                        right[o + j] = t01 * g0 + t11 * g1 + m1 * qg + l1 * f
+                                    gqn[a] = gq_a
+                                    gkn[a] = gk_a
+                                gg = gG[b, n, hh]
+                                gg[0], gg[1], gg[2] = gbm, gbs, gbt
+                                gg[3], gg[4], gg[5], gg[6] = ge0, ge1, gl0, gl1
+                            # the direct term D (q . k) v
+                            qk = z
+                            for a in range(dk):
+                                qk += qn[a] * kn[a]
+                            ghv_n = z
+                            for j in range(dv):
+                                ghv_n += gh[j] * vn[j]
+                            dn = D[b, n, hh]
+                            for a in range(dk):
+                                gqn[a] += dn * ghv_n * kn[a]
+                                gkn[a] += dn * ghv_n * qn[a]
+                            for j in range(dv):
+                                gvo[j] = gvn[j] + dn * qk * gh[j]
+                            gD[b, n, hh] = qk * ghv_n
+                            gS[b, n, hh, 0], gS[b, n, hh, 1] = gs0, gs1
+                            gM[b, n, hh, 0], gM[b, n, hh, 1] = gm0, gm1
+                            gT[b, n, hh, 0, 0], gT[b, n, hh, 0, 1] = gt00, gt01
+                            gT[b, n, hh, 1, 0], gT[b, n, hh, 1, 1] = gt10, gt11
+
+
+def _array(t: Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+class FusedLatticeRecurrence(torch.autograd.Function):
+    """The kernels as an autograd function on the canonical row-major layout: ``q``, ``k``
+    ``[B, N, H, dk]``, ``v`` ``[B, N, H, dv]``, ``S``, ``M`` ``[B, N, H, 2]`` (per axis), ``T``
+    ``[B, N, H, 2(out), 2(in)]``, ``D`` ``[B, N, H]``, ``C0`` ``[B, N, H, dk, dv]`` or None,
+    ``G`` ``[B, N, H, 7]`` (boundary gates, :data:`_GATES`) or None; returns ``h``
+    ``[B, N, H, dv]`` and the returned states ``[B, N, H, dk, dv]`` (empty unless
+    ``return_state``)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, S, T, M, D, C0, G, X, Y, return_state):  # noqa: D102
+        B, N, H, dk = q.shape
+        dv = v.shape[-1]
+        has_c0 = C0 is not None
+        general = has_c0 or return_state
+        C0_k = C0 if has_c0 else q.new_zeros(1, 1, 1, 1, 1)
+        G_k = G if general else q.new_zeros(1, 1, 1, 7)
+        h = q.new_empty(B, N, H, dv)
+        final = q.new_zeros(B, N, H, dk, dv) if return_state else q.new_zeros(1, 1, 1, 1, 1)
+        save = any(ctx.needs_input_grad)
+        entries = q.new_empty(B, H, -(-X // ROWS), Y, dk * dv) if save else q.new_empty(1, 1, 1, 1, 1)
+        arrays = [_array(t) for t in (q, k, v, S, T, M, D, C0_k, G_k)]
+        _forward(*arrays, has_c0, return_state, save, X, Y, h.numpy(), final.numpy(), entries.numpy())
+        ctx.save_for_backward(q, k, v, S, T, M, D, C0_k, G_k, entries)
+        ctx.shape, ctx.has_c0, ctx.return_state = (X, Y), has_c0, return_state
+        return h, final
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_h, grad_final):  # noqa: D102
+        q, k, v, S, T, M, D, C0, G, entries = ctx.saved_tensors
+        X, Y = ctx.shape
+        grad_h = q.new_zeros(*q.shape[:3], v.shape[-1]) if grad_h is None else grad_h.contiguous()
+        ret = ctx.return_state and grad_final is not None
+        general = ctx.has_c0 or ret
+        if not ret:
+            grad_final = q.new_zeros(1, 1, 1, 1, 1)
+        else:
+            grad_final = grad_final.contiguous()
+        grads = [torch.zeros_like(t) for t in (q, k, v, S, T, M, D, C0, G)]
+        if not general:
+            G = q.new_zeros(1, 1, 1, 7)
+        _backward(
+            *[_array(t) for t in (q, k, v, S, T, M, D, C0, G)], ctx.has_c0, ret, X, Y, _array(entries),
+            grad_h.numpy(), grad_final.numpy(), *[g.numpy() for g in grads[:8]],
+            (grads[8] if general else q.new_zeros(1, 1, 1, 7)).numpy(),
+        )
+        gq, gk, gv, gS, gT, gM, gD, gC0, gG = grads
+        return (gq, gk, gv, gS, gT, gM, gD, gC0 if ctx.has_c0 else None,
+                gG if ctx.needs_input_grad[8] else None, None, None, None)
+
+
+def fused_lattice_usable(lattice: Lattice, kind: str, q: Tensor, weights_scalar: bool) -> bool:
+    """Whether :func:`fused_lattice` runs this call: the JIT enabled, a 2D lattice, the scalar
+    kind with scalar weights, CPU tensors of float32 or float64."""
+    return (
+        jit_enabled() and isinstance(lattice, Lattice) and lattice.ndim == 2 and kind == "scalar" and weights_scalar
+        and isinstance(q, Tensor) and q.device.type == "cpu" and q.dtype in DTYPES
+    )
+
+
+def fused_lattice(
+    lattice: Lattice,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    source: Tensor,
+    transition: Tensor,
+    mark: Tensor,
+    direct: Tensor,
+    initial_state: Tensor | None,
+    boundary: Boundary | None,
+    return_state: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """The recurrence of :func:`~everygraph.sequence.scan` (scalar kind, scalar weights) on a
+    2D lattice by the compiled kernels (module docstring). Inputs in the flat layout, ``q``
+    already scaled; returns ``h`` ``[B, N, H, dv]`` and the virtual out-edge states
+    ``[B, N, H, dk, dv]`` (or None)."""
+    if not NUMBA_AVAILABLE:
+        raise RuntimeError("execution='fused_lattice' needs numba: pip install 'everygraph[cpu]' (or numba>=0.60)")
+    B, N, H, dk = q.shape
+    dv = v.shape[-1]
+    X, Y = lattice.shape
+    layout = lattice_layout(lattice, q.device)
+    S = take(source, layout.out_edge).transpose(2, 3)  # [B, N, H, 2]
+    M = take(mark, layout.in_edge).transpose(2, 3)
+    T = take(transition, layout.line).permute(0, 1, 4, 2, 3)  # [B, N, H, 2(out), 2(in)]
+    qs, ks, vs, Ds = (gather(t, 1, layout.node) for t in (q, k, v, direct))
+    C0 = gather(initial_state, 1, layout.node) if initial_state is not None else None
+    G = None
+    if C0 is not None or return_state:
+        G = _boundary_gates(boundary, layout, lattice.num_edges, q)
+    h, final = FusedLatticeRecurrence.apply(
+        qs.contiguous(), ks.contiguous(), vs.contiguous(), S.contiguous(), T.contiguous(), M.contiguous(), Ds.contiguous(),
+        C0.contiguous() if C0 is not None else None, G, X, Y, return_state,
+    )
+    h = gather(h, 1, layout.position)
+    return h, (gather(final, 1, layout.position) if return_state else None)
+
+
+def _boundary_gates(boundary: Boundary | None, layout, num_edges: int, like: Tensor) -> Tensor:
+    """The gates of the virtual edges per canonical node, packed as :data:`_GATES`
+    ``[B, N, H, 7]``; a missing gate is 1 where its edge exists (``enter``: the real out-edge,
+    ``leave``: the real in-edge), else 0."""
+    B, N, H, _ = like.shape
+    node = layout.node
+
+    def per_node(t: Tensor | None) -> Tensor:
+        return like.new_ones(B, N, H) if t is None else gather(t, 1, node)
+
+    def per_edge(t: Tensor | None, index: Tensor) -> Tensor:  # [B, N, 2, H], zero where no edge
+        return take(like.new_ones(B, num_edges, H) if t is None else t, index)
+
+    boundary = boundary or Boundary()
+    enter = per_edge(boundary.enter, layout.out_edge)
+    leave = per_edge(boundary.leave, layout.in_edge)
+    return torch.stack(
+        [per_node(boundary.mark), per_node(boundary.source), per_node(boundary.through),
+         enter[:, :, 0], enter[:, :, 1], leave[:, :, 0], leave[:, :, 1]], dim=-1,
+    ).contiguous()
