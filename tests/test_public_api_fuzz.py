@@ -346,6 +346,7 @@ ENTRIES: list[Entry] = [
     Entry("gated_linear_attention_chunked", sequence.gated_linear_attention_chunked, gla_inputs,
           dict(q="real", k="real", v="real", log_alpha="real")),
     Entry("chunked2d_scan", sequence.chunked2d_scan, lambda: scan_inputs((2, 2)), dict(SCAN_KINDS, structure="structure")),
+    Entry("fused_lattice_scan", sequence.fused_lattice_scan, lambda: scan_inputs((2, 2)), dict(SCAN_KINDS, structure="structure")),
     Entry("selective_scan_recurrent", sequence.selective_scan_recurrent, mamba_inputs,
           dict(u="real", delta="real", A="real", B="real", C="real")),
     Entry("dag_selective_scan", sequence.dag_selective_scan, dag_mamba_inputs,

@@ -5,7 +5,7 @@ kernels); it never imports :mod:`everygraph.contractions`.
 
 :func:`scan` is the one recurrence (states on edges, a transition kind, boundary states);
 ``reference_scan``, ``wavefront_scan``, ``recurrent_scan``, ``chunked_scan``,
-``lattice_scan`` and ``chunked2d_scan`` are its executions under their own names; :func:`plstm_scan` (scalar kind)
+``lattice_scan``, ``chunked2d_scan`` and ``fused_lattice_scan`` are its executions under their own names; :func:`plstm_scan` (scalar kind)
 and :func:`selective_scan` (Mamba-1, elementwise kind on a path),
 :func:`gated_linear_attention` (GLA, diagonal kind), :func:`lightnet_scan` (LightNet's additive
 recurrence, diagonal kind) and :func:`delta_product` (DeltaProduct/DeltaNet, householder kind)
@@ -27,6 +27,7 @@ from .recurrence import (
     chunked2d_scan,
     chunked_scan,
     default_execution,
+    fused_lattice_scan,
     lattice_scan,
     path_scan,
     recurrent_scan,
@@ -45,6 +46,7 @@ __all__: list[str] = [
     "chunked_scan",
     "lattice_scan",
     "chunked2d_scan",
+    "fused_lattice_scan",
     "default_execution",
     "Boundary",
     "KINDS",

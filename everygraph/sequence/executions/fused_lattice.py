@@ -65,7 +65,18 @@ _GATES = ("mark", "source", "through", "enter0", "enter1", "leave0", "leave1")
 DTYPES = (torch.float32, torch.float64)
 
 if NUMBA_AVAILABLE:
-    from ..mamba.fused_cpu import _FASTMATH, _cached_njit
+    from numba import njit
+
+    from ..mamba.fused_cpu import LANES, _cached_njit, _FASTMATH, _vfma, _vload, _vmul, _vsplat, _vstore
+
+    @njit(inline="always")
+    def _hsum(vector, scratch):
+        """The sum of a vector's lanes (through ``scratch``, ``[LANES]``)."""
+        _vstore(scratch, 0, vector)
+        total = scratch[0]
+        for w in range(1, LANES):
+            total += scratch[w]
+        return total
 
     @_cached_njit(fastmath=_FASTMATH)
     def _forward(q, k, v, S, T, M, D, C0, G, has_c0, ret, save, X, Y, h, final, entries):
@@ -146,7 +157,9 @@ if NUMBA_AVAILABLE:
         right = np.zeros(K, dtype=q.dtype)
         gvn = np.zeros(dv, dtype=q.dtype)
         zero_state = np.zeros(K, dtype=q.dtype)
-        z = zero_state[0] if K else np.zeros(1, dtype=q.dtype)[0]
+        z = np.zeros(1, dtype=q.dtype)[0]
+        lanes = np.zeros(LANES, dtype=q.dtype)
+        vector = dv % LANES == 0  # rows of whole vectors: the explicit vector loops
         general = has_c0 or ret
         num_blocks = -(-X // ROWS)
         for b in range(batch):
@@ -169,6 +182,23 @@ if NUMBA_AVAILABLE:
                             c0 = C0[b, n, hh].ravel() if has_c0 else zero_state
                             I0 = up[y]
                             store = incoming[x - x0, y]
+                            if vector:
+                                S0, S1 = _vsplat(s0, q), _vsplat(s1, q)
+                                E0, E1 = _vsplat(e0, q), _vsplat(e1, q)
+                                T00, T01, T10, T11 = _vsplat(t00, q), _vsplat(t01, q), _vsplat(t10, q), _vsplat(t11, q)
+                                I1s = store[1]
+                                I0s = store[0]
+                                for a in range(dk):
+                                    ka = _vsplat(kn[a], q)
+                                    for j0 in range(0, dv, LANES):
+                                        e = a * dv + j0
+                                        i0, i1, c = _vload(I0, e), _vload(left, e), _vload(c0, e)
+                                        _vstore(I0s, e, i0)
+                                        _vstore(I1s, e, i1)
+                                        kv = _vmul(ka, _vload(vn, j0))
+                                        _vstore(I0, e, _vfma(T00, i0, _vfma(T01, i1, _vfma(S0, kv, _vmul(E0, c)))))
+                                        _vstore(left, e, _vfma(T10, i0, _vfma(T11, i1, _vfma(S1, kv, _vmul(E1, c)))))
+                                continue
                             for a in range(dk):
                                 ka = kn[a]
                                 o = a * dv
@@ -197,7 +227,45 @@ if NUMBA_AVAILABLE:
                                 gvn[j] = z
                             gt00 = gt01 = gt10 = gt11 = z
                             gs0 = gs1 = gm0 = gm1 = z
-                            if not general:
+                            if not general and vector:
+                                M0, M1, S0, S1 = _vsplat(m0, q), _vsplat(m1, q), _vsplat(s0, q), _vsplat(s1, q)
+                                T00, T01, T10, T11 = _vsplat(t00, q), _vsplat(t01, q), _vsplat(t10, q), _vsplat(t11, q)
+                                zero = _vsplat(z, q)
+                                at00 = at01 = at10 = at11 = as0 = as1 = am0 = am1 = zero
+                                for j0 in range(0, dv, LANES):
+                                    _vstore(gvn, j0, zero)
+                                for a in range(dk):
+                                    qa, ka = _vsplat(qn[a], q), _vsplat(kn[a], q)
+                                    rq = zero
+                                    rk = zero
+                                    for j0 in range(0, dv, LANES):
+                                        e = a * dv + j0
+                                        i0, i1 = _vload(I0, e), _vload(I1, e)
+                                        g0, g1 = _vload(G0, e), _vload(right, e)
+                                        vj, ghj = _vload(vn, j0), _vload(gh, j0)
+                                        at00 = _vfma(g0, i0, at00)
+                                        at01 = _vfma(g0, i1, at01)
+                                        at10 = _vfma(g1, i0, at10)
+                                        at11 = _vfma(g1, i1, at11)
+                                        kv = _vmul(ka, vj)
+                                        as0 = _vfma(g0, kv, as0)
+                                        as1 = _vfma(g1, kv, as1)
+                                        qg = _vmul(qa, ghj)
+                                        am0 = _vfma(i0, qg, am0)
+                                        am1 = _vfma(i1, qg, am1)
+                                        rq = _vfma(_vfma(M0, i0, _vmul(M1, i1)), ghj, rq)
+                                        gkv = _vfma(S0, g0, _vmul(S1, g1))
+                                        rk = _vfma(gkv, vj, rk)
+                                        _vstore(gvn, j0, _vfma(gkv, ka, _vload(gvn, j0)))
+                                        _vstore(G0, e, _vfma(T00, g0, _vfma(T10, g1, _vmul(M0, qg))))
+                                        _vstore(right, e, _vfma(T01, g0, _vfma(T11, g1, _vmul(M1, qg))))
+                                    gqn[a] = _hsum(rq, lanes)
+                                    gkn[a] = _hsum(rk, lanes)
+                                gt00, gt01 = _hsum(at00, lanes), _hsum(at01, lanes)
+                                gt10, gt11 = _hsum(at10, lanes), _hsum(at11, lanes)
+                                gs0, gs1 = _hsum(as0, lanes), _hsum(as1, lanes)
+                                gm0, gm1 = _hsum(am0, lanes), _hsum(am1, lanes)
+                            elif not general:
                                 for a in range(dk):
                                     qa, ka = qn[a], kn[a]
                                     o = a * dv

@@ -111,16 +111,11 @@ def plstm_scan(
         if isinstance(q, Tensor) and q.is_cuda and triton_runs_on(q.device):
             execution = "triton"
         elif isinstance(structure, Lattice) and structure.ndim == 2 and 1 not in structure.shape:
-            from ..recurrence import default_execution  # chunked2d for large grids without boundary states
-
-            execution = default_execution(
-                structure, "scalar", boundary_states=initial_state is not None or return_state,
-                state_size=q.shape[-1] * v.shape[-1] if isinstance(q, Tensor) and isinstance(v, Tensor) and q.dim() and v.dim() else None,
-            )
+            pass  # scan's default: fused_lattice (compiled, CPU), chunked2d or lattice
         else:
             execution = "lattice" if isinstance(structure, Lattice) and structure.ndim <= 2 else "wavefront"
-    if execution not in EXECUTIONS + ("chunked2d",):
-        raise ValueError(f"unknown execution {execution!r}; valid: {', '.join(EXECUTIONS + ('chunked2d',))}")
+    if execution is not None and execution not in EXECUTIONS + ("chunked2d", "fused_lattice"):
+        raise ValueError(f"unknown execution {execution!r}; valid: {', '.join(EXECUTIONS + ('chunked2d', 'fused_lattice'))}")
     if execution == "lattice" and not (isinstance(structure, Lattice) and structure.ndim <= 2):
         raise ValueError(f"execution='lattice' needs a 1D or 2D Lattice, got {structure!r}")
     from ..recurrence import scan  # the engine; imported late, it imports this package's executions
@@ -148,7 +143,8 @@ def plstm_grid_scan(
     Another orientation is this scan of the inputs with the flipped axes reversed (and the
     output reversed back), which is how :class:`~everygraph.nn.PLSTM2d` runs its four
     orientations as one batch. Gates of edges that would leave the grid are ignored. Runs the
-    blocked ``chunked2d`` execution where it moves less memory
+    compiled ``fused_lattice`` execution on float32/float64 CPU tensors when numba is installed,
+    else the blocked ``chunked2d`` execution where it moves less memory
     (:func:`~everygraph.sequence.plstm.chunked2d.block_shape`), else the anti-diagonal
     ``lattice`` execution; no boundary states.
 
@@ -172,6 +168,7 @@ def plstm_grid_scan(
         >>> h.shape
         torch.Size([2, 5, 6, 1, 4])
     """
+    from ..executions.fused_lattice import FusedLatticeRecurrence, fused_lattice_usable
     from .chunked2d import block_shape, chunked_scan_2d
     from .layout import lattice_gates
 
@@ -186,6 +183,14 @@ def plstm_grid_scan(
             raise ValueError(f"{name} must have shape {shape} (q is [B, X, Y, H, dk] = {list(q.shape)}), got {list(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
     if scale is None:
         scale = 1.0 / math.sqrt(dk)
+    same_dtype = all(t.dtype == q.dtype for t in (k, v, source, transition, mark, direct))
+    if q.numel() and same_dtype and fused_lattice_usable(Lattice((X, Y)), "scalar", q, True):
+        # the compiled loop reads the dense canonical layout as it is (gates of edges off the
+        # grid meet zero states and zero gradients there, so they are ignored as documented)
+        N = X * Y
+        dense = [t.reshape(B, N, H, *t.shape[4:]).contiguous() for t in (q * scale, k, v, source, transition, mark, direct)]
+        h, _ = FusedLatticeRecurrence.apply(*dense, None, None, X, Y, False)
+        return h.reshape(B, X, Y, H, dv)
     if not q.is_cuda and q.numel() and block_shape(X, Y, dk * dv) is not None:
         return chunked_scan_2d(q * scale, k, v, source, transition, mark, direct)
     lattice = Lattice((X, Y))
