@@ -24,9 +24,11 @@ Two more comparisons, each printed as its own table:
   same thing. The official side at its fastest setting with correct gradients:
   ``pLSTM2D_torch`` (``--official-levels-2d``, default 3) and ``pLSTM1D_fwbw`` with
   ``return_last_C=True`` (its gradient is wrong over several chunks otherwise) at the best of
-  ``--official-levels-1d``. Ours: the default dispatch and the previous path (grids: the
-  anti-diagonal ``lattice`` loop; paths: the chunkwise form with autograd, see
-  :func:`previous_path`). ``--official-cases 64x64 L=4096`` runs only those rows.
+  ``--official-levels-1d``. Ours: the default dispatch (on grids the compiled
+  ``fused_lattice`` loop when numba is installed) and the previous default (grids: the
+  blocked ``chunked2d`` form; paths: the chunkwise form with autograd, see
+  :func:`previous_path`). ``--official-cases 64x64 L=4096`` runs only those rows;
+  ``--clock cpu`` times this process's CPU time instead of wall time.
 * ``--tutorial``: the training step of ``examples/arrow_pointing.py`` at its default sizes
   (pLSTM with the four orientations batched into one scan, the same model with one scan per
   orientation as before, and the ViT).
@@ -50,6 +52,8 @@ import torch
 from everygraph.graphlib import DAG, Lattice, dagify
 from everygraph.sequence import default_execution, lattice_gates
 from everygraph.sequence.plstm import plstm_scan
+from everygraph.sequence.executions.fused_lattice import fused_lattice_usable
+from everygraph.sequence.plstm.chunked2d import block_shape
 from everygraph.sequence.plstm.layout import lattice_dag
 
 
@@ -116,6 +120,8 @@ def main() -> None:
     parser.add_argument("--official-levels-1d", type=int, nargs="+", default=[5, 6, 7, 8])
     parser.add_argument("--official-cases", nargs="+", metavar="CASE", help="only these rows of --official (e.g. 64x64 L=4096)")
     parser.add_argument("--tutorial", action="store_true", help="time the arrow-pointing training step")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="--official: wall time or this process's CPU time (one thread either way)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.official:
@@ -160,17 +166,19 @@ def main() -> None:
     print("x ref = reference time / this time in the same run (higher is faster).")
 
 
-def interleaved(contenders: dict, repeat: int) -> dict:
+def interleaved(contenders: dict, repeat: int, clock=time.perf_counter) -> dict:
     """Median forward+backward seconds of each contender (a function running one step), the
-    contenders taking turns so that load changes hit all alike; one warm-up call each."""
+    contenders taking turns so that load changes hit all alike; one warm-up call each.
+    ``clock``: wall time (``time.perf_counter``) or this process's CPU time
+    (``time.process_time``, less disturbed by other processes on a busy machine)."""
     for run in contenders.values():
         run()
     times = {name: [] for name in contenders}
     for _ in range(repeat):
         for name, run in contenders.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             run()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -217,11 +225,13 @@ def ours(lattice: Lattice, inputs: dict, execution: str | None) -> torch.Tensor:
 
 
 def previous_path(lattice: Lattice, inputs: dict) -> torch.Tensor:
-    """Our previous path: on grids the anti-diagonal ``lattice`` loop (the default before
-    ``chunked2d``); on paths the chunkwise form with autograd through its elementwise products
-    (chunks of 64; the default before ``plstm/chunked1d.py``)."""
+    """Our previous default: on grids the blocked ``chunked2d`` form (the default before the
+    compiled ``fused_lattice`` loop; the anti-diagonal ``lattice`` loop where the grid is too
+    small for blocks); on paths the chunkwise form with autograd through its elementwise
+    products (chunks of 64; the default before ``plstm/chunked1d.py``)."""
     if lattice.ndim == 2:
-        return ours(lattice, inputs, "lattice")
+        with_blocks = block_shape(*lattice.shape, inputs["q"].shape[-1] * inputs["v"].shape[-1]) is not None
+        return ours(lattice, inputs, "chunked2d" if with_blocks else "lattice")
     import everygraph.sequence.plstm.lattice as lattice_execution
 
     lattice_execution.STATELESS_1D = False
@@ -276,8 +286,8 @@ def compare_official(args) -> None:
     batch, dk, dv = 2, 16, 16
     sides, lengths = ([16, 32], [256, 1024]) if args.quick else ([64, 128, 256], [4096, 16384])
     print(f"\nours vs the official ml-jku/plstm PyTorch code: forward+backward, float32, batch {batch}, one head, "
-          f"dk = dv = {dk}, {torch.get_num_threads()} thread(s), median of {args.repeat} interleaved runs")
-    header = f"{'structure':>12} {'official s':>11} {'setting':>18} {'previous s':>11} {'ours s':>9} {'ours path':>10} {'x official':>11} {'x previous':>11} {'max |diff|':>11}"
+          f"dk = dv = {dk}, {torch.get_num_threads()} thread(s), median of {args.repeat} interleaved runs, {args.clock} time")
+    header = f"{'structure':>12} {'official s':>11} {'setting':>18} {'previous s':>11} {'ours s':>9} {'ours path':>13} {'x official':>11} {'x previous':>11} {'max |diff|':>11}"
     print(header)
     print("-" * len(header))
     cases = [(f"{s}x{s}", Lattice((s, s))) for s in sides] + [(f"L={n}", Lattice((n,))) for n in lengths]
@@ -301,7 +311,12 @@ def compare_official(args) -> None:
         setting = min(first, key=first.get)
         official = settings[setting]
         mine, previous = leaves(inputs), leaves(inputs)
-        default = default_execution(lattice, "scalar", boundary_states=False, state_size=dk * dv) if two_d else "chunked1d"
+        if not two_d:
+            default = "chunked1d"
+        elif fused_lattice_usable(lattice, "scalar", mine["q"], True):
+            default = "fused_lattice"
+        else:
+            default = default_execution(lattice, "scalar", boundary_states=False, state_size=dk * dv)
         times = interleaved(
             {
                 "official": step(lambda: official(official_leaves), official_leaves),
@@ -309,13 +324,14 @@ def compare_official(args) -> None:
                 "ours": step(lambda: ours(lattice, mine, None), mine),
             },
             args.repeat,
+            time.process_time if args.clock == "cpu" else time.perf_counter,
         )
         with torch.no_grad():
             want = official(to_official(inputs))
             want = (want[0] if isinstance(want, tuple) else want).reshape(-1)
             got = ours(lattice, inputs, None).reshape(-1)
             diff = (got - want).abs().max().item() / want.abs().max().item()
-        print(f"{name:>12} {times['official']:>11.4f} {setting:>18} {times['previous']:>11.4f} {times['ours']:>9.4f} {default:>10} "
+        print(f"{name:>12} {times['official']:>11.4f} {setting:>18} {times['previous']:>11.4f} {times['ours']:>9.4f} {default:>13} "
               f"{times['official'] / times['ours']:>11.1f} {times['previous'] / times['ours']:>11.1f} {diff:>11.1e}")
     print("x official / x previous = that time / ours in the same run (higher: ours faster); max |diff| relative to max |output|.")
 

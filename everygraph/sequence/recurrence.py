@@ -163,8 +163,11 @@ def scan(
             ``"chunked"`` (paths; scalar, diagonal), ``"lattice"`` (1D/2D lattices; scalar, diagonal,
             elementwise; on a path it runs ``chunked`` or ``recurrent``),
             ``"chunked2d"`` (2D lattices, scalar, no boundary states: blocks of the grid as
-            masked attention, states only on block borders); default:
-            picked by the structure and kind (:func:`default_execution`). The result is the same.
+            masked attention, states only on block borders), ``"fused_lattice"`` (2D lattices,
+            scalar kind and weights, float32/float64 CPU tensors: the recurrence compiled with
+            numba); default: picked by the structure and kind (:func:`default_execution`),
+            and ``fused_lattice`` instead of ``lattice``/``chunked2d`` where it runs and numba
+            is enabled. The result is the same.
 
     Returns:
         ``h`` ``[B, N, H, dv]``, or ``(h, state)`` with ``state`` ``[B, N, H, dk, dv]``.

@@ -26,8 +26,6 @@ def inputs(lattice, gen, B=2, H=2, dk=3, dv=4, dtype=DT):
 
 def run(lattice, leaves, execution, mode):
     """Outputs and the gradients of every leaf for one call of ``scan``."""
-    B, N, H, dk = leaves["q"].shape
-    dv = leaves["v"].shape[-1]
     names = ["q", "k", "v", "source", "transition", "mark", "direct"]
     kwargs = {}
     if "initial" in mode:

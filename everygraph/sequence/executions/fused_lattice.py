@@ -443,8 +443,6 @@ def fused_lattice(
     ``[B, N, H, dk, dv]`` (or None)."""
     if not NUMBA_AVAILABLE:
         raise RuntimeError("execution='fused_lattice' needs numba: pip install 'everygraph[cpu]' (or numba>=0.60)")
-    B, N, H, dk = q.shape
-    dv = v.shape[-1]
     X, Y = lattice.shape
     layout = lattice_layout(lattice, q.device)
     S = take(source, layout.out_edge).transpose(2, 3)  # [B, N, H, 2]

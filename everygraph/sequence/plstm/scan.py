@@ -87,8 +87,10 @@ def plstm_scan(
             1 or 2 dimensions) or ``"triton"`` (Triton kernels: the chunk kernel on paths
             without boundary states, one kernel per level elsewhere; CUDA tensors, or CPU under
             ``TRITON_INTERPRET=1``) or ``"chunked2d"`` (2D lattices without boundary states:
-            blocks of the grid as masked attention); default: ``triton`` for CUDA tensors when
-            ``triton`` is installed, else ``chunked2d`` for 2D grids without boundary states
+            blocks of the grid as masked attention) or ``"fused_lattice"`` (2D lattices, CPU:
+            compiled with numba); default: ``triton`` for CUDA tensors when
+            ``triton`` is installed, ``fused_lattice`` for 2D grids of float32/float64 CPU
+            tensors when numba is installed, else ``chunked2d`` for 2D grids without boundary states
             where it moves less memory (``chunked2d.block_shape``), ``lattice`` for other
             1D/2D lattices and ``wavefront`` otherwise. The result is the same.
 
