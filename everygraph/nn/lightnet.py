@@ -58,9 +58,11 @@ class LightNet(nn.Module):
         layer_idx: this layer's key in the decoding cache.
 
     Shapes:
-        ``forward(x, structure=None, *, initial_state=None, return_state=False,
-        inference_params=None)``: ``x`` ``[B, N, hidden_size]`` (or ``[N, hidden_size]``) with
-        ``N`` the sequence length, the lattice's node count (row-major) or the DAG's.
+        ``forward(x, structure=None, *, cu_seqlens=None, reverse=False, initial_state=None,
+        return_state=False, inference_params=None)``: ``x`` ``[B, N, hidden_size]`` (or
+        ``[N, hidden_size]``) with ``N`` the sequence length, the lattice's node count
+        (row-major) or the DAG's; ``cu_seqlens`` ``[num_seqs + 1]`` packs sequences along
+        ``N``; ``reverse`` scans right to left (grids and DAGs: every edge reversed).
         Output: the shape of ``x`` (and the state pair with ``return_state``).
 
     Example:
@@ -133,22 +135,28 @@ class LightNet(nn.Module):
         x: Tensor,
         structure: Lattice | DAG | None = None,
         *,
+        cu_seqlens: Tensor | None = None,
+        reverse: bool = False,
         initial_state: tuple[Tensor, Tensor] | None = None,
         return_state: bool = False,
         inference_params: Any = None,
     ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
         self._check_x(x)
+        check_flag(reverse, "reverse")
         unbatched = x.dim() == 2
         if unbatched:
             x = x[None]
         cache = None
         if inference_params is not None:
+            if reverse or cu_seqlens is not None:
+                raise ValueError("decoding (inference_params) runs one sequence left to right: no cu_seqlens or reverse")
             cache = decoding_cache(self, inference_params, x.shape[0])
             if inference_params.seqlen_offset > 0:
                 initial_state = tuple(cache)
         q, k, v = self._qkv(x)
         want_state = return_state or cache is not None
-        o = lightnet_scan(structure, q, k, v, initial_state=initial_state, return_state=want_state)
+        o = lightnet_scan(structure, q, k, v, initial_state=initial_state, return_state=want_state, cu_seqlens=cu_seqlens,
+                          reverse=reverse)
         if want_state:
             o, state = o
             if cache is not None:

@@ -28,7 +28,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from ..graphlib import DAG, Lattice, check_number, check_tensor
+from ..graphlib import DAG, Lattice, check_flag, check_number, check_ptr, check_tensor
 from .plstm.layout import lattice_dag
 from .recurrence import SUPPORTED_KINDS, path_scan, scan
 
@@ -115,8 +115,10 @@ def lightnet_scan(
     execution: str | None = None,
     initial_state: tuple[Tensor, Tensor] | None = None,
     return_state: bool = False,
+    cu_seqlens: Tensor | None = None,
+    reverse: bool = False,
 ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
-    r"""LightNet's additive recurrence on a sequence, a grid or any DAG.
+    r"""LightNet's additive recurrence on a sequence, packed sequences, a grid or any DAG.
 
     On a DAG, per head and key channel, every edge :math:`m \to n` adds its tail's sums:
 
@@ -148,12 +150,20 @@ def lightnet_scan(
         scale: multiplies ``q`` (default :math:`1/\sqrt{d_k}`).
         execution: any execution of :func:`~everygraph.sequence.scan` that runs the diagonal
             kind (default: the engine's choice).
-        initial_state: on a sequence only (``structure`` None or an unflipped 1D lattice), the
-            state before position 0 as ``(S [B, H, dk, dv], log_delta [B, H, dk])``: the
-            normalised sum :math:`U/\delta` and :math:`\log\delta` of the positions already
-            seen (``log_delta = -inf``: none). None: nothing seen.
-        return_state: also return that pair after the last position (sequences only); passing
-            it as ``initial_state`` of the next piece continues the scan exactly.
+        initial_state: on one sequence only (``structure`` None or a 1D lattice, no
+            ``cu_seqlens``), the state before the first position scanned as
+            ``(S [B, H, dk, dv], log_delta [B, H, dk])``: the normalised sum :math:`U/\delta`
+            and :math:`\log\delta` of the positions already seen (``log_delta = -inf``:
+            none). None: nothing seen.
+        return_state: also return that pair after the last position scanned (one sequence
+            only); passing it as ``initial_state`` of the next piece continues the scan
+            exactly. Right to left (``reverse`` or a flipped 1D lattice) both states belong to
+            the right-to-left scan.
+        cu_seqlens: ``[num_seqs + 1]`` integer boundaries of sequences packed along ``N``
+            (sequences only: ``structure`` None or a 1D lattice); nothing crosses a boundary.
+            They run as one DAG of disjoint paths (the wavefront execution by default).
+        reverse: scan right to left (sequences: each packed sequence; grids and DAGs: every
+            edge reversed).
 
     Returns:
         ``o`` ``[B, N, H, dv]``, or ``(o, (S, log_delta))``.
@@ -165,20 +175,38 @@ def lightnet_scan(
         torch.Size([2, 12, 4, 8])
     """
     _check(structure, q, k, v, scale)
+    check_flag(reverse, "reverse")
     if execution is not None and "diagonal" not in SUPPORTED_KINDS.get(execution, ()):
         valid = [e for e, kinds in SUPPORTED_KINDS.items() if "diagonal" in kinds]
         raise ValueError(f"execution must be one of {valid}, got {execution!r}")
     B, N, H, dk = q.shape
     dv = v.shape[-1]
     scale = 1.0 / math.sqrt(dk) if scale is None else scale
+    sequence = structure is None or (isinstance(structure, Lattice) and structure.ndim == 1)
+    backwards = sequence and reverse != (structure is not None and structure.flip[0])
+    if cu_seqlens is not None:
+        if not sequence:
+            raise ValueError(f"cu_seqlens packs sequences; it needs structure None or a 1D Lattice, got {structure!r}")
+        check_ptr(cu_seqlens, N, name="cu_seqlens", length_name="the sequence length N", count_name="num_seqs", min_segments=1)
     if initial_state is not None or return_state:
-        if not (structure is None or (isinstance(structure, Lattice) and structure.ndim == 1 and not structure.flip[0])):
-            raise ValueError("initial_state and return_state take a sequence (structure None or an unflipped 1D Lattice), "
+        if not sequence or cu_seqlens is not None:
+            raise ValueError("initial_state and return_state take a sequence (structure None or a 1D Lattice, no cu_seqlens), "
                              f"got {structure!r}")
+        if backwards:
+            q, k, v = (t.flip(1) for t in (q, k, v))
         h, state = _sequence_piece(q, k, v, scale, execution, initial_state)
+        h = h.flip(1) if backwards else h
         return (h, state) if return_state else h
     if N == 0:
         return v.new_zeros(B, 0, H, dv)
+    if cu_seqlens is not None:
+        structure = _packed_paths(cu_seqlens, N, backwards)
+    elif reverse:
+        if isinstance(structure, DAG):
+            structure = structure.reverse()
+        else:
+            shape, flip = ((N,), (False,)) if structure is None else (structure.shape, structure.flip)
+            structure = Lattice(shape, tuple(not f for f in flip))
     structure, dag = _dag_of(structure, N)
     log_delta = lightnet_log_normalizer(dag, k)
     src, dst = dag.edge_index.to(q.device)
@@ -192,6 +220,15 @@ def lightnet_scan(
         structure, q, key, v, q.new_ones(B, dag.num_edges, H), transition, mark, q.new_ones(B, N, H),
         kind="diagonal", scale=scale, execution=execution,
     )
+
+
+def _packed_paths(cu_seqlens: Tensor, length: int, backwards: bool) -> DAG:
+    """Packed sequences as one DAG of disjoint paths ``t -> t + 1`` (``t + 1 -> t`` backwards)."""
+    bounds = cu_seqlens.to(device="cpu", dtype=torch.long)
+    tails = torch.arange(length - 1)
+    within = ~torch.isin(tails + 1, bounds)  # no edge into a sequence's first position
+    edges = torch.stack([tails[within], tails[within] + 1])
+    return DAG(edges.flip(0) if backwards else edges, length)
 
 
 def _check_state(state: tuple[Tensor, Tensor], B: int, H: int, dk: int, dv: int) -> tuple[Tensor, Tensor]:
