@@ -29,9 +29,12 @@ Two more comparisons, each printed as its own table:
   blocked ``chunked2d`` form; paths: the chunkwise form with autograd, see
   :func:`previous_path`). ``--official-cases 64x64 L=4096`` runs only those rows;
   ``--clock cpu`` times this process's CPU time instead of wall time.
-* ``--tutorial``: the training step of ``examples/arrow_pointing.py`` at its default sizes
-  (pLSTM with the four orientations batched into one scan, the same model with one scan per
-  orientation as before, and the ViT).
+* ``--tutorial``: the training step of ``examples/arrow_pointing.py`` at its default sizes:
+  pLSTM by default (the four orientations as one masked attention with the grid's gating
+  matrix, the numba loop, then its PyTorch fallback), the four orientations stacked into one
+  scan (``plstm_grid_scan``: the compiled ``fused_lattice`` loop; without the JIT one
+  ``chunked2d`` block, the default before, or the anti-diagonal loop), one scan per
+  orientation, and the ViT.
 
     python benchmarks/plstm.py --official /tmp/plstm-official --threads 1 --only none
     python benchmarks/plstm.py --tutorial --threads 1 --only none
@@ -372,31 +375,47 @@ def compare_tutorial(args) -> None:
     }
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-3) for name, m in models.items()}
 
+    import os
+
     import everygraph.sequence.plstm.chunked2d as chunked2d
     import everygraph.sequence.recurrence as engine
+    from everygraph.sequence.mamba.fused_cpu import DISABLE_ENV
 
-    def train_step(name: str, per_orientation: bool = False, blocks: bool = True):
+    def train_step(name: str, dense: bool = True, per_orientation: bool = False, blocks: bool = True, jit: bool = True):
         def run():
-            original, original_blocks = PLSTM2d.forward, chunked2d.block_shape
+            original, original_dense, original_blocks = PLSTM2d.forward, PLSTM2d.dense, chunked2d.block_shape
+            original_env = os.environ.get(DISABLE_ENV)
+            if not dense:  # the scan of the four orientations stacked into the batch
+                PLSTM2d.dense = lambda *args: False
             if per_orientation:
                 PLSTM2d.forward = per_orientation_forward
             if not blocks:  # the dispatch then keeps the anti-diagonal loop
                 engine.block_shape = chunked2d.block_shape = lambda *args: None
+            if not jit:
+                os.environ[DISABLE_ENV] = "1"
             try:
                 loss = torch.nn.functional.cross_entropy(models[name](images), labels)
                 optimizers[name].zero_grad()
                 loss.backward()
                 optimizers[name].step()
             finally:
-                PLSTM2d.forward, engine.block_shape, chunked2d.block_shape = original, original_blocks, original_blocks
+                PLSTM2d.forward, PLSTM2d.dense = original, original_dense
+                engine.block_shape = chunked2d.block_shape = original_blocks
+                if original_env is None:
+                    os.environ.pop(DISABLE_ENV, None)
+                else:
+                    os.environ[DISABLE_ENV] = original_env
 
         return run
 
     times = interleaved(
         {
-            "pLSTM, batched, default (blocks)": train_step("pLSTM"),
-            "pLSTM, batched, lattice loop": train_step("pLSTM", blocks=False),
-            "pLSTM, per orientation, lattice (before)": train_step("pLSTM", per_orientation=True),
+            "pLSTM, default (gating matrix, numba)": train_step("pLSTM"),
+            "pLSTM, gating matrix, PyTorch (no JIT)": train_step("pLSTM", jit=False),
+            "pLSTM, batched scan, fused_lattice": train_step("pLSTM", dense=False),
+            "pLSTM, batched scan, one block (before)": train_step("pLSTM", dense=False, jit=False),
+            "pLSTM, batched scan, lattice loop": train_step("pLSTM", dense=False, blocks=False, jit=False),
+            "pLSTM, per orientation, lattice loop": train_step("pLSTM", per_orientation=True),
             "ViT": train_step("ViT"),
         },
         max(args.repeat, 10),

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ..graphlib import Lattice, check_size, check_tensor, compute_dtype
-from ..sequence import plstm_grid_scan
+from ..sequence import plstm_grid_gating, plstm_grid_scan
 from .plstm_gates import (
     QKVProjection,
     angle_gate,
@@ -53,6 +53,13 @@ class PLSTM2d(nn.Module):
     :math:`T = \sigma(3 + W x)`. ``paper_gates=True`` uses the official parameterisation:
     :math:`T = \tanh(5 (b + W x))` with :math:`b = 1` and the angle
     :math:`a = \sigma(b_a + 0.5\, W_a x / d)`.
+
+    Execution: the orientations share queries, keys and values, so on small grids
+    (:meth:`dense`) their gating matrices add up and the layer is one masked attention
+    :math:`((\tilde Q K^\top) \circ \sum_f G_f) V` per head
+    (:func:`~everygraph.sequence.plstm_grid_gating`); on larger grids the four orientations run
+    as one scan of a batch of ``4 B`` grids (:func:`~everygraph.sequence.plstm_grid_scan`).
+    Both equal the per-orientation reference loop.
 
     Args:
         dim: channels ``d`` of the input and output.
@@ -109,28 +116,45 @@ class PLSTM2d(nn.Module):
         ``[B, H, W, heads, 2, 2]`` (``[..., out_axis, in_axis]``), ``mark``
         ``[B, H, W, heads, 2]`` and ``direct`` ``[B, H, W, heads]``, in the compute dtype.
         """
+        source, transition, mark, direct = self.gate_tensors(x)
+        return [dict(source=source[:, :, :, o], transition=transition[:, :, :, o], mark=mark[:, :, :, o],
+                     direct=direct[:, :, :, o]) for o in range(self.num_orientations)]
+
+    def gate_tensors(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The gates of all orientations at once, orientation axis after the grid's:
+        ``source`` ``[B, H, W, 4, heads, 2]``, ``transition`` ``[B, H, W, 4, heads, 2, 2]``,
+        ``mark`` ``[B, H, W, 4, heads, 2]``, ``direct`` ``[B, H, W, 4, heads]`` (what
+        :meth:`gates` returns, stacked), in the compute dtype."""
         x = x.to(compute_dtype(x.dtype))
         weight, bias = self.gate_proj.weight.to(x.dtype), self.gate_proj.bias.to(x.dtype)
         pre = torch.nn.functional.linear(x, weight)  # bias added per gate: the paper scales W x only
         pre = pre.view(*x.shape[:-1], self.num_orientations, self.num_heads, self.gates_per_head)
         bias = bias.view(self.num_orientations, self.num_heads, self.gates_per_head)
-        out = []
-        for o in range(self.num_orientations):
-            p, b = pre[..., o, :, :], bias[o]
-            source = torch.sigmoid(p[..., 0:2] + b[:, 0:2])
-            mark = torch.sigmoid(p[..., 2:4] + b[:, 2:4])
-            direct = torch.sigmoid(p[..., 4] + b[:, 4])
+        if not self.paper_gates:  # every gate is sigmoid(b + W x): one activation for all of them
+            gates = torch.sigmoid(pre + bias)
+            gates, transition_gates = gates[..., :5], gates[..., 5:]
+        else:
+            gates = torch.sigmoid(pre[..., :5] + bias[..., :5])
             if self.mode == "P":
-                a = angle_gate(p[..., 5], b[:, 5], self.dim, self.paper_gates)
-                transition = torch.stack([1 - a, a], dim=-1).unsqueeze(-1).expand(*a.shape, 2, 2)
+                transition_gates = angle_gate(pre[..., 5:], bias[..., 5:], self.dim, True)
             else:
-                g = transition_gate(p[..., 5:8] + b[:, 5:8], self.paper_gates)
-                zero = torch.zeros_like(g[..., 0])
-                transition = torch.stack(
-                    [torch.stack([g[..., 0], g[..., 2]], -1), torch.stack([zero, g[..., 1]], -1)], dim=-2
-                )
-            out.append(dict(source=source, transition=transition, mark=mark, direct=direct))
-        return out
+                transition_gates = transition_gate(pre[..., 5:] + bias[..., 5:], True)
+        source, mark, direct = gates[..., 0:2], gates[..., 2:4], gates[..., 4]
+        if self.mode == "P":
+            a = transition_gates[..., 0]
+            transition = torch.stack([1 - a, a], dim=-1).unsqueeze(-1).expand(*a.shape, 2, 2)
+        else:  # [[g0, g2], [0, g1]]: a state moving down never turns right
+            padded = torch.nn.functional.pad(transition_gates, (0, 1))
+            transition = padded[..., [0, 2, 3, 1]].view(*padded.shape[:-1], 2, 2)
+        return source, transition, mark, direct
+
+    def dense(self, height: int, width: int) -> bool:
+        """Whether the layer runs as one masked attention with the grid's gating matrix
+        (:func:`~everygraph.sequence.plstm_grid_gating`) rather than a scan: on grids whose
+        ``(H W)^2`` matrix per head costs no more than the scan's ``dk x dv`` states per edge
+        (``3 H W <= 2 head_dim^2``, the rule by which the scan itself runs a grid as one block,
+        e.g. a 6 x 6 patch grid at head size 8)."""
+        return 3 * height * width <= 2 * self.head_dim**2
 
     def forward(self, x: Tensor) -> Tensor:
         check_tensor(x, "x", "float")
@@ -140,27 +164,39 @@ class PLSTM2d(nn.Module):
         if x.numel() == 0:  # an empty batch or grid: nothing to scan
             return x.new_zeros(x.shape)
         dtype = compute_dtype(x.dtype)
-        q, k, v = (t.to(dtype).reshape(batch, height, width, self.num_heads, self.head_dim) for t in self.qkv(x))
+        q, k, v = (t.to(dtype) for t in self.qkv(x))  # [B, H, W, heads, head_dim]
+        gates = self.gate_tensors(x)
+        flips = Lattice.orientations(2)
+        scale = default_scale(self.head_dim)
+        if self.dense(height, width):
+            # The orientations share q, k and v, so their gating matrices add up and the four
+            # scans become one masked attention ((q k^T) * G) v per batch entry and head.
+            G = plstm_grid_gating(*gates, flips)  # [B, heads, N, N]
+            q, k, v = (t.reshape(batch, height * width, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+            h = ((q * scale) @ k.transpose(-1, -2) * G) @ v
+            h = h.transpose(1, 2)
+        else:
+            h = self._scan_orientations(q, k, v, gates, flips, scale)
+        out = head_norm(h.reshape(batch, height * width, self.num_heads, self.head_dim), self.norm).to(x.dtype)
+        return self.out_proj(out).reshape(batch, height, width, self.dim)
+
+    def _scan_orientations(self, q: Tensor, k: Tensor, v: Tensor, gates: tuple[Tensor, ...], flips: list, scale: float) -> Tensor:
         # The four orientations are the same DAG up to reversed axes: reversing the flipped
         # axes of every input puts each into the canonical orientation, so all four run as
         # one scan over a batch of 4 * batch grids (one pass of the scan's loops, not four).
-        flips = Lattice.orientations(2)
-        gates = self.gates(x)
+        batch, height, width = q.shape[:3]
 
         def canonical(t: Tensor, flip: tuple[bool, ...]) -> Tensor:  # [B, H, W, ...], flips its own inverse
             axes = [1 + a for a, f in enumerate(flip) if f]
             return t.flip(axes) if axes else t
 
-        def stacked(name: str | None, t: Tensor | None = None) -> Tensor:
-            return torch.cat([canonical(t if name is None else g[name], f) for f, g in zip(flips, gates)])
+        def stacked(t: Tensor, orientation_axis: bool = True) -> Tensor:
+            return torch.cat([canonical(t[:, :, :, o] if orientation_axis else t, f) for o, f in enumerate(flips)])
 
         h4 = plstm_grid_scan(
-            stacked(None, q), stacked(None, k), stacked(None, v), stacked("source"), stacked("transition"),
-            stacked("mark"), stacked("direct"), scale=default_scale(self.head_dim),
+            stacked(q, False), stacked(k, False), stacked(v, False), *(stacked(g) for g in gates), scale=scale,
         ).reshape(4, batch, height, width, self.num_heads, self.head_dim)
-        h = sum(canonical(h4[o], f) for o, f in enumerate(flips)).reshape(batch, height * width, self.num_heads, self.head_dim)
-        out = head_norm(h, self.norm).to(x.dtype)
-        return self.out_proj(out).reshape(batch, height, width, self.dim)
+        return sum(canonical(h4[o], f) for o, f in enumerate(flips))
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.dim}, num_heads={self.num_heads}, mode={self.mode!r}, paper_gates={self.paper_gates})"
