@@ -389,8 +389,9 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
 def kernels(args) -> None:
     """The kernel choices of the schedule, timed alone: ``torch.bmm`` against ``numpy.matmul``
     on ``[B, n, n]`` batches (row- and column-major operand), a column-major ``out=`` against
-    the transposed product, and grouping k products over patterns (separate calls, one call
-    stacked over ``[k * B, n, n]``, one wide product with the shared left operand)."""
+    the transposed product, grouping k products over patterns (separate calls, one call
+    stacked over ``[k * B, n, n]``, one wide product with the shared left operand; in cache and
+    with distinct operands out of cache) and the matrix-vector steps' kernels."""
     import numpy as np
 
     B, n = 128, 32
@@ -427,6 +428,73 @@ def kernels(args) -> None:
         for name, (_, products) in cases.items():
             t = statistics.median(times[name]) / products
             print(f"{name:<40} {t * 1e6:>8.0f} us per product ({2 * B * n**3 / t / 1e9:.1f} GFLOP/s)")
+        grouping_out_of_cache(dtype, B, n, k, args.repeats)
+        matrix_vector(dtype, B, n, args.repeats)
+
+
+def _timed(cases: dict, repeats: int) -> dict[str, tuple[float, float]]:
+    """Median wall and calling-thread CPU seconds of each no-argument callable, interleaved."""
+    wall: dict[str, list[float]] = {name: [] for name in cases}
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            c0, w0 = time.thread_time(), time.perf_counter()
+            fn()
+            wall[name].append(time.perf_counter() - w0)
+            cpu[name].append(time.thread_time() - c0)
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in cases}
+
+
+def grouping_out_of_cache(dtype: torch.dtype, B: int, n: int, k: int, repeats: int, groups: int = 6) -> None:
+    """Grouping k products ``A @ Y_i`` that share their left operand, as the plan's would run:
+    ``groups`` groups of distinct right operands and results (``groups * k`` of each, about
+    24 / 48 MiB in float32 / float64: out of the per-core cache), each group as k separate
+    products, as one call over a ``[k, B, n, n]`` stack (numpy broadcasts ``A``; torch needs
+    ``A`` repeated, a copy, so it is not timed), or as one wide product ``A @ [Y_1 ... Y_k]``
+    (the operands and results stored side by side)."""
+    import numpy as np
+
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(B, n, n, generator=gen, dtype=dtype)
+    ys = torch.randn(groups, k, B, n, n, generator=gen, dtype=dtype)
+    outs = torch.ones(groups, k, B, n, n, dtype=dtype)
+    wide_y = torch.randn(groups, B, n, k * n, generator=gen, dtype=dtype)
+    wide_out = torch.ones(groups, B, n, k * n, dtype=dtype)
+    an, ysn, outsn, wyn, won = a.numpy(), ys.numpy(), outs.numpy(), wide_y.numpy(), wide_out.numpy()
+    cases = {
+        "separate torch.bmm": lambda: [torch.bmm(a, ys[g, i], out=outs[g, i]) for g in range(groups) for i in range(k)],
+        "separate numpy.matmul": lambda: [np.matmul(an, ysn[g, i], out=outsn[g, i]) for g in range(groups) for i in range(k)],
+        "stacked numpy.matmul over [k, B, n, n]": lambda: [np.matmul(an, ysn[g], out=outsn[g]) for g in range(groups)],
+        "wide torch.bmm": lambda: [torch.bmm(a, wide_y[g], out=wide_out[g]) for g in range(groups)],
+        "wide numpy.matmul": lambda: [np.matmul(an, wyn[g], out=won[g]) for g in range(groups)],
+    }
+    flops = 2 * B * n**3 * groups * k
+    print(f"   grouping {k} products sharing A, {groups} groups of distinct operands (out of cache): GFLOP/s wall, CPU")
+    for name, (wall, cpu) in _timed(cases, repeats).items():
+        print(f"   {name:<40} {flops / wall / 1e9:>6.1f} {flops / cpu / 1e9:>6.1f}")
+
+
+def matrix_vector(dtype: torch.dtype, B: int, n: int, repeats: int) -> None:
+    """A matrix-vector step ``out[b, i] = sum_j Y[b, i, j] v[b, j]`` (node outputs) and its
+    3-axis form ``out[b, i, j] = sum_k T[b, i, j, k] v[b, i, k]`` (one chunk of 2 graphs):
+    broadcast product and sum (torch), ``torch.bmm`` and ``numpy.matmul`` (BLAS gemv)."""
+    import numpy as np
+
+    gen = torch.Generator().manual_seed(2)
+    y, v, o = torch.randn(B, n, n, generator=gen, dtype=dtype), torch.randn(B, n, generator=gen, dtype=dtype), torch.empty(B, n, dtype=dtype)
+    t3, v3, o3 = torch.randn(2, n, n, n, generator=gen, dtype=dtype), torch.randn(2, n, n, generator=gen, dtype=dtype), torch.empty(2, n, n, dtype=dtype)
+    tmp, tmp3 = torch.empty(B, n, n, dtype=dtype), torch.empty(2, n, n, n, dtype=dtype)
+    cases = {
+        "[B, n, n] product and sum": lambda: (torch.mul(y, v[:, None, :], out=tmp), torch.sum(tmp, (2,), out=o)),
+        "[B, n, n] torch.bmm": lambda: torch.bmm(y, v[:, :, None], out=o[:, :, None]),
+        "[B, n, n] numpy.matmul": lambda: np.matmul(y.numpy(), v[:, :, None].numpy(), out=o[:, :, None].numpy()),
+        "[2, n, n, n] product and sum": lambda: (torch.mul(t3, v3[:, :, None, :], out=tmp3), torch.sum(tmp3, (3,), out=o3)),
+        "[2, n, n, n] torch.bmm": lambda: torch.bmm(t3.view(2 * n, n, n), v3.reshape(2 * n, n, 1), out=o3.view(2 * n, n, 1)),
+        "[2, n, n, n] numpy.matmul": lambda: np.matmul(t3.numpy(), v3[..., None].numpy(), out=o3[..., None].numpy()),
+    }
+    print("   matrix-vector steps: us per call (wall, CPU)")
+    for name, (wall, cpu) in _timed(cases, max(repeats, 21)).items():
+        print(f"   {name:<40} {wall * 1e6:>8.0f} {cpu * 1e6:>8.0f}")
 
 
 def main() -> None:
