@@ -482,11 +482,20 @@ class _Planner:
                     ins.append(None)
             if any(x is None for x in ins):
                 continue
-            if self._kind(step.eq) == "bmm":
+            kind = self._kind(step.eq)
+            if kind == "bmm":
                 total += min(
                     self._bmm_layout(la, lb, rhs, ins[0], ins[1], None)[1],
                     self._bmm_layout(lb, la, rhs, ins[1], ins[0], None)[1],
                 )
+            elif kind == "dot":
+                # a matrix-vector step that cannot run as one (no unit stride in its matrix)
+                # falls back to a product into a temporary and a sum: two passes over it
+                direct = self.direct.get(step.out)
+                O = self._slot_view(*direct) if direct is not None else self._new_buffer_view_meta(self._shape(rhs), list(range(len(rhs))))[1]
+                dummy = Ref("buf", 0, (), ())
+                if self._matvec_refs(la, lb, rhs, ins, (dummy, dummy), O, dummy) is None:
+                    total += 2 * math.prod(self._shape("".join(dict.fromkeys(rhs + la + lb))))
         return total
 
     @staticmethod
@@ -514,7 +523,7 @@ class _Planner:
         for i, s in enumerate(plan.sources):
             shape = (self.B, self.n) if s[0] == "mask" else (self.B, self.n, self.n)
             self.views[i] = ("src", i, _meta(shape, torch.empty(shape, device="meta").stride()))
-        direct = self._direct_targets()
+        direct = self.direct = self._direct_targets()
         for i, step in enumerate(self.steps):
             self._step(i, step, direct.get(step.out))
             for t in set(step.inputs):

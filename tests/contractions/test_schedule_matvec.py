@@ -22,6 +22,7 @@ PATTERNS = [
     "ab,bc,cd,da->ab",
     "ab,bc,cd->ad",
     "ab,bc->a",
+    "ac,ad,bc,be,ce,de->ab",  # its 3-axis product is stored for the matrix-vector step that reads it
 ]
 
 
@@ -115,3 +116,14 @@ def test_matvec_kernel_is_numpy_only_for_cpu_float_tensors():
     evaluate(plan, torch.zeros(2, 4, 4, device="meta", dtype=torch.float64), workspace=ws, memory_limit=float("inf"))
     kernels = _matvec_kernels(plan, ws)
     assert kernels and all(k.func is schedule_module._mul_sum for k in kernels)
+
+
+def test_storage_order_lets_matrix_vector_steps_run_as_one():
+    # the intermediate this step reads is written by a broadcast product free to choose its
+    # storage order; an order without a unit stride in the step's matrix would leave a
+    # product and a sum over a [B, n, n, n] tensor
+    plan = compile_plan(["ac,ad,bc,be,ce,de->ab"])
+    evaluate(plan, _batch(2, 5, seed=0, directed=False), workspace=Workspace())
+    (schedule,) = plan._schedules.values()
+    inner = [op[0] for chunked in schedule.ops if chunked[0] == "chunked" for op in chunked[1]]
+    assert "matvec" in inner and "sum" not in inner
