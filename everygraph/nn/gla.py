@@ -87,7 +87,7 @@ class GatedLinearAttention(nn.Module):
         ``forward(x, structure=None, cu_seqlens=None, reverse=False, *, initial_state=None,
         return_state=False, inference_params=None)``: ``x`` ``[B, N, hidden_size]``
         (or ``[N, hidden_size]``) with ``N`` the sequence length, the lattice's node count
-        (row-major) or the DAG's; ``cu_seqlens`` ``[num_seqs + 1]`` packs sequences along ``N``.
+        (row-major; a grid may also come unflattened, ``[B, *shape, hidden_size]``) or the DAG's; ``cu_seqlens`` ``[num_seqs + 1]`` packs sequences along ``N``.
         Output: the shape of ``x``, and with ``return_state`` the state ``[B, H, dk, dv]``.
 
     Example:
@@ -187,6 +187,12 @@ class GatedLinearAttention(nn.Module):
         return_state: bool = False,
         inference_params: Any = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
+        grid = None
+        if isinstance(structure, Lattice) and structure.ndim > 1 and isinstance(x, Tensor) and x.dim() == structure.ndim + 2:
+            if tuple(x.shape[1:]) != (*structure.shape, self.hidden_size):
+                raise ValueError(f"x must have shape [B, N, {self.hidden_size}] or [B, *{list(structure.shape)}, "
+                                 f"{self.hidden_size}] for the structure {structure!r}, got {list(x.shape)}")
+            grid, x = tuple(x.shape), x.flatten(1, -2)  # a grid unflattened: nodes row-major
         check_tensor(x, "x", "float", (2, 3), shape=f"[B, N, {self.hidden_size}] or [N, {self.hidden_size}]")
         check_flag(reverse, "reverse")
         if x.shape[-1] != self.hidden_size:
@@ -217,6 +223,7 @@ class GatedLinearAttention(nn.Module):
         gate = heads(self.g_proj(x), self.head_v_dim) if self.use_output_gate else None
         out = self.o_proj(self.norm(o, gate).flatten(-2))
         out = out[0] if unbatched else out
+        out = out if grid is None else out.reshape(grid)
         return (out, state) if return_state else out
 
     def allocate_inference_cache(self, batch_size: int, max_seqlen: int = 0, dtype: torch.dtype | None = None,

@@ -15,6 +15,17 @@ from ._decoding import decoding_cache
 __all__ = ["LightNet"]
 
 
+def _unflattened_grid(x: Any, structure: Lattice | DAG | None, channels: int) -> tuple[int, ...] | None:
+    """The shape of ``x`` when it is a lattice's grid unflattened, ``[B, *shape, channels]``
+    (nodes row-major once flattened); None otherwise."""
+    if not (isinstance(structure, Lattice) and structure.ndim > 1 and isinstance(x, Tensor) and x.dim() == structure.ndim + 2):
+        return None
+    if tuple(x.shape[1:]) != (*structure.shape, channels):
+        raise ValueError(f"x must have shape [B, N, {channels}] or [B, *{list(structure.shape)}, {channels}] for the "
+                         f"structure {structure!r}, got {list(x.shape)}")
+    return tuple(x.shape)
+
+
 class LightNet(nn.Module):
     r"""A LightNet token mixer, from `You Only Scan Once: Efficient Multi-dimension Sequential
     Modeling with LightNet <https://arxiv.org/abs/2405.21022>`_ (Qin et al., 2024), on
@@ -61,7 +72,8 @@ class LightNet(nn.Module):
         ``forward(x, structure=None, *, cu_seqlens=None, reverse=False, initial_state=None,
         return_state=False, inference_params=None)``: ``x`` ``[B, N, hidden_size]`` (or
         ``[N, hidden_size]``) with ``N`` the sequence length, the lattice's node count
-        (row-major) or the DAG's; ``cu_seqlens`` ``[num_seqs + 1]`` packs sequences along
+        (row-major; a grid may also come unflattened, ``[B, *shape, hidden_size]``) or the
+        DAG's; ``cu_seqlens`` ``[num_seqs + 1]`` packs sequences along
         ``N``; ``reverse`` scans right to left (grids and DAGs: every edge reversed).
         Output: the shape of ``x`` (and the state pair with ``return_state``).
 
@@ -141,6 +153,9 @@ class LightNet(nn.Module):
         return_state: bool = False,
         inference_params: Any = None,
     ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
+        grid = _unflattened_grid(x, structure, self.hidden_size)
+        if grid is not None:
+            x = x.flatten(1, -2)
         self._check_x(x)
         check_flag(reverse, "reverse")
         unbatched = x.dim() == 2
@@ -164,6 +179,7 @@ class LightNet(nn.Module):
                     slot.copy_(value)
         out = self._output(x, o)
         out = out[0] if unbatched else out
+        out = out if grid is None else out.reshape(grid)
         return (out, state) if return_state else out
 
     def allocate_inference_cache(self, batch_size: int, max_seqlen: int = 0, dtype: torch.dtype | None = None,
