@@ -7,6 +7,7 @@ forward+backward, with peak memory.
     python benchmarks/selective_scan.py --lengths 1024 --threads 1
     python benchmarks/selective_scan.py --tune           # slab size sweep at L=4k
     python benchmarks/selective_scan.py --torch-compile 16   # torch.compile of 16-step blocks vs the fused kernel
+    python benchmarks/selective_scan.py --route --threads 1 --lengths 4096   # selective_scan through scan vs the direct dispatch
 
 Times are the median of ``--repeats`` runs (ms; the loop: of ``--loop-repeats``), in one process, the fused kernels and
 the PyTorch recurrence interleaved (fused, recurrent, fused, ...), so ratios hold on a busy machine even when absolute
@@ -191,6 +192,44 @@ def measure_interleaved(fns, args, backward, repeats, sync):
     }
 
 
+def route_comparison(B: int, D: int, N: int, lengths: list[int], repeats: int) -> None:
+    """What the route through the engine costs: ``selective_scan`` (operands built as the
+    engine's factored form, ``scan`` recognises it and calls the kernel) against
+    ``_selective_scan_direct`` (the dispatch straight to the kernel that ``selective_scan``
+    made before), the same kernel underneath. Interleaved in alternating order (route, direct,
+    direct, route, ...), process CPU time, medians of ``repeats``; plus the fixed cost per call
+    at a tiny size, where the kernel's time is negligible."""
+    from everygraph.sequence.mamba import _selective_scan_direct
+
+    fns = {"route": lambda *a: selective_scan(*a, delta_softplus=True),
+           "direct": lambda *a: _selective_scan_direct(*a, delta_softplus=True)}
+    warm = make_inputs(1, 2, N, 3, "cpu", True)
+    for fn in fns.values():  # compile (or load) the kernels outside the timings
+        fn(*warm).sum().backward()
+    print(f"{'L':>6} {'mode':>8} {'route ms':>9} {'direct ms':>10} {'route/direct':>12}")
+    sizes = [(B, D, N, L) for L in lengths] + [(1, 8, 4, 16)]
+    for b, d, n, L in sizes:
+        for backward in (False, True):
+            x = make_inputs(b, d, n, L, "cpu", backward)
+            runs = {name: [] for name in fns}
+            for r in range(repeats):
+                for name in (fns if r % 2 == 0 else reversed(list(fns))):
+                    for a in x:
+                        a.grad = None
+                    with torch.enable_grad() if backward else torch.no_grad():
+                        start = time.process_time()
+                        out = fns[name](*x)
+                        if backward:
+                            out.sum().backward()
+                        runs[name].append(time.process_time() - start)
+            t_route, t_direct = (statistics.median(runs[k]) * 1e3 for k in ("route", "direct"))
+            label = f"{L}" if (b, d, n) == (B, D, N) else f"{L} (B={b}, D={d}, N={n})"
+            print(f"{label:>6} {'fwd+bwd' if backward else 'fwd':>8} {t_route:>9.3f} {t_direct:>10.3f} "
+                  f"{t_route / t_direct:>12.3f}", flush=True)
+    print(f"medians of {repeats} interleaved repeats, process CPU time; the same kernel runs in both "
+          f"({'fused' if NUMBA_AVAILABLE and jit_enabled() else 'recurrent'})")
+
+
 def torch_compile_comparison(block: int, B: int, D: int, N: int, L: int, repeats: int) -> None:
     """Forward only: ``torch.compile`` of a block of ``block`` recurrence steps (the Python loop
     unrolled into the graph), called ``L / block`` times, against the fused kernel; CPU time."""
@@ -252,6 +291,8 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="sweep the slab size at L=4096")
     parser.add_argument("--torch-compile", type=int, default=0, metavar="BLOCK",
                         help="compare torch.compile of BLOCK-step blocks with the fused kernel at the first length, forward")
+    parser.add_argument("--route", action="store_true",
+                        help="selective_scan through the scan engine vs the direct dispatch to the kernel, same run")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall: elapsed time; cpu: process CPU time (use with --threads 1 on a busy machine)")
     args = parser.parse_args()
@@ -263,6 +304,10 @@ def main() -> None:
           f"{args.clock} clock, {cpu_name()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
     cpu_sync = lambda: None  # noqa: E731
+
+    if args.route:
+        route_comparison(B, D, N, args.lengths, args.repeats)
+        return
 
     if args.torch_compile:
         torch_compile_comparison(args.torch_compile, B, D, N, args.lengths[0], args.repeats)

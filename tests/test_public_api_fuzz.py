@@ -260,6 +260,8 @@ ENTRIES: list[Entry] = [
           extra=[("None", "shape", None), ("a fraction", "shape", (2.5,)), ("a zero size", "shape", (0, 3)),
                  ("a string", "shape", "ab"), ("flip of the wrong length", "flip", (True,)), ("flip as a string", "flip", "tf")]),
     Entry("path_graph", graphlib.path_graph, lambda: dict(length=4), dict(length="count")),
+    Entry("packed_paths", graphlib.packed_paths, lambda: dict(cu_seqlens=_t(0, 2, 5)), dict(cu_seqlens="index", reverse="flag"),
+          extra=[("decreasing cu_seqlens", "cu_seqlens", _t(0, 3, 2)), ("cu_seqlens not from 0", "cu_seqlens", _t(1, 3))]),
     Entry("dagify", graphlib.dagify, lambda: dict(edge_index=EDGES, num_nodes=3, order="degree"),
           dict(edge_index="index", num_nodes="size", order="option"),
           extra=[("a float order tensor", "order", torch.tensor([0.0, 1, 2])), ("a seed string", "seed", "abc")]),
@@ -362,6 +364,8 @@ ENTRIES: list[Entry] = [
     Entry("default_execution", sequence.default_execution, lambda: dict(structure=graphlib.Lattice((3,)), kind="scalar"),
           dict(structure="structure", kind="option")),
     Entry("Boundary", sequence.Boundary, lambda: dict(mark=torch.rand(1, 3, 1))),  # checked where a scan uses it
+    Entry("ExponentialDecay", sequence.ExponentialDecay, lambda: dict(rate=torch.rand(1, 3, 2), A=-torch.rand(2, 4, 1))),
+    Entry("NodeWeight", sequence.NodeWeight, lambda: dict(weight=torch.rand(1, 3, 2))),  # checked where a scan uses it
     Entry("lattice_gates", sequence.lattice_gates,
           lambda: dict(lattice=graphlib.Lattice((3,)), source=torch.rand(1, 3, 1, 1), transition=torch.rand(1, 3, 1, 1, 1),
                        mark=torch.rand(1, 3, 1, 1)),

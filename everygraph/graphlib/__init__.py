@@ -10,7 +10,7 @@ from .convert import from_networkx, to_networkx
 from .dag import DAG, LineGraph
 from .dense import to_dense_pairs, to_simple_graph
 from .errors import CycleError, IndexDtypeError
-from .lattice import Lattice, path_graph
+from .lattice import Lattice, packed_paths, path_graph
 from .multitree import prune_to_multitree
 from .orient import NODE_ORDERS, dagify, node_order, undirected_degree
 from .precision import compute_dtype, upcast
@@ -39,6 +39,7 @@ __all__ = [
     "LineGraph",
     "Lattice",
     "path_graph",
+    "packed_paths",
     "rook_graph",
     "shrikhande_graph",
     "NODE_ORDERS",

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .dag import DAG
-from .validation import check_size
+from .validation import check_flag, check_ptr, check_size, check_tensor
 
 
 class Lattice:
@@ -156,3 +156,40 @@ class Lattice:
 def path_graph(length: int) -> Lattice:
     """The path graph ``0 -> 1 -> ... -> length-1``: a sequence, ``Lattice((length,))``."""
     return Lattice((check_size(length, "length", 1),))
+
+
+def packed_paths(cu_seqlens: Tensor, reverse: bool = False) -> DAG:
+    """Sequences packed along one axis as a graph: the disjoint union of the paths
+    ``lo -> lo+1 -> ... -> hi-1``, one per sequence ``[lo, hi)`` of ``cu_seqlens`` (the edges
+    between packed sequences removed), or ``hi-1 -> ... -> lo`` when ``reverse``.
+
+    Args:
+        cu_seqlens: ``[num_seqs + 1]`` offsets (PyG's ``ptr``): integers from 0, never
+            decreasing (empty sequences allowed), ending at the total length.
+        reverse: point every edge towards lower positions.
+
+    Returns:
+        a :class:`DAG` on ``cu_seqlens[-1]`` nodes with ``ptr = cu_seqlens``; edges in position
+        order, levels in closed form (no topological sort).
+
+    Example:
+        >>> packed_paths(torch.tensor([0, 2, 5])).edge_index
+        tensor([[0, 2, 3],
+                [1, 3, 4]])
+    """
+    check_tensor(cu_seqlens, "cu_seqlens", "index", 1, shape="[num_seqs + 1]")
+    check_flag(reverse, "reverse")
+    length = int(cu_seqlens[-1]) if cu_seqlens.numel() else 0
+    check_ptr(cu_seqlens, length, name="cu_seqlens", length_name="the total length", count_name="num_seqs", min_segments=1)
+    ptr = cu_seqlens.detach().long().cpu()
+    sizes = ptr.diff()
+    start = torch.repeat_interleave(ptr[:-1], sizes)  # of each position's sequence
+    position = torch.arange(length)
+    starts_sequence = position == start
+    lower = position[1:][~starts_sequence[1:]] - 1  # t with an edge between t and t + 1
+    src, dst = (lower + 1, lower) if reverse else (lower, lower + 1)
+    levels = (torch.repeat_interleave(ptr[1:], sizes) - 1 - position) if reverse else position - start
+    dag = DAG._trusted(torch.stack([src, dst]), length, levels)
+    dag.ptr = ptr
+    dag.batch = torch.repeat_interleave(torch.arange(sizes.numel()), sizes)
+    return dag

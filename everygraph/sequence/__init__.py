@@ -35,7 +35,7 @@ from .recurrence import (
     scan,
     wavefront_scan,
 )
-from .transitions import KINDS, Boundary
+from .transitions import KINDS, Boundary, ExponentialDecay, NodeWeight
 
 __all__: list[str] = [
     "scan",
@@ -49,6 +49,8 @@ __all__: list[str] = [
     "fused_lattice_scan",
     "default_execution",
     "Boundary",
+    "ExponentialDecay",
+    "NodeWeight",
     "KINDS",
     "EXECUTIONS",
     "SUPPORTED_KINDS",

@@ -22,12 +22,14 @@ from .executions.fused_lattice import fused_lattice_usable, jit_enabled
 from .executions.recurrent import recurrent as _recurrent
 from .executions.lattice_elementwise import lattice_elementwise as _lattice_elementwise
 from .executions.reference import reference as _reference
+from .executions.selective import SELECTIVE_EXECUTIONS, default_selective_execution, selective_plan
+from .executions.selective import selective as _selective
 from .executions.wavefront import wavefront as _wavefront
 from .plstm.chunked2d import block_shape, plstm_chunked2d
 from .plstm.lattice import plstm_lattice
 from .plstm.layout import lattice_dag, lattice_gates
 from .triton._runtime import require_triton, triton_runs_on
-from .transitions import KINDS, Boundary, check_kind, gate_dims, gate_shape
+from .transitions import FACTORED, KINDS, Boundary, check_kind, gate_dims, gate_shape, materialise_factored
 
 Structure = Union[Lattice, DAG]
 
@@ -100,6 +102,7 @@ def scan(
     boundary: Boundary | None = None,
     scale: float | None = None,
     execution: str | None = None,
+    state_nodes: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""The linear recurrence with matrix states on the edges of a DAG, for any transition kind.
 
@@ -124,10 +127,20 @@ def scan(
     a lattice: ``structure.to_dag().line_graph()``); :func:`lattice_gates` builds these from
     dense per-node gates.
 
-    * ``q``, ``k``: ``[B, N, H, dk]``; ``v``: ``[B, N, H, dv]``; ``direct``: ``[B, N, H]``.
+    * ``q``, ``k``: ``[B, N, H, dk]``, or ``[B, N, G, dk]`` with ``G`` dividing ``H`` (head
+      ``h`` reads group ``h // (H / G)``, as Mamba's grouped ``B``/``C``); ``v``:
+      ``[B, N, H, dv]``; ``direct``: ``[B, N, H]``.
     * ``source``, ``mark``: ``[B, E, H]`` or ``[B, E, H, dk, dv]``.
     * ``transition``: ``[B, L, H, *gate]``, ``gate`` = ``()``, ``(dk,)``, ``(dk, dv)`` or
       ``(r, dk + 2)`` by kind, for line-graph edge ``(e_in, e_out)`` through node ``n``.
+
+    **Factored operands.** With ``kind="elementwise"``, ``transition``, ``mark``, ``source`` and
+    the ``boundary`` gates may be given per node as their factors instead:
+    :class:`~everygraph.sequence.transitions.ExponentialDecay` (:math:`e^{r_n A}`) and
+    :class:`~everygraph.sequence.transitions.NodeWeight`. Mamba-1's operands in that form
+    (:mod:`~everygraph.sequence.executions.selective`) on a path or packed paths run on Mamba's
+    kernels, ``execution`` ``"fused"`` (numba, CPU), ``"recurrent"`` or ``"triton"``, which form
+    the decays where they use them; every other call gets them materialised.
 
     **Dtypes.** One floating dtype for all tensors; complex too for the ``reference``,
     ``recurrent`` and ``wavefront`` executions with the scalar, diagonal and elementwise kinds
@@ -167,10 +180,14 @@ def scan(
             scalar kind and weights, float32/float64 CPU tensors: the recurrence compiled with
             numba); default: picked by the structure and kind (:func:`default_execution`),
             and ``fused_lattice`` instead of ``lattice``/``chunked2d`` where it runs and numba
-            is enabled. The result is the same.
+            is enabled; ``"fused"`` (Mamba's factored form only, see above). The result is
+            the same.
+        state_nodes: with ``return_state``, return only these nodes' states
+            (``[B, len(state_nodes), H, dk, dv]``); None: every node's.
 
     Returns:
-        ``h`` ``[B, N, H, dv]``, or ``(h, state)`` with ``state`` ``[B, N, H, dk, dv]``.
+        ``h`` ``[B, N, H, dv]``, or ``(h, state)`` with ``state`` ``[B, N, H, dk, dv]``
+        (``[B, len(state_nodes), H, dk, dv]``).
 
     Example:
         >>> lat = Lattice((6,))
@@ -182,6 +199,27 @@ def scan(
     if not isinstance(structure, (Lattice, DAG)):
         raise TypeError(f"structure must be a graphlib.Lattice or graphlib.DAG, got {type(structure).__name__}")
     kind = check_kind(kind)
+    if state_nodes is not None:
+        check_tensor(state_nodes, "state_nodes", "index", 1)
+    gates = tuple(boundary) if isinstance(boundary, Boundary) else ()
+    if any(isinstance(t, FACTORED) for t in (source, transition, mark, *gates)):
+        plan = None
+        if scale == 1.0 and execution in (None, *SELECTIVE_EXECUTIONS):
+            plan = selective_plan(structure, q, k, v, source, transition, mark, direct, kind, initial_state, boundary,
+                                  return_state, state_nodes)
+        if plan is not None:
+            execution = execution or default_selective_execution(q, k, v, *transition)
+            h, state = _selective(plan, q, k, v, transition, return_state, execution)
+            return (h, state) if return_state else h
+        flat = lattice_dag(structure) if isinstance(structure, Lattice) else structure
+        source, transition, mark, boundary = materialise_factored(
+            *flat.edge_index, flat.line_graph().node, source, transition, mark, boundary
+        )
+    if execution == "fused":
+        raise ValueError("execution='fused' runs Mamba's factored operands on paths only "
+                         "(sequence.executions.selective); use 'recurrent' or 'reference'")
+    if isinstance(v, Tensor) and v.dim() == 4:
+        q, k = (_share_groups(x, v.shape[2]) for x in (q, k))
     if execution is None:
         has_states = initial_state is not None or return_state or boundary is not None
         state_size = q.shape[-1] * v.shape[-1] if isinstance(q, Tensor) and isinstance(v, Tensor) and q.dim() and v.dim() else None
@@ -231,7 +269,8 @@ def scan(
         execution = "fused_lattice"  # the compiled loop: faster than both where it runs (docs/plstm-performance.md)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
-    q = q * scale
+    if scale != 1.0:
+        q = q * scale
     if execution == "reference":
         h, state = _reference(dag, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
     elif execution == "wavefront":
@@ -252,7 +291,16 @@ def scan(
         h, state = _recurrent(structure, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
     else:
         h, state = _lattice_elementwise(structure, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
+    if return_state and state_nodes is not None:
+        state = state[:, state_nodes.to(state.device)]
     return (h, state) if return_state else h
+
+
+def _share_groups(x: object, heads: int) -> object:
+    """``q`` or ``k`` with ``G`` groups of heads ``[B, N, G, dk]`` as ``[B, N, H, dk]``."""
+    if isinstance(x, Tensor) and x.dim() == 4 and 0 < x.shape[2] < heads and heads % x.shape[2] == 0:
+        return x.repeat_interleave(heads // x.shape[2], dim=2)
+    return x
 
 
 def _triton(structure, dag, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state):

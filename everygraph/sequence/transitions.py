@@ -138,3 +138,70 @@ def resolve_boundary(boundary: Boundary | None, kind: str, B: int, N: int, E: in
         leave=boundary.leave if boundary.leave is not None else identity_transition(kind, dk, dv, like, (B, E, H)),
         through=boundary.through if boundary.through is not None else identity_transition(kind, dk, dv, like, (B, N, H)),
     )
+
+
+class ExponentialDecay(NamedTuple):
+    r"""An elementwise decay that depends only on a node, held as its factors:
+    :math:`\exp(r_n A)`, ``[dk, dv]`` per head, for node :math:`n` (Mamba-1's
+    :math:`e^{\Delta_n A}`, with :math:`r = \Delta`).
+
+    :func:`~everygraph.sequence.scan` takes it, with ``kind="elementwise"``, in place of a flat
+    gate tensor: as ``transition`` it is the map of every line-graph edge through node ``n``; as
+    ``mark`` or ``boundary.leave`` the weight of every edge entering ``n``; as ``source`` or
+    ``boundary.enter`` of every edge leaving ``n``; as ``boundary.through`` node ``n``'s own.
+    Executions that need the flat tensor get :meth:`materialise`; the Mamba kernels form
+    :math:`\exp(r_n A)` where they use it and never store the ``[B, N, H, dk, dv]`` decays.
+
+    * ``rate``: ``[B, N, H]`` (one per node and head);
+    * ``A``: ``[H, dk, dv]``.
+    """
+
+    rate: Tensor
+    A: Tensor
+
+    def materialise(self, nodes: Tensor | None = None) -> Tensor:
+        """The decays of the rows whose node is ``nodes[i]`` (all nodes when None),
+        ``[B, len(nodes), H, dk, dv]``."""
+        rate = self.rate if nodes is None else self.rate[:, nodes]
+        return torch.exp(rate[..., None, None] * self.A)
+
+
+class NodeWeight(NamedTuple):
+    """A scalar source or mark weight that depends only on a node: ``weight`` ``[B, N, H]``.
+    As ``source`` it weights every edge leaving node ``n``, as ``mark`` every edge entering it
+    (:func:`~everygraph.sequence.scan`; Mamba-1's input step :math:`\\Delta_n`)."""
+
+    weight: Tensor
+
+    def materialise(self, nodes: Tensor | None = None) -> Tensor:
+        """The weights of the rows whose node is ``nodes[i]``, ``[B, len(nodes), H]``."""
+        return self.weight if nodes is None else self.weight[:, nodes]
+
+
+FACTORED = (ExponentialDecay, NodeWeight)
+
+
+def materialise_factored(src: Tensor, dst: Tensor, line_node: Tensor, source, transition, mark, boundary):
+    """The flat tensors of :func:`~everygraph.sequence.scan` for operands given in a factored
+    form (:class:`ExponentialDecay`, :class:`NodeWeight`): each row gathered from its node
+    (``src``, ``dst``: the tail and head of every edge; ``line_node``: the node of every
+    line-graph edge). Other operands pass through."""
+
+    def flat(name: str, value, nodes: Tensor | None):
+        if not isinstance(value, FACTORED):
+            return value
+        for field, t in zip(value._fields, value):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{name}.{field} must be a torch.Tensor, got {type(t).__name__}")
+        if value[0].dim() != 3:
+            raise ValueError(f"{name}.{value._fields[0]} must have shape [B, N, H] (one per node), got {list(value[0].shape)}")
+        return value.materialise(None if nodes is None else nodes.to(value[0].device))
+
+    source, transition, mark = flat("source", source, src), flat("transition", transition, line_node), flat("mark", mark, dst)
+    if isinstance(boundary, Boundary):
+        boundary = Boundary(
+            mark=flat("boundary.mark", boundary.mark, None), source=flat("boundary.source", boundary.source, None),
+            enter=flat("boundary.enter", boundary.enter, src), leave=flat("boundary.leave", boundary.leave, dst),
+            through=flat("boundary.through", boundary.through, None),
+        )
+    return source, transition, mark, boundary

@@ -1,26 +1,31 @@
-r"""Mamba's selective scan on a path graph.
+r"""Mamba's selective scan on a path graph: a parameterisation of the scan engine.
 
 A sequence of length ``L`` is the path graph ``graphlib.path_graph(L)`` =
-``Lattice((L,))``: one state per node, one transition per edge ``t-1 -> t``. The selective
-scan is the path-graph case of the scan engine
-:math:`h_v = \sum_{u \to v} T_{u \to v} h_u + S_v x_v`, with the diagonal transition
-:math:`T_{t-1 \to t} = \exp(\Delta_t A)`, input :math:`S_t x_t = \Delta_t u_t B_t` and
-readout :math:`y_t = \langle C_t, h_t \rangle`. ``reverse=True`` is the flipped lattice
-``Lattice((L,), flip=(True,))``; ``cu_seqlens`` removes the edges between packed sequences.
+``Lattice((L,))``; ``reverse=True`` is the flipped lattice ``Lattice((L,), flip=(True,))``;
+``cu_seqlens`` removes the edges between packed sequences
+(:func:`~everygraph.graphlib.packed_paths`). :func:`selective_scan` calls
+:func:`~everygraph.sequence.scan` once with Mamba-1's operands: heads = channels, ``dk = N``,
+``dv = 1``, ``q = C_t``, ``k = B_t``, ``v = u_t``, source and direct weight :math:`\Delta_t`,
+transition and mark :math:`e^{\Delta_t A}` held as its factors
+(:class:`~everygraph.sequence.transitions.ExponentialDecay`, never a ``[B, L, D, N]`` tensor);
+the skip :math:`D u` and the gate :math:`\mathrm{silu}(z)` are applied outside.
+``docs/scan-engine.md`` has the table.
 
-Executions, one signature (fla style):
+``scan`` recognises that form (``sequence/executions/selective.py``) and runs it on the
+kernels of this package, which are also callable on their own, one signature (fla style):
 
-- :func:`selective_scan_reference` (``reference.py``): the plain loop over positions.
-- :func:`selective_scan_recurrent` (``recurrent.py``): the fast path, a time-major recurrence
-  with one in-place step per position, everything else vectorised over slabs, and a
-  hand-written backward pass that recomputes each slab from its entering state (bounded
-  memory); :func:`selective_scan` calls it when the fused kernel cannot run.
+- :func:`selective_scan_reference` (``reference.py``): the plain loop over positions
+  (``mamba_ssm``'s reference formula).
+- :func:`selective_scan_recurrent` (``recurrent.py``): a time-major recurrence with one
+  in-place step per position, everything else vectorised over slabs, and a hand-written
+  backward pass that recomputes each slab from its entering state (bounded memory); ``scan``'s
+  ``execution="recurrent"``, the default when the fused kernel cannot run.
 - :func:`selective_scan_fused` (``fused_cpu.py``): the same recurrence and its adjoint as
-  compiled CPU kernels (numba, the optional extra ``everygraph[cpu]``);
-  :func:`selective_scan` calls it for CPU tensors when numba is installed and
+  compiled CPU kernels (numba, the optional extra ``everygraph[cpu]``); ``scan``'s
+  ``execution="fused"``, the default for CPU tensors when numba is installed and
   ``EVERYGRAPH_DISABLE_JIT`` is not set.
 
-``_inputs.py`` checks the arguments and brings them into one layout for both.
+``_inputs.py`` checks the arguments and brings them into one layout for all of them.
 """
 
 from __future__ import annotations
@@ -28,8 +33,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ...graphlib import Lattice, packed_paths
+from ..recurrence import scan
+from ..transitions import Boundary, ExponentialDecay, NodeWeight
 from ..triton._runtime import require_triton, triton_runs_on
-from .fused_cpu import fused_usable, selective_scan_fused
+from ._inputs import assemble_final_states, check_flag, final_positions, finish, prepare
+from .fused_cpu import NUMBA_AVAILABLE, fused_usable, selective_scan_fused
 from .recurrent import selective_scan_recurrent
 from .reference import selective_scan_reference
 
@@ -64,8 +73,11 @@ def selective_scan(
         \mathrm{out}_t = y_t \cdot \mathrm{silu}(z_t)
 
     per channel ``d`` with a state :math:`h_t \in \mathbb{R}^N`. This is the path-graph case of
-    the scan engine: a sequence is ``graphlib.path_graph(L)`` (``Lattice((L,))``), a state per
-    node, one transition :math:`\exp(\Delta_t A)` per edge ``t-1 -> t``.
+    the scan engine, and runs as one call of :func:`~everygraph.sequence.scan`: a sequence is
+    ``graphlib.path_graph(L)`` (``Lattice((L,))``), channels are heads with ``dk = N`` and
+    ``dv = 1``, ``q = C_t``, ``k = B_t``, ``v = u_t``, source and direct weight
+    :math:`\Delta_t`, transition and mark :math:`\exp(\Delta_t A)` in the factored form
+    :class:`~everygraph.sequence.ExponentialDecay` (module docstring).
 
     Args:
         u: ``[batch, D, L]`` input.
@@ -87,11 +99,13 @@ def selective_scan(
             (like PyG's ``ptr``): must start at 0, never decrease (empty sequences allowed) and
             end at ``L``. The state resets at every boundary, so a packed batch equals each
             sequence run alone.
-        execution: ``"fused"`` (the fused CPU kernel, when the JIT is installed),
-            ``"recurrent"`` (PyTorch, CPU and GPU), ``"triton"`` (the fused Triton kernels:
-            CUDA tensors, or CPU under ``TRITON_INTERPRET=1``) or ``"reference"`` (the loop);
-            default: ``"triton"`` for CUDA tensors when ``triton`` is installed, ``"fused"`` for
-            CPU tensors when the JIT is usable, else ``"recurrent"``. The result is the same.
+        execution: the execution of :func:`~everygraph.sequence.scan` that runs it:
+            ``"fused"`` (the fused CPU kernel, when the JIT is installed), ``"recurrent"``
+            (PyTorch, CPU and GPU), ``"triton"`` (the fused Triton kernels: CUDA tensors, or CPU
+            under ``TRITON_INTERPRET=1``) or ``"reference"`` (the engine's loop over nodes, with
+            the decays materialised); default: ``"triton"`` for CUDA tensors when ``triton`` is
+            installed, ``"fused"`` for CPU tensors when the JIT is usable, else
+            ``"recurrent"``. The result is the same.
 
     Returns:
         ``out`` ``[batch, D, L]`` in the dtype of ``u``, or ``(out, last_state)``.
@@ -113,6 +127,76 @@ def selective_scan(
         >>> B, C = torch.randn(2, 16, 1000), torch.randn(2, 16, 1000)
         >>> out = selective_scan(u, delta, A, B, C, delta_softplus=True)  # [2, 64, 1000]
     """
+    if execution not in (None, *EXECUTIONS):
+        raise ValueError(f"execution must be 'fused', 'recurrent', 'triton' or 'reference', got {execution!r}")
+    if execution == "triton":
+        require_triton(u.device if isinstance(u, Tensor) else torch.device("cpu"))
+    if execution == "fused" and not NUMBA_AVAILABLE:
+        raise RuntimeError("selective_scan_fused needs numba: pip install 'everygraph[cpu]' (or numba>=0.60)")
+    p = prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cu_seqlens)
+    check_flag("return_last_state", return_last_state)
+    check_flag("reverse", reverse)
+    batch, channels, length, n_state = p.batch, p.channels, p.length, p.state_size
+    dtype = p.u.dtype
+    if cu_seqlens is None and length:
+        structure = Lattice((length,), (reverse,))
+    else:
+        offsets = cu_seqlens if cu_seqlens is not None else torch.tensor([0, length])
+        structure = packed_paths(offsets, reverse)
+    step = p.delta.reshape(batch, channels, length).transpose(1, 2)  # [batch, L, D]: delta after bias and softplus
+    decay = ExponentialDecay(step, p.A.reshape(channels, n_state)[..., None])  # exp(delta_t A_d,:), [D, N, 1]
+    values = p.u.reshape(batch, channels, length).transpose(1, 2)[..., None]  # [batch, L, D, 1]
+    ends, sequences = final_positions(cu_seqlens, length, reverse)
+    result = scan(
+        structure, _heads_operand(C, dtype, batch, length), _heads_operand(B, dtype, batch, length), values,
+        NodeWeight(step), decay, decay, step, kind="elementwise",
+        return_state=return_last_state, boundary=Boundary(source=step, leave=decay) if return_last_state else None,
+        state_nodes=torch.tensor(ends, dtype=torch.long) if return_last_state else None,
+        scale=1.0, execution=execution,
+    )
+    h, finals = result if return_last_state else (result, None)
+    out = finish(h[..., 0].transpose(1, 2), u, D, z, u.dtype)
+    if not return_last_state:
+        return out
+    finals = finals[..., 0].transpose(0, 1)  # [num_finals, batch, D, N]
+    return out, assemble_final_states(finals, sequences, cu_seqlens, batch, channels, n_state)
+
+
+#: the executions :func:`selective_scan` takes (``execution=``)
+EXECUTIONS = ("fused", "recurrent", "triton", "reference")
+
+
+def _heads_operand(M: Tensor, dtype: torch.dtype, batch: int, length: int) -> Tensor:
+    """``B`` or ``C`` as the engine's ``k`` or ``q`` (views): fixed ``[D, N]`` -> ``[batch, L, D, N]``
+    with stride 0 over batch and positions; ``[batch, N, L]`` -> ``[batch, L, 1, N]``;
+    ``[batch, G, N, L]`` -> ``[batch, L, G, N]`` (a group of channels shares one vector)."""
+    M = M.to(dtype)
+    if M.dim() == 2:
+        return M[None, None].expand(batch, length, *M.shape)
+    if M.dim() == 3:
+        return M.transpose(1, 2)[:, :, None]
+    return M.permute(0, 3, 1, 2)
+
+
+def _selective_scan_direct(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    reverse: bool = False,
+    cu_seqlens: Tensor | None = None,
+    *,
+    execution: str | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """The dispatch :func:`selective_scan` made before it ran through :func:`~everygraph.sequence.scan`:
+    straight to Mamba's own executions. Kept for ``benchmarks/selective_scan.py --route``, which
+    measures what the route through the engine costs."""
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, reverse, cu_seqlens)
     if execution is None:
         if isinstance(u, Tensor) and u.is_cuda and triton_runs_on(u.device):
