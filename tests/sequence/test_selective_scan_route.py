@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import everygraph.sequence.mamba as mamba_package
+import everygraph.sequence.recurrence as engine
 from everygraph.graphlib import DAG, Lattice, packed_paths
 from everygraph.sequence import Boundary, scan, selective_scan, selective_scan_reference
 from everygraph.sequence.mamba import _selective_scan_direct
@@ -50,7 +51,7 @@ def test_selective_scan_calls_scan(monkeypatch):
     for fast in ("selective_scan_fused", "selective_scan_recurrent"):
         _spy(monkeypatch, mamba_package, fast, calls)
     scans = []
-    _spy(monkeypatch, mamba_package, "scan", scans)
+    _spy(monkeypatch, engine, "scan", scans)
     out = selective_scan(**x, delta_softplus=True)
     assert scans == ["scan"]
     assert calls == ["selective_scan_fused" if HAVE_NUMBA else "selective_scan_recurrent"]

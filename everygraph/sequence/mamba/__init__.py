@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from ...graphlib import Lattice, packed_paths
-from ..recurrence import scan
+from .. import recurrence as engine  # a module, not its names: plstm imports this package while the engine loads
 from ..transitions import Boundary, ExponentialDecay, NodeWeight
 from ..triton._runtime import require_triton, triton_runs_on
 from ._inputs import assemble_final_states, check_flag, final_positions, finish, prepare
@@ -147,7 +147,7 @@ def selective_scan(
     decay = ExponentialDecay(step, p.A.reshape(channels, n_state)[..., None])  # exp(delta_t A_d,:), [D, N, 1]
     values = p.u.reshape(batch, channels, length).transpose(1, 2)[..., None]  # [batch, L, D, 1]
     ends, sequences = final_positions(cu_seqlens, length, reverse)
-    result = scan(
+    result = engine.scan(
         structure, _heads_operand(C, dtype, batch, length), _heads_operand(B, dtype, batch, length), values,
         NodeWeight(step), decay, decay, step, kind="elementwise",
         return_state=return_last_state, boundary=Boundary(source=step, leave=decay) if return_last_state else None,
