@@ -419,10 +419,12 @@ def compare_tutorial(args) -> None:
             "ViT": train_step("ViT"),
         },
         max(args.repeat, 10),
+        time.process_time if args.clock == "cpu" else time.perf_counter,
     )
     vit = times["ViT"]
     print(f"\narrow-pointing training step (batch {batch}, {image} px, {image // patch}x{image // patch} patches, dim {dim}, "
-          f"{heads} heads, depth {depth}), {torch.get_num_threads()} thread(s), median of {max(args.repeat, 10)} interleaved steps")
+          f"{heads} heads, depth {depth}), {torch.get_num_threads()} thread(s), median of {max(args.repeat, 10)} interleaved steps, "
+          f"{args.clock} time")
     for name, t in times.items():
         print(f"{name:>42} {t * 1000:>8.1f} ms  {t / vit:>5.2f}x the ViT step")
 

@@ -69,8 +69,10 @@ if NUMBA_AVAILABLE:
                 t10, t11 = T[b, x, y, f, hh, 1, 0], T[b, x, y, f, hh, 1, 1]
                 I0 = up[cy]
                 if keep:
-                    states[cx, cy, 0] = I0
-                    states[cx, cy, 1] = left
+                    kept0, kept1 = states[cx, cy, 0], states[cx, cy, 1]
+                    for c in range(N):  # a loop: an array assignment copies through a temporary
+                        kept0[c] = I0[c]
+                        kept1[c] = left[c]
                     for c in range(N):
                         i0, i1 = I0[c], left[c]
                         I0[c] = t00 * i0 + t01 * i1
@@ -138,6 +140,9 @@ if NUMBA_AVAILABLE:
                             grad_S[b, x, y, f, hh, 0] = O0[n]
                             grad_S[b, x, y, f, hh, 1] = grad_left[n]
                             grad_D[b, x, y, f, hh] = grow[n]
+                            # two loops, the sums, then the in-place update: one loop that read
+                            # five arrays and wrote two would need more runtime overlap checks
+                            # than the vectoriser makes, and run scalar
                             gm0, gm1, g00, g01, g10, g11 = z, z, z, z, z, z
                             for c in range(N):
                                 g, i0, i1, o0, o1 = grow[c], I0[c], I1[c], O0[c], grad_left[c]
@@ -147,6 +152,8 @@ if NUMBA_AVAILABLE:
                                 g01 += o0 * i1
                                 g10 += o1 * i0
                                 g11 += o1 * i1
+                            for c in range(N):
+                                g, o0, o1 = grow[c], O0[c], grad_left[c]
                                 O0[c] = m0 * g + t00 * o0 + t10 * o1
                                 grad_left[c] = m1 * g + t01 * o0 + t11 * o1
                             grad_M[b, x, y, f, hh, 0] = gm0
