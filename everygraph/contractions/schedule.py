@@ -240,8 +240,8 @@ def _numpy_matmul_pays(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> b
 
 def _numpy_matvec_pays(x: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> bool:
     """Matrix-vector products go through ``numpy.matmul`` (one BLAS ``gemv`` per matrix) for
-    CPU tensors in float32 / float64: 2-3x faster than the broadcast product and sum on
-    ``[B, 32, 32]`` and ``[B, n, 32, 32]`` batches, where ``torch.bmm`` was slower than both
+    CPU tensors in float32 / float64: 1.6-3x faster than the broadcast product and sum on
+    ``[B, 32, 32]`` and ``[2, 32, 32, 32]`` batches, where ``torch.bmm`` was slower than both
     (``python benchmarks/contractions.py --kernels``); every other device keeps product and sum."""
     tensors = (x, v, out)
     return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and not t.requires_grad for t in tensors)
