@@ -31,6 +31,7 @@ Every other execution gets the decays materialised (:meth:`ExponentialDecay.mate
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import torch
@@ -61,13 +62,16 @@ def _chains(structure: Lattice | DAG) -> tuple[bool, Tensor | None, Tensor] | No
         long_axes = [a for a, size in enumerate(structure.shape) if size > 1]
         if len(long_axes) > 1:
             return None
-        reverse = bool(long_axes) and structure.flip[long_axes[0]]
-        length = structure.num_nodes
-        return reverse, None, torch.tensor([0 if reverse else length - 1])
+        return _path_chain(structure.num_nodes, bool(long_axes) and structure.flip[long_axes[0]])
     cache = structure.__dict__.setdefault("_selective_chains", {})
     if "chains" not in cache:
         cache["chains"] = _dag_chains(structure)
     return cache["chains"]
+
+
+@lru_cache(maxsize=64)
+def _path_chain(length: int, reverse: bool) -> tuple[bool, None, Tensor]:
+    return reverse, None, torch.tensor([0 if reverse else length - 1])
 
 
 def _dag_chains(dag: DAG) -> tuple[bool, Tensor | None, Tensor] | None:
@@ -96,14 +100,20 @@ def _operand(x: object, batch: int, nodes: int, heads: int, dk: int) -> Tensor |
     and positions), ``[B, N, L]`` (one group) or ``[B, G, N, L]``; None when it is neither."""
     if not isinstance(x, Tensor) or x.dim() != 4 or (x.shape[0], x.shape[1], x.shape[3]) != (batch, nodes, dk):
         return None
+    # views whose backward is a view too (squeeze, transpose, permute): indexing (x[:, :, 0])
+    # would make autograd write the gradient into a zero tensor of the input's shape
     groups = x.shape[2]
     if groups == heads and x.stride(0) == 0 and x.stride(1) == 0:
+        base = x._base  # the [D, N] matrix the stride 0 repeats, when x is an expanded view of it
+        if base is not None and base.dim() == 2 and base.shape == x.shape[2:] and base.stride() == x.stride()[2:] \
+                and base.storage_offset() == x.storage_offset():
+            return base
         if batch and nodes:
-            return x[0, 0]
+            return x[0, 0]  # correct, but its backward sums a zero [B, L, D, N] tensor
         return x.as_strided((heads, dk), x.stride()[2:])  # nothing to index: the vectors the stride 0 repeats
     if groups == 0 or heads % groups:
         return None
-    return x[:, :, 0].transpose(1, 2) if groups == 1 else x.permute(0, 2, 3, 1)
+    return x.squeeze(2).transpose(1, 2) if groups == 1 else x.permute(0, 2, 3, 1)
 
 
 def _same_decay(gate: object, decay: ExponentialDecay) -> bool:
@@ -174,15 +184,15 @@ def selective(
     rate, A = transition
     batch, nodes, heads = rate.shape
     dk = A.shape[1]
-    u, dt = v[..., 0].transpose(1, 2), rate.transpose(1, 2)  # [B, D, L]
+    u, dt = v.squeeze(3).transpose(1, 2), rate.transpose(1, 2)  # [B, D, L]
     Bm, Cm = _operand(k, batch, nodes, heads, dk), _operand(q, batch, nodes, heads, dk)
-    out = run(u, dt, A[..., 0], Bm, Cm, return_last_state=return_state, reverse=plan.reverse, cu_seqlens=plan.cu_seqlens)
+    out = run(u, dt, A.squeeze(2), Bm, Cm, return_last_state=return_state, reverse=plan.reverse, cu_seqlens=plan.cu_seqlens)
     if not return_state:
-        return out.transpose(1, 2)[..., None], None
+        return out.transpose(1, 2).unsqueeze(3), None
     y, finals = out
     num_seqs = 1 if plan.cu_seqlens is None else plan.cu_seqlens.numel() - 1
     finals = finals.view(batch, num_seqs, heads, dk)[:, plan.rows.to(finals.device)]
-    return y.transpose(1, 2)[..., None], finals[..., None]
+    return y.transpose(1, 2).unsqueeze(3), finals.unsqueeze(4)
 
 
 def default_selective_execution(*tensors: Tensor) -> str:

@@ -155,10 +155,10 @@ def selective_scan(
         scale=1.0, execution=execution,
     )
     h, finals = result if return_last_state else (result, None)
-    out = finish(h[..., 0].transpose(1, 2), u, D, z, u.dtype)
+    out = finish(h.squeeze(3).transpose(1, 2), u, D, z, u.dtype)  # squeeze, not [..., 0]: its backward is a view
     if not return_last_state:
         return out
-    finals = finals[..., 0].transpose(0, 1)  # [num_finals, batch, D, N]
+    finals = finals.squeeze(4).transpose(0, 1)  # [num_finals, batch, D, N]
     return out, assemble_final_states(finals, sequences, cu_seqlens, batch, channels, n_state)
 
 
