@@ -131,17 +131,20 @@ class PLSTM2d(nn.Module):
         pre = pre.view(*x.shape[:-1], self.num_orientations, self.num_heads, self.gates_per_head)
         bias = bias.view(self.num_orientations, self.num_heads, self.gates_per_head)
         if not self.paper_gates:  # every gate is sigmoid(b + W x): one activation for all of them
-            gates = torch.sigmoid(pre + bias)
-            gates, transition_gates = gates[..., :5], gates[..., 5:]
+            gates, transition_gates = torch.sigmoid(pre + bias).split([5, self.num_transition_gates], dim=-1)
         else:
-            gates = torch.sigmoid(pre[..., :5] + bias[..., :5])
+            (pre, pre_transition), (bias, bias_transition) = (t.split([5, self.num_transition_gates], dim=-1) for t in (pre, bias))
+            gates = torch.sigmoid(pre + bias)
             if self.mode == "P":
-                transition_gates = angle_gate(pre[..., 5:], bias[..., 5:], self.dim, True)
+                transition_gates = angle_gate(pre_transition, bias_transition, self.dim, True)
             else:
-                transition_gates = transition_gate(pre[..., 5:] + bias[..., 5:], True)
-        source, mark, direct = gates[..., 0:2], gates[..., 2:4], gates[..., 4]
+                transition_gates = transition_gate(pre_transition + bias_transition, True)
+        # split, not slices: the gradient of a split is one concatenation, that of each slice a
+        # zero-filled tensor of the full size
+        source, mark, direct = gates.split([2, 2, 1], dim=-1)
+        direct = direct.squeeze(-1)
         if self.mode == "P":
-            a = transition_gates[..., 0]
+            a = transition_gates.squeeze(-1)
             transition = torch.stack([1 - a, a], dim=-1).unsqueeze(-1).expand(*a.shape, 2, 2)
         else:  # [[g0, g2], [0, g1]]: a state moving down never turns right
             padded = torch.nn.functional.pad(transition_gates, (0, 1))
@@ -190,8 +193,9 @@ class PLSTM2d(nn.Module):
             axes = [1 + a for a, f in enumerate(flip) if f]
             return t.flip(axes) if axes else t
 
-        def stacked(t: Tensor, orientation_axis: bool = True) -> Tensor:
-            return torch.cat([canonical(t[:, :, :, o] if orientation_axis else t, f) for o, f in enumerate(flips)])
+        def stacked(t: Tensor, orientation_axis: bool = True) -> Tensor:  # unbind: its gradient is one stack
+            parts = t.unbind(3) if orientation_axis else [t] * len(flips)
+            return torch.cat([canonical(part, f) for part, f in zip(parts, flips)])
 
         h4 = plstm_grid_scan(
             stacked(q, False), stacked(k, False), stacked(v, False), *(stacked(g) for g in gates), scale=scale,

@@ -197,12 +197,12 @@ def _torch_gating(S: Tensor, T: Tensor, M: Tensor, D: Tensor, flips: Sequence[tu
         return t.flip(axes) if axes else t
 
     def stacked(t: Tensor) -> Tensor:  # [B, X, Y, F, H, *g] -> [F * B * H, X, Y, *g]
-        t = torch.stack([canonical(t[:, :, :, f], f, 1) for f in range(F)])
+        t = torch.stack([canonical(part, f, 1) for f, part in enumerate(t.unbind(3))])  # unbind: no zero-filled gradients
         return t.movedim(4, 2).reshape(F * batch * heads, X, Y, *t.shape[5:])
 
     read, _ = _transfer(_block_plan(X, Y, False), stacked(S), stacked(T), stacked(M))
     read = read.reshape(F, batch, heads, X, Y, X, Y)
-    G = sum(canonical(canonical(read[f], f, 2), f, 4) for f in range(F)).reshape(batch, heads, N, N)
+    G = sum(canonical(canonical(part, f, 2), f, 4) for f, part in enumerate(read.unbind(0))).reshape(batch, heads, N, N)
     direct = D.sum(3).movedim(3, 1).reshape(batch, heads, N)
     return G + torch.diag_embed(direct)
 
