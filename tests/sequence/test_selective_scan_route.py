@@ -263,3 +263,17 @@ def test_fused_execution_refuses_other_operands():
     decay = ExponentialDecay(rate, A)
     with pytest.raises(ValueError, match="fused"):
         scan(structure, q, k, v, NodeWeight(rate), decay, decay, rate, kind="elementwise", scale=1.0, execution="fused")
+
+
+def test_fixed_operands_that_are_views_of_larger_tensors():
+    """A fixed B/C sliced out of a larger tensor is not the base of its expanded view: the
+    route then reads it by indexing, with the same values and gradients as the direct call."""
+    x = _mamba_inputs(fixed=True)
+    stacks = [torch.stack([torch.zeros_like(x[n]), x[n], torch.ones_like(x[n])]).requires_grad_() for n in ("B", "C")]
+    results = []
+    for fn in (selective_scan, _selective_scan_direct):
+        leaves = [stack.detach().clone().requires_grad_() for stack in stacks]
+        out = fn(x["u"], x["delta"], x["A"], leaves[0][1], leaves[1][1], delta_softplus=True)
+        results.append((out, *torch.autograd.grad((out * out.detach().sin()).sum(), leaves)))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
