@@ -26,7 +26,7 @@ Two more comparisons, each printed as its own table:
   ``return_last_C=True`` (its gradient is wrong over several chunks otherwise) at the best of
   ``--official-levels-1d``. Ours: the default dispatch (on grids the compiled
   ``fused_lattice`` loop when numba is installed) and the previous default (grids: the
-  blocked ``chunked2d`` form; paths: the chunkwise form with autograd, see
+  blocked ``chunked2d`` form; paths: the chunkwise form of ``plstm/chunked1d.py``, see
   :func:`previous_path`). ``--official-cases 64x64 L=4096`` runs only those rows;
   ``--clock cpu`` times this process's CPU time instead of wall time.
 * ``--tutorial``: the training step of ``examples/arrow_pointing.py`` at its default sizes:
@@ -57,6 +57,7 @@ from everygraph.sequence import default_execution, lattice_gates
 from everygraph.sequence.plstm import plstm_scan
 from everygraph.sequence.executions.fused_lattice import fused_lattice_usable
 from everygraph.sequence.plstm.chunked2d import block_shape
+from everygraph.sequence.recurrence import FUSED_PATH_MAX_STATE
 from everygraph.sequence.plstm.layout import lattice_dag
 
 
@@ -228,20 +229,13 @@ def ours(lattice: Lattice, inputs: dict, execution: str | None) -> torch.Tensor:
 
 
 def previous_path(lattice: Lattice, inputs: dict) -> torch.Tensor:
-    """Our previous default: on grids the blocked ``chunked2d`` form (the default before the
-    compiled ``fused_lattice`` loop; the anti-diagonal ``lattice`` loop where the grid is too
-    small for blocks); on paths the chunkwise form with autograd through its elementwise
-    products (chunks of 64; the default before ``plstm/chunked1d.py``)."""
+    """Our previous default, the default before the compiled ``fused_lattice`` loop: on grids
+    the blocked ``chunked2d`` form (the anti-diagonal ``lattice`` loop where the grid is too
+    small for blocks), on paths the chunkwise form of ``plstm/chunked1d.py``."""
     if lattice.ndim == 2:
         with_blocks = block_shape(*lattice.shape, inputs["q"].shape[-1] * inputs["v"].shape[-1]) is not None
         return ours(lattice, inputs, "chunked2d" if with_blocks else "lattice")
-    import everygraph.sequence.plstm.lattice as lattice_execution
-
-    lattice_execution.STATELESS_1D = False
-    try:
-        return ours(lattice, inputs, "lattice")
-    finally:
-        lattice_execution.STATELESS_1D = True
+    return ours(lattice, inputs, "chunked")
 
 
 def official_args_2d(inputs: dict) -> list[torch.Tensor]:
@@ -314,10 +308,10 @@ def compare_official(args) -> None:
         setting = min(first, key=first.get)
         official = settings[setting]
         mine, previous = leaves(inputs), leaves(inputs)
-        if not two_d:
-            default = "chunked1d"
-        elif fused_lattice_usable(lattice, "scalar", mine["q"], True):
+        if fused_lattice_usable(lattice, "scalar", mine["q"], True) and (two_d or dk * dv <= FUSED_PATH_MAX_STATE):
             default = "fused_lattice"
+        elif not two_d:
+            default = "chunked1d"
         else:
             default = default_execution(lattice, "scalar", boundary_states=False, state_size=dk * dv)
         times = interleaved(

@@ -54,10 +54,14 @@ COMPLEX_EXECUTIONS = {
 #: asked for, picked by default only for calls without them; not in EXECUTIONS, whose members
 #: run every call on their structures
 STATELESS_EXECUTIONS = {"chunked2d": ("scalar",)}
-#: compiled CPU executions (numba, the optional extra ``everygraph[cpu]``): 2D lattices, scalar
+#: compiled CPU executions (numba, the optional extra ``everygraph[cpu]``): 1D/2D lattices, scalar
 #: weights, float32/float64 CPU tensors; picked by default for such calls when numba is
 #: installed and ``EVERYGRAPH_DISABLE_JIT`` is unset
 COMPILED_EXECUTIONS = {"fused_lattice": ("scalar",)}
+#: on paths the compiled loop is the default up to this state size ``dk * dv``: its work per
+#: step grows with the state, while the chunked form's matrix products amortise it over a chunk
+#: (measured equal at 32 x 32, one thread)
+FUSED_PATH_MAX_STATE = 512
 
 
 def _is_path(structure: Structure) -> bool:
@@ -176,12 +180,12 @@ def scan(
             ``"chunked"`` (paths; scalar, diagonal), ``"lattice"`` (1D/2D lattices; scalar, diagonal,
             elementwise; on a path it runs ``chunked`` or ``recurrent``),
             ``"chunked2d"`` (2D lattices, scalar, no boundary states: blocks of the grid as
-            masked attention, states only on block borders), ``"fused_lattice"`` (2D lattices,
-            scalar kind and weights, float32/float64 CPU tensors: the recurrence compiled with
-            numba); default: picked by the structure and kind (:func:`default_execution`),
-            and ``fused_lattice`` instead of ``lattice``/``chunked2d`` where it runs and numba
-            is enabled; ``"fused"`` (Mamba's factored form only, see above). The result is
-            the same.
+            masked attention, states only on block borders), ``"fused_lattice"`` (1D and 2D
+            lattices, scalar kind and weights, float32/float64 CPU tensors: the recurrence
+            compiled with numba); default: picked by the structure and kind
+            (:func:`default_execution`), and ``fused_lattice`` instead of ``lattice``,
+            ``chunked2d`` or ``chunked`` where it runs and numba is enabled; ``"fused"``
+            (Mamba's factored form only, see above). The result is the same.
         state_nodes: with ``return_state``, return only these nodes' states
             (``[B, len(state_nodes), H, dk, dv]``); None: every node's.
 
@@ -245,8 +249,8 @@ def scan(
     if execution == "lattice" and not (isinstance(structure, Lattice) and structure.ndim <= 2):
         raise ValueError(f"execution='lattice' needs a 1D or 2D Lattice, got {structure!r}")
     if execution == "fused_lattice":
-        if not (isinstance(structure, Lattice) and structure.ndim == 2):
-            raise ValueError(f"execution='fused_lattice' needs a 2D Lattice, got {structure!r}")
+        if not (isinstance(structure, Lattice) and structure.ndim <= 2):
+            raise ValueError(f"execution='fused_lattice' needs a 1D or 2D Lattice, got {structure!r}")
         if not jit_enabled():
             raise RuntimeError("execution='fused_lattice' needs numba (pip install 'everygraph[cpu]') and "
                                "EVERYGRAPH_DISABLE_JIT unset; use 'lattice'")
@@ -265,8 +269,11 @@ def scan(
             raise ValueError(f"execution={execution!r} takes scalar source and mark weights [B, E, H]; use 'recurrent' or 'wavefront'")
     if execution == "fused_lattice" and not (q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64)):
         raise ValueError(f"execution='fused_lattice' runs float32 or float64 CPU tensors, got {q.dtype} on {q.device}; use 'lattice'")
-    if defaulted and execution in ("lattice", "chunked2d") and not _is_path(structure) and fused_lattice_usable(structure, kind, q, scalar_weights):
-        execution = "fused_lattice"  # the compiled loop: faster than both where it runs (docs/plstm-performance.md)
+    if (
+        defaulted and execution in ("lattice", "chunked2d", "chunked") and fused_lattice_usable(structure, kind, q, scalar_weights)
+        and (not _is_path(structure) or q.shape[-1] * v.shape[-1] <= FUSED_PATH_MAX_STATE)
+    ):  # the compiled loop: faster than the PyTorch forms where it runs (docs/plstm-performance.md)
+        execution = "fused_lattice"
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     if scale != 1.0:

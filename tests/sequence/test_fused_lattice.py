@@ -1,6 +1,6 @@
-"""The compiled 2D lattice execution (``fused_lattice``) equals the reference loop in float64,
-forward and backward, with and without boundary states; the default dispatch picks it on CPU
-and falls back to the PyTorch executions when the JIT is disabled."""
+"""The compiled lattice execution (``fused_lattice``: 2D grids and paths) equals the reference
+loop in float64, forward and backward, with and without boundary states; the default dispatch
+picks it on CPU and falls back to the PyTorch executions when the JIT is disabled."""
 
 import pytest
 import torch
@@ -69,7 +69,8 @@ MODES = ["", "initial", "return", "initial+return", "initial+return+boundary", "
 
 @needs_numba
 @pytest.mark.parametrize("shape,flip", [((3, 4), (False, False)), ((5, 3), (True, False)), ((1, 6), (False, True)),
-                                        ((6, 1), (True, True)), ((7, 9), (False, True)), ((1, 1), (False, False))])
+                                        ((6, 1), (True, True)), ((7, 9), (False, True)), ((1, 1), (False, False)),
+                                        ((9,), (False,)), ((7,), (True,))])
 @pytest.mark.parametrize("mode", MODES)
 def test_equals_reference(shape, flip, mode):
     lattice = Lattice(shape, flip)
@@ -212,9 +213,16 @@ def test_default_dispatch_and_fallback(monkeypatch):
     with pytest.raises(RuntimeError, match="EVERYGRAPH_DISABLE_JIT"):
         run(lattice, leaves, "fused_lattice", "")
     monkeypatch.delenv(DISABLE_ENV)
-    path = Lattice((1, 9))
-    run(path, leaves_for(path, "", seed=1), None, "")  # a path keeps the chunked form
-    assert len(calls) == 1
+    for path in (Lattice((1, 9)), Lattice((9,), (True,))):  # paths too, with boundary states
+        path_leaves = leaves_for(path, "initial+return+boundary", seed=1)
+        assert_same(run(path, path_leaves, None, "initial+return+boundary"),
+                    run(path, path_leaves, "reference", "initial+return+boundary"))
+    assert len(calls) == 3
+    wide = Lattice((9,))  # a path with a large state keeps the chunked form (its matrix products win)
+    assert 24 * 24 > engine.FUSED_PATH_MAX_STATE
+    wide_leaves = leaves_for(wide, "", seed=2, H=1, dk=24, dv=24)
+    assert_same(run(wide, wide_leaves, None, ""), run(wide, wide_leaves, "reference", ""))
+    assert len(calls) == 3
 
 
 @needs_numba
@@ -223,7 +231,7 @@ def test_refuses_what_it_does_not_run():
     leaves = {n: t.detach() for n, t in leaves_for(lattice, "", seed=1).items()}
     args = [leaves[n] for n in ["q", "k", "v", "source", "transition", "mark", "direct"]]
     with pytest.raises(ValueError, match="2D Lattice"):
-        fused_lattice_scan(Lattice((9,)), *args)
+        fused_lattice_scan(Lattice((3, 3, 1)), *args)
     elementwise = args[3][..., None, None].expand(-1, -1, -1, 3, 4)
     with pytest.raises(ValueError, match="scalar source and mark"):
         fused_lattice_scan(lattice, *args[:3], elementwise, args[4], elementwise, args[6])

@@ -416,10 +416,10 @@ class FusedLatticeRecurrence(torch.autograd.Function):
 
 
 def fused_lattice_usable(lattice: Lattice, kind: str, q: Tensor, weights_scalar: bool) -> bool:
-    """Whether :func:`fused_lattice` runs this call: the JIT enabled, a 2D lattice, the scalar
-    kind with scalar weights, CPU tensors of float32 or float64."""
+    """Whether :func:`fused_lattice` runs this call: the JIT enabled, a 1D or 2D lattice, the
+    scalar kind with scalar weights, CPU tensors of float32 or float64."""
     return (
-        jit_enabled() and isinstance(lattice, Lattice) and lattice.ndim == 2 and kind == "scalar" and weights_scalar
+        jit_enabled() and isinstance(lattice, Lattice) and lattice.ndim in (1, 2) and kind == "scalar" and weights_scalar
         and isinstance(q, Tensor) and q.device.type == "cpu" and q.dtype in DTYPES
     )
 
@@ -438,27 +438,44 @@ def fused_lattice(
     return_state: bool,
 ) -> tuple[Tensor, Tensor | None]:
     """The recurrence of :func:`~everygraph.sequence.scan` (scalar kind, scalar weights) on a
-    2D lattice by the compiled kernels (module docstring). Inputs in the flat layout, ``q``
-    already scaled; returns ``h`` ``[B, N, H, dv]`` and the virtual out-edge states
-    ``[B, N, H, dk, dv]`` (or None)."""
+    1D or 2D lattice by the compiled kernels (module docstring; a path of length ``L`` runs as
+    the ``L x 1`` grid, its gates on axis 0). Inputs in the flat layout, ``q`` already scaled;
+    returns ``h`` ``[B, N, H, dv]`` and the virtual out-edge states ``[B, N, H, dk, dv]`` (or
+    None)."""
     if not NUMBA_AVAILABLE:
         raise RuntimeError("execution='fused_lattice' needs numba: pip install 'everygraph[cpu]' (or numba>=0.60)")
-    X, Y = lattice.shape
+    X, Y = lattice.shape if lattice.ndim == 2 else (lattice.shape[0], 1)
     layout = lattice_layout(lattice, q.device)
-    S = take(source, layout.out_edge).transpose(2, 3)  # [B, N, H, 2]
-    M = take(mark, layout.in_edge).transpose(2, 3)
-    T = take(transition, layout.line).permute(0, 1, 4, 2, 3)  # [B, N, H, 2(out), 2(in)]
+    S = _as_grid(take(source, layout.out_edge)).transpose(2, 3)  # [B, N, H, 2]
+    M = _as_grid(take(mark, layout.in_edge)).transpose(2, 3)
+    T = take(transition, layout.line)  # [B, N, ndim(out), ndim(in), H]
+    if lattice.ndim == 1:  # the path's gates on axis 0 of an L x 1 grid
+        T = torch.nn.functional.pad(T, (0, 0, 0, 1, 0, 1))
+    T = T.permute(0, 1, 4, 2, 3)  # [B, N, H, 2(out), 2(in)]
     qs, ks, vs, Ds = (gather(t, 1, layout.node) for t in (q, k, v, direct))
     C0 = gather(initial_state, 1, layout.node) if initial_state is not None else None
     G = None
     if C0 is not None or return_state:
         G = _boundary_gates(boundary, layout, lattice.num_edges, q)
+    if X == 1 and Y > 1:
+        # a 1 x W grid runs as W x 1 (same node order, axes swapped): the loop's row buffer
+        # then holds one state instead of W
+        S, M, T = S.flip(-1), M.flip(-1), T.flip(-1).flip(-2)
+        if G is not None:
+            G = G[..., [0, 1, 2, 4, 3, 6, 5]]
+        X, Y = Y, 1
     h, final = FusedLatticeRecurrence.apply(
         qs.contiguous(), ks.contiguous(), vs.contiguous(), S.contiguous(), T.contiguous(), M.contiguous(), Ds.contiguous(),
         C0.contiguous() if C0 is not None else None, G, X, Y, return_state,
     )
     h = gather(h, 1, layout.position)
     return h, (gather(final, 1, layout.position) if return_state else None)
+
+
+def _as_grid(per_axis: Tensor) -> Tensor:
+    """``[B, N, ndim, H]`` per-axis gates as those of a 2D grid: a path's on axis 0 (zero on
+    axis 1), so that the row buffers of the loop hold one state."""
+    return per_axis if per_axis.shape[2] == 2 else torch.nn.functional.pad(per_axis, (0, 0, 0, 1))
 
 
 def _boundary_gates(boundary: Boundary | None, layout, num_edges: int, like: Tensor) -> Tensor:
@@ -475,8 +492,8 @@ def _boundary_gates(boundary: Boundary | None, layout, num_edges: int, like: Ten
         return take(like.new_ones(B, num_edges, H) if t is None else t, index)
 
     boundary = boundary or Boundary()
-    enter = per_edge(boundary.enter, layout.out_edge)
-    leave = per_edge(boundary.leave, layout.in_edge)
+    enter = _as_grid(per_edge(boundary.enter, layout.out_edge))
+    leave = _as_grid(per_edge(boundary.leave, layout.in_edge))
     return torch.stack(
         [per_node(boundary.mark), per_node(boundary.source), per_node(boundary.through),
          enter[:, :, 0], enter[:, :, 1], leave[:, :, 0], leave[:, :, 1]], dim=-1,

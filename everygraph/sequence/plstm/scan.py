@@ -89,7 +89,7 @@ def plstm_scan(
             ``TRITON_INTERPRET=1``) or ``"chunked2d"`` (2D lattices without boundary states:
             blocks of the grid as masked attention) or ``"fused_lattice"`` (2D lattices, CPU:
             compiled with numba); default: ``triton`` for CUDA tensors when
-            ``triton`` is installed, ``fused_lattice`` for 2D grids of float32/float64 CPU
+            ``triton`` is installed, ``fused_lattice`` for 1D and 2D lattices of float32/float64 CPU
             tensors when numba is installed, else ``chunked2d`` for 2D grids without boundary states
             where it moves less memory (``chunked2d.block_shape``), ``lattice`` for other
             1D/2D lattices and ``wavefront`` otherwise. The result is the same.
@@ -112,8 +112,8 @@ def plstm_scan(
     if execution is None:
         if isinstance(q, Tensor) and q.is_cuda and triton_runs_on(q.device):
             execution = "triton"
-        elif isinstance(structure, Lattice) and structure.ndim == 2 and 1 not in structure.shape:
-            pass  # scan's default: fused_lattice (compiled, CPU), chunked2d or lattice
+        elif isinstance(structure, Lattice) and structure.ndim <= 2:
+            pass  # scan's default: fused_lattice (compiled, CPU), chunked2d or lattice (chunked on paths)
         else:
             execution = "lattice" if isinstance(structure, Lattice) and structure.ndim <= 2 else "wavefront"
     if execution is not None and execution not in EXECUTIONS + ("chunked2d", "fused_lattice"):
