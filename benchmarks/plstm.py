@@ -235,7 +235,7 @@ def previous_path(lattice: Lattice, inputs: dict) -> torch.Tensor:
     if lattice.ndim == 2:
         with_blocks = block_shape(*lattice.shape, inputs["q"].shape[-1] * inputs["v"].shape[-1]) is not None
         return ours(lattice, inputs, "chunked2d" if with_blocks else "lattice")
-    return ours(lattice, inputs, "chunked")
+    return ours(lattice, inputs, "lattice")  # on a path: chunked1d
 
 
 def official_args_2d(inputs: dict) -> list[torch.Tensor]:
