@@ -10,7 +10,7 @@ the script writes generated molecule-like graphs in ZINC's raw format into
 code path is the one real users run. The generated graphs are rings of 3..6 atoms joined by
 chains, with side chains, 28 atom types and 3 bond types. Their target is made up, a
 structure function in the spirit of ZINC's penalised logP (atom contributions minus ring
-terms): see :func:`synthetic_target`. It is an average over atoms, not a sum, because PPGN++
+terms): see ``synthetic_target`` below. It is an average over atoms, not a sum, because PPGN++
 reads out means.
 
 Training: L1 loss on targets standardised with the training split's mean and standard
