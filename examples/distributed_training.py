@@ -111,7 +111,7 @@ def log(*args: object) -> None:
 def train(args: argparse.Namespace) -> None:
     rank, world_size = dist.get_rank(), dist.get_world_size()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}") if torch.cuda.is_available() else torch.device("cpu")
-    torch.manual_seed(0)  # the same initial parameters on every rank (DDP also broadcasts rank 0's)
+    torch.manual_seed(args.seed)  # the same initial parameters on every rank (DDP also broadcasts rank 0's)
     model = MoleculeModel(args.hidden).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     out = Path(args.out)
@@ -127,8 +127,8 @@ def train(args: argparse.Namespace) -> None:
         log(f"resumed from {checkpoint_path}: epoch {checkpoint['epoch']} done, step {step}")
     ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    dataset = molecule_like(args.num_graphs, seed=1)
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=0)
+    dataset = molecule_like(args.num_graphs, seed=args.seed + 1)
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=args.seed)
     loader = DataLoader(dataset, batch_size=args.batch_size // world_size, sampler=sampler)
     log(f"{world_size} processes ({dist.get_backend()}), {len(dataset)} graphs, "
         f"{sum(p.numel() for p in model.parameters())} parameters, {len(loader)} steps per epoch")
@@ -184,6 +184,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--nproc", type=int, default=2, help="processes to spawn when not launched by torchrun")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the parameters, the data and the sampler")
     parser.add_argument("--out", default=".", help="directory for the checkpoint and the loss log")
     args = parser.parse_args()
     args.epochs = args.epochs if args.epochs is not None else (4 if args.quick else 20)

@@ -113,6 +113,7 @@ def main() -> int:
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.03)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the graph, the parameters and the loader's parts")
     parser.add_argument("--memory-bound-gb", type=float, default=4.0, help="fail if the peak RSS exceeds this")
     parser.add_argument("--out", default=".", help="directory for large_graph.png and large_graph.json")
     args = parser.parse_args()
@@ -124,10 +125,10 @@ def main() -> int:
         parser.error("--loader neighbor needs pyg-lib or torch-sparse; use --loader random")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
 
     start = time.perf_counter()
-    data = homophilous_graph(args.nodes, args.edges)
+    data = homophilous_graph(args.nodes, args.edges, seed=args.seed)
     print(f"graph: {data.num_nodes:,} nodes, {data.num_edges:,} edges ({time.perf_counter() - start:.1f} s); "
           f"a dense adjacency would take {4 * data.num_nodes**2 / 1e9:,.1f} GB in float32", flush=True)
     model = Net(args.hidden)
