@@ -305,7 +305,7 @@ def scan(
 
 def _share_groups(x: object, heads: int) -> object:
     """``q`` or ``k`` with ``G`` groups of heads ``[B, N, G, dk]`` as ``[B, N, H, dk]``."""
-    if isinstance(x, Tensor) and x.dim() == 4 and 0 < x.shape[2] < heads and heads % x.shape[2] == 0:
+    if isinstance(x, Tensor) and x.dim() == 4 and 0 < x.shape[2] != heads and heads % x.shape[2] == 0:  # H = 0 too
         return x.repeat_interleave(heads // x.shape[2], dim=2)
     return x
 

@@ -277,3 +277,23 @@ def test_fixed_operands_that_are_views_of_larger_tensors():
         results.append((out, *torch.autograd.grad((out * out.detach().sin()).sum(), leaves)))
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("execution", FAST + ["reference"])
+@pytest.mark.parametrize("sizes", [(0, 3, 2, 5), (2, 0, 2, 5), (2, 3, 0, 5), (2, 3, 2, 0)])
+def test_empty_sizes_through_the_engine(execution, sizes):
+    """Empty batch, channels (no heads), state or length: the loop's shapes and values, and a
+    backward pass that runs."""
+    b, D, N, L = sizes
+    g = torch.Generator().manual_seed(6)
+    u = torch.randn(b, D, L, generator=g, dtype=F64, requires_grad=True)
+    delta, B = torch.randn(b, D, L, generator=g, dtype=F64), torch.randn(b, N, L, generator=g, dtype=F64)
+    A, C = -torch.rand(D, N, generator=g, dtype=F64), torch.randn(D, N, generator=g, dtype=F64)
+    for options in (dict(), dict(return_last_state=True, cu_seqlens=torch.tensor([0, L])),
+                    dict(return_last_state=True, reverse=True)):
+        got = selective_scan(u, delta, A, B, C, D=torch.ones(D, dtype=F64), execution=execution, **options)
+        want = selective_scan_reference(u, delta, A, B, C, D=torch.ones(D, dtype=F64), **options)
+        got, want = (t if isinstance(t, tuple) else (t,) for t in (got, want))
+        for a, c in zip(got, want, strict=True):
+            torch.testing.assert_close(a, c)
+        got[0].sum().backward()

@@ -71,7 +71,8 @@ def reference(
             if initial_state is not None:
                 final = final + apply_transition(kind, gates.through[:, n], initial_state[:, n])
             finals[n] = final
-    h_out = torch.stack(h, dim=1) if N else v.new_zeros(v.shape)
+    # no nodes: the direct term of a node, on none of them, so that the inputs stay in the graph
+    h_out = torch.stack(h, dim=1) if N else direct[..., None] * (q * k).sum(-1, keepdim=True) * v
     if not return_state:
         return h_out, None
     return h_out, (torch.stack(finals, dim=1) if N else k.new_zeros(B, N, H, dk, dv))
