@@ -93,6 +93,9 @@ CHUNK = 64
 #: operation and the readout's sum over state entries needs no horizontal sum.
 LANES = 8
 _CHUNK_LANES = CHUNK * LANES
+#: State entries the forward loop carries in registers together (``N`` is padded to a multiple
+#: of it with entries of rate 0 and ``B = C = 0``, which stay 0 and add nothing).
+STATE_GROUP = 4
 #: A log-decay below this is clamped (as in :mod:`.recurrent`): ``exp(-60) ~ 8.8e-27`` is
 #: zero against any state of ordinary size, and smaller factors lead to denormal numbers,
 #: which are ~100x slower on CPUs. The float32 ``exp`` also needs a bounded argument.
@@ -118,14 +121,19 @@ if NUMBA_AVAILABLE:
     _LN2_HI = np.float32(0.693359375)
     _LN2_LO = np.float32(-2.12194440e-4)
     _LOG2E = np.float32(1.44269504088896341)
-    _HALF = np.float32(0.5)
     _ONE = np.float32(1.0)
-    _P0 = np.float32(1.9875691500e-4)
-    _P1 = np.float32(1.3981999507e-3)
-    _P2 = np.float32(8.3334519073e-3)
-    _P3 = np.float32(4.1665795894e-2)
-    _P4 = np.float32(1.6666665459e-1)
-    _P5 = np.float32(5.0000001201e-1)
+    #: ``1.5 * 2**23 + 127``: added to ``x log2(e)``, it leaves ``round(x log2(e)) + 127`` in
+    #: the low mantissa bits (the biased exponent of ``2**k``, one shift away) and
+    #: subtracted again it gives ``k`` itself: one add instead of floor, convert and add.
+    _SHIFTER = np.float32(12583039.0)
+    # e^r ~ 1 + r (Q1 + r (Q2 + r (Q3 + r (Q4 + r Q5)))) on |r| <= ln(2) / 2: a least-squares
+    # fit of the relative error (Lawson weights), 9.1e-8 at most before rounding; with float32
+    # rounding and the range reduction 1.6e-7 over [-60, 88] (tests: below 3e-7)
+    _Q1 = np.float32(0.9999997)
+    _Q2 = np.float32(0.4999915)
+    _Q3 = np.float32(0.16667636)
+    _Q4 = np.float32(0.04189793)
+    _Q5 = np.float32(0.00829031)
     _LO32 = np.float32(MIN_LOG_DECAY)
     _HI32 = np.float32(_MAX_LOG_DECAY_F32)
 
@@ -149,9 +157,11 @@ if NUMBA_AVAILABLE:
 
             def exp_f32(x):
                 x = _HI32 if x > _HI32 else (_LO32 if x < _LO32 else x)
-                k = np.floor(x * _LOG2E + _HALF)
+                # the vector form's shifter trick rounds to nearest even, as rint does (the
+                # trick itself would be folded away here by the reassociating fast math)
+                k = np.rint(x * _LOG2E)
                 r = x - k * _LN2_HI - k * _LN2_LO
-                p = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * (r * r) + r + _ONE
+                p = ((((_Q5 * r + _Q4) * r + _Q3) * r + _Q2) * r + _Q1) * r + _ONE
                 return p * _pow2_f32(k)
 
             return exp_f32
@@ -191,7 +201,7 @@ if NUMBA_AVAILABLE:
         return out
 
     def _exp_kernel(x: np.ndarray) -> np.ndarray:  # for tests of the float32 exp
-        return _exp_lanes(x, _exp_table(torch.float32 if x.dtype == np.float32 else torch.float64))
+        return _exp_lanes(x, _exp_table(torch.float32 if x.dtype == np.float32 else torch.float64)[0])
 
     class _LaneVector(types.Type):
         """LANES values of one float dtype in one SIMD value (LLVM ``<LANES x float>``): the
@@ -299,12 +309,17 @@ if NUMBA_AVAILABLE:
     #: into immediates): as memory operands of the vector instructions they cost nothing,
     #: while as immediates they need two instructions each per use, since the loop has too
     #: few vector registers to keep all of them.
-    _EXP_ROWS = (_HI32, _LO32, _LOG2E, _HALF, -_LN2_HI, -_LN2_LO, _P0, _P1, _P2, _P3, _P4, _P5, _ONE)
+    _EXP_ROWS = (_HI32, _LO32, _LOG2E, _SHIFTER, -_LN2_HI, -_LN2_LO, _Q5, _Q4, _Q3, _Q2, _Q1, _ONE)
 
     def _exp_table(dtype: torch.dtype) -> np.ndarray:
-        """:data:`_EXP_ROWS` as a ``[rows, LANES]`` array of the kernels' dtype."""
+        """:data:`_EXP_ROWS` as a ``[STATE_GROUP, rows, LANES]`` array of the kernels' dtype:
+        one copy per exponential that a loop computes side by side. With a single copy LLVM
+        merges the loads of a constant that the exponentials share and keeps it in a register
+        across all of them; with too few registers for that it spills and reloads (tried: the
+        forward loop got slower). Separate copies stay separate memory operands."""
         np_dtype = np.float32 if dtype == torch.float32 else np.float64
-        return np.repeat(np.array(_EXP_ROWS, dtype=np_dtype)[:, None], LANES, axis=1)
+        rows = np.repeat(np.array(_EXP_ROWS, dtype=np_dtype)[:, None], LANES, axis=1)
+        return np.ascontiguousarray(np.broadcast_to(rows, (STATE_GROUP, *rows.shape)))
 
     @intrinsic
     def _vexp(typingctx, x, table):
@@ -332,15 +347,15 @@ if NUMBA_AVAILABLE:
             # comparisons are false for NaN, so a NaN passes through and propagates
             value = builder.select(builder.fcmp_ordered(">", value, high), high, value)
             value = builder.select(builder.fcmp_ordered("<", value, low), low, value)
-            k = builder.call(_vector_intrinsic(builder, "llvm.floor", vector_type), [_fma_ir(builder, value, c(2), c(3))])
+            shifted = _fma_ir(builder, value, c(2), c(3))  # round(x log2e) + 127 in the low bits
+            k = builder.fsub(shifted, c(3))
             r = _fma_ir(builder, k, c(4), value)
             r = _fma_ir(builder, k, c(5), r)
             p = c(6)
             for row in range(7, 12):
                 p = _fma_ir(builder, p, r, c(row))
-            p = builder.fadd(_fma_ir(builder, p, builder.fmul(r, r), r), c(12))
             int_type = _llvm_ir.VectorType(_llvm_ir.IntType(32), LANES)
-            biased = builder.add(builder.fptosi(k, int_type), _llvm_ir.Constant(int_type, [127] * LANES))
+            biased = builder.bitcast(shifted, int_type)
             power = builder.bitcast(builder.shl(biased, _llvm_ir.Constant(int_type, [23] * LANES)), vector_type)
             return builder.fmul(p, power)
 
@@ -396,13 +411,14 @@ if NUMBA_AVAILABLE:
         bM = b if M.shape[0] > 1 else 0
         per_group = channels // M.shape[1]
         tM = 1 if M.shape[2] > 1 else 0
-        n_state = out.shape[1]
+        n_state = M.shape[3]
+        n_out = out.shape[1]  # n_state, or more: the padding stays as it is (zero)
         group = _block_group(M, d0, lanes, channels)
         for i in range(count):
             row = M[bM, group if group >= 0 else 0, _position(s0 + i, length, reverse) * tM]
             if group >= 0:
                 for n in range(n_state):
-                    _vstore(out, (i * n_state + n) * LANES, _vsplat(row[n], out))
+                    _vstore(out, (i * n_out + n) * LANES, _vsplat(row[n], out))
             else:
                 t = _position(s0 + i, length, reverse) * tM
                 for n in range(n_state):
@@ -410,10 +426,11 @@ if NUMBA_AVAILABLE:
                         out[i, n, w] = M[bM, (d0 + w) // per_group, t, n] if w < lanes else 0.0
 
     @njit
-    def _lane_rates(A, num_blocks):
-        """``A`` ``[D, N]`` as ``[blocks, N, LANES]`` (0 in the lanes past the last channel)."""
+    def _lane_rates(A, num_blocks, n_out=-1):
+        """``A`` ``[D, N]`` as ``[blocks, n_out, LANES]`` (``n_out >= N``, default ``N``; 0 in
+        the lanes past the last channel and in the padding entries)."""
         channels, n_state = A.shape
-        rates = np.zeros((num_blocks, n_state, LANES), dtype=A.dtype)
+        rates = np.zeros((num_blocks, max(n_out, n_state), LANES), dtype=A.dtype)
         for d in range(channels):
             for n in range(n_state):
                 rates[d // LANES, n, d % LANES] = A[d, n]
@@ -445,24 +462,36 @@ if NUMBA_AVAILABLE:
     def _forward_lanes(u, dt, A, B, C, resets, final_slot, reverse, y, finals, entries, save, table):
         """The forward recurrence, LANES channels at a time (a vector per state entry, so the
         readout sums over entries lane by lane, without horizontal sums); ``entries[b, d, k,
-        n]`` receives the state entering chunk ``k`` when ``save``."""
+        n]`` receives the state entering chunk ``k`` when ``save``.
+
+        Inside a chunk and a block the state entries are the outer loop, in groups of
+        :data:`STATE_GROUP` held in registers across the chunk's positions: each position then
+        has that many independent exponentials and state updates in flight (the recurrence of
+        one entry is one FMA per position), and the readout is summed as a tree within a group
+        and added to the chunk's ``y`` once per group (no dependency chain over all ``N``)."""
         batch, channels, length = u.shape
         n_state = A.shape[1]
+        n_pad = -(-n_state // STATE_GROUP) * STATE_GROUP  # padding entries: rate 0, B = C = 0
         num_blocks = -(-channels // LANES)
         step_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
-        u_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
+        x_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
         y_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
-        B_c = np.empty((CHUNK, n_state, LANES), dtype=u.dtype)
-        C_c = np.empty((CHUNK, n_state, LANES), dtype=u.dtype)
-        rate_all = _lane_rates(A, num_blocks)
+        # per position of a chunk: 1 = the state resets before it, 2 = a final state after it
+        events_c = np.zeros(CHUNK, dtype=np.uint8)
+        B_c = np.zeros((CHUNK, n_pad, LANES), dtype=u.dtype)
+        C_c = np.zeros((CHUNK, n_pad, LANES), dtype=u.dtype)
+        rate_all = _lane_rates(A, num_blocks, n_pad)
         # the state of every block, carried from chunk to chunk: chunks are the outer loop so
         # that a chunk's B_t, C_t, broadcast over the lanes, serve every block of a group
-        h_all = np.zeros((num_blocks, n_state, LANES), dtype=u.dtype)
+        h_all = np.zeros((num_blocks, n_pad, LANES), dtype=u.dtype)
         zero = _vsplat(0.0, u)
         for b in range(batch):
             h_all[:] = 0.0
             for s0 in range(0, length, CHUNK):
                 count = min(CHUNK, length - s0)
+                for i in range(count):
+                    t = _position(s0 + i, length, reverse)
+                    events_c[i] = resets[t] + (2 if final_slot[t] >= 0 else 0)
                 filled_B = -1
                 filled_C = -1
                 for block in range(num_blocks):
@@ -483,27 +512,54 @@ if NUMBA_AVAILABLE:
                             for n in range(n_state):
                                 entries[b, d0 + w, s0 // CHUNK, n] = h[n, w]
                     _load_lanes(dt, b, d0, lanes, s0, count, length, reverse, step_c)
-                    _load_lanes(u, b, d0, lanes, s0, count, length, reverse, u_c)
+                    _load_lanes(u, b, d0, lanes, s0, count, length, reverse, x_c)
                     for i in range(count):
-                        t = _position(s0 + i, length, reverse)
-                        if resets[t]:
-                            for n in range(n_state):
-                                _vstore(h, n * LANES, zero)
-                        step = _vload(step_c, i * LANES)
-                        x = _vmul(step, _vload(u_c, i * LANES))
-                        acc = zero
-                        for n in range(n_state):
-                            o = n * LANES
-                            oi = (i * n_state + n) * LANES
-                            hv = _vfma(_vexp(_vmul(step, _vload(rate, o)), table), _vload(h, o), _vmul(x, _vload(B_c, oi)))
-                            _vstore(h, o, hv)
-                            acc = _vfma(hv, _vload(C_c, oi), acc)
-                        _vstore(y_c, i * LANES, acc)
-                        j = final_slot[t]
-                        if j >= 0:
-                            for w in range(lanes):
-                                for n in range(n_state):
-                                    finals[j, b, d0 + w, n] = h[n, w]
+                        _vstore(x_c, i * LANES, _vmul(_vload(step_c, i * LANES), _vload(x_c, i * LANES)))
+                        _vstore(y_c, i * LANES, zero)
+                    for n0 in range(0, n_pad, STATE_GROUP):
+                        o = n0 * LANES
+                        table0 = table[0]
+                        table1 = table[1]
+                        table2 = table[2]
+                        table3 = table[3]
+                        r0 = _vload(rate, o)
+                        r1 = _vload(rate, o + LANES)
+                        r2 = _vload(rate, o + 2 * LANES)
+                        r3 = _vload(rate, o + 3 * LANES)
+                        h0 = _vload(h, o)
+                        h1 = _vload(h, o + LANES)
+                        h2 = _vload(h, o + 2 * LANES)
+                        h3 = _vload(h, o + 3 * LANES)
+                        for i in range(count):
+                            event = events_c[i]
+                            if event & 1:
+                                h0 = zero
+                                h1 = zero
+                                h2 = zero
+                                h3 = zero
+                            step = _vload(step_c, i * LANES)
+                            x = _vload(x_c, i * LANES)
+                            oi = (i * n_pad + n0) * LANES
+                            h0 = _vfma(_vexp(_vmul(step, r0), table0), h0, _vmul(x, _vload(B_c, oi)))
+                            h1 = _vfma(_vexp(_vmul(step, r1), table1), h1, _vmul(x, _vload(B_c, oi + LANES)))
+                            h2 = _vfma(_vexp(_vmul(step, r2), table2), h2, _vmul(x, _vload(B_c, oi + 2 * LANES)))
+                            h3 = _vfma(_vexp(_vmul(step, r3), table3), h3, _vmul(x, _vload(B_c, oi + 3 * LANES)))
+                            y01 = _vfma(h0, _vload(C_c, oi), _vmul(h1, _vload(C_c, oi + LANES)))
+                            y23 = _vfma(h2, _vload(C_c, oi + 2 * LANES), _vmul(h3, _vload(C_c, oi + 3 * LANES)))
+                            _vstore(y_c, i * LANES, _vadd(_vload(y_c, i * LANES), _vadd(y01, y23)))
+                            if event & 2:
+                                j = final_slot[_position(s0 + i, length, reverse)]
+                                _vstore(h, o, h0)
+                                _vstore(h, o + LANES, h1)
+                                _vstore(h, o + 2 * LANES, h2)
+                                _vstore(h, o + 3 * LANES, h3)
+                                for w in range(lanes):
+                                    for n in range(n0, min(n0 + STATE_GROUP, n_state)):
+                                        finals[j, b, d0 + w, n] = h[n, w]
+                        _vstore(h, o, h0)
+                        _vstore(h, o + LANES, h1)
+                        _vstore(h, o + 2 * LANES, h2)
+                        _vstore(h, o + 3 * LANES, h3)
                     for w in range(lanes):
                         y_row = y[b, d0 + w]
                         for i in range(count):
