@@ -361,6 +361,94 @@ if NUMBA_AVAILABLE:
 
         return x(x, table), codegen
 
+    def _transpose_ir(builder, rows):
+        """The 8 x 8 transpose of 8 vectors (``out[j][i] = rows[i][j]``) in 24 shuffles:
+        interleave pairs, then pairs of pairs, then the 128-bit halves."""
+        i32 = _llvm_ir.IntType(32)
+
+        def shuffle(a, b, lanes):
+            return builder.shuffle_vector(a, b, _llvm_ir.Constant(_llvm_ir.VectorType(i32, LANES), lanes))
+
+        pairs = []
+        for p in range(4):
+            pairs += [shuffle(rows[2 * p], rows[2 * p + 1], [0, 8, 1, 9, 4, 12, 5, 13]),
+                      shuffle(rows[2 * p], rows[2 * p + 1], [2, 10, 3, 11, 6, 14, 7, 15])]
+        quads = []
+        for first, second in ((0, 2), (1, 3), (4, 6), (5, 7)):
+            quads += [shuffle(pairs[first], pairs[second], [0, 1, 8, 9, 4, 5, 12, 13]),
+                      shuffle(pairs[first], pairs[second], [2, 3, 10, 11, 6, 7, 14, 15])]
+        return ([shuffle(quads[j], quads[j + 4], [0, 1, 2, 3, 8, 9, 10, 11]) for j in range(4)]
+                + [shuffle(quads[j], quads[j + 4], [4, 5, 6, 7, 12, 13, 14, 15]) for j in range(4)])
+
+    def _row_pointers(context, builder, plane_type, plane, row0, col):
+        """Vector pointers to ``plane[row0 + w, col : col + LANES]`` for every lane ``w``."""
+        array = context.make_array(plane_type)(context, builder, plane)
+        row_stride = cgutils.unpack_tuple(builder, array.strides, 2)[0]  # bytes
+        itemsize = _llvm_ir.Constant(row_stride.type, plane_type.dtype.bitwidth // 8)
+        base = builder.bitcast(array.data, _llvm_ir.IntType(8).as_pointer())
+        vector_pointer = _llvm_ir.VectorType(context.get_value_type(plane_type.dtype), LANES).as_pointer()
+        pointers = []
+        for w in range(LANES):
+            row = builder.add(row0, _llvm_ir.Constant(row0.type, w))
+            offset = builder.add(builder.mul(row, row_stride), builder.mul(col, itemsize))
+            pointers.append(builder.bitcast(builder.gep(base, [offset]), vector_pointer))
+        return pointers
+
+    def _plane_ok(plane, lanes_array):
+        return (isinstance(plane, types.Array) and plane.ndim == 2 and isinstance(lanes_array, types.Array)
+                and lanes_array.layout == "C" and plane.dtype == lanes_array.dtype)
+
+    @intrinsic
+    def _load_rows_transposed(typingctx, plane, row0, col, out, i0):
+        """``out[i0 + j, w] = plane[row0 + w, col + j]`` for ``j, w < LANES``: eight rows of a
+        ``[D, L]`` plane into eight lane vectors by vector loads and an in-register transpose
+        (the scalar form costs a load and a store per element)."""
+        if not _plane_ok(plane, out):
+            return None
+
+        def codegen(context, builder, signature, args):
+            plane_value, row0_value, col_value, out_value, i0_value = args
+            align = plane.dtype.bitwidth // 8
+            rows = [builder.load(ptr, align=align)
+                    for ptr in _row_pointers(context, builder, plane, plane_value, row0_value, col_value)]
+            for j, vector in enumerate(_transpose_ir(builder, rows)):
+                offset = builder.mul(builder.add(i0_value, _llvm_ir.Constant(i0_value.type, j)),
+                                     _llvm_ir.Constant(i0_value.type, LANES))
+                builder.store(vector, _vector_pointer(context, builder, out, out_value, offset), align=align)
+            return context.get_dummy_value()
+
+        return types.none(plane, row0, col, out, i0), codegen
+
+    def _store_rows_transposed_codegen(accumulate):
+        def typer(typingctx, lanes_array, i0, plane, row0, col):
+            if not _plane_ok(plane, lanes_array):
+                return None
+
+            def codegen(context, builder, signature, args):
+                src_value, i0_value, plane_value, row0_value, col_value = args
+                align = plane.dtype.bitwidth // 8
+                vectors = []
+                for j in range(LANES):
+                    offset = builder.mul(builder.add(i0_value, _llvm_ir.Constant(i0_value.type, j)),
+                                         _llvm_ir.Constant(i0_value.type, LANES))
+                    vectors.append(builder.load(_vector_pointer(context, builder, lanes_array, src_value, offset),
+                                                align=align))
+                pointers = _row_pointers(context, builder, plane, plane_value, row0_value, col_value)
+                for ptr, vector in zip(pointers, _transpose_ir(builder, vectors)):
+                    if accumulate:
+                        vector = builder.fadd(builder.load(ptr, align=align), vector)
+                    builder.store(vector, ptr, align=align)
+                return context.get_dummy_value()
+
+            return types.none(lanes_array, i0, plane, row0, col), codegen
+
+        return typer
+
+    #: ``plane[row0 + w, col + j] = src[i0 + j, w]`` (the inverse of :func:`_load_rows_transposed`)
+    _store_rows_transposed = intrinsic(_store_rows_transposed_codegen(False))
+    #: ``plane[row0 + w, col + j] += src[i0 + j, w]``
+    _add_rows_transposed = intrinsic(_store_rows_transposed_codegen(True))
+
     @intrinsic
     def _stack_buffer(typingctx, size, like):
         """A pointer to ``size`` (a compile-time constant) elements of ``like``'s dtype on the
@@ -381,6 +469,16 @@ if NUMBA_AVAILABLE:
     @njit(inline="always")
     def _load_lanes(src, b, d0, lanes, s0, count, length, reverse, out):
         """``out[i, w] = src[b, d0 + w, t(s0 + i)]``, 0 in the lanes past the last channel."""
+        if lanes == LANES and not reverse:
+            plane = src[b]
+            full = count - count % LANES
+            for i0 in range(0, full, LANES):
+                _load_rows_transposed(plane, d0, s0 + i0, out, i0)
+            for w in range(LANES):
+                row = plane[d0 + w]
+                for i in range(full, count):
+                    out[i, w] = row[s0 + i]
+            return
         for w in range(LANES):
             if w < lanes:
                 row = src[b, d0 + w]  # one row view: 1-d indexing in the loop, not 3-d
@@ -393,6 +491,42 @@ if NUMBA_AVAILABLE:
             else:
                 for i in range(count):
                     out[i, w] = 0.0
+
+    @njit(inline="always")
+    def _store_lanes(src, dst, b, d0, lanes, s0, count, length, reverse):
+        """``dst[b, d0 + w, t(s0 + i)] = src[i, w]`` for the block's channels."""
+        if lanes == LANES and not reverse:
+            plane = dst[b]
+            full = count - count % LANES
+            for i0 in range(0, full, LANES):
+                _store_rows_transposed(src, i0, plane, d0, s0 + i0)
+            for w in range(LANES):
+                row = plane[d0 + w]
+                for i in range(full, count):
+                    row[s0 + i] = src[i, w]
+            return
+        for w in range(lanes):
+            row = dst[b, d0 + w]
+            for i in range(count):
+                row[_position(s0 + i, length, reverse)] = src[i, w]
+
+    @njit(inline="always")
+    def _add_lanes(src, dst, b, d0, lanes, s0, count, length, reverse):
+        """``dst[b, d0 + w, t(s0 + i)] += src[i, w]`` for the block's channels."""
+        if lanes == LANES and not reverse:
+            plane = dst[b]
+            full = count - count % LANES
+            for i0 in range(0, full, LANES):
+                _add_rows_transposed(src, i0, plane, d0, s0 + i0)
+            for w in range(LANES):
+                row = plane[d0 + w]
+                for i in range(full, count):
+                    row[s0 + i] += src[i, w]
+            return
+        for w in range(lanes):
+            row = dst[b, d0 + w]
+            for i in range(count):
+                row[_position(s0 + i, length, reverse)] += src[i, w]
 
     @njit(inline="always")
     def _block_group(M, d0, lanes, channels):
@@ -446,7 +580,7 @@ if NUMBA_AVAILABLE:
         tM = 1 if grad_M.shape[2] > 1 else 0
         for i in range(count):
             t = _position(s0 + i, length, reverse) * tM
-            for n in range(acc.shape[1]):
+            for n in range(grad_M.shape[3]):  # the accumulator's padding entries stay 0
                 if pending >= 0:
                     total = acc[i, n, 0]
                     for w in range(1, LANES):
@@ -560,10 +694,7 @@ if NUMBA_AVAILABLE:
                         _vstore(h, o + LANES, h1)
                         _vstore(h, o + 2 * LANES, h2)
                         _vstore(h, o + 3 * LANES, h3)
-                    for w in range(lanes):
-                        y_row = y[b, d0 + w]
-                        for i in range(count):
-                            y_row[_position(s0 + i, length, reverse)] = y_c[i, w]
+                    _store_lanes(y_c, y, b, d0, lanes, s0, count, length, reverse)
 
     @_cached_njit(fastmath=_FASTMATH)
     def _backward_lanes(u, dt, A, B, C, resets, final_slot, reverse, entries, grad_y, grad_finals,
@@ -572,33 +703,50 @@ if NUMBA_AVAILABLE:
         ``grad_u``, ``grad_dt`` ``[batch, D, L]`` and ``grad_A`` ``[D, N]`` (zero on entry) and
         ``grad_B``, ``grad_C`` (shaped like ``B``, ``C``). Chunks are the outer loop, so the
         gradients of ``B``/``C`` that a group's channels share are summed over the group's
-        blocks in a chunk buffer and reduced over the lanes once per chunk."""
+        blocks in a chunk buffer and reduced over the lanes once per chunk.
+
+        Inside a chunk and a block, every group of :data:`STATE_GROUP` state entries is
+        recomputed left to right from the saved entering state (decays and states into two
+        small buffers that stay in L1, ``grad_C`` accumulated on the way) and then run
+        backwards at once, with the adjoint states and the gradient of the rates in
+        registers; the per-position gradients (of ``x`` and of the log-decay) are summed
+        over the groups in two ``[CHUNK, LANES]`` buffers."""
         batch, channels, length = u.shape
         n_state = A.shape[1]
+        n_pad = -(-n_state // STATE_GROUP) * STATE_GROUP
         num_chunks = entries.shape[2]
         num_blocks = -(-channels // LANES)
-        rate_all = _lane_rates(A, num_blocks)
+        rate_all = _lane_rates(A, num_blocks, n_pad)
         # the adjoint state of every block, carried from chunk to chunk
-        g_all = np.zeros((num_blocks, n_state, LANES), dtype=u.dtype)
-        grad_rate = np.empty((n_state, LANES), dtype=u.dtype)
+        g_all = np.zeros((num_blocks, n_pad, LANES), dtype=u.dtype)
+        grad_rate = np.zeros((n_pad, LANES), dtype=u.dtype)
         step_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
         u_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
+        x_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
         gy_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
-        gu_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
-        gdt_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
-        B_c = np.empty((CHUNK, n_state, LANES), dtype=u.dtype)
-        C_c = np.empty((CHUNK, n_state, LANES), dtype=u.dtype)
-        a_c = np.empty((CHUNK, n_state, LANES), dtype=u.dtype)
-        h_c = np.empty((CHUNK + 1, n_state, LANES), dtype=u.dtype)
-        gB_c = np.zeros((CHUNK, n_state, LANES), dtype=u.dtype)
-        gC_c = np.zeros((CHUNK, n_state, LANES), dtype=u.dtype)
-        position_stride = n_state * LANES  # h_c[i + 1] is this far behind h_c[i]
+        gx_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
+        glog_c = carray(_stack_buffer(_CHUNK_LANES, u), (CHUNK, LANES))
+        events_c = np.zeros(CHUNK, dtype=np.uint8)
+        B_c = np.zeros((CHUNK, n_pad, LANES), dtype=u.dtype)
+        C_c = np.zeros((CHUNK, n_pad, LANES), dtype=u.dtype)
+        # one group's decays and states over a chunk: h_c[i] is the state entering position i
+        a_c = np.empty((CHUNK, STATE_GROUP, LANES), dtype=u.dtype)
+        h_c = np.empty((CHUNK + 1, STATE_GROUP, LANES), dtype=u.dtype)
+        gB_c = np.zeros((CHUNK, n_pad, LANES), dtype=u.dtype)
+        gC_c = np.zeros((CHUNK, n_pad, LANES), dtype=u.dtype)
         zero = _vsplat(0.0, u)
+        table0 = table[0]
+        table1 = table[1]
+        table2 = table[2]
+        table3 = table[3]
         for b in range(batch):
             g_all[:] = 0.0
             for k in range(num_chunks - 1, -1, -1):
                 s0 = k * CHUNK
                 count = min(CHUNK, length - s0)
+                for i in range(count):
+                    t = _position(s0 + i, length, reverse)
+                    events_c[i] = resets[t] + (2 if final_slot[t] >= 0 else 0)
                 pending_B = -1
                 pending_C = -1
                 filled_B = -1
@@ -616,10 +764,6 @@ if NUMBA_AVAILABLE:
                     pending_B, pending_C = group_B, group_C
                     g = g_all[block]
                     rate = rate_all[block]
-                    for n in range(n_state):
-                        _vstore(grad_rate, n * LANES, zero)
-                        for w in range(LANES):
-                            h_c[0, n, w] = entries[b, d0 + w, k, n] if w < lanes else 0.0
                     _load_lanes(dt, b, d0, lanes, s0, count, length, reverse, step_c)
                     _load_lanes(u, b, d0, lanes, s0, count, length, reverse, u_c)
                     _load_lanes(grad_y, b, d0, lanes, s0, count, length, reverse, gy_c)
@@ -629,54 +773,128 @@ if NUMBA_AVAILABLE:
                     if group_C < 0 or group_C != filled_C:
                         _load_operand(C, b, d0, lanes, channels, s0, count, length, reverse, C_c)
                         filled_C = group_C
-                    # recompute the chunk: h_c[i] is the state entering position s0 + i; a
-                    # sequence start is a zero decay (no state enters, no gradient leaves)
                     for i in range(count):
-                        t = _position(s0 + i, length, reverse)
-                        keep = resets[t] == 0
-                        step = _vload(step_c, i * LANES)
-                        x = _vmul(step, _vload(u_c, i * LANES))
-                        for n in range(n_state):
-                            o = n * LANES
-                            oi = (i * n_state + n) * LANES
-                            a = _vexp(_vmul(step, _vload(rate, o)), table) if keep else zero
-                            _vstore(a_c, oi, a)
-                            _vstore(h_c, oi + position_stride, _vfma(a, _vload(h_c, oi), _vmul(x, _vload(B_c, oi))))
-                    # the adjoint, right to left; g holds the gradient of the state after t
-                    for i in range(count - 1, -1, -1):
-                        t = _position(s0 + i, length, reverse)
-                        j = final_slot[t]
-                        if j >= 0:
-                            for w in range(lanes):
-                                for n in range(n_state):
-                                    g[n, w] += grad_finals[j, b, d0 + w, n]
-                        step = _vload(step_c, i * LANES)
-                        u_i = _vload(u_c, i * LANES)
-                        x = _vmul(step, u_i)
-                        gy = _vload(gy_c, i * LANES)
-                        grad_x = zero
-                        grad_log = zero
-                        for n in range(n_state):
-                            o = n * LANES
-                            oi = (i * n_state + n) * LANES
-                            gn = _vfma(_vload(C_c, oi), gy, _vload(g, o))
-                            _vstore(gC_c, oi, _vfma(_vload(h_c, oi + position_stride), gy, _vload(gC_c, oi)))
-                            _vstore(gB_c, oi, _vfma(gn, x, _vload(gB_c, oi)))
-                            grad_x = _vfma(gn, _vload(B_c, oi), grad_x)
-                            a = _vload(a_c, oi)
-                            through_decay = _vmul(_vmul(gn, a), _vload(h_c, oi))
-                            grad_log = _vfma(through_decay, _vload(rate, o), grad_log)
-                            _vstore(grad_rate, o, _vfma(through_decay, step, _vload(grad_rate, o)))
-                            _vstore(g, o, _vmul(gn, a))
-                        _vstore(gu_c, i * LANES, _vmul(grad_x, step))
-                        _vstore(gdt_c, i * LANES, _vfma(grad_x, u_i, grad_log))
-                    for w in range(lanes):
-                        grad_u_row = grad_u[b, d0 + w]
-                        grad_dt_row = grad_dt[b, d0 + w]
+                        _vstore(x_c, i * LANES, _vmul(_vload(step_c, i * LANES), _vload(u_c, i * LANES)))
+                        _vstore(gx_c, i * LANES, zero)
+                        _vstore(glog_c, i * LANES, zero)
+                    for n0 in range(0, n_pad, STATE_GROUP):
+                        o = n0 * LANES
+                        for q in range(STATE_GROUP):
+                            for w in range(LANES):
+                                inside = w < lanes and n0 + q < n_state
+                                h_c[0, q, w] = entries[b, d0 + w, k, n0 + q] if inside else 0.0
+                        r0 = _vload(rate, o)
+                        r1 = _vload(rate, o + LANES)
+                        r2 = _vload(rate, o + 2 * LANES)
+                        r3 = _vload(rate, o + 3 * LANES)
+                        # recompute the chunk; a sequence start is a zero decay (no state
+                        # enters, no gradient leaves)
+                        h0 = _vload(h_c, 0)
+                        h1 = _vload(h_c, LANES)
+                        h2 = _vload(h_c, 2 * LANES)
+                        h3 = _vload(h_c, 3 * LANES)
                         for i in range(count):
-                            t = _position(s0 + i, length, reverse)
-                            grad_u_row[t] += gu_c[i, w]
-                            grad_dt_row[t] += gdt_c[i, w]
+                            step = _vload(step_c, i * LANES)
+                            x = _vload(x_c, i * LANES)
+                            gy = _vload(gy_c, i * LANES)
+                            oi = (i * n_pad + n0) * LANES
+                            oa = i * STATE_GROUP * LANES
+                            a0 = _vexp(_vmul(step, r0), table0)
+                            a1 = _vexp(_vmul(step, r1), table1)
+                            a2 = _vexp(_vmul(step, r2), table2)
+                            a3 = _vexp(_vmul(step, r3), table3)
+                            if events_c[i] & 1:
+                                a0 = zero
+                                a1 = zero
+                                a2 = zero
+                                a3 = zero
+                            h0 = _vfma(a0, h0, _vmul(x, _vload(B_c, oi)))
+                            h1 = _vfma(a1, h1, _vmul(x, _vload(B_c, oi + LANES)))
+                            h2 = _vfma(a2, h2, _vmul(x, _vload(B_c, oi + 2 * LANES)))
+                            h3 = _vfma(a3, h3, _vmul(x, _vload(B_c, oi + 3 * LANES)))
+                            _vstore(a_c, oa, a0)
+                            _vstore(a_c, oa + LANES, a1)
+                            _vstore(a_c, oa + 2 * LANES, a2)
+                            _vstore(a_c, oa + 3 * LANES, a3)
+                            oh = oa + STATE_GROUP * LANES
+                            _vstore(h_c, oh, h0)
+                            _vstore(h_c, oh + LANES, h1)
+                            _vstore(h_c, oh + 2 * LANES, h2)
+                            _vstore(h_c, oh + 3 * LANES, h3)
+                            _vstore(gC_c, oi, _vfma(h0, gy, _vload(gC_c, oi)))
+                            _vstore(gC_c, oi + LANES, _vfma(h1, gy, _vload(gC_c, oi + LANES)))
+                            _vstore(gC_c, oi + 2 * LANES, _vfma(h2, gy, _vload(gC_c, oi + 2 * LANES)))
+                            _vstore(gC_c, oi + 3 * LANES, _vfma(h3, gy, _vload(gC_c, oi + 3 * LANES)))
+                        # the adjoint, right to left; g holds the gradient of the state after i
+                        g0 = _vload(g, o)
+                        g1 = _vload(g, o + LANES)
+                        g2 = _vload(g, o + 2 * LANES)
+                        g3 = _vload(g, o + 3 * LANES)
+                        gr0 = zero
+                        gr1 = zero
+                        gr2 = zero
+                        gr3 = zero
+                        for i in range(count - 1, -1, -1):
+                            if events_c[i] & 2:
+                                j = final_slot[_position(s0 + i, length, reverse)]
+                                _vstore(g, o, g0)
+                                _vstore(g, o + LANES, g1)
+                                _vstore(g, o + 2 * LANES, g2)
+                                _vstore(g, o + 3 * LANES, g3)
+                                for w in range(lanes):
+                                    for n in range(n0, min(n0 + STATE_GROUP, n_state)):
+                                        g[n, w] += grad_finals[j, b, d0 + w, n]
+                                g0 = _vload(g, o)
+                                g1 = _vload(g, o + LANES)
+                                g2 = _vload(g, o + 2 * LANES)
+                                g3 = _vload(g, o + 3 * LANES)
+                            step = _vload(step_c, i * LANES)
+                            x = _vload(x_c, i * LANES)
+                            gy = _vload(gy_c, i * LANES)
+                            oi = (i * n_pad + n0) * LANES
+                            oa = i * STATE_GROUP * LANES
+                            gn0 = _vfma(_vload(C_c, oi), gy, g0)
+                            gn1 = _vfma(_vload(C_c, oi + LANES), gy, g1)
+                            gn2 = _vfma(_vload(C_c, oi + 2 * LANES), gy, g2)
+                            gn3 = _vfma(_vload(C_c, oi + 3 * LANES), gy, g3)
+                            _vstore(gB_c, oi, _vfma(gn0, x, _vload(gB_c, oi)))
+                            _vstore(gB_c, oi + LANES, _vfma(gn1, x, _vload(gB_c, oi + LANES)))
+                            _vstore(gB_c, oi + 2 * LANES, _vfma(gn2, x, _vload(gB_c, oi + 2 * LANES)))
+                            _vstore(gB_c, oi + 3 * LANES, _vfma(gn3, x, _vload(gB_c, oi + 3 * LANES)))
+                            gx01 = _vfma(gn0, _vload(B_c, oi), _vmul(gn1, _vload(B_c, oi + LANES)))
+                            gx23 = _vfma(gn2, _vload(B_c, oi + 2 * LANES), _vmul(gn3, _vload(B_c, oi + 3 * LANES)))
+                            _vstore(gx_c, i * LANES, _vadd(_vload(gx_c, i * LANES), _vadd(gx01, gx23)))
+                            g0 = _vmul(gn0, _vload(a_c, oa))
+                            g1 = _vmul(gn1, _vload(a_c, oa + LANES))
+                            g2 = _vmul(gn2, _vload(a_c, oa + 2 * LANES))
+                            g3 = _vmul(gn3, _vload(a_c, oa + 3 * LANES))
+                            # the gradient of the log-decay s r: g a h, h the state entering i
+                            d0_ = _vmul(g0, _vload(h_c, oa))
+                            d1_ = _vmul(g1, _vload(h_c, oa + LANES))
+                            d2_ = _vmul(g2, _vload(h_c, oa + 2 * LANES))
+                            d3_ = _vmul(g3, _vload(h_c, oa + 3 * LANES))
+                            gl01 = _vfma(d0_, r0, _vmul(d1_, r1))
+                            gl23 = _vfma(d2_, r2, _vmul(d3_, r3))
+                            _vstore(glog_c, i * LANES, _vadd(_vload(glog_c, i * LANES), _vadd(gl01, gl23)))
+                            gr0 = _vfma(d0_, step, gr0)
+                            gr1 = _vfma(d1_, step, gr1)
+                            gr2 = _vfma(d2_, step, gr2)
+                            gr3 = _vfma(d3_, step, gr3)
+                        _vstore(g, o, g0)
+                        _vstore(g, o + LANES, g1)
+                        _vstore(g, o + 2 * LANES, g2)
+                        _vstore(g, o + 3 * LANES, g3)
+                        _vstore(grad_rate, o, gr0)
+                        _vstore(grad_rate, o + LANES, gr1)
+                        _vstore(grad_rate, o + 2 * LANES, gr2)
+                        _vstore(grad_rate, o + 3 * LANES, gr3)
+                    for i in range(count):
+                        grad_x = _vload(gx_c, i * LANES)
+                        _vstore(glog_c, i * LANES, _vfma(grad_x, _vload(u_c, i * LANES), _vload(glog_c, i * LANES)))
+                        _vstore(gx_c, i * LANES, _vmul(grad_x, _vload(step_c, i * LANES)))
+                    _add_lanes(gx_c, grad_u, b, d0, lanes, s0, count, length, reverse)
+                    _add_lanes(glog_c, grad_dt, b, d0, lanes, s0, count, length, reverse)
+                    for w in range(lanes):
                         for n in range(n_state):
                             grad_A[d0 + w, n] += grad_rate[n, w]
                     if group_B < 0:
