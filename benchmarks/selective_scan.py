@@ -8,6 +8,7 @@ forward+backward, with peak memory.
     python benchmarks/selective_scan.py --tune           # slab size sweep at L=4k
     python benchmarks/selective_scan.py --torch-compile 16   # torch.compile of 16-step blocks vs the fused kernel
     python benchmarks/selective_scan.py --route --threads 1 --lengths 4096   # selective_scan through scan vs the direct dispatch
+    python benchmarks/selective_scan.py --compare-with /tmp/old_fused_cpu.py   # an earlier fused_cpu.py alongside
 
 Times are the median of ``--repeats`` runs (ms; the loop: of ``--loop-repeats``), in one process, the fused kernels and
 the PyTorch recurrence interleaved (fused, recurrent, fused, ...), so ratios hold on a busy machine even when absolute
@@ -18,11 +19,15 @@ each call starts from the same baseline; it counts the call's new tensors (activ
 tensors, gradients), not the inputs. For scale, one ``[B, D, L, N]`` float32 tensor is printed too: the loop's
 autograd keeps several of them (the step states and decays) for the backward pass.
 
-The floor: the fused kernels' floating-point operations per state update (``FORWARD_FLOPS``,
-``BACKWARD_FLOPS``, derived below and printed) times ``B * D * L * N``, divided by this core's
-single-thread float32 peak as measured in the same run by a large ``torch.mm`` (the best of
-``--peak-repeats``; sgemm runs close to the FMA units' peak, so this is, if anything, a
-slightly low peak and a slightly high floor). Every timing is reported in CPU time and wall time
+The floor: a fixed cost model of the fused recurrence, its floating-point operations per state
+update (``FORWARD_FLOPS``, ``BACKWARD_FLOPS``: forward, and the adjoint with the states
+recomputed per chunk; derived below and printed) times ``B * D * L * N``, divided by this
+core's single-thread float32 peak as measured in the same run by a large ``torch.mm`` (the best
+of ``--peak-repeats``; sgemm runs close to the FMA units' peak, so this is, if anything, a
+slightly low peak and a slightly high floor). The model stays fixed so that a cheaper kernel
+shows as a lower ratio; the kernels' own, smaller count gives the "own floor" column (how close
+they run to the FMA units' peak). ``--compare-with`` times another version of ``fused_cpu.py``
+interleaved with the current one. Every timing is reported in CPU time and wall time
 (medians of interleaved repeats); the ratios use ``--clock``.
 """
 
@@ -121,22 +126,48 @@ def associative_scan_selective(u, delta, A, B, C, delta_softplus=True):
     return (states * C.transpose(1, 2)[:, None]).sum(-1)
 
 
-#: Floating-point operations per state update ``(b, d, t, n)`` of the forward kernel (an FMA
-#: counts 2): the log-decay ``dt * A`` 1; the float32 exp 24 (clamp 2, ``k = floor(x log2e +
-#: 1/2)`` 3, ``r = x - k ln2`` in two parts 4, the degree-5 polynomial by Horner 10, ``r^2`` 1,
-#: ``p r^2 + r`` 2, ``+ 1`` 1, times ``2^k`` 1; building ``2^k`` from the exponent bits is
-#: integer work, not counted); ``h = a h + x B`` 3; ``y += h C`` 2.
+#: The floor's cost model, fixed (it does not shrink when a kernel finds a cheaper exp):
+#: floating-point operations per state update ``(b, d, t, n)`` of the fused forward recurrence
+#: with a Cephes-style float32 exp (an FMA counts 2): the log-decay ``dt * A`` 1; the exp 24
+#: (clamp 2, ``k = floor(x log2e + 1/2)`` 3, ``r = x - k ln2`` in two parts 4, a degree-5
+#: polynomial by Horner 10, ``r^2`` 1, ``p r^2 + r`` 2, ``+ 1`` 1, times ``2^k`` 1; building
+#: ``2^k`` from the exponent bits is integer work, not counted); ``h = a h + x B`` 3;
+#: ``y += h C`` 2.
 FORWARD_FLOPS = 1 + 24 + 3 + 2
-#: The backward kernel per state update: the recomputation of the chunk (log-decay, exp, state:
-#: 28) and the adjoint step ``g + C gy`` 2, ``gC += h gy`` 2, ``gB += g x`` 2, ``gx += g B`` 2,
-#: ``g a h`` 2, ``g_log += . A`` 2, ``gA += . dt`` 2, ``g = g a`` 1 (15).
+#: The adjoint in the same model: the states are recomputed from the chunk's entering state
+#: (log-decay, exp, state: 28; storing them instead would move a ``[B, D, L, N]`` tensor through
+#: memory twice, slower than recomputing) and the adjoint step ``g + C gy`` 2, ``gC += h gy`` 2,
+#: ``gB += g x`` 2, ``gx += g B`` 2, ``g a h`` 2, ``g_log += . A`` 2, ``gA += . dt`` 2,
+#: ``g = g a`` 1 (15). Forward+backward: 73.
 BACKWARD_FLOPS = 28 + 15
+#: What the current kernels execute per state update (``fused_cpu``): the exp by the shifter
+#: trick is 20 (clamp 2, ``x log2e + shifter`` 2, ``- shifter`` 1, ``r`` 4, a degree-5 Horner
+#: polynomial with its constant term 10, times ``2^k`` 1), so the forward is 26; the backward
+#: recomputes with it (24) and its adjoint step is 14 (``g a`` once, then ``(g a) h``): 38.
+KERNEL_FORWARD_FLOPS = 1 + 20 + 3 + 2
+KERNEL_BACKWARD_FLOPS = 24 + 14
 FLOP_DERIVATION = (
-    "flops per state update: forward 30 = log-decay 1 + exp 24 (clamp 2, k=floor(x*log2e+1/2) 3, "
+    "floor model, flops per state update: forward 30 = log-decay 1 + exp 24 (clamp 2, k=floor(x*log2e+1/2) 3, "
     "r=x-k*ln2 in two parts 4, degree-5 Horner 10, r^2 1, p*r^2+r 2, +1 1, *2^k 1) + h=a*h+x*B 3 + y+=h*C 2; "
     "backward 43 = recomputation 28 + adjoint 15 (g+C*gy 2, gC 2, gB 2, gx 2, g*a*h 2, g_log 2, gA 2, g*a 1); "
-    "FMA = 2 flops; per-position work (softplus, dt*u, D, z) not counted"
+    "FMA = 2 flops; per-position work (softplus, dt*u, D, z) not counted. The kernels' own count "
+    f"(exp 20): forward {KERNEL_FORWARD_FLOPS}, backward {KERNEL_BACKWARD_FLOPS} (column fused/own)"
 )
+
+
+def load_previous_kernels(path: str):
+    """``selective_scan_fused`` of another version of ``fused_cpu.py`` (e.g. ``git show
+    main~3:everygraph/sequence/mamba/fused_cpu.py > /tmp/old_fused_cpu.py``), loaded as a module
+    of the same package so its relative imports resolve, for a before/after in one run."""
+    import importlib.util
+    import sys
+
+    name = "everygraph.sequence.mamba._fused_cpu_previous"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module.selective_scan_fused
 
 
 def measure_peak_gflops(repeats: int, size: int = 2048) -> float:
@@ -293,6 +324,8 @@ def main() -> None:
                         help="compare torch.compile of BLOCK-step blocks with the fused kernel at the first length, forward")
     parser.add_argument("--route", action="store_true",
                         help="selective_scan through the scan engine vs the direct dispatch to the kernel, same run")
+    parser.add_argument("--compare-with", metavar="FUSED_CPU_PY", default=None,
+                        help="another version of fused_cpu.py, timed interleaved with the current one (column 'prev')")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall: elapsed time; cpu: process CPU time (use with --threads 1 on a busy machine)")
     args = parser.parse_args()
@@ -335,11 +368,16 @@ def main() -> None:
     recurrent = lambda *a: selective_scan_recurrent(*a, delta_softplus=True)  # noqa: E731
     ours = lambda *a: selective_scan(*a, delta_softplus=True)  # noqa: E731
     loop = lambda *a: selective_scan_reference(*a, delta_softplus=True)  # noqa: E731
+    previous = None
+    if fused_ok and args.compare_with:
+        previous_fused = load_previous_kernels(args.compare_with)
+        previous = lambda *a: previous_fused(*a, delta_softplus=True)  # noqa: E731
     if fused_ok:  # compile (or load from numba's cache) outside the timings
         warm = make_inputs(1, 2, N, 3, "cpu", True)
-        fused(*warm).sum().backward()
-        with torch.no_grad():
-            fused(*warm)
+        for fn in (fused, previous) if previous else (fused,):
+            fn(*warm).sum().backward()
+            with torch.no_grad():
+                fn(*warm)
     else:
         print("fused kernels unavailable (numba missing or EVERYGRAPH_DISABLE_JIT set): the fused column is empty")
     peak = measure_peak_gflops(args.peak_repeats)
@@ -347,9 +385,9 @@ def main() -> None:
           f"{args.peak_repeats}, CPU time): {peak:.1f} GFLOP/s")
     print(FLOP_DERIVATION)
     ratio_index = 0 if args.clock == "cpu" else 1
-    header = (f"{'L':>6} {'mode':>8} {'floor ms':>9} {'fused cpu':>9} {'fused wall':>10} {'recur cpu':>9} "
+    header = (f"{'L':>6} {'mode':>8} {'floor ms':>9} {'own floor':>9} {'fused cpu':>9} {'fused wall':>10} {'recur cpu':>9} "
               f"{'recur wall':>10} {'loop ms':>9} {'assoc ms':>9} {'fused/floor':>11} {'recur/fused':>11} "
-              f"{'loop/fused':>10} {'fused MiB':>9} {'recur MiB':>9} {'loop MiB':>9} {'[B,D,L,N] MiB':>14}")
+              f"{'loop/fused':>10} {'fused/own':>9} {'prev cpu':>9} {'prev wall':>9} {'prev/fused':>10} {'fused MiB':>9} {'recur MiB':>9} {'loop MiB':>9} {'[B,D,L,N] MiB':>14}")
     print(header)
     nan = (float("nan"),) * 3
     for L in args.lengths:
@@ -357,10 +395,14 @@ def main() -> None:
         for backward in (False, True):
             flops = (FORWARD_FLOPS + (BACKWARD_FLOPS if backward else 0)) * B * D * L * N
             floor_ms = flops / (peak * 1e9) * 1e3
+            own_flops = (KERNEL_FORWARD_FLOPS + (KERNEL_BACKWARD_FLOPS if backward else 0)) * B * D * L * N
+            own_floor_ms = own_flops / (peak * 1e9) * 1e3
             x = make_inputs(B, D, N, L, "cpu", backward)
             ctx = torch.enable_grad() if backward else torch.no_grad()
             with ctx:
                 fns = {"fused": fused, "recurrent": recurrent} if fused_ok else {"recurrent": recurrent}
+                if previous:
+                    fns["previous"] = previous
                 timed = measure_interleaved(fns, x, backward, args.repeats, cpu_sync)
                 t_fused = timed.get("fused", nan)
                 t_rec = timed["recurrent"]
@@ -373,9 +415,11 @@ def main() -> None:
                         assoc_error = f"{type(e).__name__}: {str(e)[:200]}"
             mode = "fwd+bwd" if backward else "fwd"
             f_t, r_t = t_fused[ratio_index], t_rec[ratio_index]
-            print(f"{L:>6} {mode:>8} {floor_ms:>9.1f} {t_fused[0]:>9.1f} {t_fused[1]:>10.1f} {t_rec[0]:>9.1f} "
+            t_prev = timed.get("previous", nan)
+            print(f"{L:>6} {mode:>8} {floor_ms:>9.1f} {own_floor_ms:>9.1f} {t_fused[0]:>9.1f} {t_fused[1]:>10.1f} {t_rec[0]:>9.1f} "
                   f"{t_rec[1]:>10.1f} {t_loop:>9.1f} {t_assoc:>9.1f} {f_t / floor_ms:>11.2f} {r_t / f_t:>11.2f} "
-                  f"{t_loop / f_t:>10.2f} {t_fused[2]:>9.1f} {t_rec[2]:>9.1f} {m_loop:>9.1f} {full:>14.1f}", flush=True)
+                  f"{t_loop / f_t:>10.2f} {f_t / own_floor_ms:>9.2f} {t_prev[0]:>9.1f} {t_prev[1]:>9.1f} "
+                  f"{t_prev[ratio_index] / f_t:>10.2f} {t_fused[2]:>9.1f} {t_rec[2]:>9.1f} {m_loop:>9.1f} {full:>14.1f}", flush=True)
     if assoc_error:
         print(f"associative_scan unavailable or failed: {assoc_error}")
     else:
@@ -383,7 +427,8 @@ def main() -> None:
     print("fused: selective_scan_fused (numba kernels, what selective_scan runs on CPU with numba); "
           "recur: selective_scan_recurrent (pure PyTorch, the fallback); loop: selective_scan_reference; "
           f"cpu / wall: medians of {args.repeats} interleaved repeats (loop: {args.loop_repeats}, by --clock); "
-          f"ratios by the {args.clock} clock; floor: flops / peak")
+          f"ratios by the {args.clock} clock; floor: the model's flops / peak; own floor: the kernels' own flops / peak; "
+          "prev: --compare-with's selective_scan_fused")
 
     if torch.cuda.is_available():
         print("\nGPU (CUDA):")
