@@ -160,9 +160,12 @@ def load_previous_kernels(path: str):
     main~3:everygraph/sequence/mamba/fused_cpu.py > /tmp/old_fused_cpu.py``), loaded as a module
     of the same package so its relative imports resolve, for a before/after in one run."""
     import importlib.util
+    import re
     import sys
 
-    name = "everygraph.sequence.mamba._fused_cpu_previous"
+    # named after the file: numba's on-disk cache records the module name with the file's path
+    stem = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
+    name = f"everygraph.sequence.mamba._previous_{stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
