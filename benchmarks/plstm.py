@@ -174,7 +174,7 @@ def interleaved(contenders: dict, repeat: int, clock=time.perf_counter) -> dict:
     """Median forward+backward seconds of each contender (a function running one step), the
     contenders taking turns so that load changes hit all alike; one warm-up call each.
     ``clock``: wall time (``time.perf_counter``) or this process's CPU time
-    (``time.process_time``, less disturbed by other processes on a busy machine)."""
+    (``time.process_time``, less dependent on other processes running on the same cores)."""
     for run in contenders.values():
         run()
     times = {name: [] for name in contenders}
