@@ -13,6 +13,7 @@ import everygraph.sequence.recurrence as engine
 from everygraph.graphlib import DAG, Lattice, packed_paths
 from everygraph.sequence import Boundary, scan, selective_scan, selective_scan_reference
 from everygraph.sequence.mamba import _selective_scan_direct
+from everygraph.sequence.mamba.fused_cpu import fused_usable
 from everygraph.sequence.transitions import ExponentialDecay, NodeWeight
 
 F64 = torch.float64
@@ -54,7 +55,7 @@ def test_selective_scan_calls_scan(monkeypatch):
     _spy(monkeypatch, engine, "scan", scans)
     out = selective_scan(**x, delta_softplus=True)
     assert scans == ["scan"]
-    assert calls == ["selective_scan_fused" if HAVE_NUMBA else "selective_scan_recurrent"]
+    assert calls == ["selective_scan_fused" if fused_usable(*x.values()) else "selective_scan_recurrent"]
     scans.clear()
     calls.clear()
     direct = _selective_scan_direct(**x, delta_softplus=True)
