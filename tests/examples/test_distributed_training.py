@@ -43,6 +43,8 @@ def test_train_interrupt_and_resume_under_torchrun(run_example, tmp_path):
     log = json.loads((tmp_path / "distributed_training.json").read_text())
     assert log["world_size"] == 2
     assert [e["step"] for e in log["epochs"]] == [3, 6, 9, 12]
+    # the resumed run keeps learning: over seeds 0-4 (--seed, 4 epochs uninterrupted) the fourth
+    # epoch's training MSE was 0.14-0.30 times the first's
     mse = [e["mse"] for e in log["epochs"]]
     assert mse[-1] < 0.5 * mse[0], mse
 
