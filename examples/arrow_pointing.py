@@ -20,7 +20,7 @@ Two models of about the same size are trained on small images (with random rotat
 Run it::
 
     python examples/arrow_pointing.py              # about 6 minutes on 2 idle CPU cores
-    python examples/arrow_pointing.py --quick      # a small run, about a minute on one core
+    python examples/arrow_pointing.py --quick      # a small run, about 25 s of one core
 
 The quick run draws the same scenes at half scale (24 px images, objects half the default
 size, so the same 8 px patches form a 3 x 3 grid) and trains both models, at dim 16 with 2

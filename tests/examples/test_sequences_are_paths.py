@@ -20,8 +20,8 @@ def test_quick_run(run_example, tmp_path):
         row = f"| {name} | {r['parameters']} | {r['final_accuracy']:.3f} | {r['final_loss']:.3f} |"
         assert row in result.stdout
         # every model has learned something in the quick run: its cross-entropy is below the
-        # uniform guess over the 10 tokens (ln 10 = 2.30; seeds 0-2 gave 2.08-2.14)
+        # uniform guess over the 10 tokens (ln 10 = 2.30; seeds 0-2 gave 2.08-2.14, seeds 3-4 at most 2.14)
         assert r["final_loss"] < math.log(10) - 0.05, name
     # pLSTM-1d learns the selective copy fastest: seeds 0-2 of the quick run reach 0.32-0.40
-    # accuracy, against a chance level of 0.125
+    # accuracy, seeds 3-4 0.35-0.36, against a chance level of 0.125
     assert results["pLSTM-1d"]["final_accuracy"] > 0.25
