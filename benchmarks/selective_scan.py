@@ -12,11 +12,14 @@ forward+backward, with peak memory.
 
 Times are the median of ``--repeats`` runs (ms; the loop: of ``--loop-repeats``), in one process, the fused kernels and
 the PyTorch recurrence interleaved (fused, recurrent, fused, ...), so ratios hold on a busy machine even when absolute
-numbers do not. The first fused call (numba compilation, or loading it from numba's cache) is made before timing. Peak memory: resident set size (RSS, from
-/proc/self/statm) sampled every millisecond by a background thread while a call runs, minus
+numbers do not. The first fused call (numba compilation, or loading it from numba's cache) is made before timing. Peak memory,
+in one more call of each function after the timed ones: resident set size (RSS, from
+/proc/self/statm) sampled every millisecond by a background thread while the call runs, minus
 the RSS just before it, after handing freed heap pages back to the OS (glibc malloc_trim), so
 each call starts from the same baseline; it counts the call's new tensors (activations, saved
-tensors, gradients), not the inputs. For scale, one ``[B, D, L, N]`` float32 tensor is printed too: the loop's
+tensors, gradients), not the inputs. The timed calls run without the sampler (its thread's
+CPU time would count in the process's CPU clock) and without the trim (the allocator reuses
+freed memory, as in a training loop). For scale, one ``[B, D, L, N]`` float32 tensor is printed too: the loop's
 autograd keeps several of them (the step states and decays) for the backward pass.
 
 The floor: a fixed cost model of the fused recurrence, its floating-point operations per state
@@ -191,37 +194,50 @@ def measure_peak_gflops(repeats: int, size: int = 2048) -> float:
 CLOCK = time.perf_counter
 
 
-def measure_once(fn, args, backward, sync, both=False):
-    """``(elapsed by CLOCK, peak bytes)``, or with ``both`` ``(cpu s, wall s, peak bytes)``."""
+def run_once(fn, args, backward, sync) -> None:
     for a in args:
         a.grad = None
-    with PeakRSS() as mem:
-        start_cpu, start_wall = time.process_time(), time.perf_counter()
-        out = fn(*args)
-        if backward:
-            out.sum().backward()
-        sync()
-        cpu, wall = time.process_time() - start_cpu, time.perf_counter() - start_wall
+    out = fn(*args)
+    if backward:
+        out.sum().backward()
+    sync()
     del out
+
+
+def measure_once(fn, args, backward, sync, both=False):
+    """Elapsed by CLOCK, or with ``both`` ``(cpu s, wall s)``. Timed without the memory sampler:
+    its thread's CPU time would count (the process's CPU clock covers all its threads) and it
+    competes for the core; memory is measured in a separate call (:func:`peak_memory`)."""
+    start_cpu, start_wall = time.process_time(), time.perf_counter()
+    run_once(fn, args, backward, sync)
+    cpu, wall = time.process_time() - start_cpu, time.perf_counter() - start_wall
     if both:
-        return cpu, wall, mem.extra
-    return (cpu if CLOCK is time.process_time else wall), mem.extra
+        return cpu, wall
+    return cpu if CLOCK is time.process_time else wall
+
+
+def peak_memory(fn, args, backward, sync) -> float:
+    """Peak extra RSS of one call in MiB (after handing freed heap pages back to the OS)."""
+    with PeakRSS() as mem:
+        run_once(fn, args, backward, sync)
+    return mem.extra / 2**20
 
 
 def measure(fn, args, backward, repeats, sync):
-    times, peaks = zip(*[measure_once(fn, args, backward, sync) for _ in range(repeats)])
-    return statistics.median(times) * 1e3, max(peaks) / 2**20
+    times = [measure_once(fn, args, backward, sync) for _ in range(repeats)]
+    return statistics.median(times) * 1e3, peak_memory(fn, args, backward, sync)
 
 
 def measure_interleaved(fns, args, backward, repeats, sync):
-    """``{name: (median cpu ms, median wall ms, peak MiB)}``, one run of every function per round."""
+    """``{name: (median cpu ms, median wall ms, peak MiB)}``, one run of every function per round,
+    then one call of each for its memory."""
     runs = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             runs[name].append(measure_once(fn, args, backward, sync, both=True))
     return {
-        name: (statistics.median(c for c, _, _ in r) * 1e3, statistics.median(w for _, w, _ in r) * 1e3,
-               max(m for _, _, m in r) / 2**20)
+        name: (statistics.median(c for c, _ in r) * 1e3, statistics.median(w for _, w in r) * 1e3,
+               peak_memory(fns[name], args, backward, sync))
         for name, r in runs.items()
     }
 
