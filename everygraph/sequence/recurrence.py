@@ -18,7 +18,7 @@ from torch import Tensor
 from ..graphlib import DAG, Lattice, check_tensor
 from .executions.chunked_diagonal import chunked_diagonal as _chunked_diagonal
 from .executions.fused_lattice import fused_lattice as _fused_lattice
-from .executions.fused_lattice import fused_lattice_usable, jit_enabled
+from .executions.fused_lattice import fused_lattice_runs, fused_lattice_usable, jit_enabled
 from .executions.recurrent import recurrent as _recurrent
 from .executions.lattice_elementwise import lattice_elementwise as _lattice_elementwise
 from .executions.reference import reference as _reference
@@ -57,7 +57,7 @@ STATELESS_EXECUTIONS = {"chunked2d": ("scalar",)}
 #: compiled CPU executions (numba, the optional extra ``everygraph[cpu]``): 1D/2D lattices, scalar
 #: weights, float32/float64 CPU tensors; picked by default for such calls when numba is
 #: installed and ``EVERYGRAPH_DISABLE_JIT`` is unset
-COMPILED_EXECUTIONS = {"fused_lattice": ("scalar",)}
+COMPILED_EXECUTIONS = {"fused_lattice": ("scalar", "diagonal", "elementwise")}
 #: on paths the compiled loop is the default up to this state size ``dk * dv``: its work per
 #: step grows with the state, while the chunked form's matrix products amortise it over a chunk
 #: (measured equal at 32 x 32, one thread)
@@ -181,10 +181,11 @@ def scan(
             elementwise; on a path it runs ``chunked`` or ``recurrent``),
             ``"chunked2d"`` (2D lattices, scalar, no boundary states: blocks of the grid as
             masked attention, states only on block borders), ``"fused_lattice"`` (1D and 2D
-            lattices, scalar kind and weights, float32/float64 CPU tensors: the recurrence
-            compiled with numba); default: picked by the structure and kind
-            (:func:`default_execution`), and ``fused_lattice`` instead of ``lattice``,
-            ``chunked2d`` or ``chunked`` where it runs and numba is enabled; ``"fused"``
+            lattices, kinds scalar (scalar weights), diagonal, elementwise, float32/float64 CPU
+            tensors: the recurrence compiled with numba); default: picked by the structure and
+            kind (:func:`default_execution`), and ``fused_lattice`` instead of ``lattice``,
+            ``chunked2d`` or ``chunked`` (scalar kind), or of ``wavefront`` (elementwise kind,
+            2D grids) where it runs and numba is enabled; ``"fused"``
             (Mamba's factored form only, see above). The result is the same.
         state_nodes: with ``return_state``, return only these nodes' states
             (``[B, len(state_nodes), H, dk, dv]``); None: every node's.
@@ -264,7 +265,7 @@ def scan(
         )
     weights = [source, mark] + ([] if boundary is None else [boundary.mark, boundary.source])
     scalar_weights = all(w is None or w.dim() <= 3 for w in weights)
-    if execution in ("chunked", "chunked2d", "fused_lattice"):
+    if execution in ("chunked", "chunked2d") or (execution == "fused_lattice" and kind == "scalar"):
         if not scalar_weights:
             raise ValueError(f"execution={execution!r} takes scalar source and mark weights [B, E, H]; use 'recurrent' or 'wavefront'")
     if execution == "fused_lattice" and not (q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64)):
@@ -273,6 +274,13 @@ def scan(
         defaulted and execution in ("lattice", "chunked2d", "chunked") and fused_lattice_usable(structure, kind, q, scalar_weights)
         and (not _is_path(structure) or q.shape[-1] * v.shape[-1] <= FUSED_PATH_MAX_STATE)
     ):  # the compiled loop: faster than the PyTorch forms where it runs (docs/plstm-performance.md)
+        execution = "fused_lattice"
+    if (
+        defaulted and execution == "wavefront" and kind == "elementwise" and not _is_path(structure)
+        and fused_lattice_runs(structure, kind, q)
+    ):  # decays per state entry on a 2D grid (Mamba on images): faster than the anti-diagonal
+        # forms (benchmarks/fused_lattice_kinds.py); the diagonal kind keeps wavefront, its
+        # factored form moves dk-sized gates where the compiled loop broadcasts them to dk * dv
         execution = "fused_lattice"
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
@@ -285,7 +293,7 @@ def scan(
     elif execution == "triton":
         h, state = _triton(structure, dag, q, k, v, source, transition, mark, direct, kind, initial_state, boundary, return_state)
     elif execution == "fused_lattice":
-        h, state = _fused_lattice(structure, q, k, v, source, transition, mark, direct, initial_state, boundary, return_state)
+        h, state = _fused_lattice(structure, q, k, v, source, transition, mark, direct, initial_state, boundary, return_state, kind)
     elif execution == "chunked2d":
         h, state = plstm_chunked2d(structure, q, k, v, source, transition, mark, direct), None
     elif execution == "chunked" and kind == "diagonal":

@@ -1,5 +1,6 @@
-r"""The fused CPU execution on 2D grids (``scalar`` kind, scalar weights): the lattice
-recurrence and its adjoint compiled into one loop over nodes (numba).
+r"""The fused CPU execution on 2D grids (``scalar`` kind, scalar weights; the ``diagonal`` and
+``elementwise`` kinds by a second pair of kernels, every gate broadcast to the state entries,
+at the end): the lattice recurrence and its adjoint compiled into one loop over nodes (numba).
 
 Nodes run in the canonical row-major order (flipped axes reversed), which is a topological
 order of the grid. Node :math:`(x, y)` reads its in-edge along axis 0 from the out-edge of
@@ -55,7 +56,7 @@ from torch.autograd.function import once_differentiable
 from ...graphlib import Lattice
 from ..mamba.fused_cpu import NUMBA_AVAILABLE, jit_enabled
 from ..plstm.layout import gather, lattice_layout, take
-from ..transitions import Boundary
+from ..transitions import Boundary, decay_multiplier
 
 #: Rows per block of the backward pass: the forward pass keeps the axis-0 states entering
 #: every block (``1 / ROWS`` of them); the backward pass recomputes a block's incoming states.
@@ -360,6 +361,241 @@ if NUMBA_AVAILABLE:
                             gT[b, n, hh, 1, 0], gT[b, n, hh, 1, 1] = gt10, gt11
 
 
+    @_cached_njit(fastmath=_FASTMATH)
+    def _forward_entries(q, k, v, S, T, M, D, C0, G, has_c0, ret, save, X, Y, h, final, entries):
+        """:func:`_forward` with every gate per state entry: ``S``, ``M`` ``[B, N, H, 2, K]``,
+        ``T`` ``[B, N, H, 2, 2, K]``, ``G`` ``[B, N, H, 7, K]`` (``K = dk * dv``)."""
+        batch, _, heads, dk = q.shape
+        dv = v.shape[3]
+        K = dk * dv
+        up = np.zeros((Y, K), dtype=q.dtype)
+        left = np.zeros(K, dtype=q.dtype)
+        acc = np.zeros(dv, dtype=q.dtype)
+        zero_state = np.zeros(K, dtype=q.dtype)
+        z = np.zeros(1, dtype=q.dtype)[0]
+        general = has_c0 or ret
+        for b in range(batch):
+            for hh in range(heads):
+                up[:] = 0.0
+                for x in range(X):
+                    if save and x % ROWS == 0:
+                        entries[b, hh, x // ROWS] = up
+                    left[:] = 0.0
+                    for y in range(Y):
+                        n = x * Y + y
+                        qn, kn, vn = q[b, n, hh], k[b, n, hh], v[b, n, hh]
+                        m0, m1 = M[b, n, hh, 0], M[b, n, hh, 1]
+                        s0, s1 = S[b, n, hh, 0], S[b, n, hh, 1]
+                        t00, t01 = T[b, n, hh, 0, 0], T[b, n, hh, 0, 1]
+                        t10, t11 = T[b, n, hh, 1, 0], T[b, n, hh, 1, 1]
+                        I0 = up[y]
+                        qk = z
+                        for a in range(dk):
+                            qk += qn[a] * kn[a]
+                        for j in range(dv):
+                            acc[j] = z
+                        if not general:
+                            for a in range(dk):
+                                qa, ka = qn[a], kn[a]
+                                o = a * dv
+                                for j in range(dv):
+                                    e = o + j
+                                    i0, i1 = I0[e], left[e]
+                                    acc[j] += qa * (m0[e] * i0 + m1[e] * i1)
+                                    kvj = ka * vn[j]
+                                    I0[e] = t00[e] * i0 + t01[e] * i1 + s0[e] * kvj
+                                    left[e] = t10[e] * i0 + t11[e] * i1 + s1[e] * kvj
+                        else:
+                            g = G[b, n, hh]
+                            c0 = C0[b, n, hh].ravel() if has_c0 else zero_state
+                            fin = final[b, n, hh].ravel() if ret else zero_state
+                            for a in range(dk):
+                                qa, ka = qn[a], kn[a]
+                                o = a * dv
+                                for j in range(dv):
+                                    e = o + j
+                                    i0, i1, c = I0[e], left[e], c0[e]
+                                    acc[j] += qa * (m0[e] * i0 + m1[e] * i1 + g[0, e] * c)
+                                    kvj = ka * vn[j]
+                                    I0[e] = t00[e] * i0 + t01[e] * i1 + s0[e] * kvj + g[3, e] * c
+                                    left[e] = t10[e] * i0 + t11[e] * i1 + s1[e] * kvj + g[4, e] * c
+                                    if ret:
+                                        fin[e] = g[5, e] * i0 + g[6, e] * i1 + g[1, e] * kvj + g[2, e] * c
+                        dn = D[b, n, hh] * qk
+                        hn = h[b, n, hh]
+                        for j in range(dv):
+                            hn[j] = acc[j] + dn * vn[j]
+
+    @_cached_njit(fastmath=_FASTMATH)
+    def _backward_entries(q, k, v, S, T, M, D, C0, G, has_c0, ret, X, Y, entries, grad_h, grad_final,
+                          gq, gk, gv, gS, gT, gM, gD, gC0, gG):
+        """:func:`_backward` with every gate per state entry (:func:`_forward_entries`); the
+        gates' gradients are per entry too (``gT[..., i, j, e] = \\bar O_i[e] I_j[e]``)."""
+        batch, _, heads, dk = q.shape
+        dv = v.shape[3]
+        K = dk * dv
+        rows = min(ROWS, X)
+        incoming = np.zeros((rows, Y, 2, K), dtype=q.dtype)
+        up = np.zeros((Y, K), dtype=q.dtype)
+        left = np.zeros(K, dtype=q.dtype)
+        down = np.zeros((Y, K), dtype=q.dtype)
+        right = np.zeros(K, dtype=q.dtype)
+        gvn = np.zeros(dv, dtype=q.dtype)
+        zero_state = np.zeros(K, dtype=q.dtype)
+        z = np.zeros(1, dtype=q.dtype)[0]
+        general = has_c0 or ret
+        num_blocks = -(-X // ROWS)
+        for b in range(batch):
+            for hh in range(heads):
+                down[:] = 0.0
+                for block in range(num_blocks - 1, -1, -1):
+                    x0 = block * ROWS
+                    x1 = min(X, x0 + ROWS)
+                    up[:] = entries[b, hh, block]
+                    for x in range(x0, x1):  # recompute the block's incoming states
+                        left[:] = 0.0
+                        for y in range(Y):
+                            n = x * Y + y
+                            kn, vn = k[b, n, hh], v[b, n, hh]
+                            s0, s1 = S[b, n, hh, 0], S[b, n, hh, 1]
+                            t00, t01 = T[b, n, hh, 0, 0], T[b, n, hh, 0, 1]
+                            t10, t11 = T[b, n, hh, 1, 0], T[b, n, hh, 1, 1]
+                            I0 = up[y]
+                            store = incoming[x - x0, y]
+                            if has_c0:
+                                c0 = C0[b, n, hh].ravel()
+                                e0, e1 = G[b, n, hh, 3], G[b, n, hh, 4]
+                                for a in range(dk):
+                                    ka = kn[a]
+                                    o = a * dv
+                                    for j in range(dv):
+                                        e = o + j
+                                        i0, i1 = I0[e], left[e]
+                                        store[0, e] = i0
+                                        store[1, e] = i1
+                                        kvj = ka * vn[j]
+                                        I0[e] = t00[e] * i0 + t01[e] * i1 + s0[e] * kvj + e0[e] * c0[e]
+                                        left[e] = t10[e] * i0 + t11[e] * i1 + s1[e] * kvj + e1[e] * c0[e]
+                            else:
+                                for a in range(dk):
+                                    ka = kn[a]
+                                    o = a * dv
+                                    for j in range(dv):
+                                        e = o + j
+                                        i0, i1 = I0[e], left[e]
+                                        store[0, e] = i0
+                                        store[1, e] = i1
+                                        kvj = ka * vn[j]
+                                        I0[e] = t00[e] * i0 + t01[e] * i1 + s0[e] * kvj
+                                        left[e] = t10[e] * i0 + t11[e] * i1 + s1[e] * kvj
+                    for x in range(x1 - 1, x0 - 1, -1):
+                        right[:] = 0.0
+                        for y in range(Y - 1, -1, -1):
+                            n = x * Y + y
+                            qn, kn, vn = q[b, n, hh], k[b, n, hh], v[b, n, hh]
+                            gh = grad_h[b, n, hh]
+                            m0, m1 = M[b, n, hh, 0], M[b, n, hh, 1]
+                            s0, s1 = S[b, n, hh, 0], S[b, n, hh, 1]
+                            t00, t01 = T[b, n, hh, 0, 0], T[b, n, hh, 0, 1]
+                            t10, t11 = T[b, n, hh, 1, 0], T[b, n, hh, 1, 1]
+                            gs0, gs1 = gS[b, n, hh, 0], gS[b, n, hh, 1]
+                            gm0, gm1 = gM[b, n, hh, 0], gM[b, n, hh, 1]
+                            gt00, gt01 = gT[b, n, hh, 0, 0], gT[b, n, hh, 0, 1]
+                            gt10, gt11 = gT[b, n, hh, 1, 0], gT[b, n, hh, 1, 1]
+                            I0 = incoming[x - x0, y, 0]
+                            I1 = incoming[x - x0, y, 1]
+                            G0 = down[y]  # gradient of O_0, becomes that of I_0
+                            gqn, gkn, gvo = gq[b, n, hh], gk[b, n, hh], gv[b, n, hh]
+                            for j in range(dv):
+                                gvn[j] = z
+                            if not general:
+                                for a in range(dk):
+                                    qa, ka = qn[a], kn[a]
+                                    o = a * dv
+                                    gq_a = z
+                                    gk_a = z
+                                    for j in range(dv):
+                                        e = o + j
+                                        i0, i1 = I0[e], I1[e]
+                                        g0, g1 = G0[e], right[e]
+                                        vj, ghj = vn[j], gh[j]
+                                        gt00[e] = g0 * i0
+                                        gt01[e] = g0 * i1
+                                        gt10[e] = g1 * i0
+                                        gt11[e] = g1 * i1
+                                        kvj = ka * vj
+                                        gs0[e] = g0 * kvj
+                                        gs1[e] = g1 * kvj
+                                        qg = qa * ghj
+                                        gm0[e] = i0 * qg
+                                        gm1[e] = i1 * qg
+                                        gq_a += (m0[e] * i0 + m1[e] * i1) * ghj
+                                        gkv = s0[e] * g0 + s1[e] * g1
+                                        gk_a += gkv * vj
+                                        gvn[j] += gkv * ka
+                                        G0[e] = t00[e] * g0 + t10[e] * g1 + m0[e] * qg
+                                        right[e] = t01[e] * g0 + t11[e] * g1 + m1[e] * qg
+                                    gqn[a] = gq_a
+                                    gkn[a] = gk_a
+                            else:
+                                g = G[b, n, hh]
+                                gg = gG[b, n, hh]
+                                c0 = C0[b, n, hh].ravel() if has_c0 else zero_state
+                                gc0 = gC0[b, n, hh].ravel() if has_c0 else zero_state
+                                gf = grad_final[b, n, hh].ravel() if ret else zero_state
+                                for a in range(dk):
+                                    qa, ka = qn[a], kn[a]
+                                    o = a * dv
+                                    gq_a = z
+                                    gk_a = z
+                                    for j in range(dv):
+                                        e = o + j
+                                        i0, i1 = I0[e], I1[e]
+                                        g0, g1 = G0[e], right[e]
+                                        c, f = c0[e], gf[e]
+                                        vj, ghj = vn[j], gh[j]
+                                        gt00[e] = g0 * i0
+                                        gt01[e] = g0 * i1
+                                        gt10[e] = g1 * i0
+                                        gt11[e] = g1 * i1
+                                        kvj = ka * vj
+                                        gs0[e] = g0 * kvj
+                                        gs1[e] = g1 * kvj
+                                        qg = qa * ghj
+                                        gm0[e] = i0 * qg
+                                        gm1[e] = i1 * qg
+                                        gq_a += (m0[e] * i0 + m1[e] * i1 + g[0, e] * c) * ghj
+                                        gkv = s0[e] * g0 + s1[e] * g1 + g[1, e] * f
+                                        gk_a += gkv * vj
+                                        gvn[j] += gkv * ka
+                                        gg[0, e] = c * qg
+                                        gg[1, e] = f * kvj
+                                        gg[2, e] = f * c
+                                        gg[3, e] = g0 * c
+                                        gg[4, e] = g1 * c
+                                        gg[5, e] = f * i0
+                                        gg[6, e] = f * i1
+                                        if has_c0:
+                                            gc0[e] = g[0, e] * qg + g[3, e] * g0 + g[4, e] * g1 + g[2, e] * f
+                                        G0[e] = t00[e] * g0 + t10[e] * g1 + m0[e] * qg + g[5, e] * f
+                                        right[e] = t01[e] * g0 + t11[e] * g1 + m1[e] * qg + g[6, e] * f
+                                    gqn[a] = gq_a
+                                    gkn[a] = gk_a
+                            # the direct term D (q . k) v
+                            qk = z
+                            for a in range(dk):
+                                qk += qn[a] * kn[a]
+                            ghv_n = z
+                            for j in range(dv):
+                                ghv_n += gh[j] * vn[j]
+                            dn = D[b, n, hh]
+                            for a in range(dk):
+                                gqn[a] += dn * ghv_n * kn[a]
+                                gkn[a] += dn * ghv_n * qn[a]
+                            for j in range(dv):
+                                gvo[j] = gvn[j] + dn * qk * gh[j]
+                            gD[b, n, hh] = qk * ghv_n
+
 def _array(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
@@ -370,7 +606,9 @@ class FusedLatticeRecurrence(torch.autograd.Function):
     ``[B, N, H, 2(out), 2(in)]``, ``D`` ``[B, N, H]``, ``C0`` ``[B, N, H, dk, dv]`` or None,
     ``G`` ``[B, N, H, 7]`` (boundary gates, :data:`_GATES`) or None; returns ``h``
     ``[B, N, H, dv]`` and the returned states ``[B, N, H, dk, dv]`` (empty unless
-    ``return_state``)."""
+    ``return_state``). With gates per state entry (``S``, ``M`` ``[B, N, H, 2, K]``, ``T``
+    ``[B, N, H, 2, 2, K]``, ``G`` ``[B, N, H, 7, K]``, ``K = dk * dv``: every kind but
+    ``householder``) it runs :func:`_forward_entries` and :func:`_backward_entries`."""
 
     @staticmethod
     def forward(ctx, q, k, v, S, T, M, D, C0, G, X, Y, return_state):  # noqa: D102
@@ -379,13 +617,16 @@ class FusedLatticeRecurrence(torch.autograd.Function):
         has_c0 = C0 is not None
         general = has_c0 or return_state
         C0_k = C0 if has_c0 else q.new_zeros(1, 1, 1, 1, 1)
-        G_k = G if general else q.new_zeros(1, 1, 1, 7)
+        per_entry = S.dim() == 5  # gates per state entry: the kernels of every kind
+        G_k = G if general else q.new_zeros(1, 1, 1, 7, *((1,) if per_entry else ()))
         h = q.new_empty(B, N, H, dv)
         final = q.new_zeros(B, N, H, dk, dv) if return_state else q.new_zeros(1, 1, 1, 1, 1)
         save = any(ctx.needs_input_grad)
         entries = q.new_empty(B, H, -(-X // ROWS), Y, dk * dv) if save else q.new_empty(1, 1, 1, 1, 1)
         arrays = [_array(t) for t in (q, k, v, S, T, M, D, C0_k, G_k)]
-        _forward(*arrays, has_c0, return_state, save, X, Y, h.numpy(), final.numpy(), entries.numpy())
+        (_forward_entries if per_entry else _forward)(
+            *arrays, has_c0, return_state, save, X, Y, h.numpy(), final.numpy(), entries.numpy()
+        )
         ctx.save_for_backward(q, k, v, S, T, M, D, C0_k, G_k, entries)
         ctx.shape, ctx.has_c0, ctx.return_state = (X, Y), has_c0, return_state
         return h, final
@@ -403,23 +644,36 @@ class FusedLatticeRecurrence(torch.autograd.Function):
         else:
             grad_final = grad_final.contiguous()
         grads = [torch.zeros_like(t) for t in (q, k, v, S, T, M, D, C0, G)]
+        per_entry = S.dim() == 5
+        dummy_gates = q.new_zeros(1, 1, 1, 7, *((1,) if per_entry else ()))
         if not general:
-            G = q.new_zeros(1, 1, 1, 7)
-        _backward(
+            G = dummy_gates
+        (_backward_entries if per_entry else _backward)(
             *[_array(t) for t in (q, k, v, S, T, M, D, C0, G)], ctx.has_c0, ret, X, Y, _array(entries),
             grad_h.numpy(), grad_final.numpy(), *[g.numpy() for g in grads[:8]],
-            (grads[8] if general else q.new_zeros(1, 1, 1, 7)).numpy(),
+            (grads[8] if general else dummy_gates).numpy(),
         )
         gq, gk, gv, gS, gT, gM, gD, gC0, gG = grads
         return (gq, gk, gv, gS, gT, gM, gD, gC0 if ctx.has_c0 else None,
                 gG if ctx.needs_input_grad[8] else None, None, None, None)
 
 
+#: the kinds :func:`fused_lattice` runs (the scalar kind with scalar weights by the lean kernels,
+#: everything else by the kernels with gates per state entry)
+KINDS = ("scalar", "diagonal", "elementwise")
+
+
 def fused_lattice_usable(lattice: Lattice, kind: str, q: Tensor, weights_scalar: bool) -> bool:
-    """Whether :func:`fused_lattice` runs this call: the JIT enabled, a 1D or 2D lattice, the
-    scalar kind with scalar weights, CPU tensors of float32 or float64."""
+    """Whether :func:`fused_lattice` runs this call with its lean kernels: the JIT enabled, a
+    1D or 2D lattice, the scalar kind with scalar weights, CPU tensors of float32 or float64."""
+    return fused_lattice_runs(lattice, kind, q) and kind == "scalar" and weights_scalar
+
+
+def fused_lattice_runs(lattice: Lattice, kind: str, q: Tensor) -> bool:
+    """Whether :func:`fused_lattice` runs this call at all: the JIT enabled, a 1D or 2D lattice,
+    a kind of :data:`KINDS`, CPU tensors of float32 or float64."""
     return (
-        jit_enabled() and isinstance(lattice, Lattice) and lattice.ndim in (1, 2) and kind == "scalar" and weights_scalar
+        jit_enabled() and isinstance(lattice, Lattice) and lattice.ndim in (1, 2) and kind in KINDS
         and isinstance(q, Tensor) and q.device.type == "cpu" and q.dtype in DTYPES
     )
 
@@ -436,16 +690,21 @@ def fused_lattice(
     initial_state: Tensor | None,
     boundary: Boundary | None,
     return_state: bool,
+    kind: str = "scalar",
 ) -> tuple[Tensor, Tensor | None]:
-    """The recurrence of :func:`~everygraph.sequence.scan` (scalar kind, scalar weights) on a
-    1D or 2D lattice by the compiled kernels (module docstring; a path of length ``L`` runs as
-    the ``L x 1`` grid, its gates on axis 0). Inputs in the flat layout, ``q`` already scaled;
+    """The recurrence of :func:`~everygraph.sequence.scan` (kinds :data:`KINDS`) on a 1D or 2D
+    lattice by the compiled kernels (module docstring; a path of length ``L`` runs as the
+    ``L x 1`` grid, its gates on axis 0). Inputs in the flat layout, ``q`` already scaled;
     returns ``h`` ``[B, N, H, dv]`` and the virtual out-edge states ``[B, N, H, dk, dv]`` (or
     None)."""
     if not NUMBA_AVAILABLE:
         raise RuntimeError("execution='fused_lattice' needs numba: pip install 'everygraph[cpu]' (or numba>=0.60)")
     X, Y = lattice.shape if lattice.ndim == 2 else (lattice.shape[0], 1)
     layout = lattice_layout(lattice, q.device)
+    weights = [source, mark] + ([] if boundary is None else [boundary.mark, boundary.source])
+    if kind != "scalar" or any(w is not None and w.dim() > 3 for w in weights):
+        return _fused_lattice_entries(lattice, layout, X, Y, q, k, v, source, transition, mark, direct, kind,
+                                      initial_state, boundary, return_state)
     S = _as_grid(take(source, layout.out_edge)).transpose(2, 3)  # [B, N, H, 2]
     M = _as_grid(take(mark, layout.in_edge)).transpose(2, 3)
     T = take(transition, layout.line)  # [B, N, ndim(out), ndim(in), H]
@@ -498,3 +757,68 @@ def _boundary_gates(boundary: Boundary | None, layout, num_edges: int, like: Ten
         [per_node(boundary.mark), per_node(boundary.source), per_node(boundary.through),
          enter[:, :, 0], enter[:, :, 1], leave[:, :, 0], leave[:, :, 1]], dim=-1,
     ).contiguous()
+
+
+def _fused_lattice_entries(
+    lattice: Lattice, layout, X: int, Y: int, q: Tensor, k: Tensor, v: Tensor, source: Tensor, transition: Tensor,
+    mark: Tensor, direct: Tensor, kind: str, initial_state: Tensor | None, boundary: Boundary | None, return_state: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`fused_lattice` with every gate broadcast to the ``dk * dv`` state entries (the
+    ``diagonal`` and ``elementwise`` kinds, weights per entry); autograd sums the entries'
+    gradients back onto the gates' own shapes."""
+    B, N, H, dk = q.shape
+    dv = v.shape[-1]
+
+    def entries(multiplier: Tensor) -> Tensor:  # [..., dk|1, dv|1] -> [..., dk * dv]
+        return multiplier.expand(*multiplier.shape[:-2], dk, dv).reshape(*multiplier.shape[:-2], dk * dv)
+
+    def weight(w: Tensor, per_head_dims: int) -> Tensor:  # a source/mark weight, scalar or [dk, dv] per head
+        return w if w.dim() == per_head_dims + 2 else w[..., None, None]
+
+    def per_axis(w: Tensor, index: Tensor) -> Tensor:  # a weight [B, E, H(, dk, dv)] -> [B, N, H, 2, K]
+        w = entries(weight(take(w, index), 4))  # [B, N, ndim, H, K]
+        w = w if w.shape[2] == 2 else torch.nn.functional.pad(w, (0, 0, 0, 0, 0, 1))
+        return w.transpose(2, 3)
+
+    def gate(g: Tensor) -> Tensor:
+        return decay_multiplier(kind, g)
+
+    S = per_axis(source, layout.out_edge)
+    M = per_axis(mark, layout.in_edge)
+    T = entries(gate(take(transition, layout.line)))  # [B, N, ndim(out), ndim(in), H, K]
+    if lattice.ndim == 1:
+        T = torch.nn.functional.pad(T, (0, 0, 0, 0, 0, 1, 0, 1))
+    T = T.permute(0, 1, 4, 2, 3, 5)  # [B, N, H, 2(out), 2(in), K]
+    qs, ks, vs, Ds = (gather(t, 1, layout.node) for t in (q, k, v, direct))
+    C0 = gather(initial_state, 1, layout.node) if initial_state is not None else None
+    G = None
+    if C0 is not None or return_state:
+        gates = boundary or Boundary()
+        ones = q.new_ones(B, N, H, 1, 1)
+
+        def per_node(g: Tensor | None, multiplier) -> Tensor:  # [B, N, H, K]
+            return entries(ones if g is None else multiplier(gather(g, 1, layout.node)))
+
+        def per_edge(g: Tensor | None, index: Tensor) -> Tensor:  # [B, N, 2, H, K], zero where no edge
+            w = entries(q.new_ones(B, lattice.num_edges, H, 1, 1) if g is None else gate(g))
+            w = take(w, index)
+            return w if w.shape[2] == 2 else torch.nn.functional.pad(w, (0, 0, 0, 0, 0, 1))
+
+        enter = per_edge(gates.enter, layout.out_edge)
+        leave = per_edge(gates.leave, layout.in_edge)
+        G = torch.stack(
+            [per_node(gates.mark, lambda w: weight(w, 3)), per_node(gates.source, lambda w: weight(w, 3)),
+             per_node(gates.through, gate),
+             enter[:, :, 0], enter[:, :, 1], leave[:, :, 0], leave[:, :, 1]], dim=3,
+        ).contiguous()  # [B, N, H, 7, K]
+    if X == 1 and Y > 1:  # a 1 x W grid runs as W x 1 (as in fused_lattice)
+        S, M, T = S.flip(3), M.flip(3), T.flip(3).flip(4)
+        if G is not None:
+            G = G[:, :, :, [0, 1, 2, 4, 3, 6, 5]]
+        X, Y = Y, 1
+    h, final = FusedLatticeRecurrence.apply(
+        qs.contiguous(), ks.contiguous(), vs.contiguous(), S.contiguous(), T.contiguous(), M.contiguous(), Ds.contiguous(),
+        C0.contiguous() if C0 is not None else None, G, X, Y, return_state,
+    )
+    h = gather(h, 1, layout.position)
+    return h, (gather(final, 1, layout.position) if return_state else None)

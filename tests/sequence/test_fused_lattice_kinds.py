@@ -1,0 +1,167 @@
+"""The compiled lattice execution (``fused_lattice``) with gates per state entry: the
+``diagonal`` and ``elementwise`` kinds (and elementwise source/mark weights) equal the reference
+loop in float64, forward and backward, on grids and paths, with and without boundary states;
+the default dispatch picks it for those kinds on 2D CPU grids and falls back without the JIT."""
+
+import pytest
+import torch
+
+from everygraph.graphlib import Lattice
+from everygraph.sequence import Boundary, fused_lattice_scan, grid_selective_scan, scan
+from everygraph.sequence.executions import fused_lattice as fused_module
+from everygraph.sequence.mamba.fused_cpu import DISABLE_ENV
+from everygraph.sequence.plstm.layout import lattice_dag
+
+DT = torch.float64
+needs_numba = pytest.mark.skipif(not fused_module.NUMBA_AVAILABLE, reason="numba (everygraph[cpu]) is not installed")
+NAMES = ["q", "k", "v", "source", "transition", "mark", "direct"]
+
+
+def gate(kind, lead, dk, dv, rand):
+    return rand(*lead, dk, dv) if kind == "elementwise" else rand(*lead, dk) if kind == "diagonal" else rand(*lead)
+
+
+def leaves_for(lattice, kind, mode, seed, B=2, H=2, dk=3, dv=4, entry_weights=False):
+    gen = torch.Generator().manual_seed(seed)
+    dag = lattice_dag(lattice)
+    N, E, L = dag.num_nodes, dag.num_edges, dag.line_graph().node.numel()
+    rand = lambda *s: torch.rand(*s, dtype=DT, generator=gen)  # noqa: E731
+    randn = lambda *s: torch.randn(*s, dtype=DT, generator=gen)  # noqa: E731
+    weight = (lambda rows: rand(B, rows, H, dk, dv)) if entry_weights else (lambda rows: rand(B, rows, H))
+    leaves = dict(q=randn(B, N, H, dk), k=randn(B, N, H, dk), v=randn(B, N, H, dv), source=weight(E),
+                  transition=gate(kind, (B, L, H), dk, dv, rand) - 0.3, mark=weight(E), direct=randn(B, N, H))
+    if "initial" in mode:
+        leaves["initial"] = randn(B, N, H, dk, dv)
+    if "boundary" in mode:
+        leaves.update(b_mark=weight(N) * 2 - 1, b_source=weight(N) * 2 - 1, b_enter=gate(kind, (B, E, H), dk, dv, rand) * 2 - 1,
+                      b_leave=gate(kind, (B, E, H), dk, dv, rand) * 2 - 1, b_through=gate(kind, (B, N, H), dk, dv, rand) * 2 - 1)
+    return {n: t.requires_grad_() for n, t in leaves.items()}
+
+
+def run(lattice, kind, leaves, execution, mode):
+    kwargs = {}
+    if "initial" in mode:
+        kwargs["initial_state"] = leaves["initial"]
+    if "return" in mode:
+        kwargs["return_state"] = True
+    if "boundary" in mode:
+        kwargs["boundary"] = Boundary(leaves["b_mark"], leaves["b_source"], leaves["b_enter"], leaves["b_leave"], leaves["b_through"])
+    out = scan(lattice, *(leaves[n] for n in NAMES), kind=kind, execution=execution, **kwargs)
+    h, state = out if isinstance(out, tuple) else (out, None)
+    loss = (h * torch.linspace(-1, 2, h.numel(), dtype=h.dtype).view_as(h)).sum()
+    if state is not None:
+        loss = loss + (state * torch.linspace(1, -1, state.numel(), dtype=h.dtype).view_as(state)).sum()
+    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+    return [h, state, *grads]
+
+
+def assert_same(got, want):
+    for a, b in zip(got, want, strict=True):
+        if a is None or b is None:
+            assert all(t is None or not t.any() for t in (a, b))
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+MODES = ["", "initial+return", "initial+return+boundary", "return+boundary"]
+SHAPES = [((3, 4), (False, False)), ((5, 3), (True, False)), ((1, 6), (False, True)), ((6, 1), (True, True)),
+          ((10, 9), (False, True)), ((1, 1), (False, False)), ((7,), (True,))]
+
+
+@needs_numba
+@pytest.mark.parametrize("shape,flip", SHAPES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", ["elementwise", "diagonal"])
+def test_equals_reference(kind, shape, flip, mode):
+    lattice = Lattice(shape, flip)
+    leaves = leaves_for(lattice, kind, mode, seed=sum(shape) + MODES.index(mode))
+    assert_same(run(lattice, kind, leaves, "fused_lattice", mode), run(lattice, kind, leaves, "reference", mode))
+
+
+@needs_numba
+@pytest.mark.parametrize("kind", ["elementwise", "diagonal"])
+@pytest.mark.parametrize("mode", ["", "initial+return+boundary"])
+def test_elementwise_weights_heads_and_float32(kind, mode):
+    """Weights per state entry (Mamba's), one or three heads, dk > dv, and float32 near float64."""
+    lattice = Lattice((4, 5), (True, False))
+    for H, dk, dv in ((1, 5, 2), (3, 2, 8)):
+        leaves = leaves_for(lattice, kind, mode, seed=H, H=H, dk=dk, dv=dv, entry_weights=True)
+        assert_same(run(lattice, kind, leaves, "fused_lattice", mode), run(lattice, kind, leaves, "reference", mode))
+    single = {n: t.detach().float().requires_grad_() for n, t in leaves.items()}
+    for a, b in zip(run(lattice, kind, single, "fused_lattice", mode), run(lattice, kind, leaves, "reference", mode)):
+        if a is not None:
+            torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4)
+
+
+@needs_numba
+def test_gradcheck():
+    lattice = Lattice((2, 3), (False, True))
+    leaves = leaves_for(lattice, "elementwise", "initial+return+boundary", seed=5, B=1, H=1, dk=2, dv=3, entry_weights=True)
+    names = list(leaves)
+
+    def f(*tensors):
+        t = dict(zip(names, tensors))
+        boundary = Boundary(t["b_mark"], t["b_source"], t["b_enter"], t["b_leave"], t["b_through"])
+        return scan(lattice, *(t[n] for n in NAMES), kind="elementwise", execution="fused_lattice",
+                    initial_state=t["initial"], return_state=True, boundary=boundary)
+
+    assert torch.autograd.gradcheck(f, tuple(leaves.values()))
+
+
+@needs_numba
+def test_default_dispatch_and_fallback(monkeypatch):
+    """2D CPU grids run the kernels by default for the elementwise kind (Mamba on images too);
+    the diagonal kind and paths keep their executions; with the JIT disabled the PyTorch path runs."""
+    import everygraph.sequence.recurrence as engine
+
+    calls = []
+    original = engine._fused_lattice
+
+    def spy(*args):
+        calls.append(args[0])
+        return original(*args)
+
+    monkeypatch.setattr(engine, "_fused_lattice", spy)
+    lattice = Lattice((5, 6), (False, True))
+    for kind in ("elementwise", "diagonal"):  # diagonal keeps its factored wavefront form (faster)
+        leaves = leaves_for(lattice, kind, "initial+return", seed=3)
+        assert_same(run(lattice, kind, leaves, None, "initial+return"), run(lattice, kind, leaves, "reference", "initial+return"))
+    assert len(calls) == 1
+    gen = torch.Generator().manual_seed(0)
+    u, dt = torch.randn(2, 4, 5, 3, dtype=DT, generator=gen), torch.rand(2, 4, 5, 3, dtype=DT, generator=gen)
+    A = -torch.rand(3, 2, dtype=DT, generator=gen)
+    B, C = torch.randn(2, 4, 5, 2, dtype=DT, generator=gen), torch.randn(2, 4, 5, 2, dtype=DT, generator=gen)
+    split = torch.rand(2, 4, 5, 3, dtype=DT, generator=gen)
+    args = (u, dt, A, B, C, split, (True, False))
+    torch.testing.assert_close(grid_selective_scan(*args), grid_selective_scan(*args, execution="reference"))
+    assert len(calls) == 2
+    path = Lattice((7,))
+    leaves = leaves_for(path, "elementwise", "", seed=4)
+    assert_same(run(path, "elementwise", leaves, None, ""), run(path, "elementwise", leaves, "reference", ""))
+    assert len(calls) == 2
+    monkeypatch.setenv(DISABLE_ENV, "1")
+    leaves = leaves_for(lattice, "elementwise", "initial+return", seed=6)
+    assert_same(run(lattice, "elementwise", leaves, None, "initial+return"),
+                run(lattice, "elementwise", leaves, "reference", "initial+return"))
+    assert len(calls) == 2
+
+
+def test_fallback_without_the_jit(monkeypatch):
+    """With the JIT disabled the default dispatch of the elementwise kind runs without numba."""
+    monkeypatch.setenv(DISABLE_ENV, "1")
+    lattice = Lattice((4, 3), (True, True))
+    leaves = leaves_for(lattice, "elementwise", "initial+return", seed=7, H=1)
+    assert_same(run(lattice, "elementwise", leaves, None, "initial+return"),
+                run(lattice, "elementwise", leaves, "reference", "initial+return"))
+    assert not fused_module.fused_lattice_runs(lattice, "elementwise", leaves["q"])
+
+
+@needs_numba
+def test_refuses_what_it_does_not_run():
+    lattice = Lattice((3, 3))
+    leaves = {n: t.detach() for n, t in leaves_for(lattice, "elementwise", "", seed=1).items()}
+    args = [leaves[n] for n in NAMES]
+    with pytest.raises(ValueError, match="runs the kinds"):
+        fused_lattice_scan(lattice, *args, kind="householder")
+    with pytest.raises(ValueError, match="float32 or float64"):
+        fused_lattice_scan(lattice, *(t.half() for t in args), kind="elementwise")
