@@ -85,10 +85,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="cpu")
+    parser.add_argument("--sides", type=int, nargs="+", default=[16, 32, 64], help="grid sides (square grids)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    sides = [8] if args.quick else [16, 32, 64]
+    sides = [8] if args.quick else args.sides
     cases = []
     for side in sides:
         cases.append((f"Mamba2d {side}x{side}, D=16, N=16", mamba_case(side, 16, 16)))

@@ -184,8 +184,8 @@ def scan(
             lattices, kinds scalar (scalar weights), diagonal, elementwise, float32/float64 CPU
             tensors: the recurrence compiled with numba); default: picked by the structure and
             kind (:func:`default_execution`), and ``fused_lattice`` instead of ``lattice``,
-            ``chunked2d`` or ``chunked`` (scalar kind), or of ``wavefront`` (elementwise kind,
-            2D grids) where it runs and numba is enabled; ``"fused"``
+            ``chunked2d`` or ``chunked`` (scalar kind), or of ``wavefront`` (diagonal and
+            elementwise kinds, 2D grids) where it runs and numba is enabled; ``"fused"``
             (Mamba's factored form only, see above). The result is the same.
         state_nodes: with ``return_state``, return only these nodes' states
             (``[B, len(state_nodes), H, dk, dv]``); None: every node's.
@@ -276,11 +276,10 @@ def scan(
     ):  # the compiled loop: faster than the PyTorch forms where it runs (docs/plstm-performance.md)
         execution = "fused_lattice"
     if (
-        defaulted and execution == "wavefront" and kind == "elementwise" and not _is_path(structure)
+        defaulted and execution == "wavefront" and kind in ("diagonal", "elementwise") and not _is_path(structure)
         and fused_lattice_runs(structure, kind, q)
-    ):  # decays per state entry on a 2D grid (Mamba on images): faster than the anti-diagonal
-        # forms (benchmarks/fused_lattice_kinds.py); the diagonal kind keeps wavefront, its
-        # factored form moves dk-sized gates where the compiled loop broadcasts them to dk * dv
+    ):  # decays per state entry on a 2D grid (Mamba on images): faster than wavefront and
+        # lattice (benchmarks/fused_lattice_kinds.py)
         execution = "fused_lattice"
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])

@@ -110,8 +110,8 @@ def test_gradcheck():
 
 @needs_numba
 def test_default_dispatch_and_fallback(monkeypatch):
-    """2D CPU grids run the kernels by default for the elementwise kind (Mamba on images too);
-    the diagonal kind and paths keep their executions; with the JIT disabled the PyTorch path runs."""
+    """2D CPU grids run the kernels by default for the diagonal and elementwise kinds (Mamba on
+    images too); paths keep their executions; with the JIT disabled the PyTorch path runs."""
     import everygraph.sequence.recurrence as engine
 
     calls = []
@@ -123,10 +123,10 @@ def test_default_dispatch_and_fallback(monkeypatch):
 
     monkeypatch.setattr(engine, "_fused_lattice", spy)
     lattice = Lattice((5, 6), (False, True))
-    for kind in ("elementwise", "diagonal"):  # diagonal keeps its factored wavefront form (faster)
+    for kind in ("elementwise", "diagonal"):
         leaves = leaves_for(lattice, kind, "initial+return", seed=3)
         assert_same(run(lattice, kind, leaves, None, "initial+return"), run(lattice, kind, leaves, "reference", "initial+return"))
-    assert len(calls) == 1
+    assert len(calls) == 2
     gen = torch.Generator().manual_seed(0)
     u, dt = torch.randn(2, 4, 5, 3, dtype=DT, generator=gen), torch.rand(2, 4, 5, 3, dtype=DT, generator=gen)
     A = -torch.rand(3, 2, dtype=DT, generator=gen)
@@ -134,16 +134,16 @@ def test_default_dispatch_and_fallback(monkeypatch):
     split = torch.rand(2, 4, 5, 3, dtype=DT, generator=gen)
     args = (u, dt, A, B, C, split, (True, False))
     torch.testing.assert_close(grid_selective_scan(*args), grid_selective_scan(*args, execution="reference"))
-    assert len(calls) == 2
+    assert len(calls) == 3
     path = Lattice((7,))
     leaves = leaves_for(path, "elementwise", "", seed=4)
     assert_same(run(path, "elementwise", leaves, None, ""), run(path, "elementwise", leaves, "reference", ""))
-    assert len(calls) == 2
+    assert len(calls) == 3
     monkeypatch.setenv(DISABLE_ENV, "1")
     leaves = leaves_for(lattice, "elementwise", "initial+return", seed=6)
     assert_same(run(lattice, "elementwise", leaves, None, "initial+return"),
                 run(lattice, "elementwise", leaves, "reference", "initial+return"))
-    assert len(calls) == 2
+    assert len(calls) == 3
 
 
 def test_fallback_without_the_jit(monkeypatch):

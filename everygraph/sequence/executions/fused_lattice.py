@@ -361,10 +361,17 @@ if NUMBA_AVAILABLE:
                             gT[b, n, hh, 1, 0], gT[b, n, hh, 1, 1] = gt10, gt11
 
 
+    @njit(inline="always")
+    def _row(gates, b, edge, hh, missing):
+        """``gates[b, edge, hh]``, or ``missing`` where there is no edge (``edge < 0``)."""
+        return gates[b, edge, hh] if edge >= 0 else missing
+
     @_cached_njit(fastmath=_FASTMATH)
-    def _forward_entries(q, k, v, S, T, M, D, C0, G, has_c0, ret, save, X, Y, h, final, entries):
-        """:func:`_forward` with every gate per state entry: ``S``, ``M`` ``[B, N, H, 2, K]``,
-        ``T`` ``[B, N, H, 2, 2, K]``, ``G`` ``[B, N, H, 7, K]`` (``K = dk * dv``)."""
+    def _forward_entries(q, k, v, S, T, M, D, C0, G, out_edge, in_edge, line, has_c0, ret, save, X, Y, h, final, entries):
+        """:func:`_forward` with every gate per state entry, read in the gates' own layout: ``S``,
+        ``M`` ``[B, E, H, K]`` (``K = dk * dv``) through the node's ``out_edge`` / ``in_edge``
+        ``[N, 2]``, ``T`` ``[B, L, H, K]`` through ``line`` ``[N, 2(out), 2(in)]`` (-1: no such
+        edge, a zero gate), ``G`` ``[B, N, H, 7, K]``."""
         batch, _, heads, dk = q.shape
         dv = v.shape[3]
         K = dk * dv
@@ -384,10 +391,10 @@ if NUMBA_AVAILABLE:
                     for y in range(Y):
                         n = x * Y + y
                         qn, kn, vn = q[b, n, hh], k[b, n, hh], v[b, n, hh]
-                        m0, m1 = M[b, n, hh, 0], M[b, n, hh, 1]
-                        s0, s1 = S[b, n, hh, 0], S[b, n, hh, 1]
-                        t00, t01 = T[b, n, hh, 0, 0], T[b, n, hh, 0, 1]
-                        t10, t11 = T[b, n, hh, 1, 0], T[b, n, hh, 1, 1]
+                        m0, m1 = _row(M, b, in_edge[n, 0], hh, zero_state), _row(M, b, in_edge[n, 1], hh, zero_state)
+                        s0, s1 = _row(S, b, out_edge[n, 0], hh, zero_state), _row(S, b, out_edge[n, 1], hh, zero_state)
+                        t00, t01 = _row(T, b, line[n, 0, 0], hh, zero_state), _row(T, b, line[n, 0, 1], hh, zero_state)
+                        t10, t11 = _row(T, b, line[n, 1, 0], hh, zero_state), _row(T, b, line[n, 1, 1], hh, zero_state)
                         I0 = up[y]
                         qk = z
                         for a in range(dk):
@@ -427,7 +434,7 @@ if NUMBA_AVAILABLE:
                             hn[j] = acc[j] + dn * vn[j]
 
     @_cached_njit(fastmath=_FASTMATH)
-    def _backward_entries(q, k, v, S, T, M, D, C0, G, has_c0, ret, X, Y, entries, grad_h, grad_final,
+    def _backward_entries(q, k, v, S, T, M, D, C0, G, out_edge, in_edge, line, has_c0, ret, X, Y, entries, grad_h, grad_final,
                           gq, gk, gv, gS, gT, gM, gD, gC0, gG):
         """:func:`_backward` with every gate per state entry (:func:`_forward_entries`); the
         gates' gradients are per entry too (``gT[..., i, j, e] = \\bar O_i[e] I_j[e]``)."""
@@ -442,6 +449,7 @@ if NUMBA_AVAILABLE:
         right = np.zeros(K, dtype=q.dtype)
         gvn = np.zeros(dv, dtype=q.dtype)
         zero_state = np.zeros(K, dtype=q.dtype)
+        sink = np.zeros(K, dtype=q.dtype)  # the gradients of gates of missing edges
         z = np.zeros(1, dtype=q.dtype)[0]
         general = has_c0 or ret
         num_blocks = -(-X // ROWS)
@@ -457,9 +465,9 @@ if NUMBA_AVAILABLE:
                         for y in range(Y):
                             n = x * Y + y
                             kn, vn = k[b, n, hh], v[b, n, hh]
-                            s0, s1 = S[b, n, hh, 0], S[b, n, hh, 1]
-                            t00, t01 = T[b, n, hh, 0, 0], T[b, n, hh, 0, 1]
-                            t10, t11 = T[b, n, hh, 1, 0], T[b, n, hh, 1, 1]
+                            s0, s1 = _row(S, b, out_edge[n, 0], hh, zero_state), _row(S, b, out_edge[n, 1], hh, zero_state)
+                            t00, t01 = _row(T, b, line[n, 0, 0], hh, zero_state), _row(T, b, line[n, 0, 1], hh, zero_state)
+                            t10, t11 = _row(T, b, line[n, 1, 0], hh, zero_state), _row(T, b, line[n, 1, 1], hh, zero_state)
                             I0 = up[y]
                             store = incoming[x - x0, y]
                             if has_c0:
@@ -494,14 +502,14 @@ if NUMBA_AVAILABLE:
                             n = x * Y + y
                             qn, kn, vn = q[b, n, hh], k[b, n, hh], v[b, n, hh]
                             gh = grad_h[b, n, hh]
-                            m0, m1 = M[b, n, hh, 0], M[b, n, hh, 1]
-                            s0, s1 = S[b, n, hh, 0], S[b, n, hh, 1]
-                            t00, t01 = T[b, n, hh, 0, 0], T[b, n, hh, 0, 1]
-                            t10, t11 = T[b, n, hh, 1, 0], T[b, n, hh, 1, 1]
-                            gs0, gs1 = gS[b, n, hh, 0], gS[b, n, hh, 1]
-                            gm0, gm1 = gM[b, n, hh, 0], gM[b, n, hh, 1]
-                            gt00, gt01 = gT[b, n, hh, 0, 0], gT[b, n, hh, 0, 1]
-                            gt10, gt11 = gT[b, n, hh, 1, 0], gT[b, n, hh, 1, 1]
+                            m0, m1 = _row(M, b, in_edge[n, 0], hh, zero_state), _row(M, b, in_edge[n, 1], hh, zero_state)
+                            s0, s1 = _row(S, b, out_edge[n, 0], hh, zero_state), _row(S, b, out_edge[n, 1], hh, zero_state)
+                            t00, t01 = _row(T, b, line[n, 0, 0], hh, zero_state), _row(T, b, line[n, 0, 1], hh, zero_state)
+                            t10, t11 = _row(T, b, line[n, 1, 0], hh, zero_state), _row(T, b, line[n, 1, 1], hh, zero_state)
+                            gs0, gs1 = _row(gS, b, out_edge[n, 0], hh, sink), _row(gS, b, out_edge[n, 1], hh, sink)
+                            gm0, gm1 = _row(gM, b, in_edge[n, 0], hh, sink), _row(gM, b, in_edge[n, 1], hh, sink)
+                            gt00, gt01 = _row(gT, b, line[n, 0, 0], hh, sink), _row(gT, b, line[n, 0, 1], hh, sink)
+                            gt10, gt11 = _row(gT, b, line[n, 1, 0], hh, sink), _row(gT, b, line[n, 1, 1], hh, sink)
                             I0 = incoming[x - x0, y, 0]
                             I1 = incoming[x - x0, y, 1]
                             G0 = down[y]  # gradient of O_0, becomes that of I_0
@@ -606,9 +614,7 @@ class FusedLatticeRecurrence(torch.autograd.Function):
     ``[B, N, H, 2(out), 2(in)]``, ``D`` ``[B, N, H]``, ``C0`` ``[B, N, H, dk, dv]`` or None,
     ``G`` ``[B, N, H, 7]`` (boundary gates, :data:`_GATES`) or None; returns ``h``
     ``[B, N, H, dv]`` and the returned states ``[B, N, H, dk, dv]`` (empty unless
-    ``return_state``). With gates per state entry (``S``, ``M`` ``[B, N, H, 2, K]``, ``T``
-    ``[B, N, H, 2, 2, K]``, ``G`` ``[B, N, H, 7, K]``, ``K = dk * dv``: every kind but
-    ``householder``) it runs :func:`_forward_entries` and :func:`_backward_entries`."""
+    ``return_state``)."""
 
     @staticmethod
     def forward(ctx, q, k, v, S, T, M, D, C0, G, X, Y, return_state):  # noqa: D102
@@ -617,16 +623,13 @@ class FusedLatticeRecurrence(torch.autograd.Function):
         has_c0 = C0 is not None
         general = has_c0 or return_state
         C0_k = C0 if has_c0 else q.new_zeros(1, 1, 1, 1, 1)
-        per_entry = S.dim() == 5  # gates per state entry: the kernels of every kind
-        G_k = G if general else q.new_zeros(1, 1, 1, 7, *((1,) if per_entry else ()))
+        G_k = G if general else q.new_zeros(1, 1, 1, 7)
         h = q.new_empty(B, N, H, dv)
         final = q.new_zeros(B, N, H, dk, dv) if return_state else q.new_zeros(1, 1, 1, 1, 1)
         save = any(ctx.needs_input_grad)
         entries = q.new_empty(B, H, -(-X // ROWS), Y, dk * dv) if save else q.new_empty(1, 1, 1, 1, 1)
         arrays = [_array(t) for t in (q, k, v, S, T, M, D, C0_k, G_k)]
-        (_forward_entries if per_entry else _forward)(
-            *arrays, has_c0, return_state, save, X, Y, h.numpy(), final.numpy(), entries.numpy()
-        )
+        _forward(*arrays, has_c0, return_state, save, X, Y, h.numpy(), final.numpy(), entries.numpy())
         ctx.save_for_backward(q, k, v, S, T, M, D, C0_k, G_k, entries)
         ctx.shape, ctx.has_c0, ctx.return_state = (X, Y), has_c0, return_state
         return h, final
@@ -644,18 +647,61 @@ class FusedLatticeRecurrence(torch.autograd.Function):
         else:
             grad_final = grad_final.contiguous()
         grads = [torch.zeros_like(t) for t in (q, k, v, S, T, M, D, C0, G)]
-        per_entry = S.dim() == 5
-        dummy_gates = q.new_zeros(1, 1, 1, 7, *((1,) if per_entry else ()))
         if not general:
-            G = dummy_gates
-        (_backward_entries if per_entry else _backward)(
+            G = q.new_zeros(1, 1, 1, 7)
+        _backward(
             *[_array(t) for t in (q, k, v, S, T, M, D, C0, G)], ctx.has_c0, ret, X, Y, _array(entries),
             grad_h.numpy(), grad_final.numpy(), *[g.numpy() for g in grads[:8]],
-            (grads[8] if general else dummy_gates).numpy(),
+            (grads[8] if general else q.new_zeros(1, 1, 1, 7)).numpy(),
         )
         gq, gk, gv, gS, gT, gM, gD, gC0, gG = grads
         return (gq, gk, gv, gS, gT, gM, gD, gC0 if ctx.has_c0 else None,
                 gG if ctx.needs_input_grad[8] else None, None, None, None)
+
+
+class FusedLatticeEntriesRecurrence(torch.autograd.Function):
+    """:class:`FusedLatticeRecurrence` with every gate per state entry (:func:`_forward_entries`,
+    :func:`_backward_entries`): ``S``, ``M`` ``[B, E, H, K]``, ``T`` ``[B, L, H, K]`` in their
+    own layouts, read through ``indices`` (``out_edge``, ``in_edge`` ``[N, 2]``, ``line``
+    ``[N, 2, 2]``, int64 arrays, -1 for no edge), ``G`` ``[B, N, H, 7, K]`` or None."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, S, T, M, D, C0, G, indices, X, Y, return_state):  # noqa: D102
+        B, N, H, dk = q.shape
+        dv = v.shape[-1]
+        has_c0 = C0 is not None
+        general = has_c0 or return_state
+        C0_k = C0 if has_c0 else q.new_zeros(1, 1, 1, 1, 1)
+        G_k = G if general else q.new_zeros(1, 1, 1, 7, 1)
+        h = q.new_empty(B, N, H, dv)
+        final = q.new_zeros(B, N, H, dk, dv) if return_state else q.new_zeros(1, 1, 1, 1, 1)
+        save = any(ctx.needs_input_grad)
+        entries = q.new_empty(B, H, -(-X // ROWS), Y, dk * dv) if save else q.new_empty(1, 1, 1, 1, 1)
+        arrays = [_array(t) for t in (q, k, v, S, T, M, D, C0_k, G_k)]
+        _forward_entries(*arrays, *indices, has_c0, return_state, save, X, Y, h.numpy(), final.numpy(), entries.numpy())
+        ctx.save_for_backward(q, k, v, S, T, M, D, C0_k, G_k, entries)
+        ctx.shape, ctx.has_c0, ctx.return_state, ctx.indices = (X, Y), has_c0, return_state, indices
+        return h, final
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_h, grad_final):  # noqa: D102
+        q, k, v, S, T, M, D, C0, G, entries = ctx.saved_tensors
+        X, Y = ctx.shape
+        grad_h = q.new_zeros(*q.shape[:3], v.shape[-1]) if grad_h is None else grad_h.contiguous()
+        ret = ctx.return_state and grad_final is not None
+        general = ctx.has_c0 or ret
+        grad_final = grad_final.contiguous() if ret else q.new_zeros(1, 1, 1, 1, 1)
+        grads = [torch.zeros_like(t) for t in (q, k, v, S, T, M, D, C0, G)]
+        dummy_gates = q.new_zeros(1, 1, 1, 7, 1)
+        _backward_entries(
+            *[_array(t) for t in (q, k, v, S, T, M, D, C0, G if general else dummy_gates)], *ctx.indices,
+            ctx.has_c0, ret, X, Y, _array(entries), grad_h.numpy(), grad_final.numpy(), *[g.numpy() for g in grads[:8]],
+            (grads[8] if general else dummy_gates).numpy(),
+        )
+        gq, gk, gv, gS, gT, gM, gD, gC0, gG = grads
+        return (gq, gk, gv, gS, gT, gM, gD, gC0 if ctx.has_c0 else None,
+                gG if ctx.needs_input_grad[8] else None, None, None, None, None)
 
 
 #: the kinds :func:`fused_lattice` runs (the scalar kind with scalar weights by the lean kernels,
@@ -764,10 +810,12 @@ def _fused_lattice_entries(
     mark: Tensor, direct: Tensor, kind: str, initial_state: Tensor | None, boundary: Boundary | None, return_state: bool,
 ) -> tuple[Tensor, Tensor | None]:
     """:func:`fused_lattice` with every gate broadcast to the ``dk * dv`` state entries (the
-    ``diagonal`` and ``elementwise`` kinds, weights per entry); autograd sums the entries'
-    gradients back onto the gates' own shapes."""
+    ``diagonal`` and ``elementwise`` kinds, weights per entry). The edge gates stay in their
+    own layouts (the kernels read them through the nodes' edge indices: no gathered copies);
+    autograd sums the entries' gradients back onto the gates' own shapes."""
     B, N, H, dk = q.shape
     dv = v.shape[-1]
+    E, L = source.shape[1], transition.shape[1]
 
     def entries(multiplier: Tensor) -> Tensor:  # [..., dk|1, dv|1] -> [..., dk * dv]
         return multiplier.expand(*multiplier.shape[:-2], dk, dv).reshape(*multiplier.shape[:-2], dk * dv)
@@ -775,20 +823,20 @@ def _fused_lattice_entries(
     def weight(w: Tensor, per_head_dims: int) -> Tensor:  # a source/mark weight, scalar or [dk, dv] per head
         return w if w.dim() == per_head_dims + 2 else w[..., None, None]
 
-    def per_axis(w: Tensor, index: Tensor) -> Tensor:  # a weight [B, E, H(, dk, dv)] -> [B, N, H, 2, K]
-        w = entries(weight(take(w, index), 4))  # [B, N, ndim, H, K]
-        w = w if w.shape[2] == 2 else torch.nn.functional.pad(w, (0, 0, 0, 0, 0, 1))
-        return w.transpose(2, 3)
-
     def gate(g: Tensor) -> Tensor:
         return decay_multiplier(kind, g)
 
-    S = per_axis(source, layout.out_edge)
-    M = per_axis(mark, layout.in_edge)
-    T = entries(gate(take(transition, layout.line)))  # [B, N, ndim(out), ndim(in), H, K]
-    if lattice.ndim == 1:
-        T = torch.nn.functional.pad(T, (0, 0, 0, 0, 0, 1, 0, 1))
-    T = T.permute(0, 1, 4, 2, 3, 5)  # [B, N, H, 2(out), 2(in), K]
+    def edge_index(index: Tensor, size: int) -> Tensor:  # the sentinel ``size`` (no edge) as -1, 2 per axis
+        index = torch.where(index == size, -1, index)
+        if index.shape[1] == 1:  # a path: no axis-1 edges
+            pad = (0, 1, 0, 1) if index.dim() == 3 else (0, 1)
+            index = torch.nn.functional.pad(index, pad, value=-1)
+        return index
+
+    S, M = entries(weight(source, 3)), entries(weight(mark, 3))  # [B, E, H, K]
+    T = entries(gate(transition))  # [B, L, H, K]
+    out_edge, in_edge = edge_index(layout.out_edge, E), edge_index(layout.in_edge, E)
+    line = edge_index(layout.line, L)  # [N, 2(out), 2(in)]
     qs, ks, vs, Ds = (gather(t, 1, layout.node) for t in (q, k, v, direct))
     C0 = gather(initial_state, 1, layout.node) if initial_state is not None else None
     G = None
@@ -800,25 +848,24 @@ def _fused_lattice_entries(
             return entries(ones if g is None else multiplier(gather(g, 1, layout.node)))
 
         def per_edge(g: Tensor | None, index: Tensor) -> Tensor:  # [B, N, 2, H, K], zero where no edge
-            w = entries(q.new_ones(B, lattice.num_edges, H, 1, 1) if g is None else gate(g))
-            w = take(w, index)
+            w = take(entries(q.new_ones(B, E, H, 1, 1) if g is None else gate(g)), index)
             return w if w.shape[2] == 2 else torch.nn.functional.pad(w, (0, 0, 0, 0, 0, 1))
 
         enter = per_edge(gates.enter, layout.out_edge)
         leave = per_edge(gates.leave, layout.in_edge)
         G = torch.stack(
             [per_node(gates.mark, lambda w: weight(w, 3)), per_node(gates.source, lambda w: weight(w, 3)),
-             per_node(gates.through, gate),
-             enter[:, :, 0], enter[:, :, 1], leave[:, :, 0], leave[:, :, 1]], dim=3,
+             per_node(gates.through, gate), enter[:, :, 0], enter[:, :, 1], leave[:, :, 0], leave[:, :, 1]], dim=3,
         ).contiguous()  # [B, N, H, 7, K]
     if X == 1 and Y > 1:  # a 1 x W grid runs as W x 1 (as in fused_lattice)
-        S, M, T = S.flip(3), M.flip(3), T.flip(3).flip(4)
+        out_edge, in_edge, line = out_edge.flip(1), in_edge.flip(1), line.flip(1).flip(2)
         if G is not None:
             G = G[:, :, :, [0, 1, 2, 4, 3, 6, 5]]
         X, Y = Y, 1
-    h, final = FusedLatticeRecurrence.apply(
+    indices = tuple(i.to("cpu", torch.int64).contiguous().numpy() for i in (out_edge, in_edge, line))
+    h, final = FusedLatticeEntriesRecurrence.apply(
         qs.contiguous(), ks.contiguous(), vs.contiguous(), S.contiguous(), T.contiguous(), M.contiguous(), Ds.contiguous(),
-        C0.contiguous() if C0 is not None else None, G, X, Y, return_state,
+        C0.contiguous() if C0 is not None else None, G, indices, X, Y, return_state,
     )
     h = gather(h, 1, layout.position)
     return h, (gather(final, 1, layout.position) if return_state else None)
