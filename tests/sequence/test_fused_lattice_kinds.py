@@ -84,7 +84,7 @@ def test_equals_reference(kind, shape, flip, mode):
 def test_elementwise_weights_heads_and_float32(kind, mode):
     """Weights per state entry (Mamba's), one or three heads, dk > dv, and float32 near float64."""
     lattice = Lattice((4, 5), (True, False))
-    for H, dk, dv in ((1, 5, 2), (3, 2, 8)):
+    for H, dk, dv in ((1, 5, 2), (3, 2, 8), (2, 3, 16)):
         leaves = leaves_for(lattice, kind, mode, seed=H, H=H, dk=dk, dv=dv, entry_weights=True)
         assert_same(run(lattice, kind, leaves, "fused_lattice", mode), run(lattice, kind, leaves, "reference", mode))
     single = {n: t.detach().float().requires_grad_() for n, t in leaves.items()}
@@ -94,16 +94,19 @@ def test_elementwise_weights_heads_and_float32(kind, mode):
 
 
 @needs_numba
-def test_gradcheck():
+@pytest.mark.parametrize("mode,dv", [("initial+return+boundary", 3), ("", 8)])  # dv = 8: the vector loops
+def test_gradcheck(mode, dv):
     lattice = Lattice((2, 3), (False, True))
-    leaves = leaves_for(lattice, "elementwise", "initial+return+boundary", seed=5, B=1, H=1, dk=2, dv=3, entry_weights=True)
+    leaves = leaves_for(lattice, "elementwise", mode, seed=5, B=1, H=1, dk=2, dv=dv, entry_weights=True)
     names = list(leaves)
 
     def f(*tensors):
         t = dict(zip(names, tensors))
-        boundary = Boundary(t["b_mark"], t["b_source"], t["b_enter"], t["b_leave"], t["b_through"])
-        return scan(lattice, *(t[n] for n in NAMES), kind="elementwise", execution="fused_lattice",
-                    initial_state=t["initial"], return_state=True, boundary=boundary)
+        kwargs = {}
+        if mode:
+            kwargs = dict(initial_state=t["initial"], return_state=True,
+                          boundary=Boundary(t["b_mark"], t["b_source"], t["b_enter"], t["b_leave"], t["b_through"]))
+        return scan(lattice, *(t[n] for n in NAMES), kind="elementwise", execution="fused_lattice", **kwargs)
 
     assert torch.autograd.gradcheck(f, tuple(leaves.values()))
 
@@ -165,3 +168,13 @@ def test_refuses_what_it_does_not_run():
         fused_lattice_scan(lattice, *args, kind="householder")
     with pytest.raises(ValueError, match="float32 or float64"):
         fused_lattice_scan(lattice, *(t.half() for t in args), kind="elementwise")
+
+
+@needs_numba
+@pytest.mark.parametrize("shape,flip", [((1, 6), (False, True)), ((6, 1), (True, True)), ((7,), (True,)), ((5, 7), (True, True))])
+def test_vector_adjoint_equals_reference(shape, flip):
+    """dv a multiple of 8 without boundary states: the adjoint's explicit vector loops."""
+    lattice = Lattice(shape, flip)
+    for kind in ("elementwise", "diagonal"):
+        leaves = leaves_for(lattice, kind, "", seed=11, dk=3, dv=8, entry_weights=kind == "elementwise")
+        assert_same(run(lattice, kind, leaves, "fused_lattice", ""), run(lattice, kind, leaves, "reference", ""))

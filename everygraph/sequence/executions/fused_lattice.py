@@ -450,6 +450,8 @@ if NUMBA_AVAILABLE:
         gvn = np.zeros(dv, dtype=q.dtype)
         zero_state = np.zeros(K, dtype=q.dtype)
         sink = np.zeros(K, dtype=q.dtype)  # the gradients of gates of missing edges
+        lanes = np.zeros(LANES, dtype=q.dtype)
+        vector = dv % LANES == 0  # rows of whole vectors: the explicit vector loops (as in _backward)
         z = np.zeros(1, dtype=q.dtype)[0]
         general = has_c0 or ret
         num_blocks = -(-X // ROWS)
@@ -516,7 +518,37 @@ if NUMBA_AVAILABLE:
                             gqn, gkn, gvo = gq[b, n, hh], gk[b, n, hh], gv[b, n, hh]
                             for j in range(dv):
                                 gvn[j] = z
-                            if not general:
+                            if not general and vector:
+                                zero = _vsplat(z, q)
+                                for a in range(dk):
+                                    qa, ka = _vsplat(qn[a], q), _vsplat(kn[a], q)
+                                    rq = zero
+                                    rk = zero
+                                    for j0 in range(0, dv, LANES):
+                                        e = a * dv + j0
+                                        i0, i1 = _vload(I0, e), _vload(I1, e)
+                                        g0, g1 = _vload(G0, e), _vload(right, e)
+                                        vj, ghj = _vload(vn, j0), _vload(gh, j0)
+                                        _vstore(gt00, e, _vmul(g0, i0))
+                                        _vstore(gt01, e, _vmul(g0, i1))
+                                        _vstore(gt10, e, _vmul(g1, i0))
+                                        _vstore(gt11, e, _vmul(g1, i1))
+                                        kv = _vmul(ka, vj)
+                                        _vstore(gs0, e, _vmul(g0, kv))
+                                        _vstore(gs1, e, _vmul(g1, kv))
+                                        qg = _vmul(qa, ghj)
+                                        _vstore(gm0, e, _vmul(i0, qg))
+                                        _vstore(gm1, e, _vmul(i1, qg))
+                                        M0, M1 = _vload(m0, e), _vload(m1, e)
+                                        rq = _vfma(_vfma(M0, i0, _vmul(M1, i1)), ghj, rq)
+                                        gkv = _vfma(_vload(s0, e), g0, _vmul(_vload(s1, e), g1))
+                                        rk = _vfma(gkv, vj, rk)
+                                        _vstore(gvn, j0, _vfma(gkv, ka, _vload(gvn, j0)))
+                                        _vstore(G0, e, _vfma(_vload(t00, e), g0, _vfma(_vload(t10, e), g1, _vmul(M0, qg))))
+                                        _vstore(right, e, _vfma(_vload(t01, e), g0, _vfma(_vload(t11, e), g1, _vmul(M1, qg))))
+                                    gqn[a] = _hsum(rq, lanes)
+                                    gkn[a] = _hsum(rk, lanes)
+                            elif not general:
                                 for a in range(dk):
                                     qa, ka = qn[a], kn[a]
                                     o = a * dv
