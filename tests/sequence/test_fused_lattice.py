@@ -10,6 +10,7 @@ from everygraph.sequence import Boundary, fused_lattice_scan, lattice_gates, pls
 from everygraph.sequence.executions import fused_lattice as fused_module
 from everygraph.sequence.mamba.fused_cpu import DISABLE_ENV
 from everygraph.sequence.plstm.layout import lattice_dag
+from scan_asserts import assert_same
 
 DT = torch.float64
 needs_numba = pytest.mark.skipif(not fused_module.NUMBA_AVAILABLE, reason="numba (everygraph[cpu]) is not installed")
@@ -54,14 +55,6 @@ def leaves_for(lattice, mode, seed, **sizes):
         for name, rows in (("b_mark", N), ("b_source", N), ("b_enter", E), ("b_leave", E), ("b_through", N)):
             leaves[name] = torch.rand(B, rows, H, dtype=DT, generator=gen) * 2 - 1
     return {n: t.requires_grad_() for n, t in leaves.items()}
-
-
-def assert_same(got, want):
-    for a, b in zip(got, want, strict=True):
-        if a is None or b is None:
-            assert all(t is None or not t.any() for t in (a, b))  # unused (no edges): None or zeros
-            continue
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
 MODES = ["", "initial", "return", "initial+return", "initial+return+boundary", "return+boundary"]

@@ -11,6 +11,7 @@ from everygraph.sequence import Boundary, fused_lattice_scan, grid_selective_sca
 from everygraph.sequence.executions import fused_lattice as fused_module
 from everygraph.sequence.mamba.fused_cpu import DISABLE_ENV
 from everygraph.sequence.plstm.layout import lattice_dag
+from scan_asserts import assert_same
 
 DT = torch.float64
 needs_numba = pytest.mark.skipif(not fused_module.NUMBA_AVAILABLE, reason="numba (everygraph[cpu]) is not installed")
@@ -53,14 +54,6 @@ def run(lattice, kind, leaves, execution, mode):
         loss = loss + (state * torch.linspace(1, -1, state.numel(), dtype=h.dtype).view_as(state)).sum()
     grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
     return [h, state, *grads]
-
-
-def assert_same(got, want):
-    for a, b in zip(got, want, strict=True):
-        if a is None or b is None:
-            assert all(t is None or not t.any() for t in (a, b))
-            continue
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
 MODES = ["", "initial+return", "initial+return+boundary", "return+boundary"]

@@ -10,6 +10,7 @@ from torch_geometric.data import Batch, Data
 from everygraph.graphlib import DAG, CycleError, Lattice
 from everygraph.sequence import plstm_scan
 from everygraph.sequence.plstm import EXECUTIONS
+from scan_asserts import assert_same
 
 DT = torch.float64
 
@@ -46,14 +47,6 @@ def run(structure, inputs, execution, grad=True, initial=True):
     weight_s = torch.linspace(1, -2, state.numel(), dtype=DT).view_as(state)
     ((h * weight_h).sum() + (state * weight_s).sum()).backward()
     return [h, state] + [leaves[n].grad for n in leaves]
-
-
-def assert_same(got, want):
-    for a, b in zip(got, want, strict=True):
-        if a is None or b is None:  # an input no output depends on: no gradient, or zeros
-            assert all(t is None or not t.any() for t in (a, b))
-            continue
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
 def lattice_executions(lattice):

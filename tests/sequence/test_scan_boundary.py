@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from everygraph.graphlib import Lattice
 from everygraph.sequence import KINDS, SUPPORTED_KINDS, lattice_gates, path_scan, scan
+from scan_asserts import assert_same
 
 DT = torch.float64
 B, H, DK, DV = 2, 1, 3, 2
@@ -51,14 +52,6 @@ def outputs_and_grads(leaves, compute):
     loss = loss + (state * torch.linspace(1, -2, state.numel(), dtype=DT).view_as(state)).sum()
     grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
     return [h, state, *grads]
-
-
-def assert_same(got, want):
-    for a, b in zip(got, want, strict=True):
-        if a is None or b is None:
-            assert all(t is None or not t.any() for t in (a, b))
-            continue
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
 def split_path(inputs, cuts, kind, execution):

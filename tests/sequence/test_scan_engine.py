@@ -21,6 +21,7 @@ from everygraph.sequence.executions.lattice_elementwise import ElementwiseDiagon
 from everygraph.sequence.executions.recurrent import HouseholderRecurrence, LinearRecurrence
 from everygraph.sequence.plstm.lattice import _storage
 from everygraph.sequence.transitions import apply_transition
+from scan_asserts import assert_same
 
 DT = torch.float64
 
@@ -90,14 +91,6 @@ def run(structure, inputs, kind, execution, grad=True):
     weight_s = torch.linspace(1, -2, state.numel(), dtype=DT).view_as(state)
     ((h * weight_h).sum() + (state * weight_s).sum()).backward()
     return [h, state] + [leaves[n].grad for n in leaves]
-
-
-def assert_same(got, want):
-    for a, b in zip(got, want, strict=True):
-        if a is None or b is None:
-            assert all(t is None or not t.any() for t in (a, b))
-            continue
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
 def executions_for(structure, kind):
