@@ -5,26 +5,12 @@ to the reference loop of each orientation's own lattice, with and without the co
 import pytest
 import torch
 
-from everygraph.graphlib import Lattice
 from everygraph.nn import PLSTM2d
-from everygraph.sequence import lattice_gates, plstm_scan
 from everygraph.sequence.mamba.fused_cpu import DISABLE_ENV, jit_enabled
+from plstm2d_orientations_loop import per_orientation_forward
 
 JIT = [pytest.param(True, id="compiled", marks=pytest.mark.skipif(not jit_enabled(), reason="numba absent or disabled")),
        pytest.param(False, id="torch")]
-
-
-def reference_forward(layer: PLSTM2d, x: torch.Tensor) -> torch.Tensor:
-    """One reference-loop scan per orientation on Lattice(shape, flip), summed."""
-    batch, height, width, _ = x.shape
-    q, k, v = (t.reshape(batch, height * width, layer.num_heads, layer.head_dim) for t in layer.qkv(x))
-    h = 0
-    for flip, gates in zip(Lattice.orientations(2), layer.gates(x)):
-        lattice = Lattice((height, width), flip)
-        flat = lattice_gates(lattice, gates["source"], gates["transition"], gates["mark"], gates["direct"])
-        h = h + plstm_scan(lattice, q, k, v, *flat, scale=layer.head_dim**-0.5, execution="reference")
-    h = layer.norm(h.reshape(-1, layer.dim)).reshape(x.shape)
-    return layer.out_proj(h)
 
 
 def scan_forward(layer: PLSTM2d, x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +45,7 @@ def test_dense_equals_stacked_scan_and_reference(jit, mode, paper_gates, shape, 
         layer.gate_proj.weight.mul_(3)
     x = torch.randn(2, *shape, 16, dtype=torch.float64, requires_grad=True)
     dense = outputs_and_grads(layer, layer, x)
-    for forward in (lambda t: scan_forward(layer, t), lambda t: reference_forward(layer, t)):
+    for forward in (lambda t: scan_forward(layer, t), lambda t: per_orientation_forward(layer, t, "reference")):
         for got, want in zip(dense, outputs_and_grads(layer, forward, x), strict=True):
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
 

@@ -4,22 +4,8 @@ each orientation's own lattice separately (forward and every gradient)."""
 import pytest
 import torch
 
-from everygraph.graphlib import Lattice
 from everygraph.nn import PLSTM2d
-from everygraph.sequence import lattice_gates, plstm_scan
-
-
-def per_orientation_forward(layer: PLSTM2d, x: torch.Tensor) -> torch.Tensor:
-    """One scan per orientation on ``Lattice(shape, flip)``: no flipping of inputs."""
-    batch, height, width, _ = x.shape
-    q, k, v = (t.reshape(batch, height * width, layer.num_heads, layer.head_dim) for t in layer.qkv(x))
-    h = 0
-    for flip, gates in zip(Lattice.orientations(2), layer.gates(x)):
-        lattice = Lattice((height, width), flip)
-        flat = lattice_gates(lattice, gates["source"], gates["transition"], gates["mark"], gates["direct"])
-        h = h + plstm_scan(lattice, q, k, v, *flat, scale=layer.head_dim**-0.5, execution="lattice")
-    h = layer.norm(h.reshape(-1, layer.dim)).reshape(x.shape)
-    return layer.out_proj(h)
+from plstm2d_orientations_loop import per_orientation_forward
 
 
 @pytest.mark.parametrize("mode", ["P", "D"])
@@ -31,7 +17,7 @@ def test_batched_orientations_equal_separate_scans(mode, shape):
         layer.gate_proj.bias.add_(torch.randn_like(layer.gate_proj.bias))
     x = torch.randn(2, *shape, 8, dtype=torch.float64, requires_grad=True)
     results = []
-    for forward in (layer, lambda t: per_orientation_forward(layer, t)):
+    for forward in (layer, lambda t: per_orientation_forward(layer, t, "lattice")):
         layer.zero_grad()
         x.grad = None
         out = forward(x)
