@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..graphlib import Lattice, check_tensor
+from .executions.fused_grid_selective import fused_grid_selective_runs, fused_grid_selective_scan
 from .plstm.layout import lattice_gates
 from .recurrence import scan
 
@@ -80,7 +81,14 @@ def grid_selective_scan(
         u, dt: ``[B, X, Y, D]`` (``dt`` after softplus); A: ``[D, N]``;
         B, C: ``[B, X, Y, N]``; split: ``[B, X, Y, D]`` in ``[0, 1]`` or None.
         flip: the orientation (the lattice's ``flip``).
-        execution: as in :func:`~everygraph.sequence.scan` (default ``wavefront``; ``lattice`` gives the same result).
+        execution: ``"fused"``: the compiled kernel of the factored form
+            (:mod:`~everygraph.sequence.executions.fused_grid_selective`: numba, CPU, float32 or
+            float64; decays formed in the kernel, nothing materialised); any execution of
+            :func:`~everygraph.sequence.scan` (``"reference"``, ``"wavefront"``, ``"lattice"``,
+            ``"fused_lattice"``, ...): that execution on the gates of :func:`grid_mamba_gates`.
+            ``None`` (default): ``"fused"`` where it runs (numba installed, the JIT not
+            disabled by ``EVERYGRAPH_DISABLE_JIT``, CPU tensors of one dtype, float32 or
+            float64), else the default execution of :func:`~everygraph.sequence.scan`.
 
     Returns:
         ``y`` ``[B, X, Y, D]`` (without Mamba's ``D u`` skip and ``silu(z)`` gate).
@@ -88,6 +96,8 @@ def grid_selective_scan(
     for name, value in (("u", u), ("dt", dt), ("B", B), ("C", C)):
         check_tensor(value, name, "float", 4, shape="[B, X, Y, *]")
     check_tensor(A, "A", "float", 2, shape="[D, N]")
+    if split is not None:
+        check_tensor(split, "split", "float", 4, shape="[B, X, Y, D]")
     batch, X, Y, channels = u.shape
     if dt.shape != u.shape or (split is not None and split.shape != u.shape):
         raise ValueError(f"dt and split must have the shape of u {list(u.shape)}, got {list(dt.shape)}, "
@@ -99,6 +109,8 @@ def grid_selective_scan(
         if list(t.shape) != [batch, X, Y, N]:
             raise ValueError(f"{name} must have shape [B, X, Y, N] = {[batch, X, Y, N]}, got {list(t.shape)}")
     lattice = Lattice((X, Y), flip)
+    if execution == "fused" or (execution is None and fused_grid_selective_runs(u, dt, A, B, C, split)):
+        return fused_grid_selective_scan(u, dt, A, B, C, split, lattice.flip)
     source, transition, mark = lattice_gates(lattice, *grid_mamba_gates(dt, A, split))
     q = C.reshape(batch, X * Y, 1, N)
     k = B.reshape(batch, X * Y, 1, N)
