@@ -27,3 +27,41 @@ def _basis_cache_in_tmp(tmp_path_factory):
         del os.environ["EVERYGRAPH_CACHE_DIR"]
     else:
         os.environ["EVERYGRAPH_CACHE_DIR"] = old
+
+
+# ----------------------------------------------------------------------------- numba kernels
+# A long run compiles the numba kernels in two processes at once while the tests are collected
+# (everygraph.sequence.jit_warmup): they land in numba's on-disk cache, from which this process
+# and the spawned processes of tests/distributed load them instead of compiling them one after
+# the other (or twice at once). A short run compiles lazily what it uses, as without this.
+_WARMUP_MIN_TESTS = 400
+_WARMUP_TIMEOUT_S = 480.0
+_warmup_children: list = []
+_warmup_succeeded: list[bool] = []
+
+
+def pytest_sessionstart(session):
+    if hasattr(session.config, "workerinput"):  # a pytest-xdist worker: the controller warms up
+        return
+    from everygraph.sequence.mamba.fused_cpu import jit_enabled
+
+    if jit_enabled():
+        from everygraph.sequence.jit_warmup import start_in_processes
+
+        _warmup_children.extend(start_in_processes(processes=min(2, os.cpu_count() or 1)))
+
+
+def pytest_collection_finish(session):
+    # waiting also keeps a test from compiling a kernel while a warm-up process compiles it
+    long_run = len(session.items) >= _WARMUP_MIN_TESTS and not session.config.option.collectonly
+    if _warmup_children:
+        from everygraph.sequence.jit_warmup import wait
+
+        _warmup_succeeded.append(wait(_warmup_children, _WARMUP_TIMEOUT_S if long_run else 0.0))
+        _warmup_children.clear()
+
+
+@pytest.fixture(scope="session")
+def jit_warmup_done() -> bool:
+    """Whether this session's warm-up of the numba kernels finished (all of them are cached)."""
+    return bool(_warmup_succeeded) and all(_warmup_succeeded)
