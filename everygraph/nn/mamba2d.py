@@ -38,7 +38,7 @@ class Mamba2d(nn.Module):
     at criticality (:math:`A \to 0`). ``stable=False`` drops it (each successor receives the
     whole state), the naive 2D Mamba, which grows exponentially with the grid at criticality.
     The scan is :func:`~everygraph.sequence.grid_selective_scan` (the ``elementwise`` kind of
-    :func:`~everygraph.sequence.scan`).
+    :func:`~everygraph.sequence.scan`; on CPU with numba its compiled kernel of the factored form).
 
     Args:
         d_model: channels in and out.

@@ -1,6 +1,7 @@
 r"""Mamba's selective scan on a 2D grid: a true 2D recurrence (two incoming states per pixel),
 the ``elementwise`` kind of :func:`~everygraph.sequence.scan` on a
-:class:`~everygraph.graphlib.Lattice`."""
+:class:`~everygraph.graphlib.Lattice`; on CPU with numba, by default, the compiled kernel of its
+factored form (:mod:`~everygraph.sequence.executions.fused_grid_selective`)."""
 
 from __future__ import annotations
 
