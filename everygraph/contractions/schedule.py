@@ -40,6 +40,7 @@ import torch
 
 from .pattern import BATCH_LETTER
 from .plan import ContractionPlan
+from .regroup import regroup_wide_products
 
 __all__ = ["Workspace", "Schedule", "build_schedule"]
 
@@ -228,11 +229,19 @@ _NUMPY_DTYPES = (torch.float32, torch.float64, torch.float16)
 NUMPY_MATMUL_MAX = 1 << 16
 
 
+#: Smallest inner size (summed elements per result entry) of a product run by numpy's
+#: ``matmul`` on CPU in float32 and float64 whatever its size: the regrouped products
+#: ``[B, n, n^2] @ [B, n^2, n]`` (see :mod:`.regroup`) ran 1.3-2x faster through OpenBLAS
+#: than through ``torch.bmm`` (``python benchmarks/contractions.py --kernels``).
+NUMPY_WIDE_INNER = 512
+
+
 def _numpy_matmul_pays(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> bool:
     tensors = (x, y, out)
-    if any(t.device.type != "cpu" or t.dtype != torch.float64 or t.requires_grad for t in tensors):
+    if any(t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64) or t.requires_grad for t in tensors):
         return False
-    if x.shape[1] * x.shape[2] * y.shape[2] > NUMPY_MATMUL_MAX:
+    wide = x.shape[2] >= NUMPY_WIDE_INNER
+    if not wide and (x.dtype != torch.float64 or x.shape[1] * x.shape[2] * y.shape[2] > NUMPY_MATMUL_MAX):
         return False
     # numpy calls BLAS only on matrices with a unit stride; otherwise it loops in C
     return all(t.stride(-1) == 1 or t.stride(-2) == 1 for t in tensors) and out.stride(-1) == 1
@@ -269,7 +278,7 @@ def _einsum_into(eq: str, operands: list[torch.Tensor], target: torch.Tensor) ->
 #: Graphs per chunk when a run of kernels on ``[B, n, n, n]`` tensors executes graph by graph
 #: chunk: a chunk's 3-axis intermediates (about this many bytes each) stay in cache between
 #: the kernel that writes them and the one that reads them.
-CHUNK_BYTES = 1 << 18
+CHUNK_BYTES = 1 << 19
 
 
 def _locality_order(steps: list) -> list:
@@ -397,7 +406,9 @@ class _Planner:
         self.views: dict[int, tuple[str, int, torch.Tensor]] = {}  # tensor id -> (kind, index, meta view)
         self.slot_views = slot_views
         self.scratch: set[int] = set()
-        self.steps = _locality_order(plan.steps)
+        # the tensors the output assembly reads stay as the plan computes them
+        assembled = {t for a in plan.assemblies for t in (*a.scalars, *(t for t, _ in a.rooted))}
+        self.steps = _locality_order(regroup_wide_products(list(plan.steps), assembled))
         self.last_use = _last_use(self.steps, plan.assemblies)
         self.consumers: dict[int, list[int]] = {}
         for i, step in enumerate(self.steps):
@@ -756,7 +767,10 @@ class _Planner:
         merged = _merged_letters(O, lo, o_groups)
         if merged is not None and (merged[1][-1] == 1 or merged[1][-2] == 1):
             o_ref = Ref(out_ref.kind, out_ref.index, merged[0], merged[1], out_ref.offset)
-            if self.symmetric and step_out in self.plan.symmetric_tensors and len(batch) == 1 and len(rows) == 1 and len(cols) == 1:
+            # not for the wide products of regrouped chains (two summed indices): their
+            # halves would be kernels outside the graph-chunked run that reads the operands
+            square = len(batch) == 1 and len(rows) == 1 and len(cols) == 1 and len(contract) == 1
+            if self.symmetric and step_out in self.plan.symmetric_tensors and square:
                 self._emit_symmetric_bmm(x_ref, y_ref, o_ref)
             elif o_ref.stride[-1] != 1 and o_ref.size[-1] != 1:
                 # a column-major result: BLAS writes only row-major blocks (torch.bmm would

@@ -26,6 +26,13 @@ PATTERNS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def one_index_chains(monkeypatch):
+    # the chains these patterns exercise (matrix-vector steps on [B, n, n, n] tensors) are
+    # otherwise regrouped into wide products (tests/contractions/test_schedule_regroup.py)
+    monkeypatch.setattr(schedule_module, "regroup_wide_products", lambda steps, protected: steps)
+
+
 @functools.lru_cache(maxsize=None)
 def _brute_force_cached(p: Pattern, key: bytes, n: int) -> torch.Tensor:
     return _brute_force_loops(p, torch.frombuffer(bytearray(key), dtype=torch.float64).view(n, n))
