@@ -42,8 +42,9 @@ def run(leaves, flip, execution):
 @pytest.mark.parametrize("flip", FLIPS)
 def test_equals_the_materialised_scan(flip, split):
     """Non-square grids, a single row and a single column; D below, at and above a vector of
-    lanes (padded channels), N = 1 and more."""
-    for seed, (X, Y, D, N) in enumerate([(3, 4, 3, 2), (4, 2, 9, 3), (1, 5, 8, 2), (5, 1, 2, 1)]):
+    lanes (padded channels), N = 1 and more (N = 9: the gradients of B and C eight entries
+    at a time, and one more)."""
+    for seed, (X, Y, D, N) in enumerate([(3, 4, 3, 2), (4, 2, 9, 9), (1, 5, 8, 2), (5, 1, 2, 1)]):
         leaves = operands(X, Y, D, N, seed + 10 * sum(flip), split)
         assert_same(run(leaves, flip, "fused"), run(leaves, flip, "reference"))
 
@@ -62,7 +63,7 @@ def test_backward_blocks_of_rows(monkeypatch):
 @pytest.mark.parametrize("split", [True, False])
 def test_gradcheck_of_the_kernels(split):
     gen = torch.Generator().manual_seed(3)
-    X, Y, N, lanes = 2, 3, 2, fused.LANES
+    X, Y, N, lanes = 2, 3, 9, fused.LANES
     u, dt, B, C = (torch.randn(1, X, Y, d, dtype=DT, generator=gen) for d in (lanes, lanes, N, N))
     dt = dt.abs()
     rate = -torch.rand(1, N, lanes, dtype=DT, generator=gen)
@@ -77,7 +78,7 @@ def test_gradcheck_of_the_kernels(split):
 
 @needs_numba
 def test_float32_within_tolerance():
-    leaves = operands(6, 5, 16, 4, seed=7)
+    leaves = operands(6, 5, 16, 8, seed=7)
     want = run(leaves, (True, True), "reference")
     got = run([t.float() for t in leaves], (True, True), "fused")
     for a, b in zip(got, want, strict=True):
