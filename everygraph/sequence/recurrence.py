@@ -54,10 +54,10 @@ COMPLEX_EXECUTIONS = {
 #: asked for, picked by default only for calls without them; not in EXECUTIONS, whose members
 #: run every call on their structures
 STATELESS_EXECUTIONS = {"chunked2d": ("scalar",)}
-#: compiled CPU executions (numba, the optional extra ``everygraph[cpu]``): 1D/2D lattices, scalar
-#: weights, float32/float64 CPU tensors; picked by default for such calls when numba is
-#: installed and ``EVERYGRAPH_DISABLE_JIT`` is unset
-COMPILED_EXECUTIONS = {"fused_lattice": ("scalar", "diagonal", "elementwise")}
+#: compiled CPU executions (numba, the optional extra ``everygraph[cpu]``): 1D/2D lattices,
+#: float32/float64 CPU tensors (scalar weights for the scalar kind); picked by default for such
+#: calls when numba is installed and ``EVERYGRAPH_DISABLE_JIT`` is unset
+COMPILED_EXECUTIONS = {"fused_lattice": ("scalar", "diagonal", "elementwise", "householder")}
 #: on paths the compiled loop is the default up to this state size ``dk * dv``: its work per
 #: step grows with the state, while the chunked form's matrix products amortise it over a chunk
 #: (measured equal at 32 x 32, one thread)
@@ -181,7 +181,7 @@ def scan(
             elementwise; on a path it runs ``chunked`` or ``recurrent``),
             ``"chunked2d"`` (2D lattices, scalar, no boundary states: blocks of the grid as
             masked attention, states only on block borders), ``"fused_lattice"`` (1D and 2D
-            lattices, kinds scalar (scalar weights), diagonal, elementwise, float32/float64 CPU
+            lattices, every kind (the scalar kind with scalar weights), float32/float64 CPU
             tensors: the recurrence compiled with numba); default: picked by the structure and
             kind (:func:`default_execution`), and ``fused_lattice`` instead of ``lattice``,
             ``chunked2d`` or ``chunked`` (scalar kind), or of ``wavefront`` (diagonal and

@@ -9,6 +9,8 @@ return_state) -> (h, state)`` with ``q`` already scaled. The public names are th
   (scalar, diagonal, elementwise).
 - ``lattice_elementwise.py``: the 2D anti-diagonal loop for the diagonal and elementwise
   kinds (and elementwise weights), hand-written adjoint.
+- ``fused_lattice.py``, ``fused_householder.py``: the compiled (numba) loop over the nodes of
+  a 1D or 2D lattice with its hand-written adjoint, every kind.
 - ``selective.py``: Mamba-1's kernels (``sequence/mamba/``) for the operands in Mamba's
   factored form on paths (``execution`` ``"fused"``, ``"recurrent"``, ``"triton"``).
 - chunked (paths) and lattice (2D anti-diagonal) for the scalar kind live in

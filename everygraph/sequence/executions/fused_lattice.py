@@ -1,6 +1,7 @@
 r"""The fused CPU execution on 2D grids (``scalar`` kind, scalar weights; the ``diagonal`` and
 ``elementwise`` kinds by a second pair of kernels, every gate broadcast to the state entries,
-at the end): the lattice recurrence and its adjoint compiled into one loop over nodes (numba).
+at the end; the ``householder`` kind by :mod:`.fused_householder`'s pair): the lattice
+recurrence and its adjoint compiled into one loop over nodes (numba).
 
 Nodes run in the canonical row-major order (flipped axes reversed), which is a topological
 order of the grid. Node :math:`(x, y)` reads its in-edge along axis 0 from the out-edge of
@@ -56,7 +57,7 @@ from torch.autograd.function import once_differentiable
 from ...graphlib import Lattice
 from ..mamba.fused_cpu import NUMBA_AVAILABLE, jit_enabled
 from ..plstm.layout import gather, lattice_layout, take
-from ..transitions import Boundary, decay_multiplier
+from ..transitions import Boundary, decay_multiplier, identity_transition
 
 #: Rows per block of the backward pass: the forward pass keeps the axis-0 states entering
 #: every block (``1 / ROWS`` of them); the backward pass recomputes a block's incoming states.
@@ -737,8 +738,9 @@ class FusedLatticeEntriesRecurrence(torch.autograd.Function):
 
 
 #: the kinds :func:`fused_lattice` runs (the scalar kind with scalar weights by the lean kernels,
-#: everything else by the kernels with gates per state entry)
-KINDS = ("scalar", "diagonal", "elementwise")
+#: the householder kind by :mod:`.fused_householder`'s, everything else by the kernels with
+#: gates per state entry)
+KINDS = ("scalar", "diagonal", "elementwise", "householder")
 
 
 def fused_lattice_usable(lattice: Lattice, kind: str, q: Tensor, weights_scalar: bool) -> bool:
@@ -779,6 +781,9 @@ def fused_lattice(
         raise RuntimeError("execution='fused_lattice' needs numba: pip install 'everygraph[cpu]' (or numba>=0.60)")
     X, Y = lattice.shape if lattice.ndim == 2 else (lattice.shape[0], 1)
     layout = lattice_layout(lattice, q.device)
+    if kind == "householder":
+        return _fused_lattice_householder(layout, X, Y, q, k, v, source, transition, mark, direct, initial_state,
+                                          boundary, return_state)
     weights = [source, mark] + ([] if boundary is None else [boundary.mark, boundary.source])
     if kind != "scalar" or any(w is not None and w.dim() > 3 for w in weights):
         return _fused_lattice_entries(lattice, layout, X, Y, q, k, v, source, transition, mark, direct, kind,
@@ -837,6 +842,16 @@ def _boundary_gates(boundary: Boundary | None, layout, num_edges: int, like: Ten
     ).contiguous()
 
 
+def _edge_index(index: Tensor, size: int) -> Tensor:
+    """A layout's edge ids with the sentinel ``size`` (no edge) as -1, two per axis (a path's
+    axis 1 padded with -1)."""
+    index = torch.where(index == size, -1, index)
+    if index.shape[1] == 1:  # a path: no axis-1 edges
+        pad = (0, 1, 0, 1) if index.dim() == 3 else (0, 1)
+        index = torch.nn.functional.pad(index, pad, value=-1)
+    return index
+
+
 def _fused_lattice_entries(
     lattice: Lattice, layout, X: int, Y: int, q: Tensor, k: Tensor, v: Tensor, source: Tensor, transition: Tensor,
     mark: Tensor, direct: Tensor, kind: str, initial_state: Tensor | None, boundary: Boundary | None, return_state: bool,
@@ -858,17 +873,10 @@ def _fused_lattice_entries(
     def gate(g: Tensor) -> Tensor:
         return decay_multiplier(kind, g)
 
-    def edge_index(index: Tensor, size: int) -> Tensor:  # the sentinel ``size`` (no edge) as -1, 2 per axis
-        index = torch.where(index == size, -1, index)
-        if index.shape[1] == 1:  # a path: no axis-1 edges
-            pad = (0, 1, 0, 1) if index.dim() == 3 else (0, 1)
-            index = torch.nn.functional.pad(index, pad, value=-1)
-        return index
-
     S, M = entries(weight(source, 3)), entries(weight(mark, 3))  # [B, E, H, K]
     T = entries(gate(transition))  # [B, L, H, K]
-    out_edge, in_edge = edge_index(layout.out_edge, E), edge_index(layout.in_edge, E)
-    line = edge_index(layout.line, L)  # [N, 2(out), 2(in)]
+    out_edge, in_edge = _edge_index(layout.out_edge, E), _edge_index(layout.in_edge, E)
+    line = _edge_index(layout.line, L)  # [N, 2(out), 2(in)]
     qs, ks, vs, Ds = (gather(t, 1, layout.node) for t in (q, k, v, direct))
     C0 = gather(initial_state, 1, layout.node) if initial_state is not None else None
     G = None
@@ -901,3 +909,56 @@ def _fused_lattice_entries(
     )
     h = gather(h, 1, layout.position)
     return h, (gather(final, 1, layout.position) if return_state else None)
+
+
+def _fused_lattice_householder(
+    layout, X: int, Y: int, q: Tensor, k: Tensor, v: Tensor, source: Tensor, transition: Tensor, mark: Tensor,
+    direct: Tensor, initial_state: Tensor | None, boundary: Boundary | None, return_state: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`fused_lattice` for the ``householder`` kind (:mod:`.fused_householder`). Edge gates
+    stay in their own layouts, read through the nodes' edge indices; per-node tensors are
+    gathered into the canonical order. Weights are scalars (``W = 1``) unless one of them is
+    per entry, then all are ``[..., dk * dv]``; a missing boundary gate is the identity."""
+    from .fused_householder import FusedHouseholderRecurrence
+
+    B, N, H, dk = q.shape
+    dv = v.shape[-1]
+    K = dk * dv
+    E, L = source.shape[1], transition.shape[1]
+    gates = boundary or Boundary()
+    wide = any(w is not None and w.dim() == 5 for w in (source, mark, gates.mark, gates.source))
+
+    def weight(w: Tensor | None, rows: int) -> Tensor:  # [B, rows, H, 1 or K]
+        w = q.new_ones(B, rows, H) if w is None else w
+        if w.dim() == 5:
+            return w.reshape(B, rows, H, K)
+        return w[..., None].expand(B, rows, H, K) if wide else w[..., None]
+
+    def node_gate(g: Tensor | None) -> Tensor:  # [B, N, H, r, dk + 2], canonical order
+        return identity_transition("householder", dk, dv, q, (B, N, H)) if g is None else gather(g, 1, layout.node)
+
+    def edge_gate(g: Tensor | None) -> Tensor:
+        return identity_transition("householder", dk, dv, q, (B, E, H)) if g is None else g
+
+    out_edge, in_edge = _edge_index(layout.out_edge, E), _edge_index(layout.in_edge, E)
+    line = _edge_index(layout.line, L)
+    qs, ks, vs, Ds = (gather(t, 1, layout.node) for t in (q, k, v, direct))
+    C0 = None if initial_state is None else gather(initial_state, 1, layout.node).reshape(B, N, H, K)
+    general = C0 is not None or return_state
+    if general:
+        Bm, Bs = (gather(weight(w, N), 1, layout.node) for w in (gates.mark, gates.source))
+        Ben, Blv, Bth = edge_gate(gates.enter), edge_gate(gates.leave), node_gate(gates.through)
+    else:  # no boundary states: placeholders the kernels do not read
+        Bm = Bs = q.new_zeros(1, 1, 1, 1)
+        Ben = Blv = Bth = q.new_zeros(1, 1, 1, 1, dk + 2)
+    if X == 1 and Y > 1:  # a 1 x W grid runs as W x 1 (as in fused_lattice)
+        out_edge, in_edge, line = out_edge.flip(1), in_edge.flip(1), line.flip(1).flip(2)
+        X, Y = Y, 1
+    indices = tuple(i.to("cpu", torch.int64).contiguous().numpy() for i in (out_edge, in_edge, line))
+    h, final = FusedHouseholderRecurrence.apply(
+        qs.contiguous(), ks.contiguous(), vs.contiguous(), weight(source, E).contiguous(), transition.contiguous(),
+        weight(mark, E).contiguous(), Ds.contiguous(), None if C0 is None else C0.contiguous(), Bm.contiguous(),
+        Bs.contiguous(), Ben.contiguous(), Blv.contiguous(), Bth.contiguous(), indices, X, Y, wide, return_state,
+    )
+    h = gather(h, 1, layout.position)
+    return h, (gather(final.reshape(B, N, H, dk, dv), 1, layout.position) if return_state else None)
