@@ -31,8 +31,9 @@ summing is the same). The chain multiplies the depth of the structure by ``n_h``
 On a sequence (a 1D :class:`~everygraph.graphlib.Lattice`) no read-out node is needed: the
 state of token ``t`` enters sub-node ``(t + 1, 0)`` on its in-edge, which that sub-node reads
 with ``q_t`` (one final identity node reads the last token's). The expanded structure is a
-path of ``L * n_h + 1`` sub-nodes and runs on the ``recurrent`` execution (the householder
-loop with its hand-written adjoint).
+path of ``L * n_h + 1`` sub-nodes and runs on the compiled ``fused_lattice`` loop on CPU
+where numba is installed, else on the ``recurrent`` execution (both with hand-written
+adjoints).
 """
 
 from __future__ import annotations
@@ -129,8 +130,9 @@ def delta_product(
         gate: ``[B, N, H]`` multiplicative decay :math:`\gamma` (e.g. ``exp(g)``), or None.
         scale: multiplies ``q`` (default :math:`1/\sqrt{d_k}`).
         reverse: run against the edges (a sequence from its end).
-        execution: the :func:`scan` execution (default: ``"recurrent"`` on a sequence,
-            ``"wavefront"`` on other structures; or ``"reference"``).
+        execution: the :func:`scan` execution (default: ``"fused_lattice"`` on a sequence on
+            CPU with numba, else ``"recurrent"``; ``"wavefront"`` on other structures; or
+            ``"reference"``).
         initial_state: on a sequence (a 1D :class:`~everygraph.graphlib.Lattice`), the state
             :math:`H_{-1}` ``[B, H, dk, dv]`` before its first token (the last one with
             ``reverse``), or None (zeros): it enters the path of sub-nodes before the first

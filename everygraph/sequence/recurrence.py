@@ -184,8 +184,9 @@ def scan(
             lattices, every kind (the scalar kind with scalar weights), float32/float64 CPU
             tensors: the recurrence compiled with numba); default: picked by the structure and
             kind (:func:`default_execution`), and ``fused_lattice`` instead of ``lattice``,
-            ``chunked2d`` or ``chunked`` (scalar kind), or of ``wavefront`` (diagonal and
-            elementwise kinds, 2D grids) where it runs and numba is enabled; ``"fused"``
+            ``chunked2d`` or ``chunked`` (scalar kind), of ``wavefront`` (diagonal and
+            elementwise kinds, 2D grids), or of ``recurrent`` and ``wavefront`` (householder
+            kind, paths and 2D grids) where it runs and numba is enabled; ``"fused"``
             (Mamba's factored form only, see above). The result is the same.
         state_nodes: with ``return_state``, return only these nodes' states
             (``[B, len(state_nodes), H, dk, dv]``); None: every node's.
@@ -280,6 +281,10 @@ def scan(
         and fused_lattice_runs(structure, kind, q)
     ):  # decays per state entry on a 2D grid (Mamba on images): faster than wavefront and
         # lattice (benchmarks/fused_lattice_kinds.py)
+        execution = "fused_lattice"
+    if defaulted and execution in ("recurrent", "wavefront") and kind == "householder" and fused_lattice_runs(structure, kind, q):
+        # paths and 2D grids: 13-47x faster than recurrent on paths and 3-10x faster than
+        # wavefront on grids, forward and forward+backward (benchmarks/fused_householder.py)
         execution = "fused_lattice"
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])

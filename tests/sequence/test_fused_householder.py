@@ -163,3 +163,35 @@ def test_fallback_without_the_jit(monkeypatch):
         leaves = leaves_for(lattice, "initial+return", seed=7, H=1)
         assert_same(run(lattice, leaves, None, "initial+return"), run(lattice, leaves, "reference", "initial+return"))
         assert not fused_module.fused_lattice_runs(lattice, "householder", leaves["q"])
+
+
+@needs_numba
+def test_default_dispatch(monkeypatch):
+    """Paths and 2D CPU grids run the householder kind on the compiled loop by default (DeltaProduct
+    on a sequence too); other DAGs keep wavefront."""
+    import everygraph.sequence.recurrence as engine
+    from everygraph.sequence import delta_product, delta_product_reference
+
+    calls = []
+    original = engine._fused_lattice
+
+    def spy(*args):
+        calls.append(args[0])
+        return original(*args)
+
+    monkeypatch.setattr(engine, "_fused_lattice", spy)
+    for lattice in (Lattice((5, 6), (False, True)), Lattice((7,))):
+        leaves = leaves_for(lattice, "initial+return", seed=3)
+        assert_same(run(lattice, leaves, None, "initial+return"), run(lattice, leaves, "reference", "initial+return"))
+    assert len(calls) == 2
+    gen = torch.Generator().manual_seed(0)
+    q, v = torch.randn(2, 6, 2, 3, dtype=DT, generator=gen), torch.randn(2, 6, 2, 2, 4, dtype=DT, generator=gen)
+    k = torch.nn.functional.normalize(torch.randn(2, 6, 2, 2, 3, dtype=DT, generator=gen), dim=-1)
+    beta = 2 * torch.rand(2, 6, 2, 2, dtype=DT, generator=gen)
+    h = delta_product(Lattice((6,)), q, k, v, beta)
+    assert len(calls) == 3
+    torch.testing.assert_close(h, delta_product_reference(q, k, v, beta)[0])
+    dag = lattice_dag(Lattice((3, 2)))
+    leaves = {n: t.detach() for n, t in leaves_for(Lattice((3, 2)), "", seed=4).items()}
+    scan(dag, *(leaves[n] for n in NAMES), kind="householder")
+    assert len(calls) == 3
