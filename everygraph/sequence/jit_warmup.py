@@ -77,7 +77,7 @@ def _lattice_inputs(shape: tuple[int, ...], kind: str, dtype: torch.dtype, bound
         return torch.rand(*s, dtype=dtype, generator=gen).requires_grad_()
 
     def gate(rows: int) -> torch.Tensor:
-        per_entry = {"scalar": (), "diagonal": (dk,), "elementwise": (dk, dv)}[kind]
+        per_entry = {"scalar": (), "diagonal": (dk,), "elementwise": (dk, dv), "householder": (2, dk + 2)}[kind]
         return rand(1, rows, heads, *per_entry)
 
     dag = lattice_dag(lattice)
@@ -130,6 +130,7 @@ GROUPS: dict[str, WarmupGroup] = {
     "selective_scan": WarmupGroup(_selective_scan, 66.0),
     "fused_lattice_scalar": WarmupGroup(_fused_lattice(("scalar",)), 28.0),
     "fused_lattice_entries": WarmupGroup(_fused_lattice(("diagonal", "elementwise")), 32.0),
+    "fused_lattice_householder": WarmupGroup(_fused_lattice(("householder",)), 36.0),
     "grid_gating": WarmupGroup(_grid_gating, 25.0),
 }
 
