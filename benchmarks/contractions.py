@@ -11,6 +11,8 @@ in float32 and float64, each timed as
 * **ours**: ``evaluate(plan, x, out=out)`` on a plan from ``compile_plan`` (compile time printed
   once; the output and the plan's workspace reused across calls, as a training loop would);
   **ours, fresh output**: the same without ``out=`` (a new output tensor per call);
+  **ours, chains not regrouped**: ours with the plan's chains of one-index contractions on
+  ``[B, n, n, n]`` tensors run as planned (``everygraph/contractions/regroup.py`` off);
 * **opt_einsum cached**: one ``opt_einsum.contract_expression`` per pattern (``dp`` paths,
   built once), called per pattern on the same operands;
 * **opt_einsum shared**: the same calls inside ``opt_einsum.shared_intermediates()``, which
@@ -36,11 +38,13 @@ Run:  python benchmarks/contractions.py              (the comparison above, ~10-
       python benchmarks/contractions.py --quick      (a smoke run: degree 4, small batches)
       python benchmarks/contractions.py --full-basis (n = 16, 32, 64; batch 128)
       python benchmarks/contractions.py --kernels    (the schedule's kernel choices alone)
+      python benchmarks/contractions.py --profile    (the degree-6 call's CPU time per kind of kernel)
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import random
 import statistics
@@ -55,6 +59,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", _threads)
 import opt_einsum  # noqa: E402  (after the thread setting above)
 import torch  # noqa: E402
 
+import everygraph.contractions.schedule as schedule_module  # noqa: E402
 from everygraph.contractions import Workspace, basis, compile_plan, connected_patterns, evaluate  # noqa: E402
 from everygraph.contractions.pattern import Pattern  # noqa: E402
 from everygraph.contractions.plan import _opt_equation, left_to_right_flops  # noqa: E402
@@ -263,10 +268,26 @@ class Methods:
         self.fresh_workspace = Workspace()
         with torch.no_grad():
             self.out = evaluate(plan, x, memory_limit=float("inf"))
+        # the same plan scheduled without regrouping (the chains of one-index contractions
+        # that regroup.py turns into wide products run as the plan has them)
+        self.plain_plan = copy.copy(plan)
+        for cached in ("_schedules", "_workspace"):
+            self.plain_plan.__dict__.pop(cached, None)
+        regroup = schedule_module.regroup_wide_products
+        schedule_module.regroup_wide_products = lambda steps, protected: steps
+        try:
+            with torch.no_grad():
+                self.plain_out = evaluate(self.plain_plan, x, memory_limit=float("inf"))
+        finally:
+            schedule_module.regroup_wide_products = regroup
 
     def ours(self):
         with torch.no_grad():
             return evaluate(self.plan, self.x, out=self.out, memory_limit=float("inf"))
+
+    def ours_plain_chains(self):
+        with torch.no_grad():
+            return evaluate(self.plain_plan, self.x, out=self.plain_out, memory_limit=float("inf"))
 
     def ours_fresh(self):
         with torch.no_grad():
@@ -315,11 +336,12 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
     flops = plan.flops(n, batch)
     gemm_size = 1024
     gemm_flops = 2 * gemm_size**3
-    names = ["ours", "ours_fresh", "opt_cached", "opt_shared", "torch_einsum", "gemm"]
+    names = ["ours", "ours_plain_chains", "ours_fresh", "opt_cached", "opt_shared", "torch_einsum", "gemm"]
     gemm_a = torch.randn(gemm_size, gemm_size, dtype=dtype)
     gemm_b = torch.randn(gemm_size, gemm_size, dtype=dtype)
     calls = {
         "ours": m.ours,
+        "ours_plain_chains": m.ours_plain_chains,
         "ours_fresh": m.ours_fresh,
         "opt_cached": m.opt_cached,
         "opt_shared": m.opt_shared,
@@ -333,6 +355,11 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
         for j, p in enumerate(patterns)
     ])
     del fresh
+    plain = m.ours_plain_chains()
+    diffs["ours_plain_chains"] = m.check([
+        (plain if not isinstance(plain, dict) else plain[p.output])[..., plan.indices(p.output).index(j)]
+        for j, p in enumerate(patterns)
+    ])
     m.ours()
     peaks = {k: peak_memory(calls[k]) for k in names if k != "gemm"}  # results dropped at once
     wall: dict[str, list[float]] = {k: [] for k in names}
@@ -362,6 +389,7 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
     med_ours = statistics.median(wall["ours"])
     titles = {
         "ours": "ours (evaluate, out= reused)",
+        "ours_plain_chains": "ours, chains not regrouped",
         "ours_fresh": "ours (evaluate, fresh output)",
         "opt_cached": "opt_einsum contract_expression",
         "opt_shared": "  ... in shared_intermediates()",
@@ -369,7 +397,7 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
         "floor": "FLOP floor (plan FLOPs at gemm rate)",
     }
     summary = {}
-    for k in ["ours", "ours_fresh", "opt_cached", "opt_shared", "torch_einsum", "floor"]:
+    for k in ["ours", "ours_plain_chains", "ours_fresh", "opt_cached", "opt_shared", "torch_einsum", "floor"]:
         p10, med, p90 = _quantiles(wall[k])
         c10, cmed, c90 = _quantiles(cpu[k])
         peak = peaks.get(k)
@@ -391,7 +419,8 @@ def kernels(args) -> None:
     on ``[B, n, n]`` batches (row- and column-major operand), a column-major ``out=`` against
     the transposed product, grouping k products over patterns (separate calls, one call
     stacked over ``[k * B, n, n]``, one wide product with the shared left operand; in cache and
-    with distinct operands out of cache) and the matrix-vector steps' kernels."""
+    with distinct operands out of cache), the matrix-vector steps' kernels and the ``n^4``
+    product of a chain before and after regrouping."""
     import numpy as np
 
     B, n = 128, 32
@@ -430,6 +459,7 @@ def kernels(args) -> None:
             print(f"{name:<40} {t * 1e6:>8.0f} us per product ({2 * B * n**3 / t / 1e9:.1f} GFLOP/s)")
         grouping_out_of_cache(dtype, B, n, k, args.repeats)
         matrix_vector(dtype, B, n, args.repeats)
+        wide_products(dtype, B, n, args.repeats)
 
 
 def _timed(cases: dict, repeats: int) -> dict[str, tuple[float, float]]:
@@ -497,6 +527,84 @@ def matrix_vector(dtype: torch.dtype, B: int, n: int, repeats: int) -> None:
         print(f"   {name:<40} {wall * 1e6:>8.0f} {cpu * 1e6:>8.0f}")
 
 
+def wide_products(dtype: torch.dtype, B: int, n: int, repeats: int, chunk: int = 4) -> None:
+    """The ``n^4`` product of a chain on ``[B, n, n, n]`` tensors, graph chunk by graph chunk:
+    as the plan has it (``[n, n] @ [n, n^2]``, inner size ``n``, the right operand
+    column-major) and regrouped (``[n, n^2] @ [n^2, n]``, inner size ``n^2``, the right
+    operand column-major: ``everygraph/contractions/regroup.py``), each through ``torch.bmm``
+    and ``numpy.matmul``."""
+    import numpy as np
+
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(B, n, n, generator=gen, dtype=dtype)
+    t = torch.randn(B, n * n, n, generator=gen, dtype=dtype)  # [b, (i, j), k]
+    o = torch.empty(B, n, n * n, dtype=dtype)
+    left = torch.randn(B, n, n * n, generator=gen, dtype=dtype)
+    right = torch.randn(B, n, n * n, generator=gen, dtype=dtype)
+    r = torch.empty(B, n, n, dtype=dtype)
+    an, tn, on, ln, rn, outn = a.numpy(), t.numpy(), o.numpy(), left.numpy(), right.numpy(), r.numpy()
+    chunks = [slice(g, min(B, g + chunk)) for g in range(0, B, chunk)]
+    cases = {
+        "inner n, torch.bmm": lambda: [torch.bmm(a[c], t[c].transpose(1, 2), out=o[c]) for c in chunks],
+        "inner n, numpy.matmul": lambda: [np.matmul(an[c], tn[c].transpose(0, 2, 1), out=on[c]) for c in chunks],
+        "inner n^2, torch.bmm": lambda: [torch.bmm(left[c], right[c].transpose(1, 2), out=r[c]) for c in chunks],
+        "inner n^2, numpy.matmul": lambda: [np.matmul(ln[c], rn[c].transpose(0, 2, 1), out=outn[c]) for c in chunks],
+    }
+    flops = 2 * B * n**4
+    print(f"   the n^4 product of a chain, chunks of {chunk} graphs: GFLOP/s wall, CPU")
+    for name, (wall, cpu) in _timed(cases, repeats).items():
+        print(f"   {name:<40} {flops / wall / 1e9:>6.1f} {flops / cpu / 1e9:>6.1f}")
+
+
+def profile(args) -> None:
+    """Where the degree-6 call's CPU time goes: every bound kernel of the schedule timed with
+    ``time.thread_time`` (``args.repeats`` calls, medians per kind of kernel), by what it does
+    and where it writes (an output channel or the workspace)."""
+    import collections
+
+    patterns = connected_case(6)
+    plan = compile_plan(patterns, n_hint=32)
+    for dtype in (torch.float32, torch.float64):
+        x = random_graphs(128, 32, args.density, seed=32).to(dtype)
+        plan.__dict__.pop("_workspace", None)
+        with torch.no_grad():
+            out = evaluate(plan, x, memory_limit=float("inf"))
+            calls = []
+            for _ in range(args.repeats):
+                start = time.thread_time()
+                evaluate(plan, x, out=out, memory_limit=float("inf"))
+                calls.append(time.thread_time() - start)
+        ((_, key, _, _), entry), = plan._workspace._entries.items()  # one shape held at a time
+        schedule = plan._schedules[key]
+
+        def kind(op) -> str:
+            if op[0] in ("chunked", "einsum", "fill"):
+                return {"chunked": "graph-chunked runs on [B, n, n, n] tensors"}.get(op[0], op[0])
+            refs = [r for r in op[1:] if hasattr(r, "kind")]
+            target = op[2] if op[0] == "sum" else (op[3] if op[0] == "matvec" else refs[-1])
+            where = "an output channel" if target.kind == "slot" else "the workspace"
+            if op[0] == "copy" and refs[0].kind == "slot":
+                return "copies of output channels (transposed twins, duplicates)"
+            name = {"bmm": "matrix products", "mul": "elementwise products", "sum": "sums", "copy": "copies", "matvec": "matrix-vector steps"}[op[0]]
+            return f"{name} into {where}"
+
+        kinds = [kind(op) for op in schedule.ops]
+        times: dict[str, list[float]] = collections.defaultdict(list)
+        for _ in range(args.repeats):
+            total: dict[str, float] = collections.defaultdict(float)
+            for k, kernel in zip(kinds, entry["bound"]):
+                start = time.thread_time()
+                kernel()
+                total[k] += time.thread_time() - start
+            for k, t in total.items():
+                times[k].append(t)
+        counts = collections.Counter(kinds)
+        print(f"\n== profile: degree 6, B=128, n=32, {str(dtype).replace('torch.', '')}: call {statistics.median(calls) * 1e3:.1f} ms CPU "
+              f"(median of {args.repeats}); kernels {len(kinds)} ==")
+        for k in sorted(times, key=lambda k: -statistics.median(times[k])):
+            print(f"{k:<58} {counts[k]:>5} {statistics.median(times[k]) * 1e3:>8.2f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=11, help="interleaved timed calls per method")
@@ -506,6 +614,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: degree 4 and 3, small batches")
     parser.add_argument("--full-basis", action="store_true", help="the whole-basis / left-to-right comparison")
     parser.add_argument("--kernels", action="store_true", help="the schedule's kernel choices timed alone")
+    parser.add_argument("--profile", action="store_true", help="the degree-6 call's CPU time per kind of kernel")
     parser.add_argument("--degree", type=int, default=6, help="--full-basis only")
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64], help="--full-basis only")
     parser.add_argument("--batch", type=int, default=128, help="--full-basis only")
@@ -519,6 +628,9 @@ def main() -> None:
         return
     if args.kernels:
         kernels(args)
+        return
+    if args.profile:
+        profile(args)
         return
     print(f"torch {torch.__version__}, opt_einsum {opt_einsum.__version__}, {os.cpu_count()} CPUs, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
