@@ -118,8 +118,12 @@ def test_default_dispatch_and_fallback(monkeypatch):
 
 
 @needs_numba
-def test_errors():
+def test_errors(monkeypatch):
     u, dt, A, B, C, split = operands(2, 3, 3, 2, seed=9)
+    with monkeypatch.context() as m:  # as where numba is not installed
+        m.setattr(fused, "NUMBA_AVAILABLE", False)
+        with pytest.raises(RuntimeError, match="needs numba"):
+            grid_selective_scan(u, dt, A, B, C, split, execution="fused")
     with pytest.raises(ValueError, match="float32 or float64 operands of one dtype.*A is torch.float32"):
         grid_selective_scan(u, dt, A.float(), B, C, split, execution="fused")
     with pytest.raises(ValueError, match="u is torch.float16"):

@@ -77,8 +77,8 @@ if NUMBA_AVAILABLE:
     from numba.extending import intrinsic
 
     from ..mamba.fused_cpu import (
-        _FASTMATH, _binary, _cached_njit, _LaneVector, _transpose_ir, _vadd, _vector_pointer, _vexp, _vfma, _vload,
-        _vmul, _vsplat, _vstore,
+        _FASTMATH, _binary, _cached_njit, _exp_table, _LaneVector, _transpose_ir, _vadd, _vector_pointer, _vexp, _vfma,
+        _vload, _vmul, _vsplat, _vstore,
     )
 
     _vsub = _binary("fsub")
@@ -269,7 +269,6 @@ if NUMBA_AVAILABLE:
                             grad_B[b, xi, yi, n] = total_B
                             grad_C[b, xi, yi, n] = total_C
 
-    from ..mamba.fused_cpu import _exp_table
 
 
 def _array(t: Tensor) -> np.ndarray:
