@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from ..graphlib import Lattice
+from .grid_mamba import grid_selective_scan
 from .mamba import selective_scan
 from .mamba.fused_cpu import jit_enabled, selective_scan_fused
 from .plstm import plstm_grid_gating
@@ -114,6 +115,20 @@ def _grid_gating() -> None:
         _backward(plstm_grid_gating(rand(2), rand(2, 2) / 2, rand(2), rand(), flips, compiled=True))
 
 
+def _grid_selective() -> None:
+    """The compiled 2D selective scan (:func:`grid_selective_scan`, ``execution="fused"``),
+    forward and adjoint, with and without the split."""
+    gen = torch.Generator().manual_seed(0)
+    batch, X, Y, channels, n_state = 1, 2, 3, 8, 9  # one lane block; B, C gradients by vectors and tails
+    for dtype in DTYPES:
+        def rand(*shape: int) -> torch.Tensor:
+            return torch.rand(*shape, dtype=dtype, generator=gen).requires_grad_()
+
+        for split in (rand(batch, X, Y, channels), None):
+            _backward(grid_selective_scan(rand(batch, X, Y, channels), rand(batch, X, Y, channels), -rand(channels, n_state),
+                                          rand(batch, X, Y, n_state), rand(batch, X, Y, n_state), split, execution="fused"))
+
+
 @dataclass(frozen=True)
 class WarmupGroup:
     """One family of kernels: ``run`` compiles them (and only numba functions of no other
@@ -132,6 +147,7 @@ GROUPS: dict[str, WarmupGroup] = {
     "fused_lattice_entries": WarmupGroup(_fused_lattice(("diagonal", "elementwise")), 32.0),
     "fused_lattice_householder": WarmupGroup(_fused_lattice(("householder",)), 36.0),
     "grid_gating": WarmupGroup(_grid_gating, 25.0),
+    "grid_selective": WarmupGroup(_grid_selective, 12.0),
 }
 
 
