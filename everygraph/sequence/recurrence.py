@@ -185,8 +185,9 @@ def scan(
             tensors: the recurrence compiled with numba); default: picked by the structure and
             kind (:func:`default_execution`), and ``fused_lattice`` instead of ``lattice``,
             ``chunked2d`` or ``chunked`` (scalar kind), of ``wavefront`` (diagonal and
-            elementwise kinds, 2D grids), or of ``recurrent`` and ``wavefront`` (householder
-            kind, paths and 2D grids) where it runs and numba is enabled; ``"fused"``
+            elementwise kinds, 2D grids), of ``recurrent`` (diagonal and elementwise kinds,
+            paths), or of ``recurrent`` and ``wavefront`` (householder kind, paths and 2D
+            grids) where it runs and numba is enabled; ``"fused"``
             (Mamba's factored form only, see above). The result is the same.
         state_nodes: with ``return_state``, return only these nodes' states
             (``[B, len(state_nodes), H, dk, dv]``); None: every node's.
@@ -285,6 +286,10 @@ def scan(
     if defaulted and execution in ("recurrent", "wavefront") and kind == "householder" and fused_lattice_runs(structure, kind, q):
         # paths and 2D grids: 13-47x faster than recurrent on paths and 3-10x faster than
         # wavefront on grids, forward and forward+backward (benchmarks/fused_householder.py)
+        execution = "fused_lattice"
+    if defaulted and execution == "recurrent" and kind in ("diagonal", "elementwise") and fused_lattice_runs(structure, kind, q):
+        # paths: 1.4-6.4x (diagonal) and 2.4-18x (elementwise) faster than recurrent at
+        # dk = dv = 16..64, L = 1024..4096 (benchmarks/fused_householder.py --part paths-kinds)
         execution = "fused_lattice"
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])

@@ -106,8 +106,8 @@ def test_gradcheck(mode, dv):
 
 @needs_numba
 def test_default_dispatch_and_fallback(monkeypatch):
-    """2D CPU grids run the kernels by default for the diagonal and elementwise kinds (Mamba on
-    images too); paths keep their executions; with the JIT disabled the PyTorch path runs."""
+    """2D CPU grids and paths run the kernels by default for the diagonal and elementwise kinds
+    (Mamba on images too); with the JIT disabled the PyTorch path runs."""
     import everygraph.sequence.recurrence as engine
 
     calls = []
@@ -134,14 +134,15 @@ def test_default_dispatch_and_fallback(monkeypatch):
     torch.testing.assert_close(grid_selective_scan(*args, execution="fused_lattice"), grid_selective_scan(*args, execution="reference"))
     assert len(calls) == 3
     path = Lattice((7,))
-    leaves = leaves_for(path, "elementwise", "", seed=4)
-    assert_same(run(path, "elementwise", leaves, None, ""), run(path, "elementwise", leaves, "reference", ""))
-    assert len(calls) == 3
+    for kind in ("elementwise", "diagonal"):  # paths too (benchmarks/fused_householder.py --part paths-kinds)
+        leaves = leaves_for(path, kind, "", seed=4)
+        assert_same(run(path, kind, leaves, None, ""), run(path, kind, leaves, "reference", ""))
+    assert len(calls) == 5
     monkeypatch.setenv(DISABLE_ENV, "1")
     leaves = leaves_for(lattice, "elementwise", "initial+return", seed=6)
     assert_same(run(lattice, "elementwise", leaves, None, "initial+return"),
                 run(lattice, "elementwise", leaves, "reference", "initial+return"))
-    assert len(calls) == 3
+    assert len(calls) == 5
 
 
 def test_fallback_without_the_jit(monkeypatch):
