@@ -10,19 +10,22 @@ repeats and prints each execution's time and ``fused_lattice``'s speed-up over t
 
     python benchmarks/fused_householder.py --threads 1
     python benchmarks/fused_householder.py --part paths-kinds     # diagonal/elementwise on paths
+    python benchmarks/fused_householder.py --part fla             # DeltaProduct vs fla-core's naive loop
     python benchmarks/fused_householder.py --quick                # a smoke test
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from everygraph.graphlib import Lattice
-from everygraph.sequence import scan
+from everygraph.sequence import delta_product, scan
 from everygraph.sequence.plstm.layout import lattice_dag
 
 
@@ -74,10 +77,80 @@ def report(name: str, result: dict[str, tuple[float, float]]) -> None:
     print(f"{name}: " + "; ".join(row) + "  -> fused_lattice " + ", ".join(speedups), flush=True)
 
 
+def fla_naive_delta_product():
+    """fla-core's naive gated DeltaProduct loop (``fla/ops/gated_delta_product/naive.py``), loaded
+    from its file so that neither fla's Triton kernels nor its other dependencies are imported;
+    None when fla-core is not installed (``pip install fla-core``)."""
+    spec = importlib.util.find_spec("fla")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "ops" / "gated_delta_product" / "naive.py"
+    if not path.exists():
+        return None
+    module_spec = importlib.util.spec_from_file_location("fla_naive_gated_delta_product", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.naive_recurrent_gated_delta_product
+
+
+def fla_case(length: int, dim: int, num_householder: int, repeat: int, clock) -> None:
+    """DeltaProduct on a sequence: ours (default execution, and ``recurrent``) against fla-core's
+    naive loop, same inputs; checks that the outputs agree before timing."""
+    naive = fla_naive_delta_product()
+    if naive is None:
+        print("fla-core is not installed (pip install fla-core): no side-by-side")
+        return
+    gen = torch.Generator().manual_seed(0)
+    batch, heads = 2, 2
+    q = torch.randn(batch, length, heads, dim, generator=gen)
+    k = torch.nn.functional.normalize(torch.randn(batch, length, heads, num_householder, dim, generator=gen), dim=-1)
+    v = torch.randn(batch, length, heads, num_householder, dim, generator=gen)
+    beta = torch.rand(batch, length, heads, num_householder, generator=gen) * 2
+    log_gate = -torch.rand(batch, length, heads, generator=gen) * 0.1
+    leaves = [q, k, v, beta, log_gate]
+    scale = dim**-0.5
+
+    def ours(execution):
+        def run():
+            return delta_product(Lattice((length,)), q, k, v, beta, gate=log_gate.exp(), scale=scale, execution=execution)
+        return run
+
+    def theirs():
+        flat = lambda t: t.transpose(2, 3).flatten(1, 2)  # noqa: E731 - [B, L, H, n_h, ...] -> [B, L * n_h, H, ...]
+        return naive(q, flat(k), flat(v), log_gate, flat(beta[..., None])[..., 0], scale, num_householder=num_householder)[0]
+
+    calls = {"ours (default)": ours(None), "ours (recurrent)": ours("recurrent"), "fla naive": theirs}
+    with torch.no_grad():
+        error = (calls["ours (default)"]() - theirs()).abs().max().item()
+    times = {name: ([], []) for name in calls}
+    for _ in range(repeat + 1):
+        for name, call in calls.items():
+            with torch.no_grad():
+                start = clock()
+                call()
+                forward = clock() - start
+            for t in leaves:
+                t.requires_grad_()
+            start = clock()
+            call().square().sum().backward()
+            both = clock() - start
+            for t in leaves:
+                t.grad = None
+                t.requires_grad_(False)
+            times[name][0].append(forward)
+            times[name][1].append(both)
+    result = {n: (statistics.median(f[1:]), statistics.median(b[1:])) for n, (f, b) in times.items()}
+    mine_f, mine_b = result["ours (default)"]
+    row = "; ".join(f"{n} {f:.4f} | {b:.4f}" for n, (f, b) in result.items())
+    ratios = ", ".join(f"x{f / mine_f:.1f} | x{b / mine_b:.1f} over {n}" for n, (f, b) in result.items() if n != "ours (default)")
+    print(f"DeltaProduct L={length}, dk=dv={dim}, n_h={num_householder} (max |ours - fla| = {error:.1e}): {row}"
+          f"  -> ours {ratios}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    parser.add_argument("--part", choices=["householder", "paths-kinds", "all"], default="householder")
+    parser.add_argument("--part", choices=["householder", "paths-kinds", "fla", "all"], default="householder")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="cpu")
@@ -113,6 +186,11 @@ def main() -> None:
                                          ("elementwise", ("fused_lattice", "recurrent"))):
                     leaves = inputs(lattice, kind, dim, dim, 1)
                     report(f"{kind} path L={length}, dk=dv={dim}", measure(lattice, kind, leaves, executions, repeat, clock))
+    if args.part in ("fla", "all"):
+        for dim in dims:
+            for r in factors:
+                for length in lengths:
+                    fla_case(length, dim, r, repeat, clock)
 
 
 if __name__ == "__main__":
