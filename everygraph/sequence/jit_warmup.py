@@ -142,11 +142,11 @@ class WarmupGroup:
 #: The kernel families, by name. A new compiled kernel belongs in a group here (a new group
 #: when it shares no numba function with an existing one), with its measured compile time.
 GROUPS: dict[str, WarmupGroup] = {
-    "selective_scan": WarmupGroup(_selective_scan, 66.0),
-    "fused_lattice_scalar": WarmupGroup(_fused_lattice(("scalar",)), 28.0),
-    "fused_lattice_entries": WarmupGroup(_fused_lattice(("diagonal", "elementwise")), 32.0),
+    "selective_scan": WarmupGroup(_selective_scan, 56.0),
+    "fused_lattice_scalar": WarmupGroup(_fused_lattice(("scalar",)), 27.0),
+    "fused_lattice_entries": WarmupGroup(_fused_lattice(("diagonal", "elementwise")), 25.0),
     "fused_lattice_householder": WarmupGroup(_fused_lattice(("householder",)), 36.0),
-    "grid_gating": WarmupGroup(_grid_gating, 25.0),
+    "grid_gating": WarmupGroup(_grid_gating, 8.0),
     "grid_selective": WarmupGroup(_grid_selective, 12.0),
 }
 
@@ -208,8 +208,9 @@ def start_in_processes(groups: Iterable[str] | None = None, processes: int = 2) 
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])  # also when the package is not installed
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    module = __spec__.name if __spec__ is not None else __name__  # not "__main__" under ``python -m``
     return [
-        subprocess.Popen([sys.executable, "-m", __name__, "--processes", "1", "--groups", ",".join(part), "--quiet"],
+        subprocess.Popen([sys.executable, "-m", module, "--processes", "1", "--groups", ",".join(part), "--quiet"],
                          env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for part in shares
     ]

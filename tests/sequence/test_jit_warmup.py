@@ -2,9 +2,11 @@
 fresh process then loads all of them from numba's on-disk cache (no compilation), the groups
 are shared among processes by compile time, and nothing is compiled or started without the JIT."""
 
+import importlib.util
 import itertools
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +145,29 @@ def test_bad_arguments_are_refused_by_name(call, argument):
     with pytest.raises(ValueError, match=argument):
         call()
 
+
+
+@needs_numba
+@pytest.mark.filterwarnings("ignore:'everygraph.sequence.jit_warmup' found in sys.modules:RuntimeWarning")
+def test_the_script_starts_subprocesses_of_an_importable_module(monkeypatch):
+    """``python -m everygraph.sequence.jit_warmup`` runs as ``__main__``; the processes it starts
+    must import the module by its real name."""
+    monkeypatch.delenv(fused_cpu.DISABLE_ENV, raising=False)
+    started = []
+
+    class Finished:
+        def __init__(self, command, **kwargs):
+            started.append(command)
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", Finished)
+    monkeypatch.setattr(sys, "argv", ["jit_warmup", "--processes", "2"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("everygraph.sequence.jit_warmup", run_name="__main__")
+    assert exit_info.value.code == 0
+    assert len(started) == 2
+    for command in started:
+        module = command[command.index("-m") + 1]
+        assert module == "everygraph.sequence.jit_warmup" and importlib.util.find_spec(module) is not None
