@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
 import random
 import statistics
@@ -598,11 +599,45 @@ def profile(args) -> None:
                 total[k] += time.thread_time() - start
             for k, t in total.items():
                 times[k].append(t)
+        elementwise_kernels(schedule, entry["bound"], args.repeats)
         counts = collections.Counter(kinds)
         print(f"\n== profile: degree 6, B=128, n=32, {str(dtype).replace('torch.', '')}: call {statistics.median(calls) * 1e3:.1f} ms CPU "
               f"(median of {args.repeats}); kernels {len(kinds)} ==")
         for k in sorted(times, key=lambda k: -statistics.median(times[k])):
             print(f"{k:<58} {counts[k]:>5} {statistics.median(times[k]) * 1e3:>8.2f} ms")
+
+
+def elementwise_kernels(schedule, bound, repeats: int) -> None:
+    """The schedule's elementwise products bound both ways, ``torch.mul`` (what the schedule
+    runs) and ``numpy.multiply`` (alternating which runs first), summed over the products
+    with and without a broadcast (zero-stride) operand."""
+    import itertools
+
+    import numpy as np
+
+    products = []
+    for op, kernel in zip(schedule.ops, bound):
+        pairs = zip(itertools.cycle(op[1]), kernel.args[0]) if op[0] == "chunked" else [(op, kernel)]
+        for inner, k in pairs:
+            if inner[0] == "mul":
+                a, b, o = (t if isinstance(t, np.ndarray) else t.numpy() for t in (*k.args, k.keywords["out"]))
+                t_mul = functools.partial(torch.mul, torch.from_numpy(a), torch.from_numpy(b), out=torch.from_numpy(o))
+                broadcast = any(st == 0 and size > 1 for t in (a, b) for size, st in zip(t.shape, t.strides))
+                products.append((broadcast, t_mul, functools.partial(np.multiply, a, b, out=o)))
+    totals = {(bc, name): 0.0 for bc in (False, True) for name in ("torch.mul", "numpy.multiply")}
+    # products in place (an assembly's scalar factor) grow on every repeat: overflow is harmless here
+    np.seterr(over="ignore")
+    for r in range(repeats):
+        for broadcast, t_mul, n_mul in products:
+            for name, fn in (("torch.mul", t_mul), ("numpy.multiply", n_mul))[:: 1 if r % 2 else -1]:
+                start = time.thread_time()
+                fn()
+                totals[(broadcast, name)] += time.thread_time() - start
+    print(f"elementwise products, both kernels (ms CPU per call, mean of {repeats}):")
+    for broadcast in (False, True):
+        count = sum(1 for p in products if p[0] == broadcast)
+        print(f"   {'with' if broadcast else 'without'} a broadcast operand ({count}): "
+              + ", ".join(f"{name} {totals[(broadcast, name)] / repeats * 1e3:.2f}" for name in ("torch.mul", "numpy.multiply")))
 
 
 def main() -> None:

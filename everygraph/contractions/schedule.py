@@ -202,10 +202,7 @@ def _bind_op(op: tuple, view: Callable[[Ref], torch.Tensor]) -> Callable:
         return functools.partial(_mul_sum, view(a), view(b), view(tmp), view(out), dims)
     if kind == "mul":
         _, a, b, o = op
-        x, y, out = view(a), view(b), view(o)
-        if _numpy_mul_pays(x, y, out):
-            return functools.partial(np.multiply, x.numpy(), y.numpy(), out=out.numpy())
-        return functools.partial(torch.mul, x, y, out=out)
+        return functools.partial(torch.mul, view(a), view(b), out=view(o))
     if kind == "sum":
         _, a, o, dims = op
         return functools.partial(torch.sum, view(a), dims, out=view(o))
@@ -257,18 +254,6 @@ def _numpy_matvec_pays(x: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> b
     (``python benchmarks/contractions.py --kernels``); every other device keeps product and sum."""
     tensors = (x, v, out)
     return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and not t.requires_grad for t in tensors)
-
-
-def _numpy_mul_pays(x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> bool:
-    """Elementwise products without a broadcast operand go through ``numpy.multiply`` for
-    CPU tensors in float32 / float64: on the degree-6 schedule's products it took 0.6-0.9x
-    the CPU time of ``torch.mul`` (0.7x with a transposed operand, where ``torch.mul``
-    does not vectorise), and its call costs about a quarter; with a broadcast (zero-stride)
-    operand ``torch.mul`` was faster (up to 3.5x), so those keep it, as every other device."""
-    tensors = (x, y, out)
-    if any(t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64) or t.requires_grad for t in tensors):
-        return False
-    return all(stride != 0 or size == 1 for t in (x, y) for size, stride in zip(t.shape, t.stride()))
 
 
 def _mul_sum(a: torch.Tensor, b: torch.Tensor, tmp: torch.Tensor, out: torch.Tensor, dims: tuple[int, ...]) -> None:
