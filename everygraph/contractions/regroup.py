@@ -16,9 +16,9 @@ indices ``c, d`` are shared by both groups, so the same value is::
     M[b, c, d] = L[b, c, d] A[c, d]           (product, n^3; the left group renamed a -> b)
     R[a, b]    = sum_{c, d} L[a, c, d] M[b, c, d]   ([n, n^2] x [n^2, n]: an inner size of n^2)
 
-the same FLOPs up to an ``n^3`` term, one kernel fewer, and the ``n^4`` part one matrix
-product whose inner size is ``n^2`` instead of ``n`` (BLAS runs it faster; the measured
-gain is in ``docs/contractions-performance.md``). :func:`regroup_wide_products` rewrites the
+the same FLOPs up to an ``n^3`` term, one kernel fewer, no matrix-vector step, and the
+``n^4`` part one matrix product whose inner size is ``n^2`` instead of ``n`` (the measured
+rates and gains are in ``docs/contractions-performance.md``). :func:`regroup_wide_products` rewrites the
 plan's steps so; the plan itself (its FLOP count, the autograd execution) is unchanged.
 """
 
