@@ -66,13 +66,16 @@ def run(lattice, leaves, execution, mode):
 
 
 MODES = ["", "initial+return", "initial+return+boundary", "return+boundary"]
-# 10 x 9: two blocks of the backward pass's recomputed rows; 1 x 6: a row run as a column
-SHAPES = [((3, 4), (False, False)), ((1, 6), (False, True)), ((10, 9), (False, True)), ((9,), (True,)), ((1, 1), (False, False))]
+# 1 x 6: a row run as a column
+SHAPES = [((3, 4), (False, False)), ((1, 6), (False, True)), ((9,), (True,)), ((1, 1), (False, False))]
+# 10 x 9: two blocks of the backward pass's recomputed rows (fewer modes: the reference loop is slow)
+CASES = [(shape, flip, mode) for shape, flip in SHAPES for mode in MODES] + [
+    ((10, 9), (False, True), mode) for mode in ("", "initial+return+boundary")
+]
 
 
 @needs_numba
-@pytest.mark.parametrize("shape,flip", SHAPES)
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape,flip,mode", CASES)
 def test_equals_reference(shape, flip, mode):
     lattice = Lattice(shape, flip)
     factors = 1 + (len(shape) + MODES.index(mode)) % 2
@@ -96,8 +99,7 @@ def test_entry_weights_heads_and_float32(mode):
 
 @needs_numba
 @pytest.mark.parametrize("shape,factors,mode", [
-    ((4,), 1, ""), ((4,), 2, "initial+return+boundary"), ((2, 3), 1, "initial+return+boundary"), ((2, 3), 2, ""),
-    ((3, 2), 2, "return"), ((2, 2), 2, "initial+return"),
+    ((4,), 1, ""), ((4,), 2, "initial+return+boundary"), ((2, 3), 1, "initial+return+boundary"), ((2, 2), 2, "return"),
 ])
 def test_gradcheck(shape, factors, mode):
     """The hand-written adjoint against finite differences, every boundary gate included."""
