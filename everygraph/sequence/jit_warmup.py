@@ -145,7 +145,7 @@ GROUPS: dict[str, WarmupGroup] = {
     "selective_scan": WarmupGroup(_selective_scan, 56.0),
     "fused_lattice_scalar": WarmupGroup(_fused_lattice(("scalar",)), 27.0),
     "fused_lattice_entries": WarmupGroup(_fused_lattice(("diagonal", "elementwise")), 25.0),
-    "fused_lattice_householder": WarmupGroup(_fused_lattice(("householder",)), 33.0),
+    "fused_lattice_householder": WarmupGroup(_fused_lattice(("householder",)), 36.0),
     "grid_gating": WarmupGroup(_grid_gating, 8.0),
     "grid_selective": WarmupGroup(_grid_selective, 12.0),
 }
