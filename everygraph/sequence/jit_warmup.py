@@ -261,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.processes == 1:
         torch.set_num_threads(1)  # compiling is single-threaded; the inputs are tiny
         for name, seconds in warm_up(groups).items():
-            say(f"{name:24s} {seconds:7.1f} s")
+            say(f"{name:26s} {seconds:7.1f} s")
         return 0
     ok = warm_up_in_processes(groups, args.processes, args.timeout)
     say(f"{'all groups' if ok else 'FAILED or timed out'}: {time.perf_counter() - start:.1f} s in {args.processes} processes")
