@@ -11,12 +11,11 @@ from everygraph.sequence import Boundary, fused_lattice_scan, scan
 from everygraph.sequence.executions import fused_lattice as fused_module
 from everygraph.sequence.mamba.fused_cpu import DISABLE_ENV
 from everygraph.sequence.plstm.layout import lattice_dag
-from scan_asserts import assert_same
+from scan_asserts import SCAN_INPUTS as NAMES, assert_same, scan_and_grads, scan_mode
 from test_scan_boundary import grid_inputs, outputs_and_grads, path_inputs, scan_grid_in_pieces, split_path
 
 DT = torch.float64
 needs_numba = pytest.mark.skipif(not fused_module.NUMBA_AVAILABLE, reason="numba (everygraph[cpu]) is not installed")
-NAMES = ["q", "k", "v", "source", "transition", "mark", "direct"]
 
 
 def householder(lead, factors, dk, rand):
@@ -44,25 +43,11 @@ def leaves_for(lattice, mode, seed, B=2, H=2, dk=3, dv=4, factors=2, entry_weigh
 
 
 def call(lattice, tensors, execution, mode):
-    kwargs = {}
-    if "initial" in mode:
-        kwargs["initial_state"] = tensors["initial"]
-    if "return" in mode:
-        kwargs["return_state"] = True
-    if "boundary" in mode:
-        kwargs["boundary"] = Boundary(tensors["b_mark"], tensors["b_source"], tensors["b_enter"], tensors["b_leave"],
-                                      tensors["b_through"])
-    return scan(lattice, *(tensors[n] for n in NAMES), kind="householder", execution=execution, **kwargs)
+    return scan_mode(lattice, tensors, execution, mode, "householder")
 
 
 def run(lattice, leaves, execution, mode):
-    out = call(lattice, leaves, execution, mode)
-    h, state = out if isinstance(out, tuple) else (out, None)
-    loss = (h * torch.linspace(-1, 2, h.numel(), dtype=h.dtype).view_as(h)).sum()
-    if state is not None:
-        loss = loss + (state * torch.linspace(1, -1, state.numel(), dtype=h.dtype).view_as(state)).sum()
-    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-    return [h, state, *grads]
+    return scan_and_grads(lattice, leaves, execution, mode, "householder")
 
 
 MODES = ["", "initial+return", "initial+return+boundary", "return+boundary"]

@@ -10,7 +10,7 @@ from everygraph.sequence import Boundary, fused_lattice_scan, lattice_gates, pls
 from everygraph.sequence.executions import fused_lattice as fused_module
 from everygraph.sequence.mamba.fused_cpu import DISABLE_ENV
 from everygraph.sequence.plstm.layout import lattice_dag
-from scan_asserts import assert_same
+from scan_asserts import assert_same, scan_and_grads
 
 DT = torch.float64
 needs_numba = pytest.mark.skipif(not fused_module.NUMBA_AVAILABLE, reason="numba (everygraph[cpu]) is not installed")
@@ -27,21 +27,7 @@ def inputs(lattice, gen, B=2, H=2, dk=3, dv=4, dtype=DT):
 
 def run(lattice, leaves, execution, mode):
     """Outputs and the gradients of every leaf for one call of ``scan``."""
-    names = ["q", "k", "v", "source", "transition", "mark", "direct"]
-    kwargs = {}
-    if "initial" in mode:
-        kwargs["initial_state"] = leaves["initial"]
-    if "return" in mode:
-        kwargs["return_state"] = True
-    if "boundary" in mode:
-        kwargs["boundary"] = Boundary(leaves["b_mark"], leaves["b_source"], leaves["b_enter"], leaves["b_leave"], leaves["b_through"])
-    out = scan(lattice, *(leaves[n] for n in names), execution=execution, **kwargs)
-    h, state = out if isinstance(out, tuple) else (out, None)
-    loss = (h * torch.linspace(-1, 2, h.numel(), dtype=h.dtype).view_as(h)).sum()
-    if state is not None:
-        loss = loss + (state * torch.linspace(1, -1, state.numel(), dtype=h.dtype).view_as(state)).sum()
-    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-    return [h, state, *grads]
+    return scan_and_grads(lattice, leaves, execution, mode)
 
 
 def leaves_for(lattice, mode, seed, **sizes):

@@ -7,15 +7,14 @@ import pytest
 import torch
 
 from everygraph.graphlib import Lattice
-from everygraph.sequence import Boundary, fused_lattice_scan, grid_selective_scan, scan
+from everygraph.sequence import fused_lattice_scan, grid_selective_scan
 from everygraph.sequence.executions import fused_lattice as fused_module
 from everygraph.sequence.mamba.fused_cpu import DISABLE_ENV
 from everygraph.sequence.plstm.layout import lattice_dag
-from scan_asserts import assert_same
+from scan_asserts import SCAN_INPUTS as NAMES, assert_same, scan_and_grads, scan_mode
 
 DT = torch.float64
 needs_numba = pytest.mark.skipif(not fused_module.NUMBA_AVAILABLE, reason="numba (everygraph[cpu]) is not installed")
-NAMES = ["q", "k", "v", "source", "transition", "mark", "direct"]
 
 
 def gate(kind, lead, dk, dv, rand):
@@ -40,20 +39,7 @@ def leaves_for(lattice, kind, mode, seed, B=2, H=2, dk=3, dv=4, entry_weights=Fa
 
 
 def run(lattice, kind, leaves, execution, mode):
-    kwargs = {}
-    if "initial" in mode:
-        kwargs["initial_state"] = leaves["initial"]
-    if "return" in mode:
-        kwargs["return_state"] = True
-    if "boundary" in mode:
-        kwargs["boundary"] = Boundary(leaves["b_mark"], leaves["b_source"], leaves["b_enter"], leaves["b_leave"], leaves["b_through"])
-    out = scan(lattice, *(leaves[n] for n in NAMES), kind=kind, execution=execution, **kwargs)
-    h, state = out if isinstance(out, tuple) else (out, None)
-    loss = (h * torch.linspace(-1, 2, h.numel(), dtype=h.dtype).view_as(h)).sum()
-    if state is not None:
-        loss = loss + (state * torch.linspace(1, -1, state.numel(), dtype=h.dtype).view_as(state)).sum()
-    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-    return [h, state, *grads]
+    return scan_and_grads(lattice, leaves, execution, mode, kind)
 
 
 MODES = ["", "initial+return", "initial+return+boundary", "return+boundary"]
@@ -94,12 +80,7 @@ def test_gradcheck(mode, dv):
     names = list(leaves)
 
     def f(*tensors):
-        t = dict(zip(names, tensors))
-        kwargs = {}
-        if mode:
-            kwargs = dict(initial_state=t["initial"], return_state=True,
-                          boundary=Boundary(t["b_mark"], t["b_source"], t["b_enter"], t["b_leave"], t["b_through"]))
-        return scan(lattice, *(t[n] for n in NAMES), kind="elementwise", execution="fused_lattice", **kwargs)
+        return scan_mode(lattice, dict(zip(names, tensors)), "fused_lattice", mode, "elementwise")
 
     assert torch.autograd.gradcheck(f, tuple(leaves.values()))
 
