@@ -17,12 +17,13 @@ repeats and prints each execution's time and ``fused_lattice``'s speed-up over t
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
-import statistics
 import time
 from pathlib import Path
 
 import torch
+from timing import forward_backward_medians
 
 from everygraph.graphlib import Lattice
 from everygraph.sequence import delta_product, scan
@@ -50,24 +51,8 @@ def inputs(lattice: Lattice, kind: str, dk: int, dv: int, factors: int, heads: i
 
 def measure(lattice, kind, leaves, executions, repeat: int, clock) -> dict[str, tuple[float, float]]:
     """Median forward and forward+backward seconds per execution, repeats interleaved."""
-    times = {e: ([], []) for e in executions}
-    for _ in range(repeat + 1):  # the first round warms up (JIT compilation, caches)
-        for execution in executions:
-            with torch.no_grad():
-                start = clock()
-                scan(lattice, *leaves, kind=kind, execution=execution)
-                forward = clock() - start
-            for t in leaves:
-                t.requires_grad_()
-            start = clock()
-            scan(lattice, *leaves, kind=kind, execution=execution).square().sum().backward()
-            both = clock() - start
-            for t in leaves:
-                t.grad = None
-                t.requires_grad_(False)
-            times[execution][0].append(forward)
-            times[execution][1].append(both)
-    return {e: (statistics.median(f[1:]), statistics.median(b[1:])) for e, (f, b) in times.items()}
+    calls = {e: functools.partial(scan, lattice, *leaves, kind=kind, execution=e) for e in executions}
+    return forward_backward_medians(calls, leaves, repeat, clock)
 
 
 def report(name: str, result: dict[str, tuple[float, float]]) -> None:
@@ -122,24 +107,7 @@ def fla_case(length: int, dim: int, num_householder: int, repeat: int, clock) ->
     calls = {"ours (default)": ours(None), "ours (recurrent)": ours("recurrent"), "fla naive": theirs}
     with torch.no_grad():
         error = (calls["ours (default)"]() - theirs()).abs().max().item()
-    times = {name: ([], []) for name in calls}
-    for _ in range(repeat + 1):
-        for name, call in calls.items():
-            with torch.no_grad():
-                start = clock()
-                call()
-                forward = clock() - start
-            for t in leaves:
-                t.requires_grad_()
-            start = clock()
-            call().square().sum().backward()
-            both = clock() - start
-            for t in leaves:
-                t.grad = None
-                t.requires_grad_(False)
-            times[name][0].append(forward)
-            times[name][1].append(both)
-    result = {n: (statistics.median(f[1:]), statistics.median(b[1:])) for n, (f, b) in times.items()}
+    result = forward_backward_medians(calls, leaves, repeat, clock)
     mine_f, mine_b = result["ours (default)"]
     row = "; ".join(f"{n} {f:.4f} | {b:.4f}" for n, (f, b) in result.items())
     ratios = ", ".join(f"x{f / mine_f:.1f} | x{b / mine_b:.1f} over {n}" for n, (f, b) in result.items() if n != "ours (default)")

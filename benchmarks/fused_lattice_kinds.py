@@ -14,10 +14,11 @@ speed-up over ``wavefront`` (today's default for these kinds on grids) and ``lat
 from __future__ import annotations
 
 import argparse
-import statistics
+import functools
 import time
 
 import torch
+from timing import forward_backward_medians
 
 from everygraph.graphlib import Lattice
 from everygraph.sequence import grid_selective_scan, scan
@@ -59,24 +60,7 @@ def diagonal_case(side: int, dk: int, dv: int, heads: int = 2, batch: int = 2):
 
 def measure(leaves, call, repeat: int, clock) -> dict[str, tuple[float, float]]:
     """Median forward and forward+backward seconds per execution, repeats interleaved."""
-    times = {e: ([], []) for e in EXECUTIONS}
-    for _ in range(repeat + 1):  # the first round warms up (JIT compilation, caches)
-        for execution in EXECUTIONS:
-            with torch.no_grad():
-                start = clock()
-                call(execution)
-                forward = clock() - start
-            for t in leaves:
-                t.requires_grad_()
-            start = clock()
-            call(execution).square().sum().backward()
-            both = clock() - start
-            for t in leaves:
-                t.grad = None
-                t.requires_grad_(False)
-            times[execution][0].append(forward)
-            times[execution][1].append(both)
-    return {e: (statistics.median(f[1:]), statistics.median(b[1:])) for e, (f, b) in times.items()}
+    return forward_backward_medians({e: functools.partial(call, e) for e in EXECUTIONS}, leaves, repeat, clock)
 
 
 def main() -> None:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
 import time
 
 import torch
+from timing import forward_backward_medians
 
 import everygraph.nn.mamba2d as mamba2d_module
 from everygraph.nn import Mamba2d
@@ -61,23 +61,7 @@ def layer_case(side: int, d_model: int, state: int, batch: int = 2):
 
 def measure(leaves, call, executions, repeat: int, clock) -> dict[str, tuple[float, float]]:
     """Median forward and forward+backward seconds per execution, repeats interleaved."""
-    times = {e: ([], []) for e in executions}
-    for _ in range(repeat + 1):  # the first round warms up (JIT compilation, caches)
-        for execution in executions:
-            with torch.no_grad():
-                start = clock()
-                call(execution)
-                forward = clock() - start
-            for t in leaves:
-                t.requires_grad_()
-            start = clock()
-            call(execution).square().sum().backward()
-            both = clock() - start
-            for t in leaves:
-                t.grad = None
-            times[execution][0].append(forward)
-            times[execution][1].append(both)
-    return {e: (statistics.median(f[1:]), statistics.median(b[1:])) for e, (f, b) in times.items()}
+    return forward_backward_medians({e: functools.partial(call, e) for e in executions}, leaves, repeat, clock)
 
 
 def main() -> None:
