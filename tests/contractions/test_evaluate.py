@@ -1,6 +1,5 @@
 """evaluate: brute-force homomorphism counts, networkx counts, equivariance, padding, rank."""
 
-import itertools
 import random
 
 import networkx as nx
@@ -18,27 +17,7 @@ from everygraph.contractions import (
     evaluate_reference,
 )
 from everygraph.datasets import rook_graph, shrikhande_graph
-
-
-def brute_force(p: Pattern, x: torch.Tensor) -> torch.Tensor:
-    """Sum over all vertex maps V -> [n] of the product over edges, plain Python loops.
-    ``x`` is [n, n, c]; undirected patterns read the symmetric part."""
-    n = x.shape[0]
-    xs = x.tolist()
-    if not p.directed:
-        xs = [[[0.5 * (xs[i][j][c] + xs[j][i][c]) for c in range(x.shape[2])] for j in range(n)] for i in range(n)]
-    shape = {"invariant": (), "node": (n,), "edge": (n, n)}[p.output]
-    sums: dict[tuple, float] = {}
-    for assignment in itertools.product(range(n), repeat=p.num_vertices):
-        value = 1.0
-        for (u, v), c in zip(p.edges, p.channels):
-            value *= xs[assignment[u]][assignment[v]][c]
-        index = tuple(assignment[s] for s in p.special)
-        sums[index] = sums.get(index, 0.0) + value
-    out = torch.zeros(shape, dtype=torch.float64)
-    for index, value in sums.items():
-        out[index] = value
-    return out
+from homomorphism_reference import brute_force  # tests/contractions/homomorphism_reference.py
 
 
 def graph_adj(g: nx.Graph, dtype=torch.float64) -> torch.Tensor:

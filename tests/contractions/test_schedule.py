@@ -4,7 +4,6 @@ Every value is checked against brute-force homomorphism counts or the einsum-per
 execution (what autograd runs), never against saved outputs.
 """
 
-import itertools
 
 import networkx as nx
 import pytest
@@ -20,23 +19,7 @@ from everygraph.contractions import (
     evaluate_reference,
 )
 from everygraph.contractions.evaluate import estimate_memory
-
-
-def brute_force(p: Pattern, adj: torch.Tensor) -> torch.Tensor:
-    """Sum over all vertex maps V -> [n] of the product over edges (plain loops, [n, n] input)."""
-    n = adj.shape[0]
-    a = adj.tolist()
-    shape = {"invariant": (), "node": (n,), "edge": (n, n)}[p.output]
-    out = torch.zeros(shape, dtype=torch.float64)
-    for assignment in itertools.product(range(n), repeat=p.num_vertices):
-        value = 1.0
-        for u, v in p.edges:
-            value *= a[assignment[u]][assignment[v]]
-            if not value:
-                break
-        if value:
-            out[tuple(assignment[s] for s in p.special)] += value
-    return out
+from homomorphism_reference import brute_force  # tests/contractions/homomorphism_reference.py
 
 
 def graph_adj(g: nx.Graph) -> torch.Tensor:

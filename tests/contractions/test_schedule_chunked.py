@@ -6,45 +6,13 @@ Values are checked against brute-force homomorphism counts (plain loops over all
 never against saved outputs.
 """
 
-import itertools
-
 import pytest
 import torch
 
 import everygraph.contractions.schedule as schedule_module
 from everygraph.contractions import Pattern, Workspace, compile_plan, evaluate
 from everygraph.contractions.evaluate import _results_key, estimate_memory
-
-
-_BRUTE_FORCE_CACHE: dict = {}
-
-
-def brute_force(p: Pattern, x: torch.Tensor) -> torch.Tensor:
-    """Sum over all vertex maps V -> [n] of the product over edges; ``x`` [n, n] (undirected
-    patterns read its symmetric part). Cached: the same graphs recur across parameters."""
-    key = (str(p), p.directed, x.numpy().tobytes())
-    if key not in _BRUTE_FORCE_CACHE:
-        _BRUTE_FORCE_CACHE[key] = _brute_force(p, x)
-    return _BRUTE_FORCE_CACHE[key]
-
-
-def _brute_force(p: Pattern, x: torch.Tensor) -> torch.Tensor:
-    n = x.shape[0]
-    a = x.tolist()
-    if not p.directed:
-        a = [[0.5 * (a[i][j] + a[j][i]) for j in range(n)] for i in range(n)]
-    base = Pattern(p.edges, p.special[:1], p.num_vertices, p.directed) if p.is_diagonal else p
-    shape = {"invariant": (), "node": (n,), "edge": (n, n)}[base.output]
-    out = torch.zeros(shape, dtype=torch.float64)
-    for assignment in itertools.product(range(n), repeat=base.num_vertices):
-        value = 1.0
-        for u, v in base.edges:
-            value *= a[assignment[u]][assignment[v]]
-            if not value:
-                break
-        if value:
-            out[tuple(assignment[s] for s in base.special)] += value
-    return torch.diag(out) if p.is_diagonal else out
+from homomorphism_reference import brute_force  # tests/contractions/homomorphism_reference.py
 
 
 def _patterns(directed: bool) -> list[Pattern]:

@@ -13,6 +13,7 @@ import torch
 
 import everygraph.contractions.schedule as schedule_module
 from everygraph.contractions import Pattern, Workspace, compile_plan, evaluate
+from homomorphism_reference import brute_force  # tests/contractions/homomorphism_reference.py
 
 PATTERNS = [
     "ab,ac,ad,bc,bd,cd->ab",  # K4 edge pattern: a matrix-vector step on a 3-axis tensor (chunked run)
@@ -31,31 +32,6 @@ def one_index_chains(monkeypatch):
     # the chains these patterns exercise (matrix-vector steps on [B, n, n, n] tensors) are
     # otherwise regrouped into wide products (tests/contractions/test_schedule_regroup.py)
     monkeypatch.setattr(schedule_module, "regroup_wide_products", lambda steps, protected: steps)
-
-
-@functools.lru_cache(maxsize=None)
-def _brute_force_cached(p: Pattern, key: bytes, n: int) -> torch.Tensor:
-    return _brute_force_loops(p, torch.frombuffer(bytearray(key), dtype=torch.float64).view(n, n))
-
-
-def _brute_force(p: Pattern, x: torch.Tensor) -> torch.Tensor:
-    """Cached: the same graphs recur across parameters."""
-    return _brute_force_cached(p, x.contiguous().numpy().tobytes(), x.shape[0])
-
-
-def _brute_force_loops(p: Pattern, x: torch.Tensor) -> torch.Tensor:
-    n = x.shape[0]
-    a = x.tolist()
-    if not p.directed:
-        a = [[0.5 * (a[i][j] + a[j][i]) for j in range(n)] for i in range(n)]
-    shape = {"invariant": (), "node": (n,), "edge": (n, n)}[p.output]
-    out = torch.zeros(shape, dtype=torch.float64)
-    for assignment in itertools.product(range(n), repeat=p.num_vertices):
-        value = 1.0
-        for u, v in p.edges:
-            value *= a[assignment[u]][assignment[v]]
-        out[tuple(assignment[s] for s in p.special)] += value
-    return out
 
 
 def _batch(B: int, n: int, seed: int, directed: bool) -> torch.Tensor:
@@ -103,7 +79,7 @@ def test_matvec_steps_equal_brute_force(monkeypatch, numpy_kernel, directed, lay
                 k = plan.indices(p.output).index(j)
                 got = out[p.output][..., k] if layout == "channel_last" else out[p.output][:, k]
                 for g in range(x.shape[0]):
-                    torch.testing.assert_close(got[g], _brute_force(p, x[g]), msg=lambda m: f"{p}, graph {g}: {m}")
+                    torch.testing.assert_close(got[g], brute_force(p, x[g]), msg=lambda m: f"{p}, graph {g}: {m}")
             for t in out.values():
                 t.fill_(float("nan"))
             evaluate(plan, x, layout=layout, workspace=ws, out=out)

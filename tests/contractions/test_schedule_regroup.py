@@ -13,6 +13,7 @@ import everygraph.contractions.schedule as schedule_module
 from everygraph.contractions import Pattern, compile_plan, evaluate
 from everygraph.contractions.plan import Step
 from everygraph.contractions.regroup import regroup_wide_products
+from homomorphism_reference import brute_force  # tests/contractions/homomorphism_reference.py
 
 # each plan sums two indices in two steps through a [B, n, n, n] tensor; the fourth has a
 # product read by two chains (recomputed in each, then dropped)
@@ -24,25 +25,6 @@ STRINGS = [
     "ac,ad,bc,be,ce,de->ab",
     "ab,bc,cd->ad",  # no [B, n, n, n] tensor: left as it is
 ]
-
-
-def _brute_force(p: Pattern, x: torch.Tensor) -> torch.Tensor:
-    """Sum over all vertex maps V -> [n] of the product over edges; ``x`` [n, n] (undirected
-    patterns read its symmetric part)."""
-    n = x.shape[0]
-    a = x.tolist()
-    if not p.directed:
-        a = [[0.5 * (a[i][j] + a[j][i]) for j in range(n)] for i in range(n)]
-    out = torch.zeros((n, n), dtype=torch.float64)
-    for assignment in itertools.product(range(n), repeat=p.num_vertices):
-        value = 1.0
-        for u, v in p.edges:
-            value *= a[assignment[u]][assignment[v]]
-            if not value:
-                break
-        if value:
-            out[tuple(assignment[s] for s in p.special)] += value
-    return out
 
 
 def _batch(B: int, n: int, seed: int, directed: bool, dtype=torch.float64) -> torch.Tensor:
@@ -99,7 +81,7 @@ def test_regrouped_schedule_equals_brute_force(monkeypatch, chunk_bytes, directe
     for j, p in enumerate(patterns):
         got = out[..., plan.indices(p.output).index(j)]
         for g in range(x.shape[0]):
-            torch.testing.assert_close(got[g], _brute_force(p, x[g]), msg=lambda m: f"{p}, graph {g}: {m}")
+            torch.testing.assert_close(got[g], brute_force(p, x[g]), msg=lambda m: f"{p}, graph {g}: {m}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -123,7 +105,7 @@ def test_wide_products_run_through_numpy_on_cpu(monkeypatch, dtype):
         kernels = [f for op, f in _kernels(schedule, entry["bound"]) if op[0] == "bmm" and op[1].size[2] == n * n]
         assert kernels and all((f.func is np.matmul) == numpy_side for f in kernels)
     torch.testing.assert_close(results[True], results[False])
-    expected = _brute_force(patterns[0], x[1].double())
+    expected = brute_force(patterns[0], x[1].double())
     torch.testing.assert_close(results[True][1, ..., 0].double(), expected)
 
 
