@@ -18,28 +18,14 @@ import functools
 import time
 
 import torch
+from grid_selective_scan import scan_case as mamba_case
 from timing import forward_backward_medians
 
 from everygraph.graphlib import Lattice
-from everygraph.sequence import grid_selective_scan, scan
+from everygraph.sequence import scan
 from everygraph.sequence.plstm.layout import lattice_dag
 
 EXECUTIONS = ("fused_lattice", "lattice", "wavefront")
-
-
-def mamba_case(side: int, channels: int, state: int, batch: int = 2):
-    gen = torch.Generator().manual_seed(0)
-    u = torch.randn(batch, side, side, channels, generator=gen)
-    dt = torch.rand(batch, side, side, channels, generator=gen) * 0.1
-    A = -torch.rand(channels, state, generator=gen)
-    B, C = torch.randn(batch, side, side, state, generator=gen), torch.randn(batch, side, side, state, generator=gen)
-    split = torch.rand(batch, side, side, channels, generator=gen)
-    leaves = [u, dt, A, B, C, split]
-
-    def call(execution):
-        return grid_selective_scan(*leaves, (False, True), execution=execution)
-
-    return leaves, call
 
 
 def diagonal_case(side: int, dk: int, dv: int, heads: int = 2, batch: int = 2):
