@@ -44,3 +44,19 @@ def scan_and_grads(lattice, leaves, execution, mode, kind="scalar"):
         loss = loss + (state * torch.linspace(1, -1, state.numel(), dtype=h.dtype).view_as(state)).sum()
     grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
     return [h, state, *grads]
+
+
+def spy_on_fused_lattice(monkeypatch) -> list:
+    """The structures ``scan`` hands to its compiled lattice loop from now on (a list that
+    grows with every call), the loop itself still running."""
+    import everygraph.sequence.recurrence as engine
+
+    calls = []
+    original = engine._fused_lattice
+
+    def spy(*args):
+        calls.append(args[0])
+        return original(*args)
+
+    monkeypatch.setattr(engine, "_fused_lattice", spy)
+    return calls

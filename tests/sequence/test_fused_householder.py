@@ -11,7 +11,7 @@ from everygraph.sequence import Boundary, fused_lattice_scan, scan
 from everygraph.sequence.executions import fused_lattice as fused_module
 from everygraph.sequence.mamba.fused_cpu import DISABLE_ENV
 from everygraph.sequence.plstm.layout import lattice_dag
-from scan_asserts import SCAN_INPUTS as NAMES, assert_same, scan_and_grads, scan_mode
+from scan_asserts import SCAN_INPUTS as NAMES, assert_same, scan_and_grads, scan_mode, spy_on_fused_lattice
 from test_scan_boundary import grid_inputs, outputs_and_grads, path_inputs, scan_grid_in_pieces, split_path
 
 DT = torch.float64
@@ -156,17 +156,9 @@ def test_fallback_without_the_jit(monkeypatch):
 def test_default_dispatch(monkeypatch):
     """Paths and 2D CPU grids run the householder kind on the compiled loop by default (DeltaProduct
     on a sequence too); other DAGs keep wavefront."""
-    import everygraph.sequence.recurrence as engine
     from everygraph.sequence import delta_product, delta_product_reference
 
-    calls = []
-    original = engine._fused_lattice
-
-    def spy(*args):
-        calls.append(args[0])
-        return original(*args)
-
-    monkeypatch.setattr(engine, "_fused_lattice", spy)
+    calls = spy_on_fused_lattice(monkeypatch)
     for lattice in (Lattice((5, 6), (False, True)), Lattice((7,))):
         leaves = leaves_for(lattice, "initial+return", seed=3)
         assert_same(run(lattice, leaves, None, "initial+return"), run(lattice, leaves, "reference", "initial+return"))

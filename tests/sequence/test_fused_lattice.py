@@ -10,7 +10,7 @@ from everygraph.sequence import Boundary, fused_lattice_scan, lattice_gates, pls
 from everygraph.sequence.executions import fused_lattice as fused_module
 from everygraph.sequence.mamba.fused_cpu import DISABLE_ENV
 from everygraph.sequence.plstm.layout import lattice_dag
-from scan_asserts import assert_same, scan_and_grads
+from scan_asserts import assert_same, scan_and_grads, spy_on_fused_lattice
 
 DT = torch.float64
 needs_numba = pytest.mark.skipif(not fused_module.NUMBA_AVAILABLE, reason="numba (everygraph[cpu]) is not installed")
@@ -171,14 +171,7 @@ def test_default_dispatch_and_fallback(monkeypatch):
     weights, or a path) the PyTorch executions run, with the same results."""
     import everygraph.sequence.recurrence as engine
 
-    calls = []
-    original = engine._fused_lattice
-
-    def spy(*args):
-        calls.append(args[0])
-        return original(*args)
-
-    monkeypatch.setattr(engine, "_fused_lattice", spy)
+    calls = spy_on_fused_lattice(monkeypatch)
     lattice = Lattice((16, 17), (False, True))
     leaves = leaves_for(lattice, "", seed=8, H=1, dk=16, dv=16)
     want = run(lattice, leaves, "reference", "")

@@ -11,7 +11,7 @@ from everygraph.sequence import fused_lattice_scan, grid_selective_scan
 from everygraph.sequence.executions import fused_lattice as fused_module
 from everygraph.sequence.mamba.fused_cpu import DISABLE_ENV
 from everygraph.sequence.plstm.layout import lattice_dag
-from scan_asserts import SCAN_INPUTS as NAMES, assert_same, scan_and_grads, scan_mode
+from scan_asserts import SCAN_INPUTS as NAMES, assert_same, scan_and_grads, scan_mode, spy_on_fused_lattice
 
 DT = torch.float64
 needs_numba = pytest.mark.skipif(not fused_module.NUMBA_AVAILABLE, reason="numba (everygraph[cpu]) is not installed")
@@ -89,16 +89,8 @@ def test_gradcheck(mode, dv):
 def test_default_dispatch_and_fallback(monkeypatch):
     """2D CPU grids and paths run the kernels by default for the diagonal and elementwise kinds
     (Mamba on images too); with the JIT disabled the PyTorch path runs."""
-    import everygraph.sequence.recurrence as engine
 
-    calls = []
-    original = engine._fused_lattice
-
-    def spy(*args):
-        calls.append(args[0])
-        return original(*args)
-
-    monkeypatch.setattr(engine, "_fused_lattice", spy)
+    calls = spy_on_fused_lattice(monkeypatch)
     lattice = Lattice((5, 6), (False, True))
     for kind in ("elementwise", "diagonal"):
         leaves = leaves_for(lattice, kind, "initial+return", seed=3)
