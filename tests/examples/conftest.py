@@ -1,5 +1,6 @@
 """Runs a tutorial script as a user would: a fresh interpreter, ``--quick``, output to a tmp dir."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -33,3 +34,17 @@ def run_example(tmp_path):
         return proc
 
     return run
+
+
+@pytest.fixture
+def load_example():
+    """``load_example(name)`` imports ``examples/<name>.py`` as a module (its ``__main__``
+    block does not run), for tests of the tutorial's own functions."""
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"{name}_example", ROOT / "examples" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -1,7 +1,6 @@
 """The arrow-pointing tutorial: --quick trains both models above chance and writes its plot and
 results, and its augmentation keeps labels (checked by re-rendering moved geometry)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,13 +12,6 @@ import torch
 from everygraph.datasets import ArrowPointing
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "arrow_pointing.py"
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("arrow_pointing_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_quick_run(tmp_path):
@@ -50,8 +42,8 @@ def test_quick_run(tmp_path):
     assert max(sizes) < 1.25 * min(sizes)
 
 
-def test_object_sizes_scale_the_data_set_defaults():
-    example = _load_example()
+def test_object_sizes_scale_the_data_set_defaults(load_example):
+    example = load_example("arrow_pointing")
     half = example.object_sizes(0.5)
     assert half == dict(arrow_length=(5.0, 8.0), arrow_width=(0.75, 1.25), disk_radius=(2.0, 3.5),
                         padding=2.0, gap=1.0, margin=0.5)
@@ -75,8 +67,8 @@ def _moved_geometry(geometry, size, turns, mirror):
     return g
 
 
-def test_dihedral_augmentation_is_the_moved_scene():
-    example = _load_example()
+def test_dihedral_augmentation_is_the_moved_scene(load_example):
+    example = load_example("arrow_pointing")
     data = ArrowPointing(40, image_size=48, seed=11)
     images, labels = data.tensors()
     generator = torch.Generator().manual_seed(0)
@@ -103,6 +95,6 @@ def test_dihedral_augmentation_is_the_moved_scene():
     assert len(seen) == 8
 
 
-def test_patch_embedding_rejects_odd_patch():
+def test_patch_embedding_rejects_odd_patch(load_example):
     with pytest.raises(ValueError, match="even"):
-        _load_example().PatchEmbedding(1, 16, 5)
+        load_example("arrow_pointing").PatchEmbedding(1, 16, 5)

@@ -1,25 +1,14 @@
 """Runs examples/zinc_ppgn.py --synthetic --quick: generated raw files go through PyG's ZINC
 class (the loading path real users take), then both models train and beat the mean baseline."""
 
-import importlib.util
 import json
 import math
 import pickle
 import random
-from pathlib import Path
 
 import networkx as nx
 import pytest
 import torch
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "zinc_ppgn.py"
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("zinc_ppgn_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_zinc_ppgn_synthetic_quick(run_example, tmp_path):
@@ -50,8 +39,8 @@ def test_zinc_ppgn_synthetic_quick(run_example, tmp_path):
     assert "(degree=5, edge=1," in proc.stdout  # the one degree-5 element PPGN cannot compute
 
 
-def test_synthetic_target_by_hand():
-    example = _load_example()
+def test_synthetic_target_by_hand(load_example):
+    example = load_example("zinc_ppgn")
     # a triangle (atoms 0-2) bridged to a hexagon (atoms 3-8), with one side chain atom (9)
     g = nx.Graph()
     nx.add_cycle(g, [0, 1, 2])
