@@ -17,13 +17,12 @@ repeats and prints each execution's time and ``fused_lattice``'s speed-up over t
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib.util
 import time
 from pathlib import Path
 
 import torch
-from timing import forward_backward_medians
+from timing import execution_medians, forward_backward_medians
 
 from everygraph.graphlib import Lattice
 from everygraph.sequence import delta_product, scan
@@ -51,8 +50,7 @@ def inputs(lattice: Lattice, kind: str, dk: int, dv: int, factors: int, heads: i
 
 def measure(lattice, kind, leaves, executions, repeat: int, clock) -> dict[str, tuple[float, float]]:
     """Median forward and forward+backward seconds per execution, repeats interleaved."""
-    calls = {e: functools.partial(scan, lattice, *leaves, kind=kind, execution=e) for e in executions}
-    return forward_backward_medians(calls, leaves, repeat, clock)
+    return execution_medians(lambda e: scan(lattice, *leaves, kind=kind, execution=e), executions, leaves, repeat, clock)
 
 
 def report(name: str, result: dict[str, tuple[float, float]]) -> None:

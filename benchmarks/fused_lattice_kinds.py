@@ -14,12 +14,11 @@ speed-up over ``wavefront`` (today's default for these kinds on grids) and ``lat
 from __future__ import annotations
 
 import argparse
-import functools
 import time
 
 import torch
 from grid_selective_scan import scan_case as mamba_case
-from timing import forward_backward_medians
+from timing import execution_medians
 
 from everygraph.graphlib import Lattice
 from everygraph.sequence import scan
@@ -44,11 +43,6 @@ def diagonal_case(side: int, dk: int, dv: int, heads: int = 2, batch: int = 2):
     return leaves, call
 
 
-def measure(leaves, call, repeat: int, clock) -> dict[str, tuple[float, float]]:
-    """Median forward and forward+backward seconds per execution, repeats interleaved."""
-    return forward_backward_medians({e: functools.partial(call, e) for e in EXECUTIONS}, leaves, repeat, clock)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
@@ -66,7 +60,7 @@ def main() -> None:
         cases.append((f"diagonal {side}x{side}, H=2, dk=dv=16", diagonal_case(side, 16, 16)))
     print(f"median of {args.repeat} ({args.clock} clock, {args.threads} thread(s)), batch 2; seconds forward | forward+backward")
     for name, (leaves, call) in cases:
-        result = measure(leaves, call, 1 if args.quick else args.repeat, clock)
+        result = execution_medians(call, EXECUTIONS, leaves, 1 if args.quick else args.repeat, clock)
         fused_f, fused_b = result["fused_lattice"]
         row = [f"{e} {f:.4f} | {b:.4f}" for e, (f, b) in result.items()]
         speedups = [f"x{result[e][0] / fused_f:.1f} | x{result[e][1] / fused_b:.1f} over {e}" for e in EXECUTIONS[1:]]

@@ -17,7 +17,7 @@ import functools
 import time
 
 import torch
-from timing import forward_backward_medians
+from timing import execution_medians
 
 import everygraph.nn.mamba2d as mamba2d_module
 from everygraph.nn import Mamba2d
@@ -59,11 +59,6 @@ def layer_case(side: int, d_model: int, state: int, batch: int = 2):
     return [x, *layer.parameters()], call
 
 
-def measure(leaves, call, executions, repeat: int, clock) -> dict[str, tuple[float, float]]:
-    """Median forward and forward+backward seconds per execution, repeats interleaved."""
-    return forward_backward_medians({e: functools.partial(call, e) for e in executions}, leaves, repeat, clock)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
@@ -89,7 +84,7 @@ def main() -> None:
     print(f"median of {repeat} ({args.clock} clock, {args.threads} thread(s)), batch 2; "
           "seconds forward | forward+backward")
     for name, (leaves, call), executions in cases:
-        result = measure(leaves, call, executions, repeat, clock)
+        result = execution_medians(call, executions, leaves, repeat, clock)
         fused_f, fused_b = result["fused"]
         row = [f"{e} {f:.4f} | {b:.4f}" for e, (f, b) in result.items()]
         speedups = [f"x{result[e][0] / fused_f:.1f} | x{result[e][1] / fused_b:.1f} over {e}" for e in executions[1:]]

@@ -5,6 +5,7 @@ Imported by the scripts beside it (``python benchmarks/x.py`` puts this folder o
 
 from __future__ import annotations
 
+import functools
 import statistics
 from typing import Callable
 
@@ -35,3 +36,10 @@ def forward_backward_medians(
             times[name][0].append(forward)
             times[name][1].append(both)
     return {name: (statistics.median(f[1:]), statistics.median(b[1:])) for name, (f, b) in times.items()}
+
+
+def execution_medians(
+    call: Callable[[str], torch.Tensor], executions, leaves: list[torch.Tensor], repeat: int, clock: Callable[[], float]
+) -> dict[str, tuple[float, float]]:
+    """:func:`forward_backward_medians` of ``call(execution)`` for each of ``executions``."""
+    return forward_backward_medians({e: functools.partial(call, e) for e in executions}, leaves, repeat, clock)
