@@ -64,6 +64,28 @@ if NUMBA_AVAILABLE:
     from ..mamba.fused_cpu import _cached_njit, _FASTMATH
 
     @_cached_njit(fastmath=_FASTMATH, inline="always")
+    def _project(w, state, out, dk, dv):
+        """``out = state^T w`` ``[dv]`` (``w``'s first ``dk`` entries; ``state`` flat ``[dk * dv]``)."""
+        for j in range(dv):
+            out[j] = 0.0
+        for a in range(dk):
+            wa = w[a]
+            o = a * dv
+            for j in range(dv):
+                out[j] += wa * state[o + j]
+
+    @_cached_njit(fastmath=_FASTMATH, inline="always")
+    def _reflect(w, state, u, out, dk, dv):
+        """``out = gamma (state - beta w u^T)`` for one factor ``w`` ``[dk + 2]`` and ``u = state^T w``
+        (``out`` may be ``state``)."""
+        beta, gamma = w[dk], w[dk + 1]
+        for a in range(dk):
+            bw = beta * w[a]
+            o = a * dv
+            for j in range(dv):
+                out[o + j] = gamma * (state[o + j] - bw * u[j])
+
+    @_cached_njit(fastmath=_FASTMATH, inline="always")
     def _transition_add(gate, state, out, work, u, dk, dv):
         """``out += F_{r-1} ... F_0 state`` for ``gate`` ``[r, dk + 2]``, states flat ``[dk * dv]``;
         ``work`` ``[dk * dv]`` and ``u`` ``[dv]`` are scratch."""
@@ -71,24 +93,16 @@ if NUMBA_AVAILABLE:
         for i in range(r):
             cur = state if i == 0 else work
             w = gate[i]
-            beta, gamma = w[dk], w[dk + 1]
-            for j in range(dv):
-                u[j] = 0.0
-            for a in range(dk):
-                wa = w[a]
-                o = a * dv
-                for j in range(dv):
-                    u[j] += wa * cur[o + j]
-            last = i == r - 1
+            _project(w, cur, u, dk, dv)
+            if i < r - 1:
+                _reflect(w, cur, u, work, dk, dv)
+                continue
+            beta, gamma = w[dk], w[dk + 1]  # the last factor adds into out
             for a in range(dk):
                 bw = beta * w[a]
                 o = a * dv
-                if last:
-                    for j in range(dv):
-                        out[o + j] += gamma * (cur[o + j] - bw * u[j])
-                else:
-                    for j in range(dv):
-                        work[o + j] = gamma * (cur[o + j] - bw * u[j])
+                for j in range(dv):
+                    out[o + j] += gamma * (cur[o + j] - bw * u[j])
 
     @_cached_njit(fastmath=_FASTMATH, inline="always")
     def _transition_adjoint(gate, grad_gate, state, grad_out, grad_state, states, us, work, g, z, dk, dv):
@@ -99,23 +113,9 @@ if NUMBA_AVAILABLE:
         r = gate.shape[0]
         for i in range(r):  # C_i (i >= 1) and u_i = C_i^T w_i
             cur = state if i == 0 else states[i]
-            w = gate[i]
-            ui = us[i]
-            for j in range(dv):
-                ui[j] = 0.0
-            for a in range(dk):
-                wa = w[a]
-                o = a * dv
-                for j in range(dv):
-                    ui[j] += wa * cur[o + j]
+            _project(gate[i], cur, us[i], dk, dv)
             if i < r - 1:
-                beta, gamma = w[dk], w[dk + 1]
-                nxt = states[i + 1]
-                for a in range(dk):
-                    bw = beta * w[a]
-                    o = a * dv
-                    for j in range(dv):
-                        nxt[o + j] = gamma * (cur[o + j] - bw * ui[j])
+                _reflect(gate[i], cur, us[i], states[i + 1], dk, dv)
         for i in range(r - 1, -1, -1):
             cur = state if i == 0 else states[i]
             grad = grad_out if i == r - 1 else work
@@ -123,13 +123,7 @@ if NUMBA_AVAILABLE:
             gw = grad_gate[i]
             ui = us[i]
             beta, gamma = w[dk], w[dk + 1]
-            for j in range(dv):
-                g[j] = 0.0
-            for a in range(dk):
-                wa = w[a]
-                o = a * dv
-                for j in range(dv):
-                    g[j] += wa * grad[o + j]
+            _project(w, grad, g, dk, dv)
             gu = z
             for j in range(dv):
                 gu += g[j] * ui[j]
