@@ -105,6 +105,18 @@ if NUMBA_AVAILABLE:
 
         return _LaneVector(array.dtype)(array, offset), codegen
 
+    @_cached_njit(fastmath=_FASTMATH, inline="always")
+    def _pass_on(h, share, has_split, up, ue, left, e):
+        """Store the shares of the state ``h`` its successors read: ``share * h`` down (``up``
+        at ``ue``), the rest right (``left`` at ``e``); the whole state both ways without a split."""
+        if has_split:
+            down = _vmul(share, h)
+            _vstore(up, ue, down)
+            _vstore(left, e, _vsub(h, down))
+        else:
+            _vstore(up, ue, h)
+            _vstore(left, e, h)
+
     @_cached_njit(fastmath=_FASTMATH)
     def _grid_forward(u, dt, rate, B, C, split, has_split, flip0, flip1, rows, save, y, entries, table):
         """The recurrence; ``entries[b, k]`` receives ``up`` at row ``k * rows`` when ``save``.
@@ -145,13 +157,7 @@ if NUMBA_AVAILABLE:
                                 acc0 = _vfma(h, _vsplat(Cp[n], u), acc0)
                             else:
                                 acc1 = _vfma(h, _vsplat(Cp[n], u), acc1)
-                            if has_split:
-                                down = _vmul(share, h)
-                                _vstore(up, ue, down)
-                                _vstore(left, e, _vsub(h, down))
-                            else:
-                                _vstore(up, ue, h)
-                                _vstore(left, e, h)
+                            _pass_on(h, share, has_split, up, ue, left, e)
                         _vstore(y, o, _vadd(acc0, acc1))
 
     @_cached_njit(fastmath=_FASTMATH)
@@ -200,13 +206,7 @@ if NUMBA_AVAILABLE:
                                 inc = _vadd(_vload(up, ue), _vload(left, e))
                                 _vstore(incoming, stored + e, inc)
                                 h = _vfma(a, inc, _vmul(xin, _vsplat(Bp[n], u)))
-                                if has_split:
-                                    down_share = _vmul(share, h)
-                                    _vstore(up, ue, down_share)
-                                    _vstore(left, e, _vsub(h, down_share))
-                                else:
-                                    _vstore(up, ue, h)
-                                    _vstore(left, e, h)
+                                _pass_on(h, share, has_split, up, ue, left, e)
                 for x in range(x1 - 1, x0 - 1, -1):
                     right[:] = 0.0
                     xi = X - 1 - x if flip0 else x
