@@ -13,6 +13,8 @@ in float32 and float64, each timed as
   **ours, fresh output**: the same without ``out=`` (a new output tensor per call);
   **ours, chains not regrouped**: ours with the plan's chains of one-index contractions on
   ``[B, n, n, n]`` tensors run as planned (``everygraph/contractions/regroup.py`` off);
+  **ours, shared sides not stacked**: ours with each regrouped chain's wide product run on
+  its own (``everygraph/contractions/stack.py`` off);
 * **opt_einsum cached**: one ``opt_einsum.contract_expression`` per pattern (``dp`` paths,
   built once), called per pattern on the same operands;
 * **opt_einsum shared**: the same calls inside ``opt_einsum.shared_intermediates()``, which
@@ -35,6 +37,7 @@ disconnected ones included) against per-pattern opt_einsum without caching and a
 extrapolated left-to-right execution (what the authors' code does).
 
 Run:  python benchmarks/contractions.py              (the comparison above, ~10-30 min)
+      python benchmarks/contractions.py --cases 6    (the degree-6 case alone, ~2 min)
       python benchmarks/contractions.py --quick      (a smoke run: degree 4, small batches)
       python benchmarks/contractions.py --full-basis (n = 16, 32, 64; batch 128)
       python benchmarks/contractions.py --kernels    (the schedule's kernel choices alone)
@@ -282,6 +285,18 @@ class Methods:
         finally:
             schedule_module.regroup_wide_products = regroup
 
+        # the same plan scheduled without stacking the chains that share a side (stack.py off)
+        self.unstacked_plan = copy.copy(plan)
+        for cached in ("_schedules", "_workspace"):
+            self.unstacked_plan.__dict__.pop(cached, None)
+        stack = schedule_module.stack_shared_sides
+        schedule_module.stack_shared_sides = lambda steps, *args: steps
+        try:
+            with torch.no_grad():
+                self.unstacked_out = evaluate(self.unstacked_plan, x, memory_limit=float("inf"))
+        finally:
+            schedule_module.stack_shared_sides = stack
+
     def ours(self):
         with torch.no_grad():
             return evaluate(self.plan, self.x, out=self.out, memory_limit=float("inf"))
@@ -289,6 +304,10 @@ class Methods:
     def ours_plain_chains(self):
         with torch.no_grad():
             return evaluate(self.plain_plan, self.x, out=self.plain_out, memory_limit=float("inf"))
+
+    def ours_unstacked(self):
+        with torch.no_grad():
+            return evaluate(self.unstacked_plan, self.x, out=self.unstacked_out, memory_limit=float("inf"))
 
     def ours_fresh(self):
         with torch.no_grad():
@@ -337,11 +356,12 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
     flops = plan.flops(n, batch)
     gemm_size = 1024
     gemm_flops = 2 * gemm_size**3
-    names = ["ours", "ours_plain_chains", "ours_fresh", "opt_cached", "opt_shared", "torch_einsum", "gemm"]
+    names = ["ours", "ours_unstacked", "ours_plain_chains", "ours_fresh", "opt_cached", "opt_shared", "torch_einsum", "gemm"]
     gemm_a = torch.randn(gemm_size, gemm_size, dtype=dtype)
     gemm_b = torch.randn(gemm_size, gemm_size, dtype=dtype)
     calls = {
         "ours": m.ours,
+        "ours_unstacked": m.ours_unstacked,
         "ours_plain_chains": m.ours_plain_chains,
         "ours_fresh": m.ours_fresh,
         "opt_cached": m.opt_cached,
@@ -356,6 +376,11 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
         for j, p in enumerate(patterns)
     ])
     del fresh
+    unstacked = m.ours_unstacked()
+    diffs["ours_unstacked"] = m.check([
+        (unstacked if not isinstance(unstacked, dict) else unstacked[p.output])[..., plan.indices(p.output).index(j)]
+        for j, p in enumerate(patterns)
+    ])
     plain = m.ours_plain_chains()
     diffs["ours_plain_chains"] = m.check([
         (plain if not isinstance(plain, dict) else plain[p.output])[..., plan.indices(p.output).index(j)]
@@ -390,6 +415,7 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
     med_ours = statistics.median(wall["ours"])
     titles = {
         "ours": "ours (evaluate, out= reused)",
+        "ours_unstacked": "ours, shared sides not stacked",
         "ours_plain_chains": "ours, chains not regrouped",
         "ours_fresh": "ours (evaluate, fresh output)",
         "opt_cached": "opt_einsum contract_expression",
@@ -398,7 +424,7 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
         "floor": "FLOP floor (plan FLOPs at gemm rate)",
     }
     summary = {}
-    for k in ["ours", "ours_plain_chains", "ours_fresh", "opt_cached", "opt_shared", "torch_einsum", "floor"]:
+    for k in ["ours", "ours_unstacked", "ours_plain_chains", "ours_fresh", "opt_cached", "opt_shared", "torch_einsum", "floor"]:
         p10, med, p90 = _quantiles(wall[k])
         c10, cmed, c90 = _quantiles(cpu[k])
         peak = peaks.get(k)
@@ -651,6 +677,7 @@ def main() -> None:
     parser.add_argument("--kernels", action="store_true", help="the schedule's kernel choices timed alone")
     parser.add_argument("--profile", action="store_true", help="the degree-6 call's CPU time per kind of kernel")
     parser.add_argument("--degree", type=int, default=6, help="--full-basis only")
+    parser.add_argument("--cases", type=int, nargs="+", default=[6, 5], choices=[6, 5], help="the comparison's cases by degree (6: B=128, n=32; 5: B=64, n=24)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64], help="--full-basis only")
     parser.add_argument("--batch", type=int, default=128, help="--full-basis only")
     parser.add_argument("--ltr-sample", type=int, default=60, help="--full-basis: patterns timed left to right")
@@ -669,7 +696,7 @@ def main() -> None:
         return
     print(f"torch {torch.__version__}, opt_einsum {opt_einsum.__version__}, {os.cpu_count()} CPUs, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    cases = [("degree 6", 6, 128, 32), ("degree 5", 5, 64, 24)]
+    cases = [case for case in [("degree 6", 6, 128, 32), ("degree 5", 5, 64, 24)] if case[1] in args.cases]
     if args.quick:
         cases = [("degree 4 (quick)", 4, 16, 12), ("degree 3 (quick)", 3, 8, 10)]
         args.repeats, args.einsum_repeats = 3, 2

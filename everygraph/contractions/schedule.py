@@ -41,6 +41,7 @@ import torch
 from .pattern import BATCH_LETTER
 from .plan import ContractionPlan
 from .regroup import regroup_wide_products
+from .stack import StackedChains, stack_shared_sides
 
 __all__ = ["Workspace", "Schedule", "build_schedule"]
 
@@ -344,8 +345,9 @@ def _chunk_large_runs(ops: list[tuple], B: int, large: int, buffer_sizes: list[i
 
     def flush():
         if len(run) > 1 and all(batch_first(op) for op in run):
-            per_graph = max(math.prod(r.size[1:]) for op in run for r in refs(op))
-            step = max(1, min(B, CHUNK_BYTES // (4 * per_graph)))
+            # sized by the [n, n, n] tensors of a graph; a stacked group's side-by-side
+            # operands (see stack.py) are several of them per chunk
+            step = max(1, min(B, CHUNK_BYTES // (4 * (large // B))))
             bounds = tuple((g, min(B, g + step)) for g in range(0, B, step))
             result.append(("chunked", tuple(run), bounds))
         else:
@@ -410,6 +412,8 @@ class _Planner:
         # the tensors the output assembly reads stay as the plan computes them
         assembled = {t for a in plan.assemblies for t in (*a.scalars, *(t for t, _ in a.rooted))}
         self.steps = _locality_order(regroup_wide_products(list(plan.steps), assembled))
+        undirected = {i for i, s in enumerate(plan.sources) if s[0] == "channel" and not s[2]}
+        self.steps = stack_shared_sides(self.steps, assembled, undirected)
         self.last_use = _last_use(self.steps, plan.assemblies)
         self.consumers: dict[int, list[int]] = {}
         for i, step in enumerate(self.steps):
@@ -480,7 +484,7 @@ class _Planner:
         total = 0
         for i in self.consumers.get(tid, []):
             step = self.steps[i]
-            if step.is_view or len(step.inputs) != 2:
+            if isinstance(step, StackedChains) or step.is_view or len(step.inputs) != 2:
                 continue
             lhs, rhs = step.eq.split("->")
             la, lb = lhs.split(",")
@@ -537,7 +541,10 @@ class _Planner:
             self.views[i] = ("src", i, _meta(shape, torch.empty(shape, device="meta").stride()))
         direct = self.direct = self._direct_targets()
         for i, step in enumerate(self.steps):
-            self._step(i, step, direct.get(step.out))
+            if isinstance(step, StackedChains):
+                self._stacked(step)
+            else:
+                self._step(i, step, direct.get(step.out))
             for t in set(step.inputs):
                 if self.last_use.get(t) == i and t in self.views and self.views[t][0] == "buf":
                     self._release(self.views[t][1])
@@ -685,6 +692,66 @@ class _Planner:
             for j, perm in self.extra_targets.get(step.out, []):
                 sched.ops.append(("copy", out_ref, self._ref("slot", j, self._slot_view(j, perm))))
                 self.extra_filled.add(j)
+
+    def _stacked(self, group: StackedChains) -> None:
+        """Lower a :class:`~everygraph.contractions.stack.StackedChains` group: ``L`` once
+        into ``[B, x, p, q]``, each ``M_i`` into block ``i`` of one ``[B, k, y, p, q]``
+        buffer, one matrix product ``[B, k n, n^2] @ [B, n^2, n]`` into ``[B, k n, n]``,
+        then each block copied to its result (and to the output channels reading it)."""
+        ops = self.schedule.ops
+        B, n, k = self.B, self.n, len(group.outs)
+        cube = n**3
+        shared_index = self._alloc(B * cube)
+        shared = Ref("buf", shared_index, (B, n, n, n), (cube, n * n, n, 1), 0)
+        self._emit_product([self._factor(f, BATCH_LETTER + "xpq") for f in group.shared], shared)
+        sides_index = self._alloc(k * B * cube)
+        for i, (from_shared, factors) in enumerate(group.sides):
+            block = Ref("buf", sides_index, (B, n, n, n), (k * cube, n * n, n, 1), i * cube)
+            refs = [self._factor(f, BATCH_LETTER + "ypq") for f in factors]
+            self._emit_product([shared, *refs] if from_shared else refs, block)
+        result_index = self._alloc(k * B * n * n)
+        ops.append((
+            "bmm",
+            Ref("buf", sides_index, (B, k * n, n * n), (k * cube, n * n, 1), 0),
+            Ref("buf", shared_index, (B, n * n, n), (cube, 1, n * n), 0),
+            Ref("buf", result_index, (B, k * n, n), (k * n * n, n, 1), 0),
+        ))
+        self._release(shared_index)
+        self._release(sides_index)
+        for i, (out, letters) in enumerate(zip(group.outs, group.out_letters)):
+            axis = {BATCH_LETTER: k * n * n, "y": n, "x": 1}
+            stride = tuple(axis[c] for c in letters)
+            block = Ref("buf", result_index, (B, n, n), stride, i * n * n)
+            direct = self.direct.get(out)
+            if direct is not None:
+                j, perm = direct
+                v = self._slot_view(j, perm)
+                self.views[out] = ("slot", j, v)
+                ops.append(("copy", block, self._ref("slot", j, v)))
+                for j2, perm2 in self.extra_targets.get(out, []):
+                    ops.append(("copy", block, self._ref("slot", j2, self._slot_view(j2, perm2))))
+                    self.extra_filled.add(j2)
+            else:
+                index, v = self._new_buffer_view((B, n, n), [0, 1, 2])
+                self.views[out] = ("buf", index, v)
+                ops.append(("copy", block, self._ref("buf", index, v)))
+        self._release(result_index)
+
+    def _factor(self, factor: tuple[int, str], out_letters: str) -> Ref:
+        """A factor of a stacked group (tensor id, its letters) broadcast to ``out_letters``."""
+        t, letters = factor
+        kind, index, meta = self.views[t]
+        return self._broadcast(self._ref(kind, index, meta), meta, letters, out_letters)
+
+    def _emit_product(self, refs: list[Ref], out: Ref) -> None:
+        """``out`` = the elementwise product of ``refs`` (broadcast views of ``out``'s shape)."""
+        ops = self.schedule.ops
+        if len(refs) == 1:
+            ops.append(("copy", refs[0], out))
+            return
+        ops.append(("mul", refs[0], refs[1], out))
+        for r in refs[2:]:
+            ops.append(("mul", out, r, out))
 
     def _matvec_refs(self, la: str, lb: str, lo: str, ins, in_refs, O: torch.Tensor, out_ref: Ref) -> tuple[Ref, Ref, Ref] | None:
         """``la,lb->lo`` (one summed letter, free letters on one side only) as a batch of

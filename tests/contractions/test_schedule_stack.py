@@ -1,0 +1,183 @@
+"""Stacked chains (everygraph/contractions/stack.py): regrouped chains whose wide products
+share one side run as one side computed once and one product over the other sides stacked.
+Values are checked against brute-force homomorphism counts (plain loops over all vertex
+maps), never against saved outputs."""
+
+import pytest
+import torch
+
+import everygraph.contractions.schedule as schedule_module
+from everygraph.contractions import Pattern, Workspace, compile_plan, evaluate
+from everygraph.contractions.evaluate import _results_key, estimate_memory
+from everygraph.contractions.plan import Step
+from everygraph.contractions.stack import StackedChains, stack_shared_sides
+from homomorphism_reference import brute_force  # tests/contractions/homomorphism_reference.py
+
+# the four degree-6 chains that share the side A[x, c] A[x, d] (with their transposed twins),
+# and a chain of another shape
+STRINGS = [
+    "ac,ad,bc,bd,cd,de->ab",
+    "ac,ad,bc,be,ce,de->ab",
+    "ac,ad,bc,be,ce,de->ba",
+    "ac,ad,bc,be,cd,de->ab",
+    "ac,ad,bc,bd,ce,de->ab",
+    "ac,ad,bc,bd,cd->ab",
+    "ab,ac,ad,bc,bd,cd->ab",
+    "ab,bc,cd->ad",
+]
+
+
+def _batch(B: int, n: int, seed: int, directed: bool, dtype=torch.float64) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.rand(B, n, n, generator=gen) < 0.6).double()
+    if directed:
+        return (x * torch.rand(B, n, n, generator=gen, dtype=torch.float64)).to(dtype)
+    upper = x.triu(1)
+    return (upper + upper.transpose(1, 2)).to(dtype)
+
+
+def _groups(plan, B: int = 3, n: int = 5) -> list[StackedChains]:
+    planner = schedule_module._Planner(plan, B, n, [None] * plan.num_patterns, False)
+    return [s for s in planner.steps if isinstance(s, StackedChains)]
+
+
+def _check(plan, patterns, out, x, layout="channel_last"):
+    for j, p in enumerate(patterns):
+        k = plan.indices(p.output).index(j)
+        got = out[..., k] if layout == "channel_last" or p.output == "invariant" else out[:, k]
+        for g in range(x.shape[0]):
+            torch.testing.assert_close(got[g].double(), brute_force(p, x[g].double()), msg=lambda m: f"{p}, graph {g}: {m}")
+
+
+@pytest.mark.parametrize("directed", [False, True])
+def test_chains_sharing_a_side_form_one_group(directed):
+    plan = compile_plan([Pattern.from_string(s, directed=directed) for s in STRINGS])
+    (group,) = _groups(plan)
+    # the five chains (the twin is one more result of the same product) of the first five
+    # patterns read A[x, c] A[x, d]
+    assert len(group.outs) == 4
+    assert sorted(letters for _, letters in group.shared) == ["zxp", "zxq"]
+    assert sum(from_shared for from_shared, _ in group.sides) == 3
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("chunk_bytes", [1, 1 << 40])  # one graph per chunk; one chunk
+@pytest.mark.parametrize("directed", [False, True])
+def test_stacked_schedule_equals_brute_force(monkeypatch, chunk_bytes, directed, symmetric):
+    monkeypatch.setattr(schedule_module, "CHUNK_BYTES", chunk_bytes)
+    patterns = [Pattern.from_string(s, directed=directed) for s in STRINGS]
+    plan = compile_plan(patterns)
+    x = _batch(3, 5, seed=7, directed=directed)
+    with torch.no_grad():
+        out = evaluate(plan, x, symmetric=symmetric)
+    (schedule,) = plan._schedules.values()
+    (group,) = _groups(plan)
+    k = len(group.outs)
+    chunked = [op for op in schedule.ops if op[0] == "chunked"]
+    stacked = [inner for op in chunked for inner in op[1] if inner[0] == "bmm" and inner[1].size[1] == k * 5]
+    assert len(stacked) == 1 and {len(op[2]) for op in chunked} == ({3} if chunk_bytes == 1 else {1})
+    _check(plan, patterns, out, x)
+
+
+def test_stacked_schedule_float32_and_without_stacking_equal():
+    patterns = [Pattern.from_string(s) for s in STRINGS]
+    x = _batch(4, 6, seed=11, directed=False)
+    with torch.no_grad():
+        stacked = evaluate(compile_plan(patterns), x.float())
+        original = schedule_module.stack_shared_sides
+        try:
+            schedule_module.stack_shared_sides = lambda steps, *args: steps
+            plain = evaluate(compile_plan(patterns), x.float())
+        finally:
+            schedule_module.stack_shared_sides = original
+    torch.testing.assert_close(stacked, plain)
+    _check(compile_plan(patterns), patterns, stacked, x)
+
+
+@pytest.mark.parametrize("layout", ["channel_last", "channel_first"])
+def test_stacked_out_and_workspace_reuse(monkeypatch, layout):
+    monkeypatch.setattr(schedule_module, "CHUNK_BYTES", 1)
+    patterns = [Pattern.from_string(s) for s in STRINGS]
+    plan = compile_plan(patterns)
+    ws = Workspace()
+    x1, x2 = _batch(3, 5, seed=1, directed=False), _batch(3, 5, seed=4, directed=False)
+    with torch.no_grad():
+        first = evaluate(plan, x1, layout=layout, workspace=ws)
+        out = torch.full_like(first, float("nan")).contiguous()  # channel-last memory: strided slots
+        evaluate(plan, x1, layout=layout, out=out, workspace=ws)
+        evaluate(plan, x2, layout=layout, out=out, workspace=ws)
+    _check(plan, patterns, out, x2, layout)
+    # the stacked sides (one chunk of k blocks) and the stacked result are workspace
+    # buffers, which the memory guard counts
+    schedule = plan._schedules[_results_key({"edge": out}, 3, 5, False, layout)]
+    (group,) = _groups(plan)
+    k = len(group.outs)
+    assert 1 * k * 5**3 in schedule.buffer_sizes and 3 * k * 5 * 5 in schedule.buffer_sizes
+    assert ws.nbytes == schedule.workspace_elements * x1.element_size()
+    inputs = 3 * 5 * 5 * (plan.num_channels + len(plan.sources) + 2) + 3 * 5
+    slots = [None] * plan.num_patterns
+    for j, v in enumerate(out.unbind(-1 if layout == "channel_last" else 1)):
+        slots[plan.indices("edge")[j]] = v
+    assert estimate_memory(plan, 3, 5, element_size=8, output=False, slots=slots) == (inputs + schedule.workspace_elements) * 8
+
+
+def test_single_graph_and_single_node():
+    patterns = [Pattern.from_string(s) for s in STRINGS]
+    plan = compile_plan(patterns)
+    for B, n in ((1, 4), (2, 1)):
+        x = _batch(B, n, seed=3, directed=False)
+        with torch.no_grad():
+            out = evaluate(plan, x)
+        _check(plan, patterns, out, x)
+
+
+def test_autograd_keeps_the_plain_execution():
+    patterns = [Pattern.from_string(s) for s in STRINGS[:3]]
+    plan = compile_plan(patterns)
+    x = _batch(2, 4, seed=5, directed=False).requires_grad_(True)
+    out = evaluate(plan, x)
+    out.sum().backward()
+    _check(plan, patterns, out.detach(), x.detach())
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+# ------------------------------------------------------------------ the grouping on steps
+def _two_chains(other_reader: bool = False) -> list[Step]:
+    """Two wide products over sides built from source 0 (undirected): R1 = (L * A) L^T and
+    R2 = (L * W) L^T with W = A * A computed between them."""
+    steps = [
+        Step(1, "zxc,zxd->zxcd", (0, 0), 3, False),
+        Step(2, "zxcd,zcd->zxcd", (1, 0), 3, False),
+        Step(3, "zacd,zbcd->zab", (2, 1), 2, False),
+        Step(4, "zab,zab->zab", (0, 0), 2, False),
+        Step(5, "zxc,zxd->zxcd", (0, 0), 3, False),
+        Step(6, "zxcd,zcd->zxcd", (5, 4), 3, False),
+        Step(7, "zacd,zbcd->zab", (6, 5), 2, False),
+        Step(8, "zab,zab->zab", (3, 7), 2, False),
+    ]
+    if other_reader:
+        steps.append(Step(9, "zxcd->zx", (5,), 1, False))
+    return steps
+
+
+def test_group_runs_after_its_inputs_and_before_its_readers():
+    new = stack_shared_sides(_two_chains(), {8}, {0})
+    kinds = [s.outs if isinstance(s, StackedChains) else s.out for s in new]
+    # the group reads W (step 4), so runs after it; step 8 reads both results
+    assert kinds == [4, (3, 7), 8]
+    (group,) = [s for s in new if isinstance(s, StackedChains)]
+    assert group.sides == ((True, ((0, "zpq"),)), (True, ((4, "zpq"),)))
+
+
+def test_group_leaves_out_a_side_others_read():
+    steps = _two_chains(other_reader=True)
+    assert stack_shared_sides(steps, {8, 9}, {0}) == steps  # one member left: no group
+    # a product the output assembly reads is not recomputed either
+    assert stack_shared_sides(_two_chains(), {1, 8}, {0}) == [s for s in _two_chains()]
+
+
+def test_directed_sources_are_not_transposed():
+    steps = _two_chains()
+    steps[4] = Step(5, "zcx,zxd->zxcd", (0, 0), 3, False)  # A[c, x] A[x, d]: another side when directed
+    assert stack_shared_sides(steps, {8}, set()) == steps
+    assert any(isinstance(s, StackedChains) for s in stack_shared_sides(steps, {8}, {0}))
