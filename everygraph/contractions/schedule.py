@@ -555,8 +555,8 @@ class _Planner:
     def _direct_targets(self) -> dict[int, tuple[int, tuple[int, ...]]]:
         """Step outputs that are exactly some pattern's value: tensor id -> (channel, perm).
         Further patterns reading the same tensor in another axis order (``(H, b, a)`` beside
-        ``(H, a, b)``) go to :attr:`extra_targets`: a matrix product writes them too, with its
-        operands swapped, instead of a transposing copy."""
+        ``(H, a, b)``) go to :attr:`extra_targets`: copied from the first channel right after
+        the step writes it."""
         targets: dict[int, tuple[int, tuple[int, ...]]] = {}
         self.extra_targets: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
         seen_slots: set[int] = set()
@@ -635,17 +635,6 @@ class _Planner:
             if swap:
                 ins, in_refs, terms = ins[::-1], in_refs[::-1], terms[::-1]
             self._emit_bmm(terms, lo, ins, in_refs, O, out_ref, groups, step.out)
-            for j, perm in self.extra_targets.get(step.out, []) if direct is not None else []:
-                O2 = self._slot_view(j, perm)
-                options = []
-                for swap in (False, True):
-                    x, y, lx, ly = (ins[1], ins[0], terms[1], terms[0]) if swap else (ins[0], ins[1], terms[0], terms[1])
-                    groups, copies = self._bmm_layout(lx, ly, lo, x, y, O2)
-                    options.append((copies, swap, groups))
-                copies, swap, groups = min(options, key=lambda o: o[0])
-                args = (terms[::-1], lo, ins[::-1], in_refs[::-1]) if swap else (terms, lo, ins, in_refs)
-                self._emit_bmm(*args, O2, self._ref("slot", j, O2), groups, step.out)
-                self.extra_filled.add(j)
         elif kind == "mul":
             la, lb = terms
             # the storage order its consumers read without copies; among those, the order
@@ -686,9 +675,10 @@ class _Planner:
         else:
             out_ref, O = target(list(range(len(lo))))
             sched.ops.append(("einsum", step.eq, tuple(in_refs), out_ref))
-        if direct is not None and kind != "bmm":
+        if direct is not None:
             # other patterns reading this result in another axis order: copied now, while
-            # the result is still in cache (at the end of the schedule it is not)
+            # the result is still in cache (at the end of the schedule it is not); for a
+            # matrix product too, where a second product with swapped operands cost more
             for j, perm in self.extra_targets.get(step.out, []):
                 sched.ops.append(("copy", out_ref, self._ref("slot", j, self._slot_view(j, perm))))
                 self.extra_filled.add(j)
