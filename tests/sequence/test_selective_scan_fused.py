@@ -132,6 +132,25 @@ def test_float32_exp_accuracy():
 
 
 @needs_numba
+def test_float32_base2_decay_accuracy():
+    """The scan kernels' float32 decay (a log-decay in units of log(2), the rates scaled by
+    log2(e)) against numpy's double exp2 over the whole clamped range (a length that leaves a
+    tail), clamped below and above, a NaN kept a NaN."""
+    low, high = fused_cpu.MIN_LOG_DECAY / math.log(2), 88.0 / math.log(2)
+    x = np.concatenate([np.linspace(low, high, 400_001), np.linspace(-1, 1, 20_001)]).astype(np.float32)
+    got = fused_cpu._exp_kernel(x, base2=True).astype(np.float64)
+    assert np.max(np.abs(got / np.exp2(x.astype(np.float64)) - 1)) < 3e-7
+    edges = fused_cpu._exp_kernel(np.array([np.nan, -1e4, low, 1e4, high, 0.5, -0.5, 3.0], dtype=np.float32),
+                                  base2=True)
+    assert np.isnan(edges[0])
+    assert edges[1] == edges[2] and edges[3] == edges[4]
+    assert abs(float(edges[1]) / 2.0 ** float(np.float32(low)) - 1) < 3e-7  # exp(-60) up to rounding of -60 / log(2)
+    assert np.all(np.isfinite(edges[1:]))
+    want = np.exp2(np.array([0.5, -0.5, 3.0]))
+    assert np.max(np.abs(edges[5:] / want - 1)) < 3e-7
+
+
+@needs_numba
 def test_fused_no_grad_and_partial_grads():
     inputs = make_inputs(seed=7)
     with torch.no_grad():

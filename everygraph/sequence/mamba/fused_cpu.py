@@ -140,6 +140,14 @@ if NUMBA_AVAILABLE:
     _Q5 = np.float32(0.00829031)
     _LO32 = np.float32(MIN_LOG_DECAY)
     _HI32 = np.float32(_MAX_LOG_DECAY_F32)
+    # The scan kernels' decays in base 2: the rates are scaled by log2(e) once per kernel call
+    # (:func:`_lane_rates`), so that a log-decay is in units of log(2) and the range reduction
+    # is k = round(x), f = x - k, exact (no two-part ln(2) product); 2^f = e^(f ln 2) is the
+    # polynomial above with Q_j ln(2)^j, on |f| <= 1/2 (the same interval as |r| <= ln(2) / 2).
+    _LN2 = math.log(2.0)
+    _P1, _P2, _P3, _P4, _P5 = (np.float32(float(q) * _LN2 ** j) for j, q in enumerate((_Q1, _Q2, _Q3, _Q4, _Q5), 1))
+    _LO2_32 = np.float32(MIN_LOG_DECAY / _LN2)
+    _HI2_32 = np.float32(_MAX_LOG_DECAY_F32 / _LN2)
 
     @intrinsic
     def _pow2_f32(typingctx, k):
@@ -194,18 +202,31 @@ if NUMBA_AVAILABLE:
     _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
     @_cached_njit(fastmath=_FASTMATH)
-    def _exp_lanes(x, table):
-        """The kernels' exp over ``x`` ``[M]``: the vector form, the scalar form on the tail."""
+    def _exp_lanes(x, table, base2):
+        """The kernels' exp over ``x`` ``[M]``: the vector form, the scalar form on the tail;
+        with ``base2`` the scan kernels' decay (:func:`_vdecay`: ``2**x`` in float32), the
+        tail through one padded vector."""
         out = np.empty_like(x)
         full = x.shape[0] - x.shape[0] % LANES
         for i in range(0, full, LANES):
-            _vstore(out, i, _vexp(_vload(x, i), table))
+            if base2:
+                _vstore(out, i, _vdecay(_vload(x, i), table))
+            else:
+                _vstore(out, i, _vexp(_vload(x, i), table))
+        if base2 and full < x.shape[0]:
+            pad = np.zeros(LANES, dtype=x.dtype)
+            pad[: x.shape[0] - full] = x[full:]
+            _vstore(pad, 0, _vdecay(_vload(pad, 0), table))
+            out[full:] = pad[: x.shape[0] - full]
+            return out
         for i in range(full, x.shape[0]):
             out[i] = _decay_exp(x[i])
         return out
 
-    def _exp_kernel(x: np.ndarray) -> np.ndarray:  # for tests of the float32 exp
-        return _exp_lanes(x, _exp_table(torch.float32 if x.dtype == np.float32 else torch.float64)[0])
+    def _exp_kernel(x: np.ndarray, base2: bool = False) -> np.ndarray:  # for tests of the float32 exp
+        """``exp(x)``, or with ``base2`` the scan kernels' decay of a log-decay in units of
+        ``log(2)`` (``2**x`` in float32, ``exp(x)`` in float64, whose rates are not scaled)."""
+        return _exp_lanes(x, _exp_table(torch.float32 if x.dtype == np.float32 else torch.float64)[0], base2)
 
     class _LaneVector(types.Type):
         """LANES values of one float dtype in one SIMD value (LLVM ``<LANES x float>``): the
@@ -314,6 +335,12 @@ if NUMBA_AVAILABLE:
     #: while as immediates they need two instructions each per use, since the loop has too
     #: few vector registers to keep all of them.
     _EXP_ROWS = (_HI32, _LO32, _LOG2E, _SHIFTER, -_LN2_HI, -_LN2_LO, _Q5, _Q4, _Q3, _Q2, _Q1, _ONE)
+    #: Rows of the base-2 decay (:func:`_vdecay`) after :data:`_EXP_ROWS`, then the factor of
+    #: the rates (log2(e) for float32, 1 for float64, which keeps libm's natural exp) and its
+    #: inverse.
+    _DECAY_ROW = len(_EXP_ROWS)
+    _DECAY_ROWS = (_HI2_32, _LO2_32, _SHIFTER, _P5, _P4, _P3, _P2, _P1)
+    _RATE_SCALE_ROW = _DECAY_ROW + len(_DECAY_ROWS)
 
     def _exp_table(dtype: torch.dtype) -> np.ndarray:
         """:data:`_EXP_ROWS` as a ``[STATE_GROUP, rows, LANES]`` array of the kernels' dtype:
@@ -322,7 +349,9 @@ if NUMBA_AVAILABLE:
         across all of them; with too few registers for that it spills and reloads (tried: the
         forward loop got slower). Separate copies stay separate memory operands."""
         np_dtype = np.float32 if dtype == torch.float32 else np.float64
-        rows = np.repeat(np.array(_EXP_ROWS, dtype=np_dtype)[:, None], LANES, axis=1)
+        scale = (float(_LOG2E), _LN2) if np_dtype == np.float32 else (1.0, 1.0)
+        values = [float(v) for v in _EXP_ROWS + _DECAY_ROWS] + list(scale)
+        rows = np.repeat(np.array(values, dtype=np_dtype)[:, None], LANES, axis=1)
         return np.ascontiguousarray(np.broadcast_to(rows, (STATE_GROUP, *rows.shape)))
 
     def _exp_ir(context, builder, value, table, table_value):
@@ -366,6 +395,48 @@ if NUMBA_AVAILABLE:
 
         def codegen(context, builder, signature, args):
             return _exp_ir(context, builder, args[0], table, args[1])
+
+        return x(x, table), codegen
+
+    def _decay_ir(context, builder, value, table, table_value):
+        """The IR of :func:`_vdecay`."""
+        vector_type = value.type
+        if vector_type.element != _llvm_ir.FloatType():
+            return _exp_ir(context, builder, value, table, table_value)
+
+        def c(row):
+            pointer = _vector_pointer(context, builder, table, table_value,
+                                      _llvm_ir.Constant(_llvm_ir.IntType(64), (_DECAY_ROW + row) * LANES))
+            return builder.load(pointer, align=4)
+
+        high, low = c(0), c(1)
+        # comparisons are false for NaN, so a NaN passes through and propagates
+        value = builder.select(builder.fcmp_ordered(">", value, high), high, value)
+        value = builder.select(builder.fcmp_ordered("<", value, low), low, value)
+        # round(x) + 127 in the low bits; the fence keeps the reassociating fast math from
+        # folding (x + S) - S into x
+        shifted = builder.fadd(value, c(2))
+        shifted = builder.call(_vector_intrinsic(builder, "llvm.arithmetic.fence", vector_type), [shifted])
+        f = builder.fsub(value, builder.fsub(shifted, c(2)))  # exact, in [-1/2, 1/2]
+        q = c(3)
+        for row in range(4, 8):
+            q = _fma_ir(builder, q, f, c(row))
+        int_type = _llvm_ir.VectorType(_llvm_ir.IntType(32), LANES)
+        biased = builder.bitcast(shifted, int_type)
+        power = builder.bitcast(builder.shl(biased, _llvm_ir.Constant(int_type, [23] * LANES)), vector_type)
+        # 2^k (1 + f P(f)) with one rounding at the end
+        return _fma_ir(builder, builder.fmul(q, f), power, power)
+
+    @intrinsic
+    def _vdecay(typingctx, x, table):
+        """The scan kernels' decay per lane of a clamped log-decay ``x`` given in units of
+        ``log(2)`` for float32 (``2**x``: the rates are scaled by log2(e), row
+        ``_RATE_SCALE_ROW`` of the table) and natural units for float64 (libm's ``exp``)."""
+        if not (isinstance(x, _LaneVector) and isinstance(table, types.Array)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return _decay_ir(context, builder, args[0], table, args[1])
 
         return x(x, table), codegen
 
@@ -671,14 +742,14 @@ if NUMBA_AVAILABLE:
                         out[i, n, w] = M[bM, (d0 + w) // per_group, t, n] if w < lanes else 0.0
 
     @njit
-    def _lane_rates(A, num_blocks, n_out=-1):
-        """``A`` ``[D, N]`` as ``[blocks, n_out, LANES]`` (``n_out >= N``, default ``N``; 0 in
-        the lanes past the last channel and in the padding entries)."""
+    def _lane_rates(A, num_blocks, n_out=-1, scale=1.0):
+        """``A`` ``[D, N]`` times ``scale`` as ``[blocks, n_out, LANES]`` (``n_out >= N``,
+        default ``N``; 0 in the lanes past the last channel and in the padding entries)."""
         channels, n_state = A.shape
         rates = np.zeros((num_blocks, max(n_out, n_state), LANES), dtype=A.dtype)
         for d in range(channels):
             for n in range(n_state):
-                rates[d // LANES, n, d % LANES] = A[d, n]
+                rates[d // LANES, n, d % LANES] = A[d, n] * scale
         return rates
 
     @njit(inline="always")
@@ -725,7 +796,7 @@ if NUMBA_AVAILABLE:
         events_c = np.zeros(CHUNK, dtype=np.uint8)
         B_c = np.zeros((CHUNK, n_pad, LANES), dtype=u.dtype)
         C_c = np.zeros((CHUNK, n_pad, LANES), dtype=u.dtype)
-        rate_all = _lane_rates(A, num_blocks, n_pad)
+        rate_all = _lane_rates(A, num_blocks, n_pad, table[0, _RATE_SCALE_ROW, 0])
         # the state of every block, carried from chunk to chunk: chunks are the outer loop so
         # that a chunk's B_t, C_t, broadcast over the lanes, serve every block of a group
         h_all = np.zeros((num_blocks, n_pad, LANES), dtype=u.dtype)
@@ -785,10 +856,10 @@ if NUMBA_AVAILABLE:
                             step = _vload(step_c, i * LANES)
                             x = _vload(x_c, i * LANES)
                             oi = (i * n_pad + n0) * LANES
-                            h0 = _vfma(_vexp(_vmul(step, r0), table0), h0, _vmul(x, _vload(B_c, oi)))
-                            h1 = _vfma(_vexp(_vmul(step, r1), table1), h1, _vmul(x, _vload(B_c, oi + LANES)))
-                            h2 = _vfma(_vexp(_vmul(step, r2), table2), h2, _vmul(x, _vload(B_c, oi + 2 * LANES)))
-                            h3 = _vfma(_vexp(_vmul(step, r3), table3), h3, _vmul(x, _vload(B_c, oi + 3 * LANES)))
+                            h0 = _vfma(_vdecay(_vmul(step, r0), table0), h0, _vmul(x, _vload(B_c, oi)))
+                            h1 = _vfma(_vdecay(_vmul(step, r1), table1), h1, _vmul(x, _vload(B_c, oi + LANES)))
+                            h2 = _vfma(_vdecay(_vmul(step, r2), table2), h2, _vmul(x, _vload(B_c, oi + 2 * LANES)))
+                            h3 = _vfma(_vdecay(_vmul(step, r3), table3), h3, _vmul(x, _vload(B_c, oi + 3 * LANES)))
                             y01 = _vfma(h0, _vload(C_c, oi), _vmul(h1, _vload(C_c, oi + LANES)))
                             y23 = _vfma(h2, _vload(C_c, oi + 2 * LANES), _vmul(h3, _vload(C_c, oi + 3 * LANES)))
                             _vstore(y_c, i * LANES, _vadd(_vload(y_c, i * LANES), _vadd(y01, y23)))
@@ -827,7 +898,7 @@ if NUMBA_AVAILABLE:
         n_pad = -(-n_state // STATE_GROUP) * STATE_GROUP
         num_chunks = entries.shape[2]
         num_blocks = -(-channels // LANES)
-        rate_all = _lane_rates(A, num_blocks, n_pad)
+        rate_all = _lane_rates(A, num_blocks, n_pad, table[0, _RATE_SCALE_ROW, 0])
         # the adjoint state of every block, carried from chunk to chunk
         g_all = np.zeros((num_blocks, n_pad, LANES), dtype=u.dtype)
         grad_rate = np.zeros((n_pad, LANES), dtype=u.dtype)
@@ -850,6 +921,7 @@ if NUMBA_AVAILABLE:
         table1 = table[1]
         table2 = table[2]
         table3 = table[3]
+        unscale = _vload(table0, (_RATE_SCALE_ROW + 1) * LANES)
         for b in range(batch):
             g_all[:] = 0.0
             for k in range(num_chunks - 1, -1, -1):
@@ -910,10 +982,10 @@ if NUMBA_AVAILABLE:
                             gy = _vload(gy_c, i * LANES)
                             oi = (i * n_pad + n0) * LANES
                             oa = i * STATE_GROUP * LANES
-                            a0 = _vexp(_vmul(step, r0), table0)
-                            a1 = _vexp(_vmul(step, r1), table1)
-                            a2 = _vexp(_vmul(step, r2), table2)
-                            a3 = _vexp(_vmul(step, r3), table3)
+                            a0 = _vdecay(_vmul(step, r0), table0)
+                            a1 = _vdecay(_vmul(step, r1), table1)
+                            a2 = _vdecay(_vmul(step, r2), table2)
+                            a3 = _vdecay(_vmul(step, r3), table3)
                             if events_c[i] & 1:
                                 a0 = zero
                                 a1 = zero
@@ -1001,7 +1073,9 @@ if NUMBA_AVAILABLE:
                         _vstore(grad_rate, o + 3 * LANES, gr3)
                     for i in range(count):
                         grad_x = _vload(gx_c, i * LANES)
-                        _vstore(glog_c, i * LANES, _vfma(grad_x, _vload(u_c, i * LANES), _vload(glog_c, i * LANES)))
+                        # the sum of g a h r over the entries, with the rates scaled back
+                        grad_log = _vmul(_vload(glog_c, i * LANES), unscale)
+                        _vstore(glog_c, i * LANES, _vfma(grad_x, _vload(u_c, i * LANES), grad_log))
                         _vstore(gx_c, i * LANES, _vmul(grad_x, _vload(step_c, i * LANES)))
                     _add_lanes(gx_c, grad_u, b, d0, lanes, s0, count, length, reverse)
                     _add_lanes(glog_c, grad_dt, b, d0, lanes, s0, count, length, reverse)
