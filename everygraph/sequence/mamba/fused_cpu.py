@@ -498,7 +498,7 @@ if NUMBA_AVAILABLE:
 
         return types.none(plane, row0, col, out, i0), codegen
 
-    def _store_rows_transposed_codegen(accumulate):
+    def _store_rows_transposed_codegen():
         def typer(typingctx, lanes_array, i0, plane, row0, col):
             if not _plane_ok(plane, lanes_array):
                 return None
@@ -514,8 +514,6 @@ if NUMBA_AVAILABLE:
                                                 align=align))
                 pointers = _row_pointers(context, builder, plane, plane_value, row0_value, col_value)
                 for ptr, vector in zip(pointers, _transpose_ir(builder, vectors)):
-                    if accumulate:
-                        vector = builder.fadd(builder.load(ptr, align=align), vector)
                     builder.store(vector, ptr, align=align)
                 return context.get_dummy_value()
 
@@ -524,9 +522,7 @@ if NUMBA_AVAILABLE:
         return typer
 
     #: ``plane[row0 + w, col + j] = src[i0 + j, w]`` (the inverse of :func:`_load_rows_transposed`)
-    _store_rows_transposed = intrinsic(_store_rows_transposed_codegen(False))
-    #: ``plane[row0 + w, col + j] += src[i0 + j, w]``
-    _add_rows_transposed = intrinsic(_store_rows_transposed_codegen(True))
+    _store_rows_transposed = intrinsic(_store_rows_transposed_codegen())
 
     # Cephes logf: log(1 + f) ~ f - f^2 / 2 + f^3 P(f) for sqrt(1/2) <= 1 + f < sqrt(2)
     _LOG_P = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1, 1.4249322787e-1,
@@ -691,24 +687,6 @@ if NUMBA_AVAILABLE:
             row = dst[b, d0 + w]
             for i in range(count):
                 row[_position(s0 + i, length, reverse)] = src[i, w]
-
-    @njit(inline="always")
-    def _add_lanes(src, dst, b, d0, lanes, s0, count, length, reverse):
-        """``dst[b, d0 + w, t(s0 + i)] += src[i, w]`` for the block's channels."""
-        if lanes == LANES and not reverse:
-            plane = dst[b]
-            full = count - count % LANES
-            for i0 in range(0, full, LANES):
-                _add_rows_transposed(src, i0, plane, d0, s0 + i0)
-            for w in range(LANES):
-                row = plane[d0 + w]
-                for i in range(full, count):
-                    row[s0 + i] += src[i, w]
-            return
-        for w in range(lanes):
-            row = dst[b, d0 + w]
-            for i in range(count):
-                row[_position(s0 + i, length, reverse)] += src[i, w]
 
     @njit(inline="always")
     def _block_group(M, d0, lanes, channels):
@@ -881,9 +859,9 @@ if NUMBA_AVAILABLE:
     @_cached_njit(fastmath=_FASTMATH)
     def _backward_lanes(u, dt, A, B, C, resets, final_slot, reverse, entries, grad_y, grad_finals,
                         grad_u, grad_dt, grad_A, grad_B, grad_C, table):
-        """The adjoint recurrence, LANES channels at a time, chunks right to left. Adds into
-        ``grad_u``, ``grad_dt`` ``[batch, D, L]`` and ``grad_A`` ``[D, N]`` (zero on entry) and
-        ``grad_B``, ``grad_C`` (shaped like ``B``, ``C``). Chunks are the outer loop, so the
+        """The adjoint recurrence, LANES channels at a time, chunks right to left. Writes every
+        element of ``grad_u``, ``grad_dt`` ``[batch, D, L]`` (so they need no zeros), adds into
+        ``grad_A`` ``[D, N]`` and ``grad_B``, ``grad_C`` (shaped like ``B``, ``C``; zero on entry). Chunks are the outer loop, so the
         gradients of ``B``/``C`` that a group's channels share are summed over the group's
         blocks in a chunk buffer and reduced over the lanes once per chunk.
 
@@ -1077,8 +1055,8 @@ if NUMBA_AVAILABLE:
                         grad_log = _vmul(_vload(glog_c, i * LANES), unscale)
                         _vstore(glog_c, i * LANES, _vfma(grad_x, _vload(u_c, i * LANES), grad_log))
                         _vstore(gx_c, i * LANES, _vmul(grad_x, _vload(step_c, i * LANES)))
-                    _add_lanes(gx_c, grad_u, b, d0, lanes, s0, count, length, reverse)
-                    _add_lanes(glog_c, grad_dt, b, d0, lanes, s0, count, length, reverse)
+                    _store_lanes(gx_c, grad_u, b, d0, lanes, s0, count, length, reverse)
+                    _store_lanes(glog_c, grad_dt, b, d0, lanes, s0, count, length, reverse)
                     for w in range(lanes):
                         for n in range(n_state):
                             grad_A[d0 + w, n] += grad_rate[n, w]
@@ -1127,7 +1105,7 @@ class FusedSelectiveScan(torch.autograd.Function):
             final_slot = np.full_like(ctx.final_slot, -1)
         else:
             grad_finals, final_slot = grad_finals.contiguous(), ctx.final_slot
-        grad_u, grad_dt = torch.zeros_like(u), torch.zeros_like(u)
+        grad_u, grad_dt = torch.empty_like(u), torch.empty_like(u)  # the kernel writes every element
         grad_A, grad_B, grad_C = torch.zeros_like(A), torch.zeros_like(B), torch.zeros_like(C)
         _backward_lanes(
             *[_array(x) for x in (u, dt, A, B, C)], ctx.resets, final_slot, ctx.reverse, _array(entries),
