@@ -230,11 +230,14 @@ def measure(fn, args, backward, repeats, sync):
 
 def measure_interleaved(fns, args, backward, repeats, sync):
     """``{name: (median cpu ms, median wall ms, peak MiB)}``, one run of every function per round,
-    then one call of each for its memory."""
+    the order rotated from round to round (a function timed right after another one that leaves
+    the caches and the allocator in a different state would otherwise always pay for it), then
+    one call of each for its memory."""
     runs = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            runs[name].append(measure_once(fn, args, backward, sync, both=True))
+    names = list(fns)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            runs[name].append(measure_once(fns[name], args, backward, sync, both=True))
     return {
         name: (statistics.median(c for c, _ in r) * 1e3, statistics.median(w for _, w in r) * 1e3,
                peak_memory(fns[name], args, backward, sync))
