@@ -204,6 +204,12 @@ def _bind_op(op: tuple, view: Callable[[Ref], torch.Tensor]) -> Callable:
     if kind == "mul":
         _, a, b, o = op
         return functools.partial(torch.mul, view(a), view(b), out=view(o))
+    if kind == "add":
+        _, a, b, o = op
+        return functools.partial(torch.add, view(a), view(b), out=view(o))
+    if kind == "take":
+        _, a, o, indices = op
+        return take_kernel(view(o), view(a), indices)
     if kind == "sum":
         _, a, o, dims = op
         return functools.partial(torch.sum, view(a), dims, out=view(o))
@@ -272,6 +278,22 @@ def copy_kernel(dst: torch.Tensor, src: torch.Tensor) -> Callable[[], object]:
     return functools.partial(dst.copy_, src)
 
 
+def take_kernel(dst: torch.Tensor, src: torch.Tensor, indices: tuple[int, ...]) -> Callable[[], object]:
+    """A no-argument callable writing ``src[..., indices]`` into ``dst``: numpy's ``take``
+    for CPU tensors (``mode="clip"``: with the default mode numpy buffers the result and
+    copies it, 1.5-2x slower on ``[4, 32, 1024]`` gathers), ``torch.index_select`` on the
+    flattened leading axes elsewhere."""
+    if dst.device.type == "cpu" and src.device.type == "cpu" and dst.dtype in _NUMPY_DTYPES and src.dtype == dst.dtype and not dst.requires_grad:
+        index = np.asarray(indices, dtype=np.intp)
+        return functools.partial(np.take, src.numpy(), index, axis=-1, out=dst.numpy(), mode="clip")
+    index = torch.tensor(indices, dtype=torch.long, device=src.device)
+    return functools.partial(_index_select_into, dst, src, index)
+
+
+def _index_select_into(dst: torch.Tensor, src: torch.Tensor, index: torch.Tensor) -> None:
+    dst.copy_(torch.index_select(src, -1, index))
+
+
 def _einsum_into(eq: str, operands: list[torch.Tensor], target: torch.Tensor) -> None:
     target.copy_(torch.einsum(eq, *operands))
 
@@ -322,7 +344,7 @@ def _slice_batch(r: Ref, start: int, stop: int, shrunk: frozenset[int] = frozens
     return Ref(r.kind, r.index, (stop - start, *r.size[1:]), r.stride, r.offset + shift)
 
 
-def _chunk_large_runs(ops: list[tuple], B: int, large: int, buffer_sizes: list[int]) -> list[tuple]:
+def _chunk_large_runs(ops: list[tuple], B: int, large: int, buffer_sizes: list[int], in_runs: frozenset[int] = frozenset()) -> list[tuple]:
     """Each maximal run of consecutive kernels touching a tensor of ``>= large`` elements
     (and whose operands all have the batch as their first axis) becomes one ``("chunked",
     ops, bounds, shrunk)`` op: the run executed for graphs ``bounds[0]``, then ``bounds[1]``,
@@ -335,10 +357,11 @@ def _chunk_large_runs(ops: list[tuple], B: int, large: int, buffer_sizes: list[i
         return [r for r in op[1:] if isinstance(r, Ref)]
 
     def large_op(op):
-        return op[0] != "einsum" and any(math.prod(r.size) >= large for r in refs(op))
+        # in_runs: ops on a graph's halved [n, n, n] tensors (stacked groups), ids of the tuples
+        return op[0] != "einsum" and (id(op) in in_runs or any(math.prod(r.size) >= large for r in refs(op)))
 
     def batch_first(op):
-        return op[0] in ("bmm", "mul", "sum", "copy", "matvec") and all(len(r.size) and r.size[0] == B for r in refs(op))
+        return op[0] in ("bmm", "mul", "add", "take", "sum", "copy", "matvec") and all(len(r.size) and r.size[0] == B for r in refs(op))
 
     result: list[tuple] = []
     run: list[tuple] = []
@@ -409,6 +432,7 @@ class _Planner:
         self.views: dict[int, tuple[str, int, torch.Tensor]] = {}  # tensor id -> (kind, index, meta view)
         self.slot_views = slot_views
         self.scratch: set[int] = set()
+        self.in_runs: list[tuple] = []  # ops a graph-chunked run must hold whatever their size
         # the tensors the output assembly reads stay as the plan computes them
         assembled = {t for a in plan.assemblies for t in (*a.scalars, *(t for t, _ in a.rooted))}
         self.steps = _locality_order(regroup_wide_products(list(plan.steps), assembled))
@@ -549,7 +573,8 @@ class _Planner:
                 if self.last_use.get(t) == i and t in self.views and self.views[t][0] == "buf":
                     self._release(self.views[t][1])
         self._assemble(direct)
-        sched.ops = _chunk_large_runs(sched.ops, self.B, self.B * self.n**3, sched.buffer_sizes)
+        in_runs = frozenset(id(op) for op in self.in_runs)
+        sched.ops = _chunk_large_runs(sched.ops, self.B, self.B * self.n**3, sched.buffer_sizes, in_runs)
         return sched
 
     def _direct_targets(self) -> dict[int, tuple[int, tuple[int, ...]]]:
@@ -685,29 +710,72 @@ class _Planner:
 
     def _stacked(self, group: StackedChains) -> None:
         """Lower a :class:`~everygraph.contractions.stack.StackedChains` group: ``L`` once
-        into ``[B, x, p, q]``, each ``M_i`` into block ``i`` of one ``[B, k, y, p, q]``
-        buffer, one matrix product ``[B, k n, n^2] @ [B, n^2, n]`` into ``[B, k n, n]``,
-        then each block copied to its result (and to the output channels reading it)."""
+        into ``[B, x, p, q]``, each ``M_i`` into block ``i`` of one ``[B, k, y, K]`` buffer,
+        one matrix product ``[B, k n, K] @ [B, K, n]`` into ``[B, k n, n]``, then each block
+        copied to its result (and to the output channels reading it). ``K`` is ``n^2``, or,
+        when ``L`` is symmetric in ``p, q``, the ``n (n + 1) / 2`` pairs ``p <= q``:
+        ``sum_{p, q} M[p, q] L[p, q] = sum_{p < q} (M[p, q] + M[q, p]) L[p, q] + sum_p M[p, p] L[p, p]``,
+        half the product's FLOPs for two gathers."""
         ops = self.schedule.ops
         B, n, k = self.B, self.n, len(group.outs)
         cube = n**3
+        start = len(ops)
         shared_index = self._alloc(B * cube)
         shared = Ref("buf", shared_index, (B, n, n, n), (cube, n * n, n, 1), 0)
+        if group.symmetric:
+            upper = [(p, q) for p in range(n) for q in range(p + 1, n)]
+            first = tuple(p * n + q for p, q in upper) + tuple(p * n + p for p in range(n))
+            second = tuple(q * n + p for p, q in upper)
+            inner, off = len(first), len(second)
+            # M_i = L * W_i with W_i over p, q alone: its pairs are L's times W_i's, summed
+            weights = {i: self._pair_weights(factors, first, second) for i, (from_shared, factors) in enumerate(group.sides)
+                       if from_shared and all("y" not in letters for _, letters in factors)}
+            start = len(ops)
+        else:
+            inner = n * n
         self._emit_product([self._factor(f, BATCH_LETTER + "xpq") for f in group.shared], shared)
-        sides_index = self._alloc(k * B * cube)
+        flat_shared = Ref("buf", shared_index, (B, n, n * n), (cube, n * n, 1), 0)
+        if group.symmetric:
+            packed_index = self._alloc(B * n * inner)
+            packed = Ref("buf", packed_index, (B, n, inner), (n * inner, inner, 1), 0)
+            ops.append(("take", flat_shared, packed, first))
+        else:
+            packed_index, packed = shared_index, flat_shared
+        sides_index = self._alloc(k * B * n * inner)
+        scratch = None
         for i, (from_shared, factors) in enumerate(group.sides):
-            block = Ref("buf", sides_index, (B, n, n, n), (k * cube, n * n, n, 1), i * cube)
+            block = Ref("buf", sides_index, (B, n, inner), (k * n * inner, inner, 1), i * n * inner)
             refs = [self._factor(f, BATCH_LETTER + "ypq") for f in factors]
-            self._emit_product([shared, *refs] if from_shared else refs, block)
+            if not group.symmetric:
+                full = Ref("buf", sides_index, (B, n, n, n), (k * cube, n * n, n, 1), i * cube)
+                self._emit_product([shared, *refs] if from_shared else refs, full)
+            elif i in weights:
+                w = weights[i]
+                ops.append(("mul", packed, Ref(w.kind, w.index, (B, n, inner), (w.stride[0], 0, 1), w.offset), block))
+            else:
+                if scratch is None:
+                    scratch = (self._alloc(B * cube), self._alloc(B * n * off))
+                full = Ref("buf", scratch[0], (B, n, n, n), (cube, n * n, n, 1), 0)
+                self._emit_product([shared, *refs] if from_shared else refs, full)
+                flat = Ref("buf", scratch[0], (B, n, n * n), (cube, n * n, 1), 0)
+                mirrored = Ref("buf", scratch[1], (B, n, off), (n * off, off, 1), 0)
+                head = Ref("buf", sides_index, (B, n, off), block.stride, block.offset)
+                ops.append(("take", flat, block, first))
+                ops.append(("take", flat, mirrored, second))
+                ops.append(("add", head, mirrored, head))
         result_index = self._alloc(k * B * n * n)
         ops.append((
             "bmm",
-            Ref("buf", sides_index, (B, k * n, n * n), (k * cube, n * n, 1), 0),
-            Ref("buf", shared_index, (B, n * n, n), (cube, 1, n * n), 0),
+            Ref("buf", sides_index, (B, k * n, inner), (k * n * inner, inner, 1), 0),
+            Ref("buf", packed_index, (B, inner, n), (n * inner, 1, inner), 0),
             Ref("buf", result_index, (B, k * n, n), (k * n * n, n, 1), 0),
         ))
-        self._release(shared_index)
-        self._release(sides_index)
+        self.in_runs.extend(ops[start:])
+        for index in {shared_index, packed_index, sides_index, *(scratch or ())}:
+            self._release(index)
+        if group.symmetric:
+            for w in weights.values():
+                self._release(w.index)
         for i, (out, letters) in enumerate(zip(group.outs, group.out_letters)):
             axis = {BATCH_LETTER: k * n * n, "y": n, "x": 1}
             stride = tuple(axis[c] for c in letters)
@@ -726,6 +794,34 @@ class _Planner:
                 self.views[out] = ("buf", index, v)
                 ops.append(("copy", block, self._ref("buf", index, v)))
         self._release(result_index)
+
+    def _pair_weights(self, factors, first: tuple[int, ...], second: tuple[int, ...]) -> Ref:
+        """``[B, K]``: the product ``W`` of ``factors`` (letters over the batch, ``p``, ``q``) at
+        the pairs ``first``, plus at ``second`` for the first ``len(second)`` pairs: the
+        weight of pair ``(p, q)`` in ``sum_{p, q} L[p, q] W[p, q]`` for ``L`` symmetric."""
+        ops = self.schedule.ops
+        B, n = self.B, self.n
+        refs = [self._factor(f, BATCH_LETTER + "pq") for f in factors]
+        if len(refs) == 1 and refs[0].stride[1:] == (n, 1):
+            flat = Ref(refs[0].kind, refs[0].index, (B, n * n), (refs[0].stride[0], 1), refs[0].offset)
+            product_index = None
+        else:
+            product_index = self._alloc(B * n * n)
+            self._emit_product(refs, Ref("buf", product_index, (B, n, n), (n * n, n, 1), 0))
+            flat = Ref("buf", product_index, (B, n * n), (n * n, 1), 0)
+        inner, off = len(first), len(second)
+        index = self._alloc(B * inner)
+        weights = Ref("buf", index, (B, inner), (inner, 1), 0)
+        mirrored_index = self._alloc(B * off)
+        mirrored = Ref("buf", mirrored_index, (B, off), (off, 1), 0)
+        head = Ref("buf", index, (B, off), (inner, 1), 0)
+        ops.append(("take", flat, weights, first))
+        ops.append(("take", flat, mirrored, second))
+        ops.append(("add", head, mirrored, head))
+        self._release(mirrored_index)
+        if product_index is not None:
+            self._release(product_index)
+        return weights
 
     def _factor(self, factor: tuple[int, str], out_letters: str) -> Ref:
         """A factor of a stacked group (tensor id, its letters) broadcast to ``out_letters``."""

@@ -8,8 +8,13 @@ same side ``L[b, c, d] = A[b, c] A[b, d]``: each chain computes it again and run
 same factors are computed instead as one group: ``L`` once, the other sides ``M_1 .. M_k``
 side by side in one buffer, and one product ``[M_1; ..; M_k] @ L^T`` (per graph
 ``[k n, n^2] @ [n^2, n]``, a larger GEMM that runs nearer the machine's peak), whose
-blocks are copied to the results. The FLOPs are those of the chains (less the repeated
-``L``); the plan itself (its FLOP count, the autograd execution) is unchanged.
+blocks are copied to the results. When ``L`` is symmetric in its two summed indices (as
+``A[b, c] A[b, d]`` is, on any input), the product runs over the pairs ``c <= d`` only:
+``sum_{c, d} M[c, d] L[c, d] = sum_{c < d} (M[c, d] + M[d, c]) L[c, d] + sum_c M[c, c] L[c, c]``,
+an inner size of ``n (n + 1) / 2`` instead of ``n^2``, for a gather of ``L`` and of each
+``M_i`` (of ``W_i`` alone, ``[B, n, n]``, when ``M_i = L W_i`` with ``W_i`` over the summed
+indices). The FLOPs are then about half the chains'; the plan itself (its FLOP count, from
+which the benchmark's floor is computed, and the autograd execution) is unchanged.
 
 :func:`stack_shared_sides` finds the groups on the scheduled steps and returns the steps
 with each group as one :class:`StackedChains` item, ordered so that every item runs after
@@ -33,6 +38,7 @@ __all__ = ["StackedChains", "stack_shared_sides"]
 #: ``p``, ``q`` (the two summed vertices).
 Factor = tuple[int, str]
 _RANK = {c: i for i, c in enumerate(BATCH_LETTER + "xypq")}
+_SWAP = str.maketrans("pq", "qp")
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,9 @@ class StackedChains:
     shared: tuple[Factor, ...]
     sides: tuple[tuple[bool, tuple[Factor, ...]], ...]
     inputs: tuple[int, ...]
+    #: ``L`` is symmetric in ``p, q`` (its factors are, with those of symmetric inputs
+    #: read either way round), so the product needs only the pairs ``p <= q``
+    symmetric: bool = False
     is_view: bool = False
 
     @property
@@ -76,15 +85,18 @@ def stack_shared_sides(steps: list[Step], protected: set[int], symmetric_sources
         for t in s.inputs:
             readers[t].add(s.out)
 
+    def canonical(t: int, letters: str) -> Factor:
+        if t in symmetric_sources and len(letters) == 3:
+            letters = letters[0] + "".join(sorted(letters[1:], key=_RANK.__getitem__))
+        return t, letters
+
     def resolve(t: int, letters: str) -> Factor:
         step = producer.get(t)
         if step is not None and step.is_view:
             (li,), lo = step.eq.split("->")[0].split(","), step.eq.split("->")[1]
             if len(set(li)) == len(li) == len(lo) and set(li) == set(lo):
                 t, letters = step.inputs[0], "".join(letters[lo.index(c)] for c in li)
-        if t in symmetric_sources and len(letters) == 3:
-            letters = letters[0] + "".join(sorted(letters[1:], key=_RANK.__getitem__))
-        return t, letters
+        return canonical(t, letters)
 
     def expand(t: int, letters: str, tree: set[int]) -> list[Factor]:
         step = producer.get(t)
@@ -175,6 +187,7 @@ def stack_shared_sides(steps: list[Step], protected: set[int], symmetric_sources
             shared=key,
             sides=tuple(sides),
             inputs=tuple(dict.fromkeys(t for m in members for t in m["inputs"])),
+            symmetric=tuple(sorted(canonical(t, letters.translate(_SWAP)) for t, letters in key)) == key,
         ))
         removed |= set().union(*(m["tree"] for m in members)) | {m["out"] for m in members}
     if not items:

@@ -3,6 +3,7 @@ share one side run as one side computed once and one product over the other side
 Values are checked against brute-force homomorphism counts (plain loops over all vertex
 maps), never against saved outputs."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,12 +108,12 @@ def test_stacked_out_and_workspace_reuse(monkeypatch, layout):
         evaluate(plan, x1, layout=layout, out=out, workspace=ws)
         evaluate(plan, x2, layout=layout, out=out, workspace=ws)
     _check(plan, patterns, out, x2, layout)
-    # the stacked sides (one chunk of k blocks) and the stacked result are workspace
-    # buffers, which the memory guard counts
+    # the stacked sides (one chunk of k blocks of the 15 pairs p <= q) and the stacked
+    # result are workspace buffers, which the memory guard counts
     schedule = plan._schedules[_results_key({"edge": out}, 3, 5, False, layout)]
     (group,) = _groups(plan)
     k = len(group.outs)
-    assert 1 * k * 5**3 in schedule.buffer_sizes and 3 * k * 5 * 5 in schedule.buffer_sizes
+    assert 1 * k * 5 * 15 in schedule.buffer_sizes and 3 * k * 5 * 5 in schedule.buffer_sizes
     assert ws.nbytes == schedule.workspace_elements * x1.element_size()
     inputs = 3 * 5 * 5 * (plan.num_channels + len(plan.sources) + 2) + 3 * 5
     slots = [None] * plan.num_patterns
@@ -181,3 +182,82 @@ def test_directed_sources_are_not_transposed():
     steps[4] = Step(5, "zcx,zxd->zxcd", (0, 0), 3, False)  # A[c, x] A[x, d]: another side when directed
     assert stack_shared_sides(steps, {8}, set()) == steps
     assert any(isinstance(s, StackedChains) for s in stack_shared_sides(steps, {8}, {0}))
+
+
+# ------------------------------------------------------------------ halved inner size
+# a side symmetric in its summed indices whatever the input (A[x, p] A[x, q]), and, on
+# directed input, one that is not (A[q, p] A[x, p] A[x, q])
+SIDES = {"symmetric": STRINGS, "not symmetric": ["ac,ad,bc,bd,cd->ab", "ab,ac,ad,bc,bd,cd->ab", "ac,bd,be,cd,ce,de->ab", "ac,ad,bc,be,ce,de->ab"]}
+
+
+@pytest.mark.parametrize("directed", [False, True])
+@pytest.mark.parametrize("side", list(SIDES))
+def test_symmetric_shared_side_halves_the_product(side, directed):
+    """A shared side symmetric in p, q: the stacked product runs over the n (n + 1) / 2
+    pairs p <= q (gathered); otherwise over all n^2. Values against brute force."""
+    n = 5
+    patterns = [Pattern.from_string(s, directed=directed) for s in SIDES[side]]
+    plan = compile_plan(patterns)
+    x = _batch(2, n, seed=2, directed=directed)
+    with torch.no_grad():
+        out = evaluate(plan, x)
+    (schedule,) = plan._schedules.values()
+    (group,) = _groups(plan, 2, n)
+    halved = side == "symmetric" or not directed
+    inner = [op for run in schedule.ops if run[0] == "chunked" for op in run[1] if op[0] == "bmm" and op[1].size[1] == len(group.outs) * n]
+    assert group.symmetric == halved
+    assert [op[1].size[2] for op in inner] == [n * (n + 1) // 2 if halved else n * n]
+    takes = [op for run in schedule.ops if run[0] == "chunked" for op in run[1] if op[0] == "take"]
+    assert bool(takes) == halved
+    _check(plan, patterns, out, x)
+
+
+def test_pair_weights_of_several_and_transposed_factors(monkeypatch):
+    """A side L * W whose W is given as several factors, or as a transposed view, is gathered
+    from W computed first (here A * A^T for the double edge's A * A: equal on undirected input)."""
+    patterns = [Pattern.from_string(s) for s in ("ac,ad,bc,bd,cd,cd->ab", "ac,ad,bc,bd,cd->ab")]
+    original = schedule_module.stack_shared_sides
+
+    def rewritten(steps, protected, symmetric_sources):
+        result = []
+        for s in original(steps, protected, symmetric_sources):
+            if isinstance(s, StackedChains):
+                source = s.shared[0][0]
+                sides = tuple(
+                    (True, ((source, "zpq"), (source, "zqp"))) if factors[0][0] != source else (True, ((source, "zqp"),))
+                    for _, factors in s.sides
+                )
+                s = StackedChains(s.outs, s.out_letters, s.shared, sides, s.inputs, s.symmetric)
+            result.append(s)
+        return result
+
+    monkeypatch.setattr(schedule_module, "stack_shared_sides", rewritten)
+    plan = compile_plan(patterns)
+    x = _batch(3, 5, seed=9, directed=False)
+    with torch.no_grad():
+        out = evaluate(plan, x)
+    (group,) = _groups(plan)
+    assert group.symmetric and {len(f) for _, f in group.sides} == {1, 2}
+    _check(plan, patterns, out, x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_take_kernel_equals_indexing(dtype):
+    """numpy's take on CPU tensors of numpy dtypes, torch.index_select otherwise (bfloat16
+    here, every device numpy cannot reach)."""
+    src = torch.arange(2 * 3 * 16, dtype=torch.float32).view(2, 3, 16).to(dtype)[:, :, :]
+    indices = (3, 0, 15, 7, 7)
+    dst = torch.empty(2, 3, len(indices), dtype=dtype)
+    kernel = schedule_module.take_kernel(dst, src, indices)
+    assert (getattr(kernel, "func", None) is np.take) == (dtype != torch.bfloat16)
+    kernel()
+    torch.testing.assert_close(dst, src[..., list(indices)])
+
+
+def test_stacked_groups_on_meta():
+    """The device-generic kernels (index_select, no numpy) plan and run on meta tensors."""
+    plan = compile_plan([Pattern.from_string(s) for s in STRINGS])
+    x = _batch(2, 5, seed=1, directed=False).to("meta")
+    with torch.no_grad():
+        out = evaluate(plan, x, mask=torch.ones(2, 5, dtype=torch.bool, device="meta"))
+    assert out.device.type == "meta" and out.shape == (2, 5, 5, len(STRINGS))
