@@ -588,6 +588,7 @@ def profile(args) -> None:
     ``time.thread_time`` (``args.repeats`` calls, medians per kind of kernel), by what it does
     and where it writes (an output channel or the workspace)."""
     import collections
+    import itertools
 
     patterns = connected_case(6)
     plan = compile_plan(patterns, n_hint=32)
@@ -612,24 +613,35 @@ def profile(args) -> None:
             where = "an output channel" if target.kind == "slot" else "the workspace"
             if op[0] == "copy" and refs[0].kind == "slot":
                 return "copies of output channels (transposed twins, duplicates)"
-            name = {"bmm": "matrix products", "mul": "elementwise products", "sum": "sums", "copy": "copies", "matvec": "matrix-vector steps"}[op[0]]
+            name = {
+                "bmm": "matrix products", "mul": "elementwise products", "sum": "sums", "copy": "copies",
+                "matvec": "matrix-vector steps", "take": "gathers", "add": "additions",
+            }[op[0]]
             return f"{name} into {where}"
 
         kinds = [kind(op) for op in schedule.ops]
+        # the kernels of the graph-chunked runs one by one too, by kind (a second listing)
+        inner = [
+            (f"  in chunked runs: {kind(op)}", f)
+            for run, bound in zip(schedule.ops, entry["bound"]) if run[0] == "chunked"
+            for op, f in zip(itertools.cycle(run[1]), bound.args[0])
+        ]
         times: dict[str, list[float]] = collections.defaultdict(list)
         for _ in range(args.repeats):
             total: dict[str, float] = collections.defaultdict(float)
-            for k, kernel in zip(kinds, entry["bound"]):
+            for k, kernel in [*zip(kinds, entry["bound"]), *inner]:
                 start = time.thread_time()
                 kernel()
                 total[k] += time.thread_time() - start
             for k, t in total.items():
                 times[k].append(t)
+        num_kernels = len(kinds)
+        kinds += [k for k, _ in inner]
         elementwise_kernels(schedule, entry["bound"], args.repeats)
         counts = collections.Counter(kinds)
         print(f"\n== profile: degree 6, B=128, n=32, {str(dtype).replace('torch.', '')}: call {statistics.median(calls) * 1e3:.1f} ms CPU "
-              f"(median of {args.repeats}); kernels {len(kinds)} ==")
-        for k in sorted(times, key=lambda k: -statistics.median(times[k])):
+              f"(median of {args.repeats}); kernels {num_kernels} ==")
+        for k in sorted(times, key=lambda k: (k.startswith(" "), -statistics.median(times[k]))):
             print(f"{k:<58} {counts[k]:>5} {statistics.median(times[k]) * 1e3:>8.2f} ms")
 
 

@@ -709,73 +709,80 @@ class _Planner:
                 self.extra_filled.add(j)
 
     def _stacked(self, group: StackedChains) -> None:
-        """Lower a :class:`~everygraph.contractions.stack.StackedChains` group: ``L`` once
-        into ``[B, x, p, q]``, each ``M_i`` into block ``i`` of one ``[B, k, y, K]`` buffer,
-        one matrix product ``[B, k n, K] @ [B, K, n]`` into ``[B, k n, n]``, then each block
-        copied to its result (and to the output channels reading it). ``K`` is ``n^2``, or,
-        when ``L`` is symmetric in ``p, q``, the ``n (n + 1) / 2`` pairs ``p <= q``:
-        ``sum_{p, q} M[p, q] L[p, q] = sum_{p < q} (M[p, q] + M[q, p]) L[p, q] + sum_p M[p, p] L[p, p]``,
-        half the product's FLOPs for two gathers."""
+        """Lower a :class:`~everygraph.contractions.stack.StackedChains` group: ``L`` once,
+        each ``M_i`` into block ``i`` of one ``[B, k, y, K]`` buffer, one matrix product
+        ``[B, k n, K] @ [B, K, n]`` into ``[B, k n, n]``, then each block copied to its result
+        (and to the output channels reading it). ``K`` is the ``n^2`` pairs ``(p, q)``, or,
+        when ``L`` is symmetric in ``p, q``, about half of them: the pairs ``(p, p + d mod n)``
+        for ``d = 0 .. n // 2`` (``K = n (n // 2 + 1)``), which hold every unordered pair
+        once (twice for ``d = n / 2``, once each way round), so that
+        ``sum_{p, q} M[p, q] L[p, q] = sum_{p, d} M'[p, d] L[p, p + d]`` with ``M'`` the sum of
+        ``M`` at ``(p, p + d)`` and at ``(p + d, p)`` (at ``(p, p + d)`` alone for ``d = 0``
+        and ``d = n / 2``). Each factor is read at those pairs through a strided view (of a
+        copy with the wrapped axis doubled, so that ``p + d`` needs no modulo): no gather
+        in the graph-chunked run."""
         ops = self.schedule.ops
         B, n, k = self.B, self.n, len(group.outs)
-        cube = n**3
-        start = len(ops)
-        shared_index = self._alloc(B * cube)
-        shared = Ref("buf", shared_index, (B, n, n, n), (cube, n * n, n, 1), 0)
         if group.symmetric:
-            upper = [(p, q) for p in range(n) for q in range(p + 1, n)]
-            first = tuple(p * n + q for p, q in upper) + tuple(p * n + p for p in range(n))
-            second = tuple(q * n + p for p, q in upper)
-            inner, off = len(first), len(second)
-            # M_i = L * W_i with W_i over p, q alone: its pairs are L's times W_i's, summed
-            weights = {i: self._pair_weights(factors, first, second) for i, (from_shared, factors) in enumerate(group.sides)
+            columns = n // 2 + 1
+            both = (1, columns - 1 if n % 2 == 0 else columns)  # columns read both ways round
+            inner = n * columns
+            shape, sizes = (B, n, n, columns), (n * n * columns, n * columns, columns, 1)
+            # M_i = L * W_i with W_i over p, q alone: M_i' = L' * W_i', W_i' gathered from W_i
+            weights = {i: self._pair_weights(factors, columns, both) for i, (from_shared, factors) in enumerate(group.sides)
                        if from_shared and all("y" not in letters for _, letters in factors)}
-            start = len(ops)
+            doubled: dict = {}
+            read = functools.partial(self._circulant_factor, columns=columns, doubled=doubled)
         else:
-            inner = n * n
-        self._emit_product([self._factor(f, BATCH_LETTER + "xpq") for f in group.shared], shared)
-        flat_shared = Ref("buf", shared_index, (B, n, n * n), (cube, n * n, 1), 0)
-        if group.symmetric:
-            packed_index = self._alloc(B * n * inner)
-            packed = Ref("buf", packed_index, (B, n, inner), (n * inner, inner, 1), 0)
-            ops.append(("take", flat_shared, packed, first))
+            columns, inner = n, n * n
+            shape, sizes = (B, n, n, n), (n**3, n * n, n, 1)
+            weights = {}
+            read = None
+        # every factor's view first: the doubled copies they read are made before the run
+        if read is None:
+            shared_refs = [self._factor(f, BATCH_LETTER + "xpq") for f in group.shared]
+            side_refs = {i: ([self._factor(f, BATCH_LETTER + "ypq") for f in factors], None) for i, (_, factors) in enumerate(group.sides)}
         else:
-            packed_index, packed = shared_index, flat_shared
+            shared_refs = [read(f, "x", False) for f in group.shared]
+            side_refs = {i: ([read(f, "y", False) for f in factors], [read(f, "y", True) for f in factors])
+                         for i, (_, factors) in enumerate(group.sides) if i not in weights}
+        start = len(ops)
+        shared_index = self._alloc(B * n * inner)
+        shared = Ref("buf", shared_index, shape, sizes, 0)
+        self._emit_product(shared_refs, shared)
         sides_index = self._alloc(k * B * n * inner)
         scratch = None
-        for i, (from_shared, factors) in enumerate(group.sides):
-            block = Ref("buf", sides_index, (B, n, inner), (k * n * inner, inner, 1), i * n * inner)
-            refs = [self._factor(f, BATCH_LETTER + "ypq") for f in factors]
-            if not group.symmetric:
-                full = Ref("buf", sides_index, (B, n, n, n), (k * cube, n * n, n, 1), i * cube)
-                self._emit_product([shared, *refs] if from_shared else refs, full)
-            elif i in weights:
+        for i, (from_shared, _) in enumerate(group.sides):
+            block = Ref("buf", sides_index, shape, (k * n * inner, *sizes[1:]), i * n * inner)
+            if i in weights:
                 w = weights[i]
-                ops.append(("mul", packed, Ref(w.kind, w.index, (B, n, inner), (w.stride[0], 0, 1), w.offset), block))
-            else:
+                ops.append(("mul", shared, Ref(w.kind, w.index, shape, (w.stride[0], 0, columns, 1), w.offset), block))
+                continue
+            # L reads the same both ways round (it is symmetric when read is set)
+            first, second = side_refs[i]
+            self._emit_product([shared, *first] if from_shared else first, block)
+            if read is not None and both[1] > both[0]:
                 if scratch is None:
-                    scratch = (self._alloc(B * cube), self._alloc(B * n * off))
-                full = Ref("buf", scratch[0], (B, n, n, n), (cube, n * n, n, 1), 0)
-                self._emit_product([shared, *refs] if from_shared else refs, full)
-                flat = Ref("buf", scratch[0], (B, n, n * n), (cube, n * n, 1), 0)
-                mirrored = Ref("buf", scratch[1], (B, n, off), (n * off, off, 1), 0)
-                head = Ref("buf", sides_index, (B, n, off), block.stride, block.offset)
-                ops.append(("take", flat, block, first))
-                ops.append(("take", flat, mirrored, second))
+                    scratch = self._alloc(B * n * inner)
+                mirrored = _columns(Ref("buf", scratch, shape, sizes, 0), *both)
+                self._emit_product([_columns(r, *both) for r in ([shared, *second] if from_shared else second)], mirrored)
+                head = _columns(block, *both)
                 ops.append(("add", head, mirrored, head))
         result_index = self._alloc(k * B * n * n)
         ops.append((
             "bmm",
             Ref("buf", sides_index, (B, k * n, inner), (k * n * inner, inner, 1), 0),
-            Ref("buf", packed_index, (B, inner, n), (n * inner, 1, inner), 0),
+            Ref("buf", shared_index, (B, inner, n), (n * inner, 1, inner), 0),
             Ref("buf", result_index, (B, k * n, n), (k * n * n, n, 1), 0),
         ))
         self.in_runs.extend(ops[start:])
-        for index in {shared_index, packed_index, sides_index, *(scratch or ())}:
+        for index in {shared_index, sides_index, *([scratch] if scratch is not None else [])}:
             self._release(index)
-        if group.symmetric:
-            for w in weights.values():
-                self._release(w.index)
+        for w in weights.values():
+            self._release(w.index)
+        if read is not None:
+            for kind, index, _ in doubled.values():
+                self._release(index)
         for i, (out, letters) in enumerate(zip(group.outs, group.out_letters)):
             axis = {BATCH_LETTER: k * n * n, "y": n, "x": 1}
             stride = tuple(axis[c] for c in letters)
@@ -795,10 +802,11 @@ class _Planner:
                 ops.append(("copy", block, self._ref("buf", index, v)))
         self._release(result_index)
 
-    def _pair_weights(self, factors, first: tuple[int, ...], second: tuple[int, ...]) -> Ref:
-        """``[B, K]``: the product ``W`` of ``factors`` (letters over the batch, ``p``, ``q``) at
-        the pairs ``first``, plus at ``second`` for the first ``len(second)`` pairs: the
-        weight of pair ``(p, q)`` in ``sum_{p, q} L[p, q] W[p, q]`` for ``L`` symmetric."""
+    def _pair_weights(self, factors, columns: int, both: tuple[int, int]) -> Ref:
+        """``[B, n, columns]``: the product ``W`` of ``factors`` (letters over the batch,
+        ``p``, ``q``) at the pairs ``(p, p + d mod n)``, plus at ``(p + d mod n, p)`` for the
+        columns ``d`` in ``both``: the weight of pair ``(p, d)`` in ``sum_{p, q} L W`` for
+        ``L`` symmetric (see :meth:`_stacked`), gathered from ``W`` over the whole batch."""
         ops = self.schedule.ops
         B, n = self.B, self.n
         refs = [self._factor(f, BATCH_LETTER + "pq") for f in factors]
@@ -809,19 +817,61 @@ class _Planner:
             product_index = self._alloc(B * n * n)
             self._emit_product(refs, Ref("buf", product_index, (B, n, n), (n * n, n, 1), 0))
             flat = Ref("buf", product_index, (B, n * n), (n * n, 1), 0)
-        inner, off = len(first), len(second)
-        index = self._alloc(B * inner)
-        weights = Ref("buf", index, (B, inner), (inner, 1), 0)
-        mirrored_index = self._alloc(B * off)
-        mirrored = Ref("buf", mirrored_index, (B, off), (off, 1), 0)
-        head = Ref("buf", index, (B, off), (inner, 1), 0)
-        ops.append(("take", flat, weights, first))
-        ops.append(("take", flat, mirrored, second))
-        ops.append(("add", head, mirrored, head))
-        self._release(mirrored_index)
+        index = self._alloc(B * n * columns)
+        ops.append(("take", flat, Ref("buf", index, (B, n * columns), (n * columns, 1), 0),
+                    tuple(p * n + (p + d) % n for p in range(n) for d in range(columns))))
+        if both[1] > both[0]:
+            width = both[1] - both[0]
+            mirrored_index = self._alloc(B * n * width)
+            ops.append(("take", flat, Ref("buf", mirrored_index, (B, n * width), (n * width, 1), 0),
+                        tuple((p + d) % n * n + p for p in range(n) for d in range(*both))))
+            head = Ref("buf", index, (B, n, width), (n * columns, columns, 1), both[0])
+            ops.append(("add", head, Ref("buf", mirrored_index, (B, n, width), (n * width, width, 1), 0), head))
+            self._release(mirrored_index)
         if product_index is not None:
             self._release(product_index)
-        return weights
+        return Ref("buf", index, (B, n, columns), (n * columns, columns, 1), 0)
+
+    def _circulant_factor(self, factor: tuple[int, str], row: str, swapped: bool, columns: int, doubled: dict) -> Ref:
+        """A factor (letters over the batch, ``row``, ``p``, ``q``) read at ``(p, q) = (p, p + d)``
+        (``swapped``: at ``(p + d, p)``) as a ``[B, n (row), n (p), columns (d)]`` view. The
+        axis read at ``p + d`` is one of a copy with that axis doubled (``doubled`` keeps the
+        copies of the group: tensor and axis -> buffer), so that ``p + d < 2 n`` is in range."""
+        t, letters = factor
+        B, n = self.B, self.n
+        plain, wrapped = ("q", "p") if swapped else ("p", "q")
+        kind, index, meta = self.views[t]
+        offset = meta.storage_offset()
+        if wrapped in letters:
+            axis = letters.index(wrapped)
+            key = (t, axis)
+            if key not in doubled:
+                size = list(meta.shape)
+                size[axis] = 2 * n
+                copy_index, copy = self._new_buffer_view(tuple(size), list(range(len(size))))
+                source = self._ref(kind, index, meta)
+                half = list(meta.shape)
+                for h in range(2):
+                    ops_ref = Ref("buf", copy_index, tuple(half), copy.stride(), h * n * copy.stride(axis))
+                    self.schedule.ops.append(("copy", source, ops_ref))
+                doubled[key] = ("buf", copy_index, copy)
+            kind, index, meta = doubled[key]
+            offset = 0
+        stride = [0, 0, 0, 0]
+        for axis, c in enumerate(letters):
+            step = meta.stride(axis)
+            if c == BATCH_LETTER:
+                stride[0] += step
+            elif c == row:
+                stride[1] += step
+            elif c == plain:
+                stride[2] += step
+            elif c == wrapped:
+                stride[2] += step
+                stride[3] += step
+            else:  # pragma: no cover - the group's factors hold only these letters
+                raise AssertionError(letters)
+        return Ref(kind, index, (B, n, n, columns), tuple(stride), offset)
 
     def _factor(self, factor: tuple[int, str], out_letters: str) -> Ref:
         """A factor of a stacked group (tensor id, its letters) broadcast to ``out_letters``."""
@@ -1035,6 +1085,11 @@ class _Planner:
             sched.ops.append(("copy", spread(r, letters), tref))
         if scalar_ref is not None:
             sched.ops.append(("mul", tref, spread(scalar_ref, "z"), tref))
+
+
+def _columns(r: Ref, start: int, stop: int) -> Ref:
+    """Columns ``start:stop`` of the last axis of ``r``."""
+    return Ref(r.kind, r.index, (*r.size[:-1], stop - start), r.stride, r.offset + start * r.stride[-1])
 
 
 def _transposed(r: Ref) -> Ref:

@@ -9,12 +9,14 @@ same factors are computed instead as one group: ``L`` once, the other sides ``M_
 side by side in one buffer, and one product ``[M_1; ..; M_k] @ L^T`` (per graph
 ``[k n, n^2] @ [n^2, n]``, a larger GEMM that runs nearer the machine's peak), whose
 blocks are copied to the results. When ``L`` is symmetric in its two summed indices (as
-``A[b, c] A[b, d]`` is, on any input), the product runs over the pairs ``c <= d`` only:
-``sum_{c, d} M[c, d] L[c, d] = sum_{c < d} (M[c, d] + M[d, c]) L[c, d] + sum_c M[c, c] L[c, c]``,
-an inner size of ``n (n + 1) / 2`` instead of ``n^2``, for a gather of ``L`` and of each
-``M_i`` (of ``W_i`` alone, ``[B, n, n]``, when ``M_i = L W_i`` with ``W_i`` over the summed
-indices). The FLOPs are then about half the chains'; the plan itself (its FLOP count, from
-which the benchmark's floor is computed, and the autograd execution) is unchanged.
+``A[b, c] A[b, d]`` is, on any input), the product runs over about half the pairs: the
+pairs ``(c, c + e mod n)``, ``e = 0 .. n // 2``, hold every unordered pair ``{c, d}``, so
+``sum_{c, d} M[c, d] L[c, d]`` is ``sum_{c, e} (M[c, c + e] + M[c + e, c]) L[c, c + e]``
+(one term for ``e = 0``, and for ``e = n / 2``, whose pairs appear both ways round): an
+inner size of ``n (n // 2 + 1)`` instead of ``n^2``. The factors are read at those pairs
+through strided views (see :meth:`~everygraph.contractions.schedule._Planner._stacked`).
+The FLOPs are then about half the chains'; the plan itself (its FLOP count, from which the
+benchmark's floor is computed, and the autograd execution) is unchanged.
 
 :func:`stack_shared_sides` finds the groups on the scheduled steps and returns the steps
 with each group as one :class:`StackedChains` item, ordered so that every item runs after
@@ -61,7 +63,7 @@ class StackedChains:
     sides: tuple[tuple[bool, tuple[Factor, ...]], ...]
     inputs: tuple[int, ...]
     #: ``L`` is symmetric in ``p, q`` (its factors are, with those of symmetric inputs
-    #: read either way round), so the product needs only the pairs ``p <= q``
+    #: read either way round), so the product needs only about half the pairs ``(p, q)``
     symmetric: bool = False
     is_view: bool = False
 
