@@ -37,7 +37,7 @@ import torch
 from ..graphlib import Lattice
 from .grid_mamba import grid_selective_scan
 from .mamba import selective_scan
-from .mamba.fused_cpu import jit_enabled, selective_scan_fused
+from .mamba.fused_cpu import CHUNK, jit_enabled, selective_scan_fused
 from .plstm import plstm_grid_gating
 from .plstm.layout import lattice_dag
 from .recurrence import scan
@@ -55,7 +55,7 @@ def _backward(*outputs: torch.Tensor | None) -> None:
 def _selective_scan() -> None:
     """The fused selective scan's forward and adjoint kernels and the float32 softplus kernel."""
     gen = torch.Generator().manual_seed(0)
-    batch, channels, n_state, length = 2, 16, 4, 70  # more than one chunk and one lane block
+    batch, channels, n_state, length = 2, 16, 4, CHUNK + 6  # more than one chunk and one lane block
     for dtype in DTYPES:
         def rand(*shape: int) -> torch.Tensor:
             return torch.randn(*shape, dtype=dtype, generator=gen).requires_grad_()
