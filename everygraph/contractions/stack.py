@@ -156,14 +156,38 @@ def stack_shared_sides(steps: list[Step], protected: set[int], symmetric_sources
         key, member = max(options, key=lambda o: (counts[o[0]], o[0]))
         groups[key].append(member)
 
+    ancestry: dict[int, frozenset[int]] = {}
+
+    def ancestors(t: int) -> frozenset[int]:
+        """Every tensor ``t`` is computed from (iteratively: plans can be deep)."""
+        if t in ancestry:
+            return ancestry[t]
+        stack, order = [t], []
+        while stack:
+            u = stack.pop()
+            if u in ancestry or u in order:
+                continue
+            order.append(u)
+            stack.extend(i for i in (producer[u].inputs if u in producer else ()) if i not in ancestry)
+        for u in reversed(order):
+            inputs = producer[u].inputs if u in producer else ()
+            ancestry[u] = frozenset(inputs).union(*(ancestry.get(i, frozenset()) for i in inputs))
+        return ancestry[t]
+
     items: list = []
     removed: set[int] = set()
     for key, members in groups.items():
         while len(members) > 1:
             tree = set().union(*(m["tree"] for m in members))
             inside = tree | {m["out"] for m in members}
-            # a product another step reads too stays where it is: its member is left out
-            leaking = [m for m in members if any(not readers[t] <= inside for t in m["tree"])]
+            outs = {m["out"] for m in members}
+            # a product another step reads too stays where it is, and a member computed from
+            # another member's result cannot run in the same product: such members are left out
+            leaking = [
+                m for m in members
+                if any(not readers[t] <= inside for t in m["tree"])
+                or any(({i} | ancestors(i)) & (outs - {m["out"]}) for i in m["inputs"])
+            ]
             if not leaking:
                 break
             members = [m for m in members if m not in leaking]
@@ -195,12 +219,15 @@ def stack_shared_sides(steps: list[Step], protected: set[int], symmetric_sources
     if not items:
         return steps
     kept = [s for s in steps if s.out not in removed]
-    return _topological(steps, kept, items)
+    ordered = _topological(steps, kept, items)
+    # groups reading each other's results (through other steps) have no order: none is stacked
+    return steps if ordered is None else ordered
 
 
-def _topological(original: list[Step], kept: list[Step], items: list[StackedChains]) -> list:
+def _topological(original: list[Step], kept: list[Step], items: list[StackedChains]) -> list | None:
     """``kept`` and ``items`` in an order where each runs after the producers of its inputs,
-    as close to ``original``'s order as that allows (a group where its first member was)."""
+    as close to ``original``'s order as that allows (a group where its first member was);
+    None when there is no such order."""
     position = {s.out: i for i, s in enumerate(original)}
     nodes: list = [*kept, *items]
     key = [position[s.out] for s in kept] + [min(position[o] for o in g.outs) for g in items]
@@ -225,5 +252,4 @@ def _topological(original: list[Step], kept: list[Step], items: list[StackedChai
             waiting[d] -= 1
             if waiting[d] == 0:
                 heapq.heappush(ready, (key[d], d))
-    assert len(order) == len(nodes), "cyclic dependencies"  # pragma: no cover - internal
-    return order
+    return order if len(order) == len(nodes) else None

@@ -262,3 +262,50 @@ def test_stacked_groups_on_meta():
     with torch.no_grad():
         out = evaluate(plan, x, mask=torch.ones(2, 5, dtype=torch.bool, device="meta"))
     assert out.device.type == "meta" and out.shape == (2, 5, 5, len(STRINGS))
+
+
+def test_a_member_computed_from_another_members_result_is_left_out():
+    """R2's weight W = R1 * A reads R1: R1 and R2 cannot be one product; a third chain with
+    the same side still groups with R1."""
+    steps = _two_chains()[:4] + [
+        Step(4, "zab,zab->zab", (3, 0), 2, False),  # W from R1
+        Step(5, "zxc,zxd->zxcd", (0, 0), 3, False),
+        Step(6, "zxcd,zcd->zxcd", (5, 4), 3, False),
+        Step(7, "zacd,zbcd->zab", (6, 5), 2, False),
+        Step(10, "zxc,zxd->zxcd", (0, 0), 3, False),
+        Step(11, "zxcd,zcd->zxcd", (10, 0), 3, False),
+        Step(12, "zacd,zbcd->zab", (11, 10), 2, False),
+        Step(8, "zab,zab->zab", (7, 12), 2, False),
+    ]
+    new = stack_shared_sides(steps, {8}, {0})
+    (group,) = [s for s in new if isinstance(s, StackedChains)]
+    assert 7 not in group.outs and set(group.outs) == {3, 12}
+    order = [s.outs if isinstance(s, StackedChains) else s.out for s in new]
+    assert order.index(group.outs) < order.index(4) < order.index(7) < order.index(8)
+
+
+def test_groups_reading_each_other_are_not_stacked():
+    """Two groups, each with a member computed from the other's result: no order exists,
+    the steps are returned as they are."""
+    def chain(first: int, weight: int) -> list[Step]:
+        return [
+            Step(first, "zxc,zxd->zxcd", (0, 0), 3, False),
+            Step(first + 1, "zxcd,zcd->zxcd", (first, weight), 3, False),
+            Step(first + 2, "zacd,zbcd->zab", (first + 1, first), 2, False),
+        ]
+
+    def other_side_chain(first: int, weight: int) -> list[Step]:  # side A[c, x] A[x, d] on directed input
+        return [
+            Step(first, "zcx,zxd->zxcd", (0, 0), 3, False),
+            Step(first + 1, "zxcd,zcd->zxcd", (first, weight), 3, False),
+            Step(first + 2, "zacd,zbcd->zab", (first + 1, first), 2, False),
+        ]
+
+    steps = [
+        *chain(10, 0), *other_side_chain(20, 0),
+        Step(30, "zab,zab->zab", (22, 0), 2, False),  # from group B's result
+        Step(31, "zab,zab->zab", (12, 0), 2, False),  # from group A's result
+        *chain(40, 30), *other_side_chain(50, 31),
+        Step(60, "zab,zab->zab", (42, 52), 2, False),
+    ]
+    assert stack_shared_sides(steps, {60}, set()) == steps
