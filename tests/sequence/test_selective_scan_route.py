@@ -298,3 +298,28 @@ def test_empty_sizes_through_the_engine(execution, sizes):
         for a, c in zip(got, want, strict=True):
             torch.testing.assert_close(a, c)
         got[0].sum().backward()
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="the fused kernels need numba")
+@pytest.mark.parametrize("execution", [None, "fused", "recurrent"])
+def test_float32_softplus_is_the_kernels_where_they_run(monkeypatch, execution):
+    """float32 on the CPU: where the fused kernels run (by default or asked for), selective_scan
+    applies their vector softplus, as selective_scan_fused does, so the two give the same
+    numbers forward and backward (torch's softplus gave other roundings); the PyTorch
+    recurrence keeps torch's softplus."""
+    x = {k: v.float() for k, v in _mamba_inputs(length=70).items()}
+    x["delta"] = x["delta"] * 8 - 4  # negative, positive and above the threshold of 20 once scaled
+    x["delta"][0, 0, :3] = torch.tensor([25.0, -30.0, 0.0])
+    calls = []
+    _spy(monkeypatch, mamba_package, "kernel_softplus", calls)
+    results = []
+    for fn in (lambda **a: selective_scan(**a, execution=execution), mamba_package.selective_scan_fused):
+        leaves = {k: v.detach().clone().requires_grad_() for k, v in x.items()}
+        out = fn(**leaves, delta_bias=torch.linspace(-1, 1, 4), delta_softplus=True)
+        results.append((out, *torch.autograd.grad((out * out.detach().cos()).sum(), list(leaves.values()))))
+    if execution == "recurrent":  # its float32 numbers differ from the kernels' in rounding only
+        assert calls == []
+    else:
+        assert calls == ["kernel_softplus"]
+        for a, b in zip(*results, strict=True):
+            assert torch.equal(a, b)

@@ -38,7 +38,7 @@ from .. import recurrence as engine  # a module, not its names: plstm imports th
 from ..transitions import Boundary, ExponentialDecay, NodeWeight
 from ..triton._runtime import require_triton, triton_runs_on
 from ._inputs import assemble_final_states, check_flag, final_positions, finish, prepare
-from .fused_cpu import NUMBA_AVAILABLE, fused_usable, selective_scan_fused
+from .fused_cpu import NUMBA_AVAILABLE, fused_usable, kernel_softplus, selective_scan_fused
 from .recurrent import selective_scan_recurrent
 from .reference import selective_scan_reference
 
@@ -133,7 +133,9 @@ def selective_scan(
         require_triton(u.device if isinstance(u, Tensor) else torch.device("cpu"))
     if execution == "fused" and not NUMBA_AVAILABLE:
         raise RuntimeError("selective_scan_fused needs numba: pip install 'everygraph[cpu]' (or numba>=0.60)")
-    p = prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cu_seqlens)
+    # where the fused kernels run, their own softplus (the engine receives the step sizes after it)
+    fused = execution in (None, "fused") and fused_usable(u, delta, A, B, C, D, z, delta_bias)
+    p = prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cu_seqlens, softplus=kernel_softplus if fused else None)
     check_flag("return_last_state", return_last_state)
     check_flag("reverse", reverse)
     batch, channels, length, n_state = p.batch, p.channels, p.length, p.state_size

@@ -4,6 +4,7 @@ execution (reference loop and recurrent fast path), so both read the same semant
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -138,9 +139,12 @@ def prepare(
     delta_bias: Tensor | None,
     delta_softplus: bool,
     cu_seqlens: Tensor | None,
+    softplus: Callable[[Tensor], Tensor] | None = None,
 ) -> ScanInputs:
     """Check every argument (shapes named on both sides) and bring them into the layout of
-    :class:`ScanInputs`. Never modifies the caller's tensors."""
+    :class:`ScanInputs`. Never modifies the caller's tensors. ``softplus`` replaces
+    :class:`_Softplus` as the function applied with ``delta_softplus`` (the fused CPU
+    kernels bring their own)."""
     check_float_tensor("u", u)
     for name, t in (("delta", delta), ("A", A), ("B", B), ("C", C)):
         check_float_tensor(name, t, u.device)
@@ -176,7 +180,7 @@ def prepare(
     if delta_bias is not None:
         dt = dt + delta_bias.to(dtype)[:, None]
     if delta_softplus:
-        dt = _Softplus.apply(dt)
+        dt = (softplus or _Softplus.apply)(dt)
 
     def layout_bc(M: Tensor) -> Tensor:
         M = M.to(dtype)

@@ -1148,6 +1148,12 @@ class FusedSoftplus(torch.autograd.Function):
 _NO_GRAD = np.empty(0, dtype=np.float32)
 
 
+def kernel_softplus(dt: Tensor) -> Tensor:
+    """The softplus of the step sizes where the fused kernels run: :class:`FusedSoftplus` for
+    float32, elsewhere the torch function of the other executions."""
+    return FusedSoftplus.apply(dt) if dt.dtype == torch.float32 else _Softplus.apply(dt)
+
+
 def _resets(keep: Tensor | None, length: int, reverse: bool) -> np.ndarray:
     """``[L]`` uint8: 1 where the state is dropped before a position, in scan order (going
     right to left a sequence starts at its last position)."""
@@ -1198,17 +1204,12 @@ def selective_scan_fused(
     if not NUMBA_AVAILABLE:
         raise RuntimeError("selective_scan_fused needs numba: pip install 'everygraph[cpu]' (or numba>=0.60)")
 
-    check_flag("delta_softplus", delta_softplus)
-    # the softplus after prepare (which adds delta_bias): float32 by the vector kernel, other
-    # dtypes by the same torch function as in the other executions
-    p = prepare(u, delta, A, B, C, D, z, delta_bias, False, cu_seqlens)
+    p = prepare(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cu_seqlens, softplus=kernel_softplus)
     check_flag("return_last_state", return_last_state)
     check_flag("reverse", reverse)
     batch, channels, length, n_state = p.batch, p.channels, p.length, p.state_size
     u_k = p.u.reshape(batch, channels, length).contiguous()
     dt_k = p.delta.reshape(batch, channels, length).contiguous()
-    if delta_softplus:
-        dt_k = FusedSoftplus.apply(dt_k) if dt_k.dtype == torch.float32 else _Softplus.apply(dt_k)
     A_k = p.A.reshape(channels, n_state).contiguous()
     B_k = _kernel_operand(p.B, B, channels, n_state)
     C_k = _kernel_operand(p.C, C, channels, n_state)
