@@ -359,6 +359,19 @@ if NUMBA_AVAILABLE:
         rows = np.repeat(np.array(values, dtype=np_dtype)[:, None], LANES, axis=1)
         return np.ascontiguousarray(np.broadcast_to(rows, (STATE_GROUP, *rows.shape)))
 
+    def _clamp_ir(builder, value, high, low):
+        """``value`` clamped to ``[low, high]`` per lane; the comparisons are false for NaN, so
+        a NaN passes through and propagates."""
+        value = builder.select(builder.fcmp_ordered(">", value, high), high, value)
+        return builder.select(builder.fcmp_ordered("<", value, low), low, value)
+
+    def _power_of_two_ir(builder, shifted):
+        """``2**k`` per lane from the shifter's sum, whose low mantissa bits hold the biased
+        exponent ``k + 127``: one shift puts them in the exponent field."""
+        int_type = _llvm_ir.VectorType(_llvm_ir.IntType(32), LANES)
+        biased = builder.bitcast(shifted, int_type)
+        return builder.bitcast(builder.shl(biased, _llvm_ir.Constant(int_type, [23] * LANES)), shifted.type)
+
     def _exp_ir(context, builder, value, table, table_value):
         """The IR of :func:`_vexp` (``table``: the numba type of the table, ``table_value`` its
         value)."""
@@ -374,10 +387,7 @@ if NUMBA_AVAILABLE:
                                       _llvm_ir.Constant(_llvm_ir.IntType(64), row * LANES))
             return builder.load(pointer, align=4)
 
-        high, low = c(0), c(1)
-        # comparisons are false for NaN, so a NaN passes through and propagates
-        value = builder.select(builder.fcmp_ordered(">", value, high), high, value)
-        value = builder.select(builder.fcmp_ordered("<", value, low), low, value)
+        value = _clamp_ir(builder, value, c(0), c(1))
         shifted = _fma_ir(builder, value, c(2), c(3))  # round(x log2e) + 127 in the low bits
         k = builder.fsub(shifted, c(3))
         r = _fma_ir(builder, k, c(4), value)
@@ -385,9 +395,7 @@ if NUMBA_AVAILABLE:
         p = c(6)
         for row in range(7, 12):
             p = _fma_ir(builder, p, r, c(row))
-        int_type = _llvm_ir.VectorType(_llvm_ir.IntType(32), LANES)
-        biased = builder.bitcast(shifted, int_type)
-        power = builder.bitcast(builder.shl(biased, _llvm_ir.Constant(int_type, [23] * LANES)), vector_type)
+        power = _power_of_two_ir(builder, shifted)
         return builder.fmul(p, power)
 
     @intrinsic
@@ -414,10 +422,7 @@ if NUMBA_AVAILABLE:
                                       _llvm_ir.Constant(_llvm_ir.IntType(64), (_DECAY_ROW + row) * LANES))
             return builder.load(pointer, align=4)
 
-        high, low = c(0), c(1)
-        # comparisons are false for NaN, so a NaN passes through and propagates
-        value = builder.select(builder.fcmp_ordered(">", value, high), high, value)
-        value = builder.select(builder.fcmp_ordered("<", value, low), low, value)
+        value = _clamp_ir(builder, value, c(0), c(1))
         # round(x) + 127 in the low bits; the fence keeps the reassociating fast math from
         # folding (x + S) - S into x
         shifted = builder.fadd(value, c(2))
@@ -426,9 +431,7 @@ if NUMBA_AVAILABLE:
         q = c(3)
         for row in range(4, 8):
             q = _fma_ir(builder, q, f, c(row))
-        int_type = _llvm_ir.VectorType(_llvm_ir.IntType(32), LANES)
-        biased = builder.bitcast(shifted, int_type)
-        power = builder.bitcast(builder.shl(biased, _llvm_ir.Constant(int_type, [23] * LANES)), vector_type)
+        power = _power_of_two_ir(builder, shifted)
         # 2^k (1 + f P(f)) with one rounding at the end
         return _fma_ir(builder, builder.fmul(q, f), power, power)
 
