@@ -701,12 +701,15 @@ class _Planner:
             out_ref, O = target(list(range(len(lo))))
             sched.ops.append(("einsum", step.eq, tuple(in_refs), out_ref))
         if direct is not None:
-            # other patterns reading this result in another axis order: copied now, while
-            # the result is still in cache (at the end of the schedule it is not); for a
-            # matrix product too, where a second product with swapped operands cost more
-            for j, perm in self.extra_targets.get(step.out, []):
-                sched.ops.append(("copy", out_ref, self._ref("slot", j, self._slot_view(j, perm))))
-                self.extra_filled.add(j)
+            self._copy_to_extra_targets(step.out, out_ref)
+
+    def _copy_to_extra_targets(self, out: int, ref: Ref) -> None:
+        """The other patterns reading result ``out`` (at ``ref``) in another axis order get
+        it copied now, while it is still in cache (at the end of the schedule it is not); for
+        a matrix product too, where a second product with swapped operands cost more."""
+        for j, perm in self.extra_targets.get(out, []):
+            self.schedule.ops.append(("copy", ref, self._ref("slot", j, self._slot_view(j, perm))))
+            self.extra_filled.add(j)
 
     def _stacked(self, group: StackedChains) -> None:
         """Lower a :class:`~everygraph.contractions.stack.StackedChains` group: ``L`` once,
@@ -781,7 +784,7 @@ class _Planner:
         for w in weights.values():
             self._release(w.index)
         if read is not None:
-            for kind, index, _ in doubled.values():
+            for _, index, _ in doubled.values():
                 self._release(index)
         for i, (out, letters) in enumerate(zip(group.outs, group.out_letters)):
             axis = {BATCH_LETTER: k * n * n, "y": n, "x": 1}
@@ -793,9 +796,7 @@ class _Planner:
                 v = self._slot_view(j, perm)
                 self.views[out] = ("slot", j, v)
                 ops.append(("copy", block, self._ref("slot", j, v)))
-                for j2, perm2 in self.extra_targets.get(out, []):
-                    ops.append(("copy", block, self._ref("slot", j2, self._slot_view(j2, perm2))))
-                    self.extra_filled.add(j2)
+                self._copy_to_extra_targets(out, block)
             else:
                 index, v = self._new_buffer_view((B, n, n), [0, 1, 2])
                 self.views[out] = ("buf", index, v)
