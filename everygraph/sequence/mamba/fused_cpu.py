@@ -348,7 +348,8 @@ if NUMBA_AVAILABLE:
     _RATE_SCALE_ROW = _DECAY_ROW + len(_DECAY_ROWS)
 
     def _exp_table(dtype: torch.dtype) -> np.ndarray:
-        """:data:`_EXP_ROWS` as a ``[STATE_GROUP, rows, LANES]`` array of the kernels' dtype:
+        """The kernels' constants as a ``[STATE_GROUP, rows, LANES]`` array of their dtype
+        (:data:`_EXP_ROWS`, then the base-2 decay's rows and the rates' scale and its inverse):
         one copy per exponential that a loop computes side by side. With a single copy LLVM
         merges the loads of a constant that the exponentials share and keeps it in a register
         across all of them; with too few registers for that it spills and reloads (tried: the
@@ -506,31 +507,28 @@ if NUMBA_AVAILABLE:
 
         return types.none(plane, row0, col, out, i0), codegen
 
-    def _store_rows_transposed_codegen():
-        def typer(typingctx, lanes_array, i0, plane, row0, col):
-            if not _plane_ok(plane, lanes_array):
-                return None
+    @intrinsic
+    def _store_rows_transposed(typingctx, lanes_array, i0, plane, row0, col):
+        """``plane[row0 + w, col + j] = lanes_array[i0 + j, w]`` for ``j, w < LANES`` (the
+        inverse of :func:`_load_rows_transposed`)."""
+        if not _plane_ok(plane, lanes_array):
+            return None
 
-            def codegen(context, builder, signature, args):
-                src_value, i0_value, plane_value, row0_value, col_value = args
-                align = plane.dtype.bitwidth // 8
-                vectors = []
-                for j in range(LANES):
-                    offset = builder.mul(builder.add(i0_value, _llvm_ir.Constant(i0_value.type, j)),
-                                         _llvm_ir.Constant(i0_value.type, LANES))
-                    vectors.append(builder.load(_vector_pointer(context, builder, lanes_array, src_value, offset),
-                                                align=align))
-                pointers = _row_pointers(context, builder, plane, plane_value, row0_value, col_value)
-                for ptr, vector in zip(pointers, _transpose_ir(builder, vectors)):
-                    builder.store(vector, ptr, align=align)
-                return context.get_dummy_value()
+        def codegen(context, builder, signature, args):
+            src_value, i0_value, plane_value, row0_value, col_value = args
+            align = plane.dtype.bitwidth // 8
+            vectors = []
+            for j in range(LANES):
+                offset = builder.mul(builder.add(i0_value, _llvm_ir.Constant(i0_value.type, j)),
+                                     _llvm_ir.Constant(i0_value.type, LANES))
+                vectors.append(builder.load(_vector_pointer(context, builder, lanes_array, src_value, offset),
+                                            align=align))
+            pointers = _row_pointers(context, builder, plane, plane_value, row0_value, col_value)
+            for ptr, vector in zip(pointers, _transpose_ir(builder, vectors)):
+                builder.store(vector, ptr, align=align)
+            return context.get_dummy_value()
 
-            return types.none(lanes_array, i0, plane, row0, col), codegen
-
-        return typer
-
-    #: ``plane[row0 + w, col + j] = src[i0 + j, w]`` (the inverse of :func:`_load_rows_transposed`)
-    _store_rows_transposed = intrinsic(_store_rows_transposed_codegen())
+        return types.none(lanes_array, i0, plane, row0, col), codegen
 
     # Cephes logf: log(1 + f) ~ f - f^2 / 2 + f^3 P(f) for sqrt(1/2) <= 1 + f < sqrt(2)
     _LOG_P = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1, 1.4249322787e-1,
