@@ -251,6 +251,21 @@ def connected_case(degree: int) -> list[Pattern]:
     return [p for o in ("invariant", "node", "edge") for p in connected_patterns(degree, o, "simple")]
 
 
+def _scheduled_without(plan, x: torch.Tensor, stage: str):
+    """A copy of ``plan`` whose schedule is built with the schedule stage ``stage`` (a
+    function of ``schedule.py`` that rewrites the steps) left out, and its first output."""
+    plain = copy.copy(plan)
+    for cached in ("_schedules", "_workspace"):
+        plain.__dict__.pop(cached, None)
+    rewrite = getattr(schedule_module, stage)
+    setattr(schedule_module, stage, lambda steps, *args: steps)
+    try:
+        with torch.no_grad():
+            return plain, evaluate(plain, x, memory_limit=float("inf"))
+    finally:
+        setattr(schedule_module, stage, rewrite)
+
+
 class Methods:
     """The executions compared, each a no-argument callable returning its outputs."""
 
@@ -274,28 +289,9 @@ class Methods:
             self.out = evaluate(plan, x, memory_limit=float("inf"))
         # the same plan scheduled without regrouping (the chains of one-index contractions
         # that regroup.py turns into wide products run as the plan has them)
-        self.plain_plan = copy.copy(plan)
-        for cached in ("_schedules", "_workspace"):
-            self.plain_plan.__dict__.pop(cached, None)
-        regroup = schedule_module.regroup_wide_products
-        schedule_module.regroup_wide_products = lambda steps, protected: steps
-        try:
-            with torch.no_grad():
-                self.plain_out = evaluate(self.plain_plan, x, memory_limit=float("inf"))
-        finally:
-            schedule_module.regroup_wide_products = regroup
-
+        self.plain_plan, self.plain_out = _scheduled_without(plan, x, "regroup_wide_products")
         # the same plan scheduled without stacking the chains that share a side (stack.py off)
-        self.unstacked_plan = copy.copy(plan)
-        for cached in ("_schedules", "_workspace"):
-            self.unstacked_plan.__dict__.pop(cached, None)
-        stack = schedule_module.stack_shared_sides
-        schedule_module.stack_shared_sides = lambda steps, *args: steps
-        try:
-            with torch.no_grad():
-                self.unstacked_out = evaluate(self.unstacked_plan, x, memory_limit=float("inf"))
-        finally:
-            schedule_module.stack_shared_sides = stack
+        self.unstacked_plan, self.unstacked_out = _scheduled_without(plan, x, "stack_shared_sides")
 
     def ours(self):
         with torch.no_grad():
