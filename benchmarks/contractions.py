@@ -653,7 +653,7 @@ def elementwise_kernels(schedule, bound, repeats: int) -> None:
     for op, kernel in zip(schedule.ops, bound):
         pairs = zip(itertools.cycle(op[1]), kernel.args[0]) if op[0] == "chunked" else [(op, kernel)]
         for inner, k in pairs:
-            if inner[0] == "mul":
+            if inner[0] == "mul" and "out" in getattr(k, "keywords", {}):  # not the streamed ones
                 a, b, o = (t if isinstance(t, np.ndarray) else t.numpy() for t in (*k.args, k.keywords["out"]))
                 t_mul = functools.partial(torch.mul, torch.from_numpy(a), torch.from_numpy(b), out=torch.from_numpy(o))
                 broadcast = any(st == 0 and size > 1 for t in (a, b) for size, st in zip(t.shape, t.strides))

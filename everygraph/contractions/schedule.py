@@ -29,6 +29,7 @@ before anything is allocated and enters the memory guard of ``evaluate``.
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import math
@@ -42,6 +43,7 @@ from .pattern import BATCH_LETTER
 from .plan import ContractionPlan
 from .regroup import regroup_wide_products
 from .stack import StackedChains, stack_shared_sides
+from .streaming import product_kernel, transposed_copy_kernel
 
 __all__ = ["Workspace", "Schedule", "build_schedule"]
 
@@ -132,6 +134,7 @@ class Schedule:
     buffer_sizes: list[int] = field(default_factory=list)
     symmetric_steps: int = 0
     _touches_slot: list[bool] | None = None
+    _slot_reads: collections.Counter | None = None
 
     @property
     def workspace_elements(self) -> int:
@@ -156,13 +159,63 @@ class Schedule:
 
         if self._touches_slot is None:
             self._touches_slot = [any(r.kind == "slot" for r in _refs(op)) for op in self.ops]
+        if self._slot_reads is None:
+            self._slot_reads = collections.Counter(r.index for op in self.ops for r in _inputs(op) if r.kind == "slot")
         bound = []
+        twin_written = False
         for position, op in enumerate(self.ops):
-            if previous is not None and not self._touches_slot[position]:
+            if twin_written:  # this op is the twin copy the product before it wrote
+                bound.append(_written_by_the_product_before)
+                twin_written = False
+            elif previous is not None and not self._touches_slot[position]:
                 bound.append(previous[position])
             else:
-                bound.append(_bind_op(op, view))
+                kernel, twin_written = _streamed(self.ops, position, view, self._slot_reads)
+                bound.append(kernel or _bind_op(op, view))
         return bound
+
+
+def _inputs(op: tuple) -> list[Ref]:
+    """The operands an op reads."""
+    kind = op[0]
+    if kind == "chunked":
+        return [r for inner in op[1] for r in _inputs(inner)]
+    if kind in ("bmm", "mul", "add"):
+        return [op[1], op[2]]
+    if kind in ("copy", "take", "sum"):
+        return [op[1]]
+    if kind == "matvec":
+        return [op[1], op[2], op[4], op[5]]
+    if kind == "einsum":
+        return list(op[2])
+    return []
+
+
+def _streamed(ops: list[tuple], position: int, view: Callable[[Ref], torch.Tensor], slot_reads: collections.Counter) -> tuple[Callable | None, bool]:
+    """An elementwise product or a copy into an output channel that no later op reads, as a
+    streaming-store kernel (:mod:`.streaming`): a product also writes the transposed twin
+    the op after it copies, where it can (then the product's channel is read by that copy
+    only); ``(kernel or None, whether the twin is written)``. A channel another op reads is
+    written with ordinary stores: a streamed one would be read back from memory."""
+    op = ops[position]
+    if op[0] == "copy" and op[2].kind == "slot" and not slot_reads[op[2].index]:
+        return transposed_copy_kernel(view(op[2]), view(op[1])), False
+    if op[0] != "mul" or op[3].kind != "slot":
+        return None, False
+    _, a, b, o = op
+    following = ops[position + 1] if position + 1 < len(ops) else None
+    twin = following is not None and following[0] == "copy" and following[1] == o and following[2].kind == "slot"
+    if twin and slot_reads[o.index] == 1 and not slot_reads[following[2].index]:
+        kernel = product_kernel(view(o), view(a), view(b), twin=view(following[2]))
+        if kernel is not None:
+            return kernel, True
+    if slot_reads[o.index]:
+        return None, False
+    return product_kernel(view(o), view(a), view(b)), False
+
+
+def _written_by_the_product_before() -> None:
+    """The kernel of a twin copy that the streamed product before it has written."""
 
 
 def _refs(op: tuple) -> list[Ref]:
