@@ -42,6 +42,7 @@ import torch
 from .pattern import BATCH_LETTER
 from .plan import ContractionPlan
 from .regroup import regroup_wide_products
+from .small_gemm import matmul_kernel
 from .stack import StackedChains, stack_shared_sides
 from .streaming import product_kernel, transposed_copy_kernel
 
@@ -200,6 +201,9 @@ def _streamed(ops: list[tuple], position: int, view: Callable[[Ref], torch.Tenso
     op = ops[position]
     if op[0] == "copy" and op[2].kind == "slot" and not slot_reads[op[2].index]:
         return transposed_copy_kernel(view(op[2]), view(op[1])), False
+    if op[0] == "bmm":
+        _, a, b, o = op
+        return matmul_kernel(view(o), view(a), view(b), stream=o.kind == "slot" and not slot_reads[o.index]), False
     if op[0] != "mul" or op[3].kind != "slot":
         return None, False
     _, a, b, o = op

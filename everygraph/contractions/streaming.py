@@ -99,7 +99,7 @@ def transposed_copy_kernel(dst: torch.Tensor, src: torch.Tensor) -> Callable[[],
         return None
     if _overlap(dst, src):
         return None
-    kernel = _compiled()
+    kernel = _compiled(src.dtype)
     return functools.partial(kernel, src.numpy(), rows_out.numpy(), lanes)
 
 
@@ -186,11 +186,21 @@ def _llvm():
                            pointer=pointer, stream=stream, splat=splat, store_fence=store_fence)
 
 
-@functools.cache
-def _compiled():
-    """The transposed copy, compiled on first call."""
-    from numba import njit
+def _njit_for(dtype: torch.dtype, arguments: str):
+    """``numba.njit`` with one explicit signature: ``arguments`` spells each argument, ``a`` a
+    3-D array of ``dtype`` in any layout, ``i`` an integer, ``b`` a bool. With every array
+    typed ``'A'``, one compilation per dtype serves every stride pattern (numba would compile
+    once per combination of contiguous and strided arrays otherwise, about a second each)."""
+    from numba import njit, types
 
+    element = types.float32 if dtype == torch.float32 else types.float64
+    kinds = {"a": types.Array(element, 3, "A"), "i": types.int64, "b": types.boolean}
+    return njit(types.none(*(kinds[c] for c in arguments)), nogil=True)
+
+
+@functools.cache
+def _compiled(dtype: torch.dtype):
+    """The transposed copy, compiled on first call."""
     h = _llvm()
     ir, types = h.ir, h.types
 
@@ -223,7 +233,7 @@ def _compiled():
 
     store_fence = h.store_fence
 
-    @njit(nogil=True)
+    @_njit_for(dtype, "aai")
     def transposed_copy(src, rows_out, lanes):
         batch, rows, cols = src.shape
         for b in range(batch):
@@ -236,13 +246,11 @@ def _compiled():
 
 
 @functools.cache
-def _compiled_product(a_splat: bool, b_splat: bool, with_twin: bool):
+def _compiled_product(a_splat: bool, b_splat: bool, with_twin: bool, dtype: torch.dtype):
     """``out = a * b`` on ``2 W x 2 W`` blocks, streamed, and with ``with_twin`` its transpose
     into ``twin`` too; an operand with ``*_splat`` is read one element per row (a zero column
     stride: ``x[b, i, j] = v[b, i]``), the other one vector at a time (unit column stride; its
     row stride may be zero: ``x[b, i, j] = v[b, j]``)."""
-    from numba import njit
-
     h = _llvm()
     ir, types = h.ir, h.types
 
@@ -290,7 +298,7 @@ def _compiled_product(a_splat: bool, b_splat: bool, with_twin: bool):
 
     store_fence = h.store_fence
 
-    @njit(nogil=True)
+    @_njit_for(dtype, "aaaai")
     def product(a, b, out, twin, lanes):
         batch, rows, cols = out.shape
         for bi in range(batch):
@@ -339,6 +347,6 @@ def product_kernel(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, twin: to
         return None
     if any(_overlap(d, s) for d in destinations for s in (a, b)) or (twin is not None and _overlap(out, twin)):
         return None
-    kernel = _compiled_product(a.stride(2) == 0, b.stride(2) == 0, twin is not None)
+    kernel = _compiled_product(a.stride(2) == 0, b.stride(2) == 0, twin is not None, out.dtype)
     rows_twin = out.numpy() if twin is None else twin.transpose(1, 2).numpy()
     return functools.partial(kernel, a.numpy(), b.numpy(), out.numpy(), rows_twin, _VECTOR_BYTES // item)

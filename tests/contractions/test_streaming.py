@@ -118,7 +118,7 @@ def test_twins_equal_brute_force_streamed_or_not(monkeypatch, streamed, dtype, n
     (entry,) = plan._workspace._entries.values()
     twins = [k for op, k in zip(schedule.ops, entry["bound"]) if op[0] == "copy" and op[1].kind == op[2].kind == "slot"]
     assert len(twins) >= 3
-    by_copy = [getattr(k, "func", None) is streaming._compiled() for k in twins]
+    by_copy = [getattr(k, "func", None) is streaming._compiled(dtype) for k in twins]
     by_product = [k is schedule_module._written_by_the_product_before for k in twins]
     assert all(c or p for c, p in zip(by_copy, by_product)) if streamed else not any(by_copy + by_product)
     # channels that later steps read are written with ordinary stores (a product here)
