@@ -21,7 +21,11 @@ shape into a *schedule*:
 * on undirected inputs, a matrix product whose result is known to be symmetric (its
   sub-pattern has an automorphism swapping the two open vertices, e.g. ``A @ A``) can compute
   only the upper block rows and mirror the rest (``symmetric=True``); it is exact in exact
-  arithmetic and is never used for directed patterns.
+  arithmetic and is never used for directed patterns;
+* on x86-64 CPUs with numba, the small matrix products run a compiled register-blocked
+  kernel (:mod:`.small_gemm`), and output channels no later step reads (transposed twins,
+  elementwise products with their twins) are written with streaming stores
+  (:mod:`.streaming`); torch and numpy run wherever those kernels decline.
 
 The schedule is planned on ``meta`` tensors (no memory touched), so its workspace size is known
 before anything is allocated and enters the memory guard of ``evaluate``.
