@@ -13,6 +13,9 @@ in float32 and float64, each timed as
   **ours, fresh output**: the same without ``out=`` (a new output tensor per call);
   **ours, chains not regrouped**: ours with the plan's chains of one-index contractions on
   ``[B, n, n, n]`` tensors run as planned (``everygraph/contractions/regroup.py`` off);
+  **ours, no compiled CPU kernels**: the same schedule bound without
+  ``everygraph/contractions/streaming.py`` and ``small_gemm.py`` (torch and numpy for every
+  kernel, as where numba is absent);
   **ours, shared sides not stacked**: ours with each regrouped chain's wide product run on
   its own (``everygraph/contractions/stack.py`` off);
 * **opt_einsum cached**: one ``opt_einsum.contract_expression`` per pattern (``dp`` paths,
@@ -24,7 +27,8 @@ in float32 and float64, each timed as
 * **FLOP floor**: the plan's FLOPs (opt_einsum's count) at this machine's sgemm / dgemm rate,
   measured in the same run (square ``torch.mm``, 1024 x 1024, interleaved with the rest).
 
-Each row prints, over the interleaved repeats, the median wall time with its 10th and 90th
+The methods run in turn, the order rotated by one each round. Each row prints, over the
+interleaved repeats, the median wall time with its 10th and 90th
 percentiles and the call-to-call spread (p90 - p10) / median, the same median and spread in
 CPU time of the calling thread (``time.thread_time``: what the call itself computed, less
 sensitive to other processes than wall time), the ratio to ours, and the peak resident memory
@@ -64,7 +68,7 @@ import opt_einsum  # noqa: E402  (after the thread setting above)
 import torch  # noqa: E402
 
 import everygraph.contractions.schedule as schedule_module  # noqa: E402
-from everygraph.contractions import Workspace, basis, compile_plan, connected_patterns, evaluate  # noqa: E402
+from everygraph.contractions import Workspace, basis, compile_plan, connected_patterns, evaluate, streaming  # noqa: E402
 from everygraph.contractions.pattern import Pattern  # noqa: E402
 from everygraph.contractions.plan import _opt_equation, left_to_right_flops  # noqa: E402
 
@@ -292,6 +296,21 @@ class Methods:
         self.plain_plan, self.plain_out = _scheduled_without(plan, x, "regroup_wide_products")
         # the same plan scheduled without stacking the chains that share a side (stack.py off)
         self.unstacked_plan, self.unstacked_out = _scheduled_without(plan, x, "stack_shared_sides")
+        # the same schedule bound without the compiled CPU kernels (streaming.py, small_gemm.py):
+        # torch and numpy everywhere, as where numba is absent
+        self.plain_kernels_plan = copy.copy(plan)
+        for cached in ("_schedules", "_workspace"):
+            self.plain_kernels_plan.__dict__.pop(cached, None)
+        previous = os.environ.get(streaming.DISABLE_ENV)
+        os.environ[streaming.DISABLE_ENV] = "1"
+        try:
+            with torch.no_grad():
+                self.plain_kernels_out = evaluate(self.plain_kernels_plan, x, memory_limit=float("inf"))
+        finally:
+            if previous is None:
+                del os.environ[streaming.DISABLE_ENV]
+            else:
+                os.environ[streaming.DISABLE_ENV] = previous
 
     def ours(self):
         with torch.no_grad():
@@ -304,6 +323,10 @@ class Methods:
     def ours_unstacked(self):
         with torch.no_grad():
             return evaluate(self.unstacked_plan, self.x, out=self.unstacked_out, memory_limit=float("inf"))
+
+    def ours_plain_kernels(self):
+        with torch.no_grad():  # bound once without the compiled kernels; the same out: not rebound
+            return evaluate(self.plain_kernels_plan, self.x, out=self.plain_kernels_out, memory_limit=float("inf"))
 
     def ours_fresh(self):
         with torch.no_grad():
@@ -352,11 +375,12 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
     flops = plan.flops(n, batch)
     gemm_size = 1024
     gemm_flops = 2 * gemm_size**3
-    names = ["ours", "ours_unstacked", "ours_plain_chains", "ours_fresh", "opt_cached", "opt_shared", "torch_einsum", "gemm"]
+    names = ["ours", "ours_plain_kernels", "ours_unstacked", "ours_plain_chains", "ours_fresh", "opt_cached", "opt_shared", "torch_einsum", "gemm"]
     gemm_a = torch.randn(gemm_size, gemm_size, dtype=dtype)
     gemm_b = torch.randn(gemm_size, gemm_size, dtype=dtype)
     calls = {
         "ours": m.ours,
+        "ours_plain_kernels": m.ours_plain_kernels,
         "ours_unstacked": m.ours_unstacked,
         "ours_plain_chains": m.ours_plain_chains,
         "ours_fresh": m.ours_fresh,
@@ -372,6 +396,11 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
         for j, p in enumerate(patterns)
     ])
     del fresh
+    plain_kernels = m.ours_plain_kernels()
+    diffs["ours_plain_kernels"] = m.check([
+        (plain_kernels if not isinstance(plain_kernels, dict) else plain_kernels[p.output])[..., plan.indices(p.output).index(j)]
+        for j, p in enumerate(patterns)
+    ])
     unstacked = m.ours_unstacked()
     diffs["ours_unstacked"] = m.check([
         (unstacked if not isinstance(unstacked, dict) else unstacked[p.output])[..., plan.indices(p.output).index(j)]
@@ -387,7 +416,9 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
     wall: dict[str, list[float]] = {k: [] for k in names}
     cpu: dict[str, list[float]] = {k: [] for k in names}
     for r in range(repeats):
-        for k in names:
+        # the order rotates each round: every method follows each of the others in turn (the
+        # one after the GEMM or a baseline starts with their data in the caches, not its own)
+        for k in names[r % len(names):] + names[: r % len(names)]:
             if k == "torch_einsum" and r >= einsum_repeats:
                 continue
             c0 = time.thread_time()
@@ -411,6 +442,7 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
     med_ours = statistics.median(wall["ours"])
     titles = {
         "ours": "ours (evaluate, out= reused)",
+        "ours_plain_kernels": "ours, no compiled CPU kernels",
         "ours_unstacked": "ours, shared sides not stacked",
         "ours_plain_chains": "ours, chains not regrouped",
         "ours_fresh": "ours (evaluate, fresh output)",
@@ -420,7 +452,7 @@ def compare(label: str, degree: int, batch: int, n: int, dtype: torch.dtype, rep
         "floor": "FLOP floor (plan FLOPs at gemm rate)",
     }
     summary = {}
-    for k in ["ours", "ours_unstacked", "ours_plain_chains", "ours_fresh", "opt_cached", "opt_shared", "torch_einsum", "floor"]:
+    for k in ["ours", "ours_plain_kernels", "ours_unstacked", "ours_plain_chains", "ours_fresh", "opt_cached", "opt_shared", "torch_einsum", "floor"]:
         p10, med, p90 = _quantiles(wall[k])
         c10, cmed, c90 = _quantiles(cpu[k])
         peak = peaks.get(k)

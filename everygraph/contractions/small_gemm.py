@@ -68,7 +68,9 @@ def matmul_kernel(out: torch.Tensor, a: torch.Tensor, z: torch.Tensor, stream: b
         return None
     if _overlap(out, a) or _overlap(out, z):
         return None
-    scratch = torch.empty((1, inner, out.shape[2]), dtype=out.dtype)  # z[b] row-major, when it is not
+    # z[b] row-major, where it is not (K x N elements, 4 KiB at K = N = 32 in float32: not in
+    # the memory guard's workspace, like the bound kernels themselves)
+    scratch = torch.empty((1, inner if not z_rows else 1, out.shape[2] if not z_rows else 1), dtype=out.dtype)
     kernel = _compiled(stream, out.dtype)
     return functools.partial(kernel, a.numpy(), z.numpy(), z.transpose(1, 2).numpy(), out.numpy(), scratch.numpy(), z_rows, lanes)
 
