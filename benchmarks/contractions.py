@@ -474,8 +474,9 @@ def kernels(args) -> None:
     on ``[B, n, n]`` batches (row- and column-major operand), a column-major ``out=`` against
     the transposed product, grouping k products over patterns (separate calls, one call
     stacked over ``[k * B, n, n]``, one wide product with the shared left operand; in cache and
-    with distinct operands out of cache), the matrix-vector steps' kernels and the ``n^4``
-    product of a chain before and after regrouping."""
+    with distinct operands out of cache), the compiled CPU kernels against the calls they
+    replace, the matrix-vector steps' kernels and the ``n^4`` product of a chain before and
+    after regrouping."""
     import numpy as np
 
     B, n = 128, 32
@@ -513,8 +514,62 @@ def kernels(args) -> None:
             t = statistics.median(times[name]) / products
             print(f"{name:<40} {t * 1e6:>8.0f} us per product ({2 * B * n**3 / t / 1e9:.1f} GFLOP/s)")
         grouping_out_of_cache(dtype, B, n, k, args.repeats)
+        compiled_kernels(dtype, B, n, args.repeats)
         matrix_vector(dtype, B, n, args.repeats)
         wide_products(dtype, B, n, args.repeats)
+
+
+def compiled_kernels(dtype: torch.dtype, B: int, n: int, repeats: int, channels: int = 48) -> None:
+    """The compiled CPU kernels of the schedule (``streaming.py``, ``small_gemm.py``) against
+    the torch / numpy calls they replace, on ``channels`` distinct ``[B, n, n]`` results (as
+    the schedule writes them: out of cache) from cached operands: matrix products (row- and
+    column-major right operand), transposed copies, and elementwise products alone and with
+    their transposed twin."""
+    import numpy as np
+
+    from everygraph.contractions.small_gemm import matmul_kernel
+    from everygraph.contractions.streaming import product_kernel, transposed_copy_kernel
+
+    if matmul_kernel(torch.empty(1, 16, 16), torch.randn(1, 16, 16), torch.randn(1, 16, 16)) is None:
+        print("   compiled kernels: not available here (numba and an x86-64 CPU needed)")
+        return
+    gen = torch.Generator().manual_seed(2)
+    a = torch.randn(B, n, n, generator=gen, dtype=dtype)
+    ys = torch.randn(channels, B, n, n, generator=gen, dtype=dtype)
+    row = torch.randn(B, 1, n, generator=gen, dtype=dtype).expand(B, n, n)
+    outs = torch.empty(2 * channels, B, n, n, dtype=dtype)
+    twin = [outs[channels + i].transpose(1, 2) for i in range(channels)]
+    an, outn = a.numpy(), outs.numpy()
+    y_col = [ys[i].transpose(1, 2) for i in range(channels)]
+    gemm_row = [matmul_kernel(outs[i], a, ys[i]) for i in range(channels)]
+    gemm_col = [matmul_kernel(outs[i], a, y_col[i]) for i in range(channels)]
+    copies = [transposed_copy_kernel(twin[i], a) for i in range(channels)]
+    copies_of_products = [transposed_copy_kernel(twin[i], outs[i]) for i in range(channels)]
+    products = [product_kernel(outs[i], row, a) for i in range(channels)]
+    with_twin = [product_kernel(outs[i], row, a, twin=twin[i]) for i in range(channels)]
+    flops = 2 * B * n**3 * channels
+    gemm = {
+        "torch.bmm, row-major y": lambda: [torch.bmm(a, ys[i], out=outs[i]) for i in range(channels)],
+        "numpy.matmul, row-major y": lambda: [np.matmul(an, ys[i].numpy(), out=outn[i]) for i in range(channels)],
+        "compiled, row-major y": lambda: [f() for f in gemm_row],
+        "torch.bmm, column-major y": lambda: [torch.bmm(a, y_col[i], out=outs[i]) for i in range(channels)],
+        "numpy.matmul, column-major y": lambda: [np.matmul(an, y_col[i].numpy(), out=outn[i]) for i in range(channels)],
+        "compiled, column-major y": lambda: [f() for f in gemm_col],
+    }
+    print(f"   compiled kernels, {channels} distinct results (out of cache): matrix products GFLOP/s wall, CPU")
+    for name, (wall, cpu) in _timed(gemm, repeats).items():
+        print(f"   {name:<40} {flops / wall / 1e9:>6.1f} {flops / cpu / 1e9:>6.1f}")
+    writes = {
+        "transposed copy, numpy.copyto": lambda: [np.copyto(twin[i].numpy(), an) for i in range(channels)],
+        "transposed copy, streamed": lambda: [f() for f in copies],
+        "row-broadcast product, torch.mul": lambda: [torch.mul(row, a, out=outs[i]) for i in range(channels)],
+        "row-broadcast product, streamed": lambda: [f() for f in products],
+        "product and twin, torch.mul + streamed copy": lambda: [(torch.mul(row, a, out=outs[i]), copies_of_products[i]()) for i in range(channels)],
+        "product and twin, streamed together": lambda: [f() for f in with_twin],
+    }
+    print(f"   the same channels written: ms per {channels} channels, wall, CPU")
+    for name, (wall, cpu) in _timed(writes, repeats).items():
+        print(f"   {name:<46} {wall * 1e3:>7.2f} {cpu * 1e3:>7.2f}")
 
 
 def _timed(cases: dict, repeats: int) -> dict[str, tuple[float, float]]:
