@@ -175,7 +175,7 @@ class Schedule:
             elif previous is not None and not self._touches_slot[position]:
                 bound.append(previous[position])
             else:
-                kernel, twin_written = _streamed(self.ops, position, view, self._slot_reads)
+                kernel, twin_written = _compiled_kernel(self.ops, position, view, self._slot_reads)
                 bound.append(kernel or _bind_op(op, view))
         return bound
 
@@ -196,12 +196,13 @@ def _inputs(op: tuple) -> list[Ref]:
     return []
 
 
-def _streamed(ops: list[tuple], position: int, view: Callable[[Ref], torch.Tensor], slot_reads: collections.Counter) -> tuple[Callable | None, bool]:
-    """An elementwise product or a copy into an output channel that no later op reads, as a
-    streaming-store kernel (:mod:`.streaming`): a product also writes the transposed twin
-    the op after it copies, where it can (then the product's channel is read by that copy
-    only); ``(kernel or None, whether the twin is written)``. A channel another op reads is
-    written with ordinary stores: a streamed one would be read back from memory."""
+def _compiled_kernel(ops: list[tuple], position: int, view: Callable[[Ref], torch.Tensor], slot_reads: collections.Counter) -> tuple[Callable | None, bool]:
+    """The op at ``position`` as a compiled CPU kernel, where one applies: a matrix product
+    (:mod:`.small_gemm`), or an elementwise product or a copy into an output channel that no
+    later op reads, with streaming stores (:mod:`.streaming`); a product also writes the
+    transposed twin the op after it copies, where it can (then the product's channel is read
+    by that copy only). ``(kernel or None, whether the twin is written)``. A channel another
+    op reads is written with ordinary stores: a streamed one would be read back from memory."""
     op = ops[position]
     if op[0] == "copy" and op[2].kind == "slot" and not slot_reads[op[2].index]:
         return transposed_copy_kernel(view(op[2]), view(op[1])), False

@@ -27,11 +27,10 @@ from typing import Callable
 
 import torch
 
-from .streaming import _VECTOR_BYTES, LINE_BYTES, _llvm, _njit_for, _overlap, streaming_enabled
+from .streaming import _VECTOR_BYTES, _llvm, _njit_for, _overlap, kernel_operands, whole_lines
 
 __all__ = ["matmul_kernel"]
 
-_DTYPES = (torch.float32, torch.float64)
 #: Rows of ``out`` per register block, and the smaller blocks the leftover rows take.
 BLOCK_ROWS = (6, 4, 2, 1)
 
@@ -40,18 +39,15 @@ def matmul_kernel(out: torch.Tensor, a: torch.Tensor, z: torch.Tensor, stream: b
     """A no-argument callable writing ``out[b] = a[b] @ z[b]`` (``[B, M, K] @ [B, K, N]``),
     with streaming stores if ``stream``; ``None`` where it does not apply:
 
-    * :func:`~.streaming.streaming_enabled` is false, or a tensor is not a 3-D float32 /
-      float64 CPU tensor (all of one dtype) without grad;
+    * :func:`~.streaming.kernel_operands` is false (no JIT here, or a tensor not a 3-D
+      float32 / float64 CPU tensor of the common dtype without grad);
     * ``out`` has a unit stride on neither matrix axis (seen transposed when it is
       column-major: ``out^T = z^T a^T``), or ``z`` (after that) on neither;
     * ``N`` is not a multiple of two vectors (16 float32, 8 float64), or ``z`` is
       column-major and ``K`` is not a multiple of one vector;
     * ``out`` overlaps an operand; with ``stream``, a row of ``out`` is not whole lines.
     """
-    if not streaming_enabled():
-        return None
-    tensors = (out, a, z)
-    if any(t.device.type != "cpu" or t.dtype != out.dtype or t.dtype not in _DTYPES or t.requires_grad or t.dim() != 3 for t in tensors):
+    if not kernel_operands(out, a, z):
         return None
     batch, rows, cols = out.shape
     if a.shape[0] != batch or z.shape[0] != batch or a.shape[1] != rows or z.shape[2] != cols or a.shape[2] != z.shape[1]:
@@ -65,13 +61,11 @@ def matmul_kernel(out: torch.Tensor, a: torch.Tensor, z: torch.Tensor, stream: b
     z_rows = z.stride(2) == 1
     if out.shape[2] % (2 * lanes) or inner == 0 or (not z_rows and (z.stride(1) != 1 or inner % lanes)):
         return None
-    if stream and (out.data_ptr() % LINE_BYTES or any(s * out.element_size() % LINE_BYTES for s in out.stride()[:2])):
-        return None
-    if _overlap(out, a) or _overlap(out, z):
+    if (stream and not whole_lines(out)) or _overlap(out, a) or _overlap(out, z):
         return None
     # z[b] row-major, where it is not (K x N elements, 4 KiB at K = N = 32 in float32: not in
     # the memory guard's workspace, like the bound kernels themselves)
-    scratch = torch.empty((1, inner if not z_rows else 1, out.shape[2] if not z_rows else 1), dtype=out.dtype)
+    scratch = torch.empty((1, 1, 1) if z_rows else (1, inner, out.shape[2]), dtype=out.dtype)
     kernel = _compiled(stream, out.dtype)
     return functools.partial(kernel, a.numpy(), z.numpy(), z.transpose(1, 2).numpy(), out.numpy(), scratch.numpy(), z_rows, lanes)
 

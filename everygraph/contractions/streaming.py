@@ -8,7 +8,7 @@ each cache line it is about to overwrite (a read-for-ownership), then writes it 
 line evicts something the next kernels would have read. A *non-temporal* store writes a whole
 64-byte line straight to memory through a write-combining buffer: no read, no eviction.
 
-The kernel here transposes ``2 W`` rows at a time in registers (``W`` = the lanes of a 32-byte
+The transposed copy transposes ``2 W`` rows at a time in registers (``W`` = the lanes of a 32-byte
 vector: 8 float32, 4 float64; two ``W x W`` transposes in ``W log2 W`` shuffles) and stores each
 destination row's ``2 W`` elements, one full line, back to back: a write-combining buffer that
 receives only half a line before it is flushed costs a read of memory again (a first version
@@ -19,12 +19,14 @@ transposed view in float32, 2.64 against 5.99 ms in float64; a row-broadcast pro
 against 2.90 ms for ``torch.mul``, and with its transposed twin 2.69 against 4.33 ms for
 ``torch.mul`` and the streamed copy (float32).
 
-The kernel is compiled by numba (the optional extra ``everygraph[cpu]``) on first use in a
-process (about a second; it is not kept in numba's on-disk cache, which
-:mod:`everygraph.sequence.jit_warmup` manages for the scan kernels only). It runs where every
-condition of :func:`transposed_copy_kernel` holds; :func:`~.schedule.copy_kernel` copies
-through numpy otherwise, and everywhere when numba is absent or ``EVERYGRAPH_DISABLE_JIT`` is
-set.
+The elementwise products into output channels (:func:`product_kernel`) are written the same
+way, a block of ``2 W x 2 W`` at a time, with the transposed twin from the same registers.
+
+The kernels are compiled by numba (the optional extra ``everygraph[cpu]``) on first use in a
+process, once per dtype and variant (0.5-0.9 s each; they are not kept in numba's on-disk
+cache, which :mod:`everygraph.sequence.jit_warmup` manages for the scan kernels only). Each
+runs where every condition of its function holds; the schedule's numpy and torch kernels run
+otherwise, and everywhere when numba is absent or ``EVERYGRAPH_DISABLE_JIT`` is set.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["streaming_enabled", "transposed_copy_kernel", "product_kernel", "LINE_BYTES"]
+__all__ = ["streaming_enabled", "kernel_operands", "whole_lines", "transposed_copy_kernel", "product_kernel", "LINE_BYTES"]
 
 #: A cache line: the unit a non-temporal store must fill whole.
 LINE_BYTES = 64
@@ -57,14 +59,29 @@ def _numba_available() -> bool:
 
 
 def streaming_enabled() -> bool:
-    """Whether :func:`transposed_copy_kernel` may return a kernel: an x86-64 CPU (the store
-    fence the kernel ends with is an x86 instruction), numba importable and
-    ``EVERYGRAPH_DISABLE_JIT`` unset (or ``0``/empty)."""
+    """Whether the compiled kernels (these and :mod:`.small_gemm`'s) may be returned: an
+    x86-64 CPU (the store fence the kernels end with is an x86 instruction), numba importable
+    and ``EVERYGRAPH_DISABLE_JIT`` unset (or ``0``/empty)."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
     if os.environ.get(DISABLE_ENV, "").strip().lower() not in ("", "0", "false", "no"):
         return False
     return _numba_available()
+
+
+def kernel_operands(*tensors: torch.Tensor) -> bool:
+    """Whether every tensor is one a compiled kernel takes: a 3-D CPU tensor of one dtype,
+    float32 or float64, not requiring grad (and :func:`streaming_enabled` holds)."""
+    dtype = tensors[0].dtype
+    return streaming_enabled() and all(
+        t.device.type == "cpu" and t.dtype == dtype and t.dtype in _DTYPES and not t.requires_grad and t.dim() == 3 for t in tensors
+    )
+
+
+def whole_lines(t: torch.Tensor) -> bool:
+    """Whether ``t``'s start, batch stride and row stride are whole cache lines, so that its
+    rows can be written with streaming stores a line at a time."""
+    return t.data_ptr() % LINE_BYTES == 0 and all(s * t.element_size() % LINE_BYTES == 0 for s in t.stride()[:2])
 
 
 def transposed_copy_kernel(dst: torch.Tensor, src: torch.Tensor) -> Callable[[], object] | None:
@@ -79,12 +96,7 @@ def transposed_copy_kernel(dst: torch.Tensor, src: torch.Tensor) -> Callable[[],
       float64: one destination line) or its columns not a multiple of one vector;
     * the destination's start, batch stride or row stride is not a whole number of lines.
     """
-    if not streaming_enabled():
-        return None
-    tensors = (dst, src)
-    if any(t.device.type != "cpu" or t.dtype not in _DTYPES or t.requires_grad or t.dim() != 3 for t in tensors):
-        return None
-    if src.dtype != dst.dtype or src.shape != dst.shape:
+    if not kernel_operands(dst, src) or src.shape != dst.shape:
         return None
     if not (src.stride(2) == 1 and dst.stride(1) == 1):
         # the same copy seen from the other side: a transposed source into row-contiguous memory
@@ -97,9 +109,7 @@ def transposed_copy_kernel(dst: torch.Tensor, src: torch.Tensor) -> Callable[[],
     if rows % (2 * lanes) or cols % lanes or rows == 0 or cols == 0:
         return None
     rows_out = dst.transpose(1, 2)  # [B, cols, rows], unit last stride
-    if dst.data_ptr() % LINE_BYTES or any(s * item % LINE_BYTES for s in rows_out.stride()[:2]):
-        return None
-    if _overlap(dst, src):
+    if not whole_lines(rows_out) or _overlap(dst, src):
         return None
     kernel = _compiled(src.dtype)
     return functools.partial(kernel, src.numpy(), rows_out.numpy(), lanes)
@@ -326,12 +336,8 @@ def product_kernel(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, twin: to
       destination's start, batch stride or row stride is not a whole number of lines;
     * a destination overlaps an operand or the other destination.
     """
-    if not streaming_enabled():
-        return None
     tensors = [t for t in (out, a, b, twin) if t is not None]
-    if any(t.device.type != "cpu" or t.dtype != out.dtype or t.dtype not in _DTYPES or t.requires_grad or t.dim() != 3 for t in tensors):
-        return None
-    if any(t.shape != out.shape for t in tensors):
+    if not kernel_operands(*tensors) or any(t.shape != out.shape for t in tensors):
         return None
     if out.stride(2) != 1:
         out, a, b, twin = (None if t is None else t.transpose(1, 2) for t in (out, a, b, twin))
@@ -345,7 +351,7 @@ def product_kernel(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, twin: to
     if rows % block or cols % block or rows == 0 or cols == 0:
         return None
     destinations = [out] if twin is None else [out, twin.transpose(1, 2)]
-    if any(d.data_ptr() % LINE_BYTES or any(s * item % LINE_BYTES for s in d.stride()[:2]) for d in destinations):
+    if not all(whole_lines(d) for d in destinations):
         return None
     if any(_overlap(d, s) for d in destinations for s in (a, b)) or (twin is not None and _overlap(out, twin)):
         return None
