@@ -1,5 +1,6 @@
 """The brute-force reference of the contraction tests: a pattern's value on one graph by its
-definition, the sum over all vertex maps of the product over the pattern's edges.
+definition, the sum over all vertex maps of the product over the pattern's edges; and the
+random graph batches the schedule tests compare it with.
 
 Imported by the test files beside it (pytest puts ``tests/contractions`` on ``sys.path``)."""
 
@@ -38,3 +39,14 @@ def _cached(p: Pattern, data: bytes, shape: tuple) -> torch.Tensor:
         if value:
             out[tuple(assignment[s] for s in p.special)] += value
     return out
+
+
+def random_batch(B: int, n: int, seed: int, directed: bool, density: float = 0.6, dtype=torch.float64) -> torch.Tensor:
+    """``[B, n, n]`` random graphs, each edge present with probability ``density``: weighted
+    (uniform in [0, 1)) when ``directed``, else symmetric 0/1 adjacency without loops."""
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.rand(B, n, n, generator=gen) < density).double()
+    if directed:
+        return (x * torch.rand(B, n, n, generator=gen, dtype=torch.float64)).to(dtype)
+    upper = x.triu(1)
+    return (upper + upper.transpose(1, 2)).to(dtype)

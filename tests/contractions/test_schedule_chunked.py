@@ -12,7 +12,7 @@ import torch
 import everygraph.contractions.schedule as schedule_module
 from everygraph.contractions import Pattern, Workspace, compile_plan, evaluate
 from everygraph.contractions.evaluate import _results_key, estimate_memory
-from homomorphism_reference import brute_force  # tests/contractions/homomorphism_reference.py
+from homomorphism_reference import brute_force, random_batch  # tests/contractions/homomorphism_reference.py
 
 
 def _patterns(directed: bool) -> list[Pattern]:
@@ -41,15 +41,6 @@ def _patterns(directed: bool) -> list[Pattern]:
     return [Pattern.from_string(s) for s in strings] + five_vertex
 
 
-def _batch(B: int, n: int, seed: int, directed: bool) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    x = (torch.rand(B, n, n, generator=gen) < 0.5).double()
-    if directed:
-        return x * torch.rand(B, n, n, generator=gen, dtype=torch.float64)
-    upper = x.triu(1)
-    return upper + upper.transpose(1, 2)
-
-
 def _check(plan, patterns, out, x, layout):
     for j, p in enumerate(patterns):
         k = plan.indices(p.output).index(j)
@@ -74,7 +65,7 @@ def one_graph_chunks(monkeypatch):
 def test_chunked_runs_equal_brute_force(one_graph_chunks, layout, symmetric):
     patterns = _patterns(directed=False)
     plan = compile_plan(patterns)
-    x = _batch(3, 5, seed=1, directed=False)
+    x = random_batch(3, 5, seed=1, directed=False, density=0.5)
     with torch.no_grad():
         out = evaluate(plan, x, layout=layout, symmetric=symmetric)
     schedule, chunked = _chunked_ops(plan, symmetric)
@@ -87,7 +78,7 @@ def test_chunked_runs_equal_brute_force(one_graph_chunks, layout, symmetric):
 def test_chunked_runs_on_directed_inputs(one_graph_chunks):
     patterns = _patterns(directed=True)
     plan = compile_plan(patterns)
-    x = _batch(3, 5, seed=2, directed=True)
+    x = random_batch(3, 5, seed=2, directed=True, density=0.5)
     with torch.no_grad():
         out = evaluate(plan, x, symmetric=True)  # never applied to directed patterns
     schedule, chunked = _chunked_ops(plan, True)
@@ -100,7 +91,7 @@ def test_chunked_out_and_workspace_reuse(one_graph_chunks, layout):
     patterns = _patterns(directed=False)
     plan = compile_plan(patterns)
     ws = Workspace()
-    x1, x2 = _batch(3, 5, seed=1, directed=False), _batch(3, 5, seed=4, directed=False)
+    x1, x2 = random_batch(3, 5, seed=1, directed=False, density=0.5), random_batch(3, 5, seed=4, directed=False, density=0.5)
     with torch.no_grad():
         first = evaluate(plan, x1, layout=layout, workspace=ws)
         out = {o: torch.full_like(v, float("nan")).contiguous() for o, v in first.items()}
@@ -134,7 +125,7 @@ def test_shrunk_buffers_hold_one_chunk(monkeypatch):
         monkeypatch.setattr(schedule_module, "CHUNK_BYTES", chunk_bytes)
         plan = compile_plan([Pattern.from_string("ab,ac,ad,bc,bd,cd->ab")])
         with torch.no_grad():
-            evaluate(plan, _batch(B, n, 5, False))
+            evaluate(plan, random_batch(B, n, 5, False, density=0.5))
         (schedule,) = plan._schedules.values()
         (chunked,) = [op for op in schedule.ops if op[0] == "chunked"]
         assert chunked[3]

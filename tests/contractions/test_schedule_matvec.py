@@ -13,7 +13,7 @@ import torch
 
 import everygraph.contractions.schedule as schedule_module
 from everygraph.contractions import Pattern, Workspace, compile_plan, evaluate
-from homomorphism_reference import brute_force  # tests/contractions/homomorphism_reference.py
+from homomorphism_reference import brute_force, random_batch  # tests/contractions/homomorphism_reference.py
 
 PATTERNS = [
     "ab,ac,ad,bc,bd,cd->ab",  # K4 edge pattern: a matrix-vector step on a 3-axis tensor (chunked run)
@@ -32,15 +32,6 @@ def one_index_chains(monkeypatch):
     # the chains these patterns exercise (matrix-vector steps on [B, n, n, n] tensors) are
     # otherwise regrouped into wide products (tests/contractions/test_schedule_regroup.py)
     monkeypatch.setattr(schedule_module, "regroup_wide_products", lambda steps, protected: steps)
-
-
-def _batch(B: int, n: int, seed: int, directed: bool) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    x = (torch.rand(B, n, n, generator=gen) < 0.6).double()
-    if directed:
-        return x * torch.rand(B, n, n, generator=gen, dtype=torch.float64)
-    upper = x.triu(1)
-    return upper + upper.transpose(1, 2)
 
 
 def _matvec_kernels(plan, ws):
@@ -64,7 +55,7 @@ def test_matvec_steps_equal_brute_force(monkeypatch, numpy_kernel, directed, lay
         monkeypatch.setattr(schedule_module, "_numpy_matvec_pays", lambda *tensors: False)
     patterns = [Pattern.from_string(s, directed=directed) for s in PATTERNS]
     plan = compile_plan(patterns)
-    x = _batch(2, 5, seed=2, directed=directed)
+    x = random_batch(2, 5, seed=2, directed=directed)
     ws = Workspace()
     with torch.no_grad():
         out = evaluate(plan, x, layout=layout, workspace=ws)
@@ -106,7 +97,7 @@ def test_storage_order_lets_matrix_vector_steps_run_as_one():
     # storage order; an order without a unit stride in the step's matrix would leave a
     # product and a sum over a [B, n, n, n] tensor
     plan = compile_plan(["ac,ad,bc,be,ce,de->ab"])
-    evaluate(plan, _batch(2, 5, seed=0, directed=False), workspace=Workspace())
+    evaluate(plan, random_batch(2, 5, seed=0, directed=False), workspace=Workspace())
     (schedule,) = plan._schedules.values()
     inner = [op[0] for chunked in schedule.ops if chunked[0] == "chunked" for op in chunked[1]]
     assert "matvec" in inner and "sum" not in inner

@@ -13,7 +13,7 @@ import everygraph.contractions.schedule as schedule_module
 from everygraph.contractions import Pattern, compile_plan, evaluate
 from everygraph.contractions.plan import Step
 from everygraph.contractions.regroup import regroup_wide_products
-from homomorphism_reference import brute_force  # tests/contractions/homomorphism_reference.py
+from homomorphism_reference import brute_force, random_batch  # tests/contractions/homomorphism_reference.py
 
 # each plan sums two indices in two steps through a [B, n, n, n] tensor; the fourth has a
 # product read by two chains (recomputed in each, then dropped)
@@ -25,15 +25,6 @@ STRINGS = [
     "ac,ad,bc,be,ce,de->ab",
     "ab,bc,cd->ad",  # no [B, n, n, n] tensor: left as it is
 ]
-
-
-def _batch(B: int, n: int, seed: int, directed: bool, dtype=torch.float64) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    x = (torch.rand(B, n, n, generator=gen) < 0.6).double()
-    if directed:
-        return (x * torch.rand(B, n, n, generator=gen, dtype=torch.float64)).to(dtype)
-    upper = x.triu(1)
-    return (upper + upper.transpose(1, 2)).to(dtype)
 
 
 def _assembled(plan) -> set[int]:
@@ -69,7 +60,7 @@ def test_regrouped_schedule_equals_brute_force(monkeypatch, chunk_bytes, directe
     monkeypatch.setattr(schedule_module, "CHUNK_BYTES", chunk_bytes)
     patterns = [Pattern.from_string(s, directed=directed) for s in STRINGS]
     plan = compile_plan(patterns)
-    x = _batch(3, 5, seed=3, directed=directed)
+    x = random_batch(3, 5, seed=3, directed=directed)
     with torch.no_grad():
         out = evaluate(plan, x, symmetric=symmetric)
     (schedule,) = plan._schedules.values()
@@ -90,7 +81,7 @@ def test_wide_products_run_through_numpy_on_cpu(monkeypatch, dtype):
     device) they are torch.bmm, equal to it."""
     n = 9
     patterns = [Pattern.from_string(s) for s in STRINGS[:3]]
-    x = _batch(2, n, seed=5, directed=False, dtype=dtype)
+    x = random_batch(2, n, seed=5, directed=False, dtype=dtype)
     monkeypatch.setattr(schedule_module, "NUMPY_WIDE_INNER", n * n)
     results = {}
     for numpy_side in (True, False):

@@ -12,7 +12,7 @@ from everygraph.contractions import Pattern, Workspace, compile_plan, evaluate
 from everygraph.contractions.evaluate import _results_key, estimate_memory
 from everygraph.contractions.plan import Step
 from everygraph.contractions.stack import StackedChains, stack_shared_sides
-from homomorphism_reference import brute_force  # tests/contractions/homomorphism_reference.py
+from homomorphism_reference import brute_force, random_batch  # tests/contractions/homomorphism_reference.py
 
 # the four degree-6 chains that share the side A[x, c] A[x, d] (with their transposed twins),
 # and a chain of another shape
@@ -26,15 +26,6 @@ STRINGS = [
     "ab,ac,ad,bc,bd,cd->ab",
     "ab,bc,cd->ad",
 ]
-
-
-def _batch(B: int, n: int, seed: int, directed: bool, dtype=torch.float64) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    x = (torch.rand(B, n, n, generator=gen) < 0.6).double()
-    if directed:
-        return (x * torch.rand(B, n, n, generator=gen, dtype=torch.float64)).to(dtype)
-    upper = x.triu(1)
-    return (upper + upper.transpose(1, 2)).to(dtype)
 
 
 def _groups(plan, B: int = 3, n: int = 5) -> list[StackedChains]:
@@ -68,7 +59,7 @@ def test_stacked_schedule_equals_brute_force(monkeypatch, chunk_bytes, directed,
     monkeypatch.setattr(schedule_module, "CHUNK_BYTES", chunk_bytes)
     patterns = [Pattern.from_string(s, directed=directed) for s in STRINGS]
     plan = compile_plan(patterns)
-    x = _batch(3, 5, seed=7, directed=directed)
+    x = random_batch(3, 5, seed=7, directed=directed)
     with torch.no_grad():
         out = evaluate(plan, x, symmetric=symmetric)
     (schedule,) = plan._schedules.values()
@@ -82,7 +73,7 @@ def test_stacked_schedule_equals_brute_force(monkeypatch, chunk_bytes, directed,
 
 def test_stacked_schedule_float32_and_without_stacking_equal():
     patterns = [Pattern.from_string(s) for s in STRINGS]
-    x = _batch(4, 6, seed=11, directed=False)
+    x = random_batch(4, 6, seed=11, directed=False)
     with torch.no_grad():
         stacked = evaluate(compile_plan(patterns), x.float())
         original = schedule_module.stack_shared_sides
@@ -101,7 +92,7 @@ def test_stacked_out_and_workspace_reuse(monkeypatch, layout):
     patterns = [Pattern.from_string(s) for s in STRINGS]
     plan = compile_plan(patterns)
     ws = Workspace()
-    x1, x2 = _batch(3, 5, seed=1, directed=False), _batch(3, 5, seed=4, directed=False)
+    x1, x2 = random_batch(3, 5, seed=1, directed=False), random_batch(3, 5, seed=4, directed=False)
     with torch.no_grad():
         first = evaluate(plan, x1, layout=layout, workspace=ws)
         out = torch.full_like(first, float("nan")).contiguous()  # channel-last memory: strided slots
@@ -126,7 +117,7 @@ def test_single_graph_and_single_node():
     patterns = [Pattern.from_string(s) for s in STRINGS]
     plan = compile_plan(patterns)
     for B, n in ((1, 4), (2, 1)):
-        x = _batch(B, n, seed=3, directed=False)
+        x = random_batch(B, n, seed=3, directed=False)
         with torch.no_grad():
             out = evaluate(plan, x)
         _check(plan, patterns, out, x)
@@ -135,7 +126,7 @@ def test_single_graph_and_single_node():
 def test_autograd_keeps_the_plain_execution():
     patterns = [Pattern.from_string(s) for s in STRINGS[:3]]
     plan = compile_plan(patterns)
-    x = _batch(2, 4, seed=5, directed=False).requires_grad_(True)
+    x = random_batch(2, 4, seed=5, directed=False).requires_grad_(True)
     out = evaluate(plan, x)
     out.sum().backward()
     _check(plan, patterns, out.detach(), x.detach())
@@ -199,7 +190,7 @@ def test_symmetric_shared_side_halves_the_product(side, directed, n):
     graph-chunked run); otherwise over all n^2 pairs. Values against brute force."""
     patterns = [Pattern.from_string(s, directed=directed) for s in SIDES[side]]
     plan = compile_plan(patterns)
-    x = _batch(2, n, seed=2, directed=directed)
+    x = random_batch(2, n, seed=2, directed=directed)
     with torch.no_grad():
         out = evaluate(plan, x)
     (schedule,) = plan._schedules.values()
@@ -234,7 +225,7 @@ def test_pair_weights_of_several_and_transposed_factors(monkeypatch):
 
     monkeypatch.setattr(schedule_module, "stack_shared_sides", rewritten)
     plan = compile_plan(patterns)
-    x = _batch(3, 5, seed=9, directed=False)
+    x = random_batch(3, 5, seed=9, directed=False)
     with torch.no_grad():
         out = evaluate(plan, x)
     (group,) = _groups(plan)
@@ -258,7 +249,7 @@ def test_take_kernel_equals_indexing(dtype):
 def test_stacked_groups_on_meta():
     """The device-generic kernels (index_select, no numpy) plan and run on meta tensors."""
     plan = compile_plan([Pattern.from_string(s) for s in STRINGS])
-    x = _batch(2, 5, seed=1, directed=False).to("meta")
+    x = random_batch(2, 5, seed=1, directed=False).to("meta")
     with torch.no_grad():
         out = evaluate(plan, x, mask=torch.ones(2, 5, dtype=torch.bool, device="meta"))
     assert out.device.type == "meta" and out.shape == (2, 5, 5, len(STRINGS))
