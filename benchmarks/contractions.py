@@ -255,12 +255,19 @@ def connected_case(degree: int) -> list[Pattern]:
     return [p for o in ("invariant", "node", "edge") for p in connected_patterns(degree, o, "simple")]
 
 
+def _unscheduled_copy(plan):
+    """A copy of ``plan`` without its schedules, workspace and bound kernels (built anew on
+    its first call)."""
+    fresh = copy.copy(plan)
+    for cached in ("_schedules", "_workspace"):
+        fresh.__dict__.pop(cached, None)
+    return fresh
+
+
 def _scheduled_without(plan, x: torch.Tensor, stage: str):
     """A copy of ``plan`` whose schedule is built with the schedule stage ``stage`` (a
     function of ``schedule.py`` that rewrites the steps) left out, and its first output."""
-    plain = copy.copy(plan)
-    for cached in ("_schedules", "_workspace"):
-        plain.__dict__.pop(cached, None)
+    plain = _unscheduled_copy(plan)
     rewrite = getattr(schedule_module, stage)
     setattr(schedule_module, stage, lambda steps, *args: steps)
     try:
@@ -298,9 +305,7 @@ class Methods:
         self.unstacked_plan, self.unstacked_out = _scheduled_without(plan, x, "stack_shared_sides")
         # the same schedule bound without the compiled CPU kernels (streaming.py, small_gemm.py):
         # torch and numpy everywhere, as where numba is absent
-        self.plain_kernels_plan = copy.copy(plan)
-        for cached in ("_schedules", "_workspace"):
-            self.plain_kernels_plan.__dict__.pop(cached, None)
+        self.plain_kernels_plan = _unscheduled_copy(plan)
         previous = os.environ.get(streaming.DISABLE_ENV)
         os.environ[streaming.DISABLE_ENV] = "1"
         try:
